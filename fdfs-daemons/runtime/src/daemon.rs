@@ -1,0 +1,193 @@
+//! The life cycle every FastDFS daemon shares: `<prog> <conf> [start|stop|restart]`,
+//! a pid file under `base_path/data`, detaching from the terminal unless asked not to.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonArgs {
+    pub conf: PathBuf,
+    pub action: Action,
+    /// Stay attached to the terminal and also log to stderr (for systemd and tests).
+    pub foreground: bool,
+}
+
+/// Parses `<conf> [start|stop|restart] [-N|--foreground|--no-daemon]`.
+pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<DaemonArgs, String> {
+    let prog = args.next().unwrap_or_else(|| "daemon".into());
+    let usage = format!(
+        "Usage: {prog} <config_file> [start | stop | restart] [--foreground]\n\
+         \n  start       start the daemon (default); detaches unless --foreground\
+         \n  stop        stop the running daemon (graceful: requests in flight finish)\
+         \n  restart     stop, then start\
+         \n  --foreground, -N   do not detach; log to the log file and to stderr"
+    );
+    let mut conf = None;
+    let mut action = None;
+    let mut foreground = false;
+    for a in args {
+        match a.as_str() {
+            "start" if action.is_none() => action = Some(Action::Start),
+            "stop" if action.is_none() => action = Some(Action::Stop),
+            "restart" if action.is_none() => action = Some(Action::Restart),
+            "-N" | "--foreground" | "--no-daemon" | "-n" => foreground = true,
+            "-h" | "--help" => return Err(usage),
+            _ if conf.is_none() && !a.starts_with('-') => conf = Some(PathBuf::from(a)),
+            _ => return Err(format!("unexpected argument {a:?}\n\n{usage}")),
+        }
+    }
+    Ok(DaemonArgs {
+        conf: conf.ok_or(usage)?,
+        action: action.unwrap_or(Action::Start),
+        foreground,
+    })
+}
+
+/// The pid recorded in `pid_file`, if that process is still alive.
+pub fn running_pid(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+    alive.then_some(pid)
+}
+
+/// Sends SIGTERM to the running daemon and waits until it has exited.
+/// Returns false if no daemon was running.
+pub fn stop_running(pid_file: &Path, wait: Duration) -> io::Result<bool> {
+    let Some(pid) = running_pid(pid_file) else {
+        return Ok(false);
+    };
+    // SAFETY: plain signal delivery to a pid we just checked.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        // SAFETY: as above, signal 0 only probes.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("process {pid} did not exit within {} s", wait.as_secs()),
+    ))
+}
+
+/// Detaches from the terminal: fork, new session, stdio to /dev/null.
+/// Must run before any thread (and so before the tokio runtime) starts.
+pub fn daemonize() -> io::Result<()> {
+    // SAFETY: called while the process is single-threaded; the parent exits at once.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        if libc::setsid() == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        match libc::fork() {
+            -1 => return Err(io::Error::last_os_error()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if devnull >= 0 {
+            libc::dup2(devnull, 0);
+            libc::dup2(devnull, 1);
+            libc::dup2(devnull, 2);
+            if devnull > 2 {
+                libc::close(devnull);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pid file that removes itself when the daemon ends.
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Writes our pid; fails if another instance is alive.
+    pub fn create(path: &Path) -> io::Result<PidFile> {
+        if let Some(pid) = running_pid(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("already running as pid {pid} ({})", path.display()),
+            ));
+        }
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::write(path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Resolves when SIGTERM, SIGINT or SIGQUIT arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = quit.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<DaemonArgs, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_upstream_forms() {
+        let a = args(&["fdfs_trackerd", "/etc/fdfs/tracker.conf"]).unwrap();
+        assert_eq!(a.action, Action::Start);
+        assert!(!a.foreground);
+        let a = args(&["fdfs_trackerd", "/etc/fdfs/tracker.conf", "restart"]).unwrap();
+        assert_eq!(a.action, Action::Restart);
+        let a = args(&["x", "c.conf", "start", "--foreground"]).unwrap();
+        assert!(a.foreground);
+        assert!(args(&["x"]).is_err());
+        assert!(args(&["x", "c.conf", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn pid_file_detects_running_instance() {
+        let dir = std::env::temp_dir().join(format!("fdfs-pid-{}", std::process::id()));
+        let path = dir.join("x.pid");
+        let pid = PidFile::create(&path).unwrap();
+        assert_eq!(running_pid(&path), Some(std::process::id() as i32));
+        assert!(PidFile::create(&path).is_err());
+        drop(pid);
+        assert!(!path.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+}

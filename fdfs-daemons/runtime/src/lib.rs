@@ -1,0 +1,16 @@
+//! Run-time pieces shared by `fdfs_trackerd`, `fdfs_storaged` and the client tools.
+
+pub mod conn;
+pub mod daemon;
+pub mod logging;
+pub mod server;
+
+pub use conn::{Connection, Error};
+
+/// Seconds since the unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
