@@ -94,7 +94,9 @@ impl StoreTargets {
 
     pub fn decode(body: &[u8], ip_size: IpSize) -> Result<Self, ProtoError> {
         let per = ip_size.width() - 1 + 8;
-        if body.len() < GROUP_NAME_LEN + 1 + per || (body.len() - GROUP_NAME_LEN - 1) % per != 0 {
+        if body.len() < GROUP_NAME_LEN + 1 + per
+            || !(body.len() - GROUP_NAME_LEN - 1).is_multiple_of(per)
+        {
             return Err(ProtoError::length(format!("16 + n*{per} + 1"), body.len()));
         }
         let mut r = Reader::new(body);
@@ -164,7 +166,7 @@ impl FetchTargets {
             (n, None) => return Err(ProtoError::length("39 or 69", n)),
         };
         let per = ip_size.width() - 1 + 8;
-        if body.len() < GROUP_NAME_LEN + per || (body.len() - GROUP_NAME_LEN) % per != 0 {
+        if body.len() < GROUP_NAME_LEN + per || !(body.len() - GROUP_NAME_LEN).is_multiple_of(per) {
             return Err(ProtoError::length(format!("16 + n*{per}"), body.len()));
         }
         let mut r = Reader::new(body);
@@ -218,7 +220,7 @@ impl GroupStat {
     }
 
     pub fn decode_list(body: &[u8]) -> Result<Vec<Self>, ProtoError> {
-        if body.len() % Self::LEN != 0 {
+        if !body.len().is_multiple_of(Self::LEN) {
             return Err(ProtoError::length("a multiple of 113", body.len()));
         }
         let mut r = Reader::new(body);
@@ -437,9 +439,9 @@ impl StorageStat {
 
     /// Decodes a list; the record width tells the IP size.
     pub fn decode_list(body: &[u8]) -> Result<Vec<Self>, ProtoError> {
-        let ip_size = if body.len() % Self::len(IpSize::V4) == 0 {
+        let ip_size = if body.len().is_multiple_of(Self::len(IpSize::V4)) {
             IpSize::V4
-        } else if body.len() % Self::len(IpSize::V6) == 0 {
+        } else if body.len().is_multiple_of(Self::len(IpSize::V6)) {
             IpSize::V6
         } else {
             return Err(ProtoError::length("a multiple of 487 or 517", body.len()));
@@ -714,7 +716,7 @@ impl BeatReply {
             reply.trunk_server = Some(StorageBrief::decode_from(&mut r)?);
         }
         if flags & beat_flag::GROUP_MEMBERS_CHANGED != 0 {
-            if r.remaining() % StorageBrief::LEN != 0 {
+            if !r.remaining().is_multiple_of(StorageBrief::LEN) {
                 return Err(ProtoError::length("n * 67 member briefs", r.remaining()));
             }
             let mut list = Vec::new();
@@ -744,7 +746,7 @@ impl DiskUsage {
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        if body.is_empty() || body.len() % 16 != 0 {
+        if body.is_empty() || !body.len().is_multiple_of(16) {
             return Err(ProtoError::length("n * 16", body.len()));
         }
         let mut r = Reader::new(body);
@@ -772,7 +774,7 @@ impl SyncReport {
     }
 
     pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        if body.len() % 20 != 0 {
+        if !body.len().is_multiple_of(20) {
             return Err(ProtoError::length("n * 20", body.len()));
         }
         let mut r = Reader::new(body);

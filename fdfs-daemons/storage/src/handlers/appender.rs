@@ -1,0 +1,208 @@
+//! Appender files: 24 APPEND_FILE, 34 MODIFY_FILE, 36 TRUNCATE_FILE and
+//! 38 REGENERATE_APPENDER_FILENAME (which turns an appender into a normal file).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+
+use fdfs_proto::errno;
+use fdfs_proto::fileid::{
+    normal_size_field, remote_name, FileKind, PackedName, RemoteName, FEXT_LEN,
+};
+use fdfs_proto::storage_msg::{decode_regenerate, AppendHead, ModifyHead, StoredFile, Truncate};
+use fdfs_runtime::{unix_now, Connection};
+use rand::Rng;
+
+use super::{binlog_failed, locate, mtime_of, Fail, Handled};
+use crate::binlog::op;
+use crate::state::Storage;
+use crate::stats::counter;
+use crate::store::commit_new_file;
+use crate::transfer::{crc32_of, receive_into};
+
+/// Checks that `filename` is an existing appender file of this group.
+fn appender_path(st: &Storage, filename: &str) -> Result<PathBuf, u8> {
+    let (name, path) = locate(st, &st.cfg.group_name, filename)?;
+    let info = name.info().map_err(|_| errno::EINVAL)?;
+    if info.kind != FileKind::Appender {
+        return Err(errno::EINVAL);
+    }
+    if !path.is_file() {
+        return Err(errno::ENOENT);
+    }
+    Ok(path)
+}
+
+/// Reads the filename that follows a fixed head in a streamed request.
+async fn read_name(conn: &mut Connection, len: usize) -> Result<String, Fail> {
+    let raw = conn.read_body(len).await.map_err(|_| Fail::Close)?;
+    String::from_utf8(raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))
+}
+
+pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
+    let result = async {
+        if body_len < AppendHead::LEN as u64 {
+            return Err(Fail::ReplyAndClose(errno::EINVAL));
+        }
+        let mut raw = [0u8; AppendHead::LEN];
+        conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
+        let head = AppendHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+        if body_len != (AppendHead::LEN + head.filename_len) as u64 + head.size {
+            return Err(Fail::ReplyAndClose(errno::EINVAL));
+        }
+        let filename = read_name(conn, head.filename_len).await?;
+        let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+        let offset = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+        receive_into(conn, &mut file, head.size, None).await?;
+        st.stats
+            .add_bytes(counter::TOTAL_APPEND_BYTES, head.size, true);
+        if head.size > 0 {
+            let mtime = file
+                .metadata()
+                .map(|m| mtime_of(&m))
+                .unwrap_or_else(|_| unix_now());
+            st.binlog
+                .append(
+                    mtime,
+                    op::APPEND,
+                    &filename,
+                    Some(&format!("{offset} {}", head.size)),
+                )
+                .map_err(binlog_failed)?;
+        }
+        Ok(())
+    }
+    .await;
+    st.stats.record(counter::TOTAL_APPEND, result.is_ok());
+    result?;
+    conn.reply(0, &[]).await.map_err(|_| Fail::Close)
+}
+
+pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
+    let result = async {
+        if body_len < ModifyHead::LEN as u64 {
+            return Err(Fail::ReplyAndClose(errno::EINVAL));
+        }
+        let mut raw = [0u8; ModifyHead::LEN];
+        conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
+        let head = ModifyHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+        if body_len != (ModifyHead::LEN + head.filename_len) as u64 + head.size {
+            return Err(Fail::ReplyAndClose(errno::EINVAL));
+        }
+        let filename = read_name(conn, head.filename_len).await?;
+        let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?
+            .len();
+        if head.offset > size {
+            return Err(Fail::ReplyAndClose(errno::EINVAL));
+        }
+        file.seek(SeekFrom::Start(head.offset))
+            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+        receive_into(conn, &mut file, head.size, None).await?;
+        st.stats
+            .add_bytes(counter::TOTAL_MODIFY_BYTES, head.size, true);
+        let mtime = file
+            .metadata()
+            .map(|m| mtime_of(&m))
+            .unwrap_or_else(|_| unix_now());
+        st.binlog
+            .append(
+                mtime,
+                op::MODIFY,
+                &filename,
+                Some(&format!("{} {}", head.offset, head.size)),
+            )
+            .map_err(binlog_failed)
+    }
+    .await;
+    st.stats.record(counter::TOTAL_MODIFY, result.is_ok());
+    result?;
+    conn.reply(0, &[]).await.map_err(|_| Fail::Close)
+}
+
+pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
+    let result = (|| {
+        let req = Truncate::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+        let path = appender_path(st, &req.filename).map_err(Fail::Reply)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        let old = file
+            .metadata()
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?
+            .len();
+        if old == req.new_size {
+            return Ok(());
+        }
+        file.set_len(req.new_size)
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        let mtime = file
+            .metadata()
+            .map(|m| mtime_of(&m))
+            .unwrap_or_else(|_| unix_now());
+        st.binlog
+            .append(
+                mtime,
+                op::TRUNCATE,
+                &req.filename,
+                Some(&format!("{old} {}", req.new_size)),
+            )
+            .map_err(binlog_failed)
+    })();
+    st.stats.record(counter::TOTAL_TRUNCATE, result.is_ok());
+    result?;
+    conn.reply(0, &[]).await.map_err(|_| Fail::Close)
+}
+
+pub async fn regenerate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
+    let old = decode_regenerate(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let path = appender_path(st, &old).map_err(Fail::Reply)?;
+    let name = RemoteName::parse(&old).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let packed = name.packed().map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let mut file = File::open(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+    let size = file
+        .metadata()
+        .map_err(|e| Fail::Reply(errno::from_io(&e)))?
+        .len();
+    let crc = crc32_of(&mut file).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+    drop(file);
+    let now = unix_now();
+    let fext = &name.base[name.base.len() - FEXT_LEN..];
+    let dir = path.parent().expect("file has a directory");
+    // The appender's own name is the "temporary" file: it is linked under the new name
+    // and then removed, so the content is never copied.
+    let base = commit_new_file(&path, dir, || {
+        let renamed = PackedName {
+            source: packed.source,
+            timestamp: now as u32,
+            size_field: normal_size_field(size, rand::thread_rng().gen()),
+            crc32: crc,
+        };
+        format!("{}{fext}", renamed.encode())
+    })
+    .map_err(Fail::Reply)?;
+    let new = remote_name(name.store_path, name.high, name.low, &base);
+    st.binlog
+        .append(now, op::RENAME, &new, Some(&old))
+        .map_err(binlog_failed)?;
+    let reply = StoredFile {
+        group: st.cfg.group_name.clone(),
+        filename: new,
+    };
+    conn.reply(0, &reply.encode())
+        .await
+        .map_err(|_| Fail::Close)
+}

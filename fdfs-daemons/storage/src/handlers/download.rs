@@ -1,0 +1,53 @@
+//! 14 DOWNLOAD_FILE: the whole file or a range, streamed from disk.
+
+use std::fs::File;
+
+use fdfs_proto::errno;
+use fdfs_proto::storage_msg::Download;
+use fdfs_proto::Header;
+use fdfs_runtime::Connection;
+
+use super::{locate, Fail, Handled};
+use crate::state::Storage;
+use crate::stats::counter;
+use crate::transfer::send_range;
+
+pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
+    let req = Download::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let (_, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    let result = async {
+        let mut file = File::open(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?
+            .len();
+        // As 6.16: an offset at or past the end is invalid and the count is clamped. An
+        // empty file can still be read from offset 0 (6.16 refuses it; nothing relies on
+        // that).
+        if req.offset > size || (req.offset == size && size > 0) {
+            return Err(Fail::Reply(errno::EINVAL));
+        }
+        let left = size - req.offset;
+        let count = if req.count == 0 || req.count > left {
+            left
+        } else {
+            req.count
+        };
+        conn.send(Header::response(0, count), &[])
+            .await
+            .map_err(|_| Fail::Close)?;
+        // From here on a failure can only close the connection: the header is out.
+        send_range(conn, &mut file, req.offset, count)
+            .await
+            .map_err(|e| {
+                tracing::warn!("download of {} broke off: {e:?}", req.filename);
+                Fail::Close
+            })?;
+        st.stats
+            .add_bytes(counter::TOTAL_DOWNLOAD_BYTES, count, true);
+        Ok(())
+    }
+    .await;
+    st.stats.record(counter::TOTAL_DOWNLOAD, result.is_ok());
+    result
+}

@@ -1,0 +1,71 @@
+//! One module per command family. Every handler reads its own request (file bodies are
+//! streamed, never buffered whole) and sends its own reply.
+
+pub mod appender;
+pub mod download;
+pub mod metadata;
+pub mod query;
+pub mod remove;
+pub mod upload;
+
+use std::path::PathBuf;
+
+use fdfs_proto::errno;
+use fdfs_proto::fileid::RemoteName;
+
+use crate::state::Storage;
+use crate::transfer::TransferError;
+
+/// How a failed request ends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fail {
+    /// Answer with this errno; the request was read whole, so the connection can go on
+    /// (except after EINVAL, which always ends it, as upstream does).
+    Reply(u8),
+    /// Answer with this errno, then close: part of the request is still unread.
+    ReplyAndClose(u8),
+    /// Close without an answer: the connection broke or a reply was half sent.
+    Close,
+}
+
+pub type Handled = Result<(), Fail>;
+
+impl From<TransferError> for Fail {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Net(_) => Fail::Close,
+            TransferError::Disk(e) => {
+                tracing::error!("disk error: {e}");
+                Fail::ReplyAndClose(errno::from_io(&e))
+            }
+        }
+    }
+}
+
+/// Checks the group and the file name of a request and finds the file on disk.
+pub fn locate<'a>(
+    st: &Storage,
+    group: &str,
+    filename: &'a str,
+) -> Result<(RemoteName<'a>, PathBuf), u8> {
+    if group != st.cfg.group_name {
+        return Err(errno::EINVAL);
+    }
+    let name = RemoteName::parse(filename).map_err(|_| errno::EINVAL)?;
+    let path = st.store.resolve(&name)?;
+    Ok((name, path))
+}
+
+/// Modification time of a file in unix seconds.
+pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(fdfs_runtime::unix_now, |d| d.as_secs() as i64)
+}
+
+/// Logs a binlog write failure; the change is on disk but replication would miss it.
+pub fn binlog_failed(e: std::io::Error) -> Fail {
+    tracing::error!("cannot write binlog: {e}");
+    Fail::Reply(errno::EIO)
+}

@@ -1,0 +1,52 @@
+//! 22 QUERY_FILE_INFO: size, timestamp, CRC32 and source of a stored file.
+
+use std::fs::File;
+use std::net::IpAddr;
+
+use fdfs_proto::errno;
+use fdfs_proto::fileid::{FileKind, Source};
+use fdfs_proto::storage_msg::{file_info_flag, FileInfoReply, FileRef};
+use fdfs_runtime::Connection;
+
+use super::{locate, mtime_of, Fail, Handled};
+use crate::state::Storage;
+use crate::transfer::crc32_of;
+
+pub async fn query_file_info(
+    st: &Storage,
+    conn: &mut Connection,
+    flags: u8,
+    body: &[u8],
+) -> Handled {
+    let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    let info = name.info().map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let mut file = File::open(&path).map_err(|e| {
+        if flags & file_info_flag::SILENT == 0 {
+            tracing::info!("file info: {} not found", req.filename);
+        }
+        Fail::Reply(errno::from_io(&e))
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+    // Normal files carry their CRC32 in the name; appenders and slaves must be read.
+    let crc32 = match info.kind {
+        FileKind::Normal | FileKind::Trunk => info.crc32,
+        _ if flags & file_info_flag::NO_CRC32 != 0 => 0,
+        _ => crc32_of(&mut file).map_err(|e| Fail::Reply(errno::from_io(&e)))?,
+    };
+    let source_ip = match info.source {
+        Source::Ip(ip) => IpAddr::V4(ip).to_string(),
+        Source::ServerId(_) => String::new(),
+    };
+    let reply = FileInfoReply {
+        file_size: meta.len() as i64,
+        timestamp: mtime_of(&meta),
+        crc32,
+        source_ip,
+    };
+    conn.reply(0, &reply.encode(st.ip_size()))
+        .await
+        .map_err(|_| Fail::Close)
+}

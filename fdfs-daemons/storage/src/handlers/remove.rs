@@ -1,0 +1,31 @@
+//! 12 DELETE_FILE: removes the file and its metadata.
+
+use std::fs;
+
+use fdfs_proto::errno;
+use fdfs_proto::storage_msg::FileRef;
+use fdfs_runtime::{unix_now, Connection};
+
+use super::{binlog_failed, locate, Fail, Handled};
+use crate::binlog::op;
+use crate::state::Storage;
+use crate::stats::counter;
+
+pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
+    let result = async {
+        let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+        let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+        fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        let mut meta = path.into_os_string();
+        meta.push("-m");
+        let _ = fs::remove_file(meta);
+        st.binlog
+            .append(unix_now(), op::DELETE, name.full, None)
+            .map_err(binlog_failed)?;
+        Ok::<(), Fail>(())
+    }
+    .await;
+    st.stats.record(counter::TOTAL_DELETE, result.is_ok());
+    result?;
+    conn.reply(0, &[]).await.map_err(|_| Fail::Close)
+}

@@ -1,0 +1,254 @@
+//! 11 UPLOAD_FILE, 23 UPLOAD_APPENDER_FILE and 21 UPLOAD_SLAVE_FILE.
+//!
+//! Content goes to a temporary file in its final directory while its CRC32 is computed;
+//! only when it is complete does it get its real name (which encodes size, CRC32 and
+//! mtime), so a reader never sees a partial file.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use fdfs_proto::errno;
+use fdfs_proto::fileid::{
+    appender_size_field, formatted_ext, normal_size_field, remote_name, PackedName, RemoteName,
+    BASE64_LEN,
+};
+use fdfs_proto::storage_msg::{SlaveHead, StoredFile, UploadHead};
+use fdfs_runtime::{unix_now, Connection};
+use rand::Rng;
+
+use super::{binlog_failed, mtime_of, Fail, Handled};
+use crate::binlog::op;
+use crate::state::Storage;
+use crate::stats::counter;
+use crate::store::{commit_new_file, TEMP_PREFIX};
+use crate::transfer::receive_into;
+
+/// A temporary file that removes itself unless it was committed.
+struct TempFile {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Receives `size` bytes into a new temporary file in `dir`; returns it with its CRC32 and
+/// mtime.
+async fn receive_temp(
+    conn: &mut Connection,
+    dir: &Path,
+    size: u64,
+) -> Result<(TempFile, u32, i64), Fail> {
+    let (temp, mut file) = loop {
+        let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => {
+                break (
+                    TempFile {
+                        path,
+                        committed: false,
+                    },
+                    f,
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                tracing::error!("cannot create {}: {e}", path.display());
+                return Err(Fail::ReplyAndClose(errno::from_io(&e)));
+            }
+        }
+    };
+    let mut crc = crc32fast::Hasher::new();
+    receive_into(conn, &mut file, size, Some(&mut crc)).await?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+    Ok((temp, crc.finalize(), mtime_of(&meta)))
+}
+
+fn random_digit() -> u8 {
+    rand::thread_rng().gen_range(0..10)
+}
+
+pub async fn upload(st: &Storage, conn: &mut Connection, body_len: u64, appender: bool) -> Handled {
+    // Appender creations count as uploads, as upstream does.
+    let result = upload_inner(st, conn, body_len, appender).await;
+    st.stats.record(counter::TOTAL_UPLOAD, result.is_ok());
+    result
+}
+
+async fn upload_inner(
+    st: &Storage,
+    conn: &mut Connection,
+    body_len: u64,
+    appender: bool,
+) -> Handled {
+    if body_len < UploadHead::LEN as u64 {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let mut raw = [0u8; UploadHead::LEN];
+    conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
+    let head = UploadHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    if body_len != UploadHead::LEN as u64 + head.file_size {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let path_index = st
+        .store
+        .choose_path(head.store_path_index, head.file_size)
+        .map_err(Fail::ReplyAndClose)?;
+    let local_ip = conn.local_addr().map_err(|_| Fail::Close)?.ip();
+    let source = st.source(local_ip);
+    // The directory is picked from a provisional name, as upstream does.
+    let provisional = PackedName {
+        source,
+        timestamp: unix_now() as u32,
+        size_field: normal_size_field(head.file_size, rand::random()),
+        crc32: rand::random(),
+    }
+    .encode();
+    let (high, low) = st.store.choose_subdir(&provisional);
+    let dir = st.store.dir(path_index, high, low);
+
+    let (mut temp, crc, mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    st.stats
+        .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
+
+    let fext = formatted_ext(&head.ext, random_digit);
+    let base = commit_new_file(&temp.path, &dir, || {
+        let size_field = if appender {
+            appender_size_field(rand::random())
+        } else {
+            normal_size_field(head.file_size, rand::random())
+        };
+        let packed = PackedName {
+            source,
+            timestamp: mtime as u32,
+            size_field,
+            crc32: crc,
+        };
+        format!("{}{fext}", packed.encode())
+    })
+    .map_err(Fail::Reply)?;
+    temp.committed = true;
+    let remote = remote_name(path_index as u8, high, low, &base);
+    st.binlog
+        .append(mtime, op::CREATE, &remote, None)
+        .map_err(binlog_failed)?;
+    st.stats
+        .last_source_update
+        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+    let reply = StoredFile {
+        group: st.cfg.group_name.clone(),
+        filename: remote,
+    };
+    conn.reply(0, &reply.encode())
+        .await
+        .map_err(|_| Fail::Close)
+}
+
+/// The slave's base name: the master's base without its `.ext`, then prefix and ext.
+pub fn slave_base(master_base: &str, prefix: &str, ext: &str) -> String {
+    let stem = match master_base[BASE64_LEN..].rfind('.') {
+        Some(dot) => &master_base[..BASE64_LEN + dot],
+        None => master_base,
+    };
+    if ext.is_empty() {
+        format!("{stem}{prefix}")
+    } else {
+        format!("{stem}{prefix}.{ext}")
+    }
+}
+
+pub async fn upload_slave(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
+    let result = upload_slave_inner(st, conn, body_len).await;
+    st.stats.record(counter::TOTAL_UPLOAD, result.is_ok());
+    result
+}
+
+async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
+    if body_len < SlaveHead::LEN as u64 {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let mut raw = [0u8; SlaveHead::LEN];
+    conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
+    let head = SlaveHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    if body_len != (SlaveHead::LEN + head.master_len) as u64 + head.file_size {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let master_raw = conn
+        .read_body(head.master_len)
+        .await
+        .map_err(|_| Fail::Close)?;
+    let master_text =
+        String::from_utf8(master_raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let master = RemoteName::parse(&master_text).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let master_path = st.store.resolve(&master).map_err(Fail::ReplyAndClose)?;
+    if !master_path.is_file() {
+        return Err(Fail::ReplyAndClose(errno::ENOENT));
+    }
+    let slave = remote_name(
+        master.store_path,
+        master.high,
+        master.low,
+        &slave_base(master.base, &head.prefix, &head.ext),
+    );
+    let slave_name = RemoteName::parse(&slave).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let slave_path = st.store.resolve(&slave_name).map_err(Fail::ReplyAndClose)?;
+    if slave_path.exists() {
+        return Err(Fail::ReplyAndClose(errno::EEXIST));
+    }
+    let dir = slave_path
+        .parent()
+        .expect("slave path has a directory")
+        .to_path_buf();
+    let (temp, _crc, mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    st.stats
+        .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
+    // A hard link never replaces: a slave uploaded concurrently under the same name wins.
+    match fs::hard_link(&temp.path, &slave_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Fail::Reply(errno::EEXIST))
+        }
+        Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
+    }
+    // The temporary name goes away; the slave name stays.
+    drop(temp);
+    st.binlog
+        .append(mtime, op::CREATE, &slave, None)
+        .map_err(binlog_failed)?;
+    let reply = StoredFile {
+        group: st.cfg.group_name.clone(),
+        filename: slave,
+    };
+    conn.reply(0, &reply.encode())
+        .await
+        .map_err(|_| Fail::Close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slave_names_follow_upstream() {
+        let master = "fwAAPWsEx3-AJPpFAAAADwL5vO4702.txt";
+        assert_eq!(
+            slave_base(master, "_big", "txt"),
+            "fwAAPWsEx3-AJPpFAAAADwL5vO4702_big.txt"
+        );
+        assert_eq!(
+            slave_base(master, "_150x150", ""),
+            "fwAAPWsEx3-AJPpFAAAADwL5vO4702_150x150"
+        );
+        assert_eq!(
+            slave_base("fwAAPWsEx3-AJPpFAAAADwL5vO41234567", "_s", "jpg"),
+            "fwAAPWsEx3-AJPpFAAAADwL5vO41234567_s.jpg"
+        );
+    }
+}

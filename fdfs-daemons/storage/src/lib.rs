@@ -1,0 +1,137 @@
+//! `fdfs_storaged`: stores files for one group and serves them to clients.
+//!
+//! - [`store`]: store paths, directory layout, final file names;
+//! - [`binlog`]: the change log replication reads;
+//! - [`handlers`]: one module per command family;
+//! - [`tracker_link`]: join and heartbeat with every tracker;
+//! - [`server`]: the per-connection request loop.
+
+pub mod binlog;
+pub mod config;
+pub mod handlers;
+pub mod init_flag;
+pub mod server;
+pub mod state;
+pub mod stats;
+pub mod store;
+pub mod tracker_link;
+pub mod transfer;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fdfs_runtime::server::{serve, ShutdownTrigger};
+use tracing::{info, warn};
+
+use crate::binlog::Binlog;
+use crate::config::StorageConfig;
+use crate::init_flag::InitFlag;
+use crate::state::Storage;
+use crate::store::Store;
+use crate::tracker_link::Links;
+
+/// Runs the storage until `stop` resolves.
+pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(), String> {
+    let store_cfg = cfg.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_cfg))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("store paths: {e}"))?;
+    let binlog = Binlog::open(&cfg.base_path).map_err(|e| format!("binlog: {e}"))?;
+    let st = Arc::new(Storage::new(cfg, store, binlog));
+    if let Some((high, low, written)) = st.stats.load(&st.stat_file()) {
+        st.store.restore_rotation(high, low, written);
+    }
+    let init = InitFlag::load(&st.cfg.base_path).unwrap_or_else(|| {
+        let fresh = InitFlag {
+            join_time: fdfs_runtime::unix_now(),
+            ..Default::default()
+        };
+        if let Err(e) = fresh.save(&st.cfg.base_path) {
+            warn!("cannot save init flag: {e}");
+        }
+        fresh
+    });
+
+    let listen = SocketAddr::new(
+        st.cfg
+            .bind_addr
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        st.cfg.port,
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    info!(
+        "group {} listening on {listen}, {} store path(s)",
+        st.cfg.group_name,
+        st.store.paths().len()
+    );
+
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let links = Arc::new(Links {
+        init: Mutex::new(init),
+    });
+    let mut tasks = Vec::new();
+    for tracker in st.cfg.tracker_servers.clone() {
+        tasks.push(tokio::spawn(tracker_link::run(
+            st.clone(),
+            links.clone(),
+            tracker,
+            trigger.subscribe(),
+        )));
+    }
+    tasks.push(tokio::spawn(housekeeping(st.clone(), trigger.subscribe())));
+
+    let server = {
+        let st = st.clone();
+        serve(
+            listener,
+            st.cfg.max_connections,
+            shutdown,
+            st.cfg.network_timeout,
+            move |stream, peer, shutdown| {
+                server::handle_connection(st.clone(), stream, peer, shutdown)
+            },
+        )
+    };
+    tokio::pin!(server);
+    tokio::select! {
+        _ = &mut server => {}
+        _ = stop => {
+            trigger.trigger();
+            server.await;
+        }
+    }
+    trigger.trigger();
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Err(e) = st.stats.save(&st.stat_file(), st.store.rotation()) {
+        warn!("cannot save {}: {e}", st.stat_file().display());
+    }
+    if let Err(e) = st.binlog.sync() {
+        warn!("cannot sync binlog: {e}");
+    }
+    Ok(())
+}
+
+/// Refreshes disk usage every second and saves the counters every minute.
+async fn housekeeping(st: Arc<Storage>, mut shutdown: fdfs_runtime::server::Shutdown) {
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.recv() => return,
+        }
+        st.store.refresh_usage();
+        ticks += 1;
+        if ticks.is_multiple_of(60) {
+            if let Err(e) = st.stats.save(&st.stat_file(), st.store.rotation()) {
+                warn!("cannot save {}: {e}", st.stat_file().display());
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The store paths on disk: `<store_path>/data/XX/YY/<file>`. Knows where a new file goes,
+//! how a finished upload gets its final name, and turns a checked remote filename into a
+//! path that cannot leave the store.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use fdfs_proto::config::SpaceLimit;
+use fdfs_proto::errno;
+use fdfs_proto::fileid::RemoteName;
+
+use crate::config::StorageConfig;
+
+/// Prefix of files being written; never a valid remote filename, so never served.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+pub struct StorePath {
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub readonly: bool,
+    total_mb: AtomicU64,
+    free_mb: AtomicU64,
+}
+
+impl StorePath {
+    pub fn total_mb(&self) -> u64 {
+        self.total_mb.load(Ordering::Relaxed)
+    }
+
+    pub fn free_mb(&self) -> u64 {
+        self.free_mb.load(Ordering::Relaxed)
+    }
+}
+
+/// Where the next files go inside a store path (`file_distribute_path_mode = 0`).
+struct Rotation {
+    high: u32,
+    low: u32,
+    written: u32,
+}
+
+pub struct Store {
+    paths: Vec<StorePath>,
+    subdirs: u32,
+    hash_mode: bool,
+    rotate_count: u32,
+    rotation: Mutex<Rotation>,
+    next_path: AtomicUsize,
+    reserved: Mutex<SpaceLimit>,
+}
+
+fn statvfs_mb(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: statvfs writes only into the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block = st.f_frsize as u64;
+    Ok((
+        st.f_blocks as u64 * block / (1 << 20),
+        st.f_bavail as u64 * block / (1 << 20),
+    ))
+}
+
+impl Store {
+    /// Opens every store path, creating `data/` and its XX/YY directories as upstream does
+    /// on first start.
+    pub fn open(cfg: &StorageConfig) -> io::Result<Store> {
+        let mut paths = Vec::new();
+        for sp in &cfg.store_paths {
+            let data = sp.path.join("data");
+            fs::create_dir_all(&data).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", data.display()))
+            })?;
+            create_subdirs(&data, cfg.subdir_count_per_path)?;
+            remove_temp_files(&data, cfg.subdir_count_per_path);
+            paths.push(StorePath {
+                root: sp.path.clone(),
+                data,
+                readonly: sp.readonly,
+                total_mb: AtomicU64::new(0),
+                free_mb: AtomicU64::new(0),
+            });
+        }
+        let store = Store {
+            paths,
+            subdirs: cfg.subdir_count_per_path,
+            hash_mode: cfg.file_distribute_path_mode == 1,
+            rotate_count: cfg.file_distribute_rotate_count,
+            rotation: Mutex::new(Rotation {
+                high: 0,
+                low: 0,
+                written: 0,
+            }),
+            next_path: AtomicUsize::new(0),
+            reserved: Mutex::new(SpaceLimit::Bytes(1024 << 20)),
+        };
+        store.refresh_usage();
+        Ok(store)
+    }
+
+    pub fn paths(&self) -> &[StorePath] {
+        &self.paths
+    }
+
+    pub fn subdirs(&self) -> u32 {
+        self.subdirs
+    }
+
+    /// Re-reads total and free space of every store path.
+    pub fn refresh_usage(&self) {
+        for p in &self.paths {
+            if let Ok((total, free)) = statvfs_mb(&p.data) {
+                p.total_mb.store(total, Ordering::Relaxed);
+                p.free_mb.store(free, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn set_reserved(&self, limit: SpaceLimit) {
+        *self.reserved.lock().unwrap() = limit;
+    }
+
+    fn has_room(&self, p: &StorePath, size: u64) -> bool {
+        let reserved = self.reserved.lock().unwrap().reserved_mb(p.total_mb());
+        // A fixed reservation is shared by all store paths, as upstream does.
+        let reserved = match *self.reserved.lock().unwrap() {
+            SpaceLimit::Bytes(_) => reserved / self.paths.len() as u64,
+            SpaceLimit::Ratio(_) => reserved,
+        };
+        p.free_mb().saturating_sub(size.div_ceil(1 << 20)) > reserved
+    }
+
+    /// Picks the store path for an upload: the requested one when it is writable and has
+    /// room, else the next writable path with room in round robin.
+    pub fn choose_path(&self, requested: i8, size: u64) -> Result<usize, u8> {
+        if requested >= 0 {
+            let i = requested as usize;
+            if i >= self.paths.len() {
+                return Err(errno::EINVAL);
+            }
+            if !self.paths[i].readonly && self.has_room(&self.paths[i], size) {
+                return Ok(i);
+            }
+        }
+        let n = self.paths.len();
+        let start = self.next_path.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let i = (start + k) % n;
+            let p = &self.paths[i];
+            if !p.readonly && self.has_room(p, size) {
+                return Ok(i);
+            }
+        }
+        Err(errno::ENOSPC)
+    }
+
+    /// The XX/YY directory for a new file. `temp_name` feeds the hash mode.
+    pub fn choose_subdir(&self, temp_name: &str) -> (u8, u8) {
+        if self.hash_mode {
+            let n = pjw_hash(temp_name.as_bytes()) % 65536;
+            return (
+                ((n >> 8) % self.subdirs) as u8,
+                ((n & 0xFF) % self.subdirs) as u8,
+            );
+        }
+        let mut r = self.rotation.lock().unwrap();
+        let here = (r.high as u8, r.low as u8);
+        r.written += 1;
+        if r.written >= self.rotate_count {
+            r.written = 0;
+            r.low += 1;
+            if r.low >= self.subdirs {
+                r.low = 0;
+                r.high = (r.high + 1) % self.subdirs;
+            }
+        }
+        here
+    }
+
+    /// The rotation state, for `storage_stat.dat`.
+    pub fn rotation(&self) -> (u32, u32, u32) {
+        let r = self.rotation.lock().unwrap();
+        (r.high, r.low, r.written)
+    }
+
+    pub fn restore_rotation(&self, high: u32, low: u32, written: u32) {
+        let mut r = self.rotation.lock().unwrap();
+        r.high = high % self.subdirs;
+        r.low = low % self.subdirs;
+        r.written = written;
+    }
+
+    pub fn dir(&self, path_index: usize, high: u8, low: u8) -> PathBuf {
+        self.paths[path_index]
+            .data
+            .join(format!("{high:02X}"))
+            .join(format!("{low:02X}"))
+    }
+
+    /// The on-disk path of a checked remote filename. The name was validated by
+    /// [`RemoteName::parse`] (no `/`, no `..`, uppercase hex parts), so it stays inside
+    /// the store path; the subdirectory must also exist in this store's layout.
+    pub fn resolve(&self, name: &RemoteName<'_>) -> Result<PathBuf, u8> {
+        let p = self
+            .paths
+            .get(name.store_path as usize)
+            .ok_or(errno::EINVAL)?;
+        if name.high as u32 >= self.subdirs || name.low as u32 >= self.subdirs {
+            return Err(errno::ENOENT);
+        }
+        Ok(p.data.join(name.data_relative()))
+    }
+}
+
+/// Peter J. Weinberger's hash, as the hash distribution mode uses it.
+fn pjw_hash(data: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &b in data {
+        h = (h << 4).wrapping_add(b as u32);
+        let g = h & 0xF000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+            h ^= g;
+        }
+    }
+    h
+}
+
+fn create_subdirs(data: &Path, subdirs: u32) -> io::Result<()> {
+    // A marker avoids walking 65,536 directories on every start.
+    let marker = data.join(".subdirs_created");
+    if fs::read_to_string(&marker).ok().as_deref() == Some(&subdirs.to_string()) {
+        return Ok(());
+    }
+    for high in 0..subdirs {
+        for low in 0..subdirs {
+            let d = data.join(format!("{high:02X}")).join(format!("{low:02X}"));
+            match fs::create_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot create {}: {e}", d.display()),
+                    ))
+                }
+            }
+        }
+    }
+    fs::write(marker, subdirs.to_string())
+}
+
+/// Removes uploads that a crash left half-written: they never got a final name.
+fn remove_temp_files(data: &Path, subdirs: u32) {
+    for high in 0..subdirs {
+        for low in 0..subdirs {
+            let d = data.join(format!("{high:02X}")).join(format!("{low:02X}"));
+            let Ok(entries) = fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Gives a finished temporary file its final name without ever replacing an existing
+/// file: `make_name` is asked again (new random bits) if the name is taken.
+pub fn commit_new_file(
+    temp: &Path,
+    dir: &Path,
+    mut make_name: impl FnMut() -> String,
+) -> Result<String, u8> {
+    for _ in 0..10 {
+        let name = make_name();
+        match fs::hard_link(temp, dir.join(&name)) {
+            Ok(()) => {
+                let _ = fs::remove_file(temp);
+                return Ok(name);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                let _ = fs::remove_file(temp);
+                return Err(errno::from_io(&e));
+            }
+        }
+    }
+    let _ = fs::remove_file(temp);
+    Err(errno::EBUSY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pjw_hash_is_stable() {
+        assert_eq!(pjw_hash(b""), 0);
+        assert_eq!(pjw_hash(b"a"), 97);
+        assert_eq!(pjw_hash(b"ab"), 97 * 16 + 98);
+    }
+
+    #[test]
+    fn commit_never_replaces() {
+        let dir = std::env::temp_dir().join(format!("fdfs-commit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("taken"), b"old").unwrap();
+        let temp = dir.join(".tmp-1");
+        fs::write(&temp, b"new").unwrap();
+        let mut names = vec!["free".to_string(), "taken".to_string()];
+        let got = commit_new_file(&temp, &dir, || names.pop().unwrap()).unwrap();
+        assert_eq!(got, "free");
+        assert_eq!(fs::read(dir.join("taken")).unwrap(), b"old");
+        assert_eq!(fs::read(dir.join("free")).unwrap(), b"new");
+        assert!(!temp.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,99 @@
+//! Moving file bodies between a socket and a file in bounded chunks, so memory stays flat
+//! whatever the file size.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use fdfs_runtime::Connection;
+
+/// Largest chunk moved at once.
+pub const CHUNK: usize = 256 * 1024;
+
+/// Which side of a transfer failed: the network (close the connection) or the disk
+/// (answer with an errno, then close).
+#[derive(Debug)]
+pub enum TransferError {
+    Net(io::Error),
+    Disk(io::Error),
+}
+
+/// Reads exactly `len` bytes from the connection into `file`, feeding `crc` on the way.
+pub async fn receive_into(
+    conn: &mut Connection,
+    file: &mut File,
+    len: u64,
+    mut crc: Option<&mut crc32fast::Hasher>,
+) -> Result<(), TransferError> {
+    let mut buf = vec![0u8; (len as usize).clamp(1, CHUNK)];
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = conn
+            .read_some(&mut buf[..want])
+            .await
+            .map_err(TransferError::Net)?;
+        if n == 0 {
+            return Err(TransferError::Net(io::ErrorKind::UnexpectedEof.into()));
+        }
+        if let Some(h) = crc.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n]).map_err(TransferError::Disk)?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Reads and throws away `len` bytes, so a rejected request leaves the stream in sync.
+pub async fn discard(conn: &mut Connection, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; (len as usize).clamp(1, CHUNK)];
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = conn.read_some(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Writes `len` bytes of `file` from `offset` to the connection.
+pub async fn send_range(
+    conn: &mut Connection,
+    file: &mut File,
+    offset: u64,
+    len: u64,
+) -> Result<(), TransferError> {
+    file.seek(SeekFrom::Start(offset))
+        .map_err(TransferError::Disk)?;
+    let mut buf = vec![0u8; (len as usize).clamp(1, CHUNK)];
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = file.read(&mut buf[..want]).map_err(TransferError::Disk)?;
+        if n == 0 {
+            return Err(TransferError::Disk(io::ErrorKind::UnexpectedEof.into()));
+        }
+        conn.write_all(&buf[..n])
+            .await
+            .map_err(TransferError::Net)?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// CRC32 of a whole file, read in chunks.
+pub fn crc32_of(file: &mut File) -> io::Result<u32> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize());
+        }
+        h.update(&buf[..n]);
+    }
+}
