@@ -128,11 +128,11 @@ impl Store {
     }
 
     fn has_room(&self, p: &StorePath, size: u64) -> bool {
-        let reserved = self.reserved.lock().unwrap().reserved_mb(p.total_mb());
-        // A fixed reservation is shared by all store paths, as upstream does.
-        let reserved = match *self.reserved.lock().unwrap() {
-            SpaceLimit::Bytes(_) => reserved / self.paths.len() as u64,
-            SpaceLimit::Ratio(_) => reserved,
+        let limit = *self.reserved.lock().unwrap();
+        let reserved = match limit {
+            // A fixed reservation is shared by all store paths, as upstream does.
+            SpaceLimit::Bytes(_) => limit.reserved_mb(p.total_mb()) / self.paths.len() as u64,
+            SpaceLimit::Ratio(_) => limit.reserved_mb(p.total_mb()),
         };
         p.free_mb().saturating_sub(size.div_ceil(1 << 20)) > reserved
     }
@@ -274,6 +274,36 @@ fn remove_temp_files(data: &Path, subdirs: u32) {
     }
 }
 
+/// Renames `from` to `to` unless `to` exists (one atomic step where the file system
+/// supports it, a hard link and an unlink elsewhere).
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    fs::hard_link(from, to)?;
+    fs::remove_file(from)
+}
+
 /// Gives a finished temporary file its final name without ever replacing an existing
 /// file: `make_name` is asked again (new random bits) if the name is taken.
 pub fn commit_new_file(
@@ -283,11 +313,8 @@ pub fn commit_new_file(
 ) -> Result<String, u8> {
     for _ in 0..10 {
         let name = make_name();
-        match fs::hard_link(temp, dir.join(&name)) {
-            Ok(()) => {
-                let _ = fs::remove_file(temp);
-                return Ok(name);
-            }
+        match rename_no_replace(temp, &dir.join(&name)) {
+            Ok(()) => return Ok(name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
                 let _ = fs::remove_file(temp);

@@ -20,7 +20,7 @@ use super::{binlog_failed, mtime_of, Fail, Handled};
 use crate::binlog::op;
 use crate::state::Storage;
 use crate::stats::counter;
-use crate::store::{commit_new_file, TEMP_PREFIX};
+use crate::store::{commit_new_file, rename_no_replace, TEMP_PREFIX};
 use crate::transfer::receive_into;
 
 /// A temporary file that removes itself unless it was committed.
@@ -206,19 +206,17 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         .parent()
         .expect("slave path has a directory")
         .to_path_buf();
-    let (temp, _crc, mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    let (mut temp, _crc, mtime) = receive_temp(conn, &dir, head.file_size).await?;
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
-    // A hard link never replaces: a slave uploaded concurrently under the same name wins.
-    match fs::hard_link(&temp.path, &slave_path) {
-        Ok(()) => {}
+    // Never replaces: a slave uploaded concurrently under the same name wins.
+    match rename_no_replace(&temp.path, &slave_path) {
+        Ok(()) => temp.committed = true,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(Fail::Reply(errno::EEXIST))
         }
         Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
     }
-    // The temporary name goes away; the slave name stays.
-    drop(temp);
     st.binlog
         .append(mtime, op::CREATE, &slave, None)
         .map_err(binlog_failed)?;
