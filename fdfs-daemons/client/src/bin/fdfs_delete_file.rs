@@ -1,0 +1,5 @@
+use fdfs_client::{cli, tools::delete_file as tool};
+
+fn main() {
+    cli::main(tool::NAME, tool::USAGE, tool::parse, tool::run)
+}

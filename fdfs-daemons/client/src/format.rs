@@ -1,0 +1,425 @@
+//! Text output of the tools, following upstream's layouts line by line.
+
+use std::fmt::Write as _;
+
+use fdfs_proto::fileid::FileKind;
+use fdfs_proto::status;
+use fdfs_proto::tracker_msg::{GroupStat, StorageStat};
+
+use crate::client::FileDetails;
+
+/// `%Y-%m-%d %H:%M:%S` in local time, as upstream's `formatDatetime`.
+pub fn datetime(ts: i64) -> String {
+    let t = ts as libc::time_t;
+    // SAFETY: localtime_r only writes into the `tm` we hand it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        return String::new();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// A readable text for an errno: FastDFS's wording, or the OS's for other codes.
+pub fn errno_text(code: u8) -> String {
+    let text = fdfs_proto::errno::describe(code);
+    if text != "unknown error" {
+        return text.to_string();
+    }
+    let os = std::io::Error::from_raw_os_error(code as i32).to_string();
+    match os.find(" (os error") {
+        Some(p) => os[..p].to_string(),
+        None => os,
+    }
+}
+
+/// `fdfs_file_info`'s output.
+pub fn file_info(d: &FileDetails) -> String {
+    let kind = match d.kind {
+        FileKind::Normal | FileKind::Trunk => "normal",
+        FileKind::Slave => "slave",
+        FileKind::Appender => "appender",
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "GET FROM SERVER: {}\n", d.get_from_server);
+    let _ = writeln!(out, "file type: {kind}");
+    let _ = writeln!(out, "source storage id: {}", d.source_id as i32);
+    let _ = writeln!(out, "source ip address: {}", d.source_ip);
+    let _ = writeln!(
+        out,
+        "file create timestamp: {}",
+        datetime(d.create_timestamp)
+    );
+    let _ = writeln!(out, "file size: {}", d.file_size);
+    // Upstream prints the CRC with %d (signed) and %08x.
+    let _ = writeln!(out, "file crc32: {} (0x{:08x})", d.crc32 as i32, d.crc32);
+    out
+}
+
+/// libfastcommon's `bytes_to_human_str`: the largest unit the value reaches, integer.
+pub fn bytes_to_human(bytes: i64) -> String {
+    const KB: i64 = 1 << 10;
+    const MB: i64 = 1 << 20;
+    const GB: i64 = 1 << 30;
+    const TB: i64 = 1 << 40;
+    const PB: i64 = 1 << 50;
+    if bytes < KB {
+        format!("{bytes} B")
+    } else if bytes < MB {
+        format!("{} KB", bytes / KB)
+    } else if bytes < GB {
+        format!("{} MB", bytes / MB)
+    } else if bytes < TB {
+        format!("{} GB", bytes / GB)
+    } else if bytes < PB {
+        format!("{} TB", bytes / TB)
+    } else {
+        format!("{} PB", bytes / PB)
+    }
+}
+
+fn mb_to_human(mb: i64) -> String {
+    bytes_to_human(mb.saturating_mul(1 << 20))
+}
+
+/// Caption of a storage's read/write mode (6.13+).
+pub fn rw_caption(mode: u8) -> &'static str {
+    match mode {
+        0 => "none (disabled)",
+        4 => "readonly",
+        2 => "writeonly",
+        6 => "both (normal)",
+        _ => "unknown",
+    }
+}
+
+/// The sync delay suffix of `last_synced_timestamp`.
+fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
+    let max_src = all
+        .iter()
+        .filter(|p| !std::ptr::eq(*p, storage))
+        .map(|p| p.counters.last_source_update)
+        .fold(0, i64::max);
+    if max_src == 0 {
+        return String::new();
+    }
+    let synced = storage.counters.last_synced_timestamp;
+    if synced == 0 {
+        return "(never synced)".into();
+    }
+    let delay = (max_src - synced).max(0);
+    let (day, rem) = (delay / 86400, delay % 86400);
+    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let text = if day != 0 {
+        format!("{day} days {hour:02}h:{minute:02}m:{second:02}s")
+    } else if hour != 0 {
+        format!("{hour:02}h:{minute:02}m:{second:02}s")
+    } else if minute != 0 {
+        format!("{minute:02}m:{second:02}s")
+    } else {
+        format!("{second}s")
+    };
+    format!("({text} delay)")
+}
+
+/// Counter labels as upstream's `fdfs_monitor` prints them (including its
+/// `stotal_download_bytes` spelling).
+const COUNTER_LABELS: [&str; 38] = [
+    "total_upload_count",
+    "success_upload_count",
+    "total_append_count",
+    "success_append_count",
+    "total_modify_count",
+    "success_modify_count",
+    "total_truncate_count",
+    "success_truncate_count",
+    "total_set_meta_count",
+    "success_set_meta_count",
+    "total_delete_count",
+    "success_delete_count",
+    "total_download_count",
+    "success_download_count",
+    "total_get_meta_count",
+    "success_get_meta_count",
+    "total_create_link_count",
+    "success_create_link_count",
+    "total_delete_link_count",
+    "success_delete_link_count",
+    "total_upload_bytes",
+    "success_upload_bytes",
+    "total_append_bytes",
+    "success_append_bytes",
+    "total_modify_bytes",
+    "success_modify_bytes",
+    "stotal_download_bytes",
+    "success_download_bytes",
+    "total_sync_in_bytes",
+    "success_sync_in_bytes",
+    "total_sync_out_bytes",
+    "success_sync_out_bytes",
+    "total_file_open_count",
+    "success_file_open_count",
+    "total_file_read_count",
+    "success_file_read_count",
+    "total_file_write_count",
+    "success_file_write_count",
+];
+
+/// One group and its storages, as `fdfs_monitor list` prints them.
+pub fn group_listing(g: &GroupStat, storages: &[StorageStat]) -> String {
+    let mut o = String::new();
+    let avail = (g.free_mb - g.reserved_mb).max(0);
+    let _ = writeln!(o, "group name = {}", g.group);
+    let _ = writeln!(o, "disk total space     = {:>7}", mb_to_human(g.total_mb));
+    let _ = writeln!(o, "disk free space      = {:>7}", mb_to_human(g.free_mb));
+    let _ = writeln!(
+        o,
+        "disk reserved space  = {:>7}",
+        mb_to_human(g.reserved_mb)
+    );
+    let _ = writeln!(o, "disk available space = {:>7}", mb_to_human(avail));
+    let trunk = g.current_trunk_file_id >= 0;
+    if trunk {
+        let _ = writeln!(o, "trunk free space = {:>7}", mb_to_human(g.trunk_free_mb));
+    }
+    let _ = writeln!(o, "storage server count = {}", g.storage_count);
+    let _ = writeln!(o, "readable server count = {}", g.readable_server_count);
+    let _ = writeln!(o, "writable server count = {}", g.writable_server_count);
+    let _ = writeln!(o, "storage server port = {}", g.storage_port);
+    let _ = writeln!(o, "store path count = {}", g.store_path_count);
+    let _ = writeln!(o, "subdir count per path = {}", g.subdir_count_per_path);
+    let _ = writeln!(o, "current write server index = {}", g.current_write_server);
+    match storages.iter().find(|s| s.is_trunk_server) {
+        Some(t) if trunk => {
+            let _ = writeln!(o, "current trunk server = {} ({})", t.id, t.ip);
+            let _ = writeln!(o, "current trunk file id = {}\n", g.current_trunk_file_id);
+        }
+        _ => o.push('\n'),
+    }
+    for (k, s) in storages.iter().enumerate() {
+        storage_listing(&mut o, k + 1, s, storages);
+    }
+    o
+}
+
+fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat]) {
+    let up_time = if s.up_time != 0 {
+        datetime(s.up_time)
+    } else {
+        String::new()
+    };
+    let avail = (s.free_mb - s.reserved_mb).max(0);
+    let c = &s.counters;
+    let _ = writeln!(o, "\tStorage {k}:");
+    let _ = writeln!(o, "\t\tid = {}", s.id);
+    let _ = writeln!(o, "\t\tip_addr = {}  {}", s.ip, status::name(s.status));
+    let _ = writeln!(o, "\t\tread write mode = {}", rw_caption(s.rw_mode));
+    let _ = writeln!(o, "\t\tversion = {}", s.version);
+    let _ = writeln!(o, "\t\tjoin time = {}", datetime(s.join_time));
+    let _ = writeln!(o, "\t\tup time = {up_time}");
+    let _ = writeln!(
+        o,
+        "\t\tdisk total space     = {:>7}",
+        mb_to_human(s.total_mb)
+    );
+    let _ = writeln!(
+        o,
+        "\t\tdisk free space      = {:>7}",
+        mb_to_human(s.free_mb)
+    );
+    let _ = writeln!(
+        o,
+        "\t\tdisk reserved space  = {:>7}",
+        mb_to_human(s.reserved_mb)
+    );
+    let _ = writeln!(o, "\t\tdisk available space = {:>7}", mb_to_human(avail));
+    let _ = writeln!(o, "\t\tupload priority = {}", s.upload_priority);
+    let _ = writeln!(o, "\t\tstore_path_count = {}", s.store_path_count);
+    let _ = writeln!(o, "\t\tsubdir_count_per_path = {}", s.subdir_count_per_path);
+    let _ = writeln!(o, "\t\tstorage_port = {}", s.storage_port);
+    let _ = writeln!(o, "\t\tcurrent_write_path = {}", s.current_write_path);
+    let _ = writeln!(o, "\t\tsource storage id = {}", s.sync_src_id);
+    let _ = writeln!(o, "\t\tif_trunk_server = {}", s.is_trunk_server as u8);
+    let _ = writeln!(o, "\t\tconnection.alloc_count = {}", c.conn_alloc as i32);
+    let _ = writeln!(
+        o,
+        "\t\tconnection.current_count = {}",
+        c.conn_current as i32
+    );
+    let _ = writeln!(o, "\t\tconnection.max_count = {}", c.conn_max as i32);
+    for (label, v) in COUNTER_LABELS.iter().zip(c.counters.iter()) {
+        let _ = writeln!(o, "\t\t{label} = {v}");
+    }
+    let _ = writeln!(
+        o,
+        "\t\tlast_heart_beat_time = {}",
+        datetime(c.last_heart_beat_time)
+    );
+    let _ = writeln!(
+        o,
+        "\t\tlast_source_update = {}",
+        datetime(c.last_source_update)
+    );
+    let _ = writeln!(o, "\t\tlast_sync_update = {}", datetime(c.last_sync_update));
+    let _ = writeln!(
+        o,
+        "\t\tlast_synced_timestamp = {} {}",
+        datetime(c.last_synced_timestamp),
+        sync_delay(s, all)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::decode_file_id;
+
+    /// Runs `f` with TZ=UTC so local-time output is predictable.
+    fn in_utc<T>(f: impl FnOnce() -> T) -> T {
+        std::env::set_var("TZ", "UTC");
+        unsafe extern "C" {
+            fn tzset();
+        }
+        // SAFETY: tzset only re-reads TZ.
+        unsafe { tzset() };
+        f()
+    }
+
+    #[test]
+    fn worked_example_file_info() {
+        let (d, _) = decode_file_id("group1/M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt").unwrap();
+        let text = in_utc(|| file_info(&d));
+        assert_eq!(
+            text,
+            "GET FROM SERVER: false\n\n\
+             file type: normal\n\
+             source storage id: 0\n\
+             source ip address: 127.0.0.61\n\
+             file create timestamp: 2026-11-23 23:08:24\n\
+             file size: 15\n\
+             file crc32: 49921262 (0x02f9bcee)\n"
+        );
+    }
+
+    #[test]
+    fn file_info_from_server_and_high_crc() {
+        let d = FileDetails {
+            get_from_server: true,
+            kind: FileKind::Appender,
+            source_id: 100_001,
+            source_ip: "10.0.0.1".into(),
+            create_timestamp: 0,
+            file_size: 30,
+            crc32: 0x9053_E65C,
+        };
+        let text = in_utc(|| file_info(&d));
+        assert!(text.starts_with("GET FROM SERVER: true\n\nfile type: appender\n"));
+        assert!(text.contains("source storage id: 100001\n"));
+        assert!(text.contains("file create timestamp: 1970-01-01 00:00:00\n"));
+        assert!(text.ends_with("file crc32: -1873549732 (0x9053e65c)\n"));
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(bytes_to_human(512), "512 B");
+        assert_eq!(mb_to_human(0), "0 B");
+        assert_eq!(mb_to_human(1023), "1023 MB");
+        assert_eq!(mb_to_human(51_175), "49 GB");
+        assert_eq!(mb_to_human(3 << 20), "3 TB");
+        assert_eq!(format!("{:>7}", mb_to_human(5)), "   5 MB");
+    }
+
+    #[test]
+    fn errno_texts() {
+        assert_eq!(errno_text(2), "no such file, group or server");
+        assert!(!errno_text(104).is_empty());
+        assert!(!errno_text(104).contains("os error"));
+    }
+
+    #[test]
+    fn monitor_group_layout() {
+        let g = GroupStat {
+            group: "group1".into(),
+            total_mb: 2048,
+            free_mb: 1024,
+            reserved_mb: 100,
+            trunk_free_mb: 0,
+            storage_count: 2,
+            storage_port: 23000,
+            readable_server_count: 1,
+            writable_server_count: 1,
+            current_write_server: 0,
+            store_path_count: 1,
+            subdir_count_per_path: 256,
+            current_trunk_file_id: -1,
+        };
+        let mut a = StorageStat {
+            status: status::ACTIVE,
+            rw_mode: 6,
+            id: "127.0.0.61".into(),
+            ip: "127.0.0.61".into(),
+            version: "6.16.1".into(),
+            join_time: 1_795_475_304,
+            up_time: 1_795_475_304,
+            storage_port: 23000,
+            ..Default::default()
+        };
+        a.counters.last_source_update = 1_795_475_000;
+        a.counters.last_synced_timestamp = 1_795_475_304;
+        let mut b = a.clone();
+        b.id = "127.0.0.62".into();
+        b.ip = "127.0.0.62".into();
+        b.status = status::WAIT_SYNC;
+        b.counters.last_synced_timestamp = 1_795_474_000;
+        b.counters.counters[26] = 77;
+        let text = in_utc(|| group_listing(&g, &[a, b]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "group name = group1");
+        assert_eq!(lines[1], "disk total space     =    2 GB");
+        assert_eq!(lines[2], "disk free space      =    1 GB");
+        assert_eq!(lines[3], "disk reserved space  =  100 MB");
+        assert_eq!(lines[4], "disk available space =  924 MB");
+        assert_eq!(lines[5], "storage server count = 2");
+        assert_eq!(lines[11], "current write server index = 0");
+        assert_eq!(lines[12], "");
+        assert_eq!(lines[13], "\tStorage 1:");
+        assert_eq!(lines[14], "\t\tid = 127.0.0.61");
+        assert_eq!(lines[15], "\t\tip_addr = 127.0.0.61  ACTIVE");
+        assert_eq!(lines[16], "\t\tread write mode = both (normal)");
+        assert_eq!(lines[18], "\t\tjoin time = 2026-11-23 23:08:24");
+        assert!(text.contains("\t\tip_addr = 127.0.0.62  WAIT_SYNC\n"));
+        assert!(text.contains("\t\tstotal_download_bytes = 77\n"));
+        assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 23:08:24 (0s delay)\n"));
+        assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 22:46:40 (16m:40s delay)\n"));
+        let per_storage = text.matches("\tStorage ").count();
+        assert_eq!(per_storage, 2);
+    }
+
+    #[test]
+    fn monitor_trunk_lines() {
+        let g = GroupStat {
+            group: "g".into(),
+            trunk_free_mb: 64,
+            current_trunk_file_id: 3,
+            ..Default::default()
+        };
+        let s = StorageStat {
+            id: "100001".into(),
+            ip: "10.0.0.1".into(),
+            is_trunk_server: true,
+            ..Default::default()
+        };
+        let text = in_utc(|| group_listing(&g, &[s]));
+        assert!(text.contains("\ntrunk free space =   64 MB\n"));
+        assert!(text
+            .contains("current trunk server = 100001 (10.0.0.1)\ncurrent trunk file id = 3\n\n"));
+    }
+}
