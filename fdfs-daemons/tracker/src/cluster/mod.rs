@@ -1,0 +1,911 @@
+//! The tracker's whole view of the storage cluster: groups, their storages, statuses,
+//! disk space and sync progress. [`Cluster`] is the one owner of that state; the server
+//! keeps it behind a `std::sync::Mutex` that is held only for the duration of one method
+//! call (never across an `.await`). Everything here is pure logic: no sockets, no files.
+//!
+//! - `mod.rs`: the types, joins, heartbeats and the status state machine (§6.3);
+//! - `placement.rs`: where uploads go and who may serve a read (§6.4, §7);
+//! - `stats.rs`: the records of the admin listings (90/91/92).
+
+mod placement;
+mod stats;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fdfs_proto::errno;
+use fdfs_proto::status::{self, ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
+use fdfs_proto::tracker_msg::{
+    DiskUsage, JoinReply, JoinRequest, StorageBrief, StorageCounters, SyncReport, SyncSource,
+};
+use tracing::info;
+
+use crate::config::Placement;
+use crate::refusal::Refusal;
+
+pub use placement::{FetchKind, StoreChoice};
+
+/// `rw_mode` bits as reported in 92 (R_OK | W_OK): storage ids are not supported, so
+/// every storage may both read and write.
+pub const RW_BOTH: u8 = 6;
+
+/// Free and total space of one store path, from the last disk usage report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathSpace {
+    pub total_mb: i64,
+    pub free_mb: i64,
+}
+
+/// One storage server as the tracker knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Storage {
+    /// In IP mode (the only mode supported) the id is the IP text.
+    pub id: String,
+    pub ip: String,
+    pub port: u16,
+    pub status: u8,
+    pub rw_mode: u8,
+    pub version: String,
+    pub join_time: i64,
+    pub up_time: i64,
+    pub upload_priority: i64,
+    pub store_path_count: u32,
+    pub subdir_count_per_path: u32,
+    /// Per store path; empty until the first disk usage report.
+    pub paths: Vec<PathSpace>,
+    pub total_mb: i64,
+    pub free_mb: i64,
+    /// The store path the last upload was sent to.
+    pub current_write_path: usize,
+    /// Where the next round-robin path search starts.
+    pub(crate) path_cursor: usize,
+    pub counters: StorageCounters,
+    pub sync_src_id: String,
+    pub sync_until_timestamp: i64,
+    pub last_heart_beat_time: i64,
+    /// Per source storage id: the newest timestamp this storage has received from it
+    /// (from 89 SYNC_REPORT, the destination's view).
+    pub synced_from: BTreeMap<String, i64>,
+    pub changelog_offset: i64,
+    /// The connection that joined last; only that connection's close takes it offline.
+    pub(crate) session: u64,
+}
+
+impl Storage {
+    pub fn new(id: &str, ip: &str, port: u16) -> Self {
+        Storage {
+            id: id.to_string(),
+            ip: ip.to_string(),
+            port,
+            status: INIT,
+            rw_mode: RW_BOTH,
+            version: String::new(),
+            join_time: 0,
+            up_time: 0,
+            upload_priority: 10,
+            store_path_count: 1,
+            subdir_count_per_path: 256,
+            paths: Vec::new(),
+            total_mb: 0,
+            free_mb: 0,
+            current_write_path: 0,
+            path_cursor: 0,
+            counters: StorageCounters::default(),
+            sync_src_id: String::new(),
+            sync_until_timestamp: 0,
+            last_heart_beat_time: 0,
+            synced_from: BTreeMap::new(),
+            changelog_offset: 0,
+            session: 0,
+        }
+    }
+
+    /// ACTIVE storages take uploads and serve reads.
+    pub fn is_active(&self) -> bool {
+        self.status == ACTIVE
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.is_active() && self.rw_mode & 2 != 0
+    }
+
+    pub fn is_readable(&self) -> bool {
+        self.is_active() && self.rw_mode & 4 != 0
+    }
+
+    /// "Available" in upstream's words: connected or recently connected, fully synced.
+    fn is_available(&self) -> bool {
+        matches!(self.status, OFFLINE | ONLINE | ACTIVE)
+    }
+
+    pub fn brief(&self) -> StorageBrief {
+        StorageBrief {
+            status: self.status,
+            port: self.port as u32,
+            id: self.id.clone(),
+            ip: self.ip.clone(),
+        }
+    }
+}
+
+/// A group: storages that hold the same files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub store_path_count: u32,
+    pub subdir_count_per_path: u32,
+    pub storage_port: u16,
+    pub storages: BTreeMap<String, Storage>,
+    pub current_write_server: usize,
+    pub current_read_server: usize,
+    /// Bumped whenever a member is added or removed or changes status, so each storage
+    /// connection can tell whether its member list is stale (beat reply flag 0x04).
+    pub version: u64,
+}
+
+impl Group {
+    pub fn new(name: &str, store_path_count: u32, subdir_count_per_path: u32, port: u16) -> Self {
+        Group {
+            name: name.to_string(),
+            store_path_count,
+            subdir_count_per_path,
+            storage_port: port,
+            storages: BTreeMap::new(),
+            current_write_server: 0,
+            current_read_server: 0,
+            version: 0,
+        }
+    }
+
+    /// Changes a member's status; true if it changed.
+    fn set_status(&mut self, id: &str, new: u8, why: &str) -> bool {
+        let Some(s) = self.storages.get_mut(id) else {
+            return false;
+        };
+        if s.status == new {
+            return false;
+        }
+        info!(
+            "storage {}:{} of {}: {} -> {} ({why})",
+            s.ip,
+            s.port,
+            self.name,
+            status::name(s.status),
+            status::name(new)
+        );
+        s.status = new;
+        self.version += 1;
+        true
+    }
+
+    fn storage(&self, id: &str) -> Result<&Storage, Refusal> {
+        self.storages
+            .get(id)
+            .ok_or_else(|| Refusal::not_found(format!("storage {id} not in group {}", self.name)))
+    }
+
+    fn storage_mut(&mut self, id: &str) -> Result<&mut Storage, Refusal> {
+        let name = &self.name;
+        self.storages
+            .get_mut(id)
+            .ok_or_else(|| Refusal::not_found(format!("storage {id} not in group {name}")))
+    }
+
+    /// Finds a member by IP (and port, when given).
+    pub fn find_by_ip(&self, ip: &str, port: Option<u16>) -> Option<&Storage> {
+        self.storages
+            .values()
+            .find(|s| s.ip == ip && port.is_none_or(|p| p == s.port))
+    }
+
+    /// Every member, sorted by id, as sent in beat replies.
+    pub fn member_briefs(&self) -> Vec<StorageBrief> {
+        self.storages.values().map(Storage::brief).collect()
+    }
+}
+
+/// What a connection remembers after a successful JOIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub group: String,
+    pub id: String,
+    pub session: u64,
+}
+
+/// The cluster state.
+#[derive(Debug)]
+pub struct Cluster {
+    groups: BTreeMap<String, Group>,
+    placement: Placement,
+    /// Round-robin position over groups (store_lookup = 0).
+    next_group: usize,
+    /// Tracker addresses learned from JOIN bodies (`host:port`).
+    trackers: BTreeSet<String>,
+    next_session: u64,
+    /// Membership or a status changed: save soon.
+    dirty: bool,
+    /// Only counters / space changed: save eventually.
+    stats_dirty: bool,
+}
+
+impl Cluster {
+    pub fn new(placement: Placement) -> Self {
+        Cluster {
+            groups: BTreeMap::new(),
+            placement,
+            next_group: 0,
+            trackers: BTreeSet::new(),
+            next_session: 0,
+            dirty: false,
+            stats_dirty: false,
+        }
+    }
+
+    /// Rebuilds the state saved by a previous run. Storages come back OFFLINE until they
+    /// rejoin (statuses of storages still catching up are kept).
+    pub fn restore(placement: Placement, groups: Vec<Group>) -> Self {
+        let mut cluster = Cluster::new(placement);
+        for mut g in groups {
+            for s in g.storages.values_mut() {
+                if matches!(s.status, ONLINE | ACTIVE) {
+                    s.status = OFFLINE;
+                }
+            }
+            cluster.groups.insert(g.name.clone(), g);
+        }
+        cluster
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn group(&self, name: &str) -> Result<&Group, Refusal> {
+        self.groups
+            .get(name)
+            .ok_or_else(|| Refusal::not_found(format!("group {name} not found")))
+    }
+
+    fn group_mut(&mut self, name: &str) -> Result<&mut Group, Refusal> {
+        self.groups
+            .get_mut(name)
+            .ok_or_else(|| Refusal::not_found(format!("group {name} not found")))
+    }
+
+    pub fn trackers(&self) -> &BTreeSet<String> {
+        &self.trackers
+    }
+
+    fn changed(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Asks for a save at the next opportunity (e.g. after a failed write).
+    pub fn request_save(&mut self) {
+        self.dirty = true;
+    }
+
+    /// True (once) when the state should be written: right away after membership or
+    /// status changes, or when `stats_due` for mere counter updates.
+    pub fn take_save_request(&mut self, stats_due: bool) -> bool {
+        let save = self.dirty || (self.stats_dirty && stats_due);
+        if save {
+            self.dirty = false;
+            self.stats_dirty = false;
+        }
+        save
+    }
+
+    // ----- storage → tracker ------------------------------------------------------------
+
+    /// 81 STORAGE_JOIN from `peer_ip`.
+    pub fn join(
+        &mut self,
+        req: &JoinRequest,
+        peer_ip: &str,
+        now: i64,
+    ) -> Result<(Joined, JoinReply), Refusal> {
+        let id = peer_ip.to_string();
+        for t in &req.trackers {
+            if self.trackers.insert(t.clone()) {
+                info!("learned tracker {t} from storage {peer_ip}");
+            }
+        }
+        let group = self.groups.entry(req.group.clone()).or_insert_with(|| {
+            info!("new group {}", req.group);
+            Group::new(
+                &req.group,
+                req.store_path_count,
+                req.subdir_count_per_path,
+                req.storage_port,
+            )
+        });
+        if group.store_path_count != req.store_path_count {
+            return Err(Refusal::invalid(format!(
+                "storage {peer_ip}: store_path_count {} != {} of group {}",
+                req.store_path_count, group.store_path_count, group.name
+            )));
+        }
+        if group.subdir_count_per_path != req.subdir_count_per_path {
+            return Err(Refusal::invalid(format!(
+                "storage {peer_ip}: subdir_count_per_path {} != {} of group {}",
+                req.subdir_count_per_path, group.subdir_count_per_path, group.name
+            )));
+        }
+        let others_use_other_port = group
+            .storages
+            .values()
+            .any(|s| s.id != id && s.port != req.storage_port);
+        if others_use_other_port {
+            return Err(Refusal::invalid(format!(
+                "storage {peer_ip}: port {} differs from port {} of group {}",
+                req.storage_port, group.storage_port, group.name
+            )));
+        }
+        group.storage_port = req.storage_port;
+
+        self.next_session += 1;
+        let session = self.next_session;
+        let is_new = !group.storages.contains_key(&id);
+        if is_new {
+            group
+                .storages
+                .insert(id.clone(), Storage::new(&id, peer_ip, req.storage_port));
+            group.version += 1;
+        }
+        let s = group.storages.get_mut(&id).expect("just inserted");
+        s.ip = peer_ip.to_string();
+        s.port = req.storage_port;
+        s.version = req.version.clone();
+        s.join_time = req.join_time;
+        s.up_time = req.up_time;
+        s.upload_priority = req.upload_priority;
+        s.store_path_count = req.store_path_count;
+        s.subdir_count_per_path = req.subdir_count_per_path;
+        s.last_heart_beat_time = now;
+        s.session = session;
+        let old = s.status;
+        let new = if is_new {
+            if req.init_flag {
+                INIT
+            } else {
+                ONLINE
+            }
+        } else if s.is_available() {
+            ONLINE
+        } else {
+            old
+        };
+        if is_new {
+            s.status = new;
+            info!(
+                "storage {peer_ip}:{} joined group {} as new {}",
+                req.storage_port,
+                req.group,
+                status::name(new)
+            );
+        } else {
+            group.set_status(&id, new, "rejoined");
+        }
+        let s = &group.storages[&id];
+        let reply = JoinReply {
+            status: s.status,
+            sync_src_id: s.sync_src_id.clone(),
+        };
+        self.changed();
+        Ok((
+            Joined {
+                group: req.group.clone(),
+                id,
+                session,
+            },
+            reply,
+        ))
+    }
+
+    /// The connection of a joined storage closed.
+    pub fn disconnect(&mut self, who: &Joined) {
+        let Ok(group) = self.group_mut(&who.group) else {
+            return;
+        };
+        let Some(s) = group.storages.get(&who.id) else {
+            return;
+        };
+        // A newer connection of the same storage owns its status now.
+        if s.session != who.session || !matches!(s.status, ONLINE | ACTIVE) {
+            return;
+        }
+        if group.set_status(&who.id, OFFLINE, "connection closed") {
+            self.changed();
+        }
+    }
+
+    /// Marks storages whose last heartbeat is older than `interval` seconds OFFLINE.
+    /// Returns how many were marked.
+    pub fn expire_heartbeats(&mut self, now: i64, interval: i64) -> usize {
+        let mut marked = 0;
+        for group in self.groups.values_mut() {
+            let stale: Vec<String> = group
+                .storages
+                .values()
+                .filter(|s| matches!(s.status, ONLINE | ACTIVE))
+                .filter(|s| now - s.last_heart_beat_time > interval)
+                .map(|s| s.id.clone())
+                .collect();
+            for id in stale {
+                if group.set_status(&id, OFFLINE, "no heartbeat") {
+                    marked += 1;
+                }
+            }
+        }
+        if marked > 0 {
+            self.changed();
+        }
+        marked
+    }
+
+    /// A beat or a disk report proves the storage is alive: OFFLINE/ONLINE become ACTIVE.
+    fn alive(&mut self, who: &Joined, now: i64, why: &str) -> Result<(), Refusal> {
+        let group = self.group_mut(&who.group)?;
+        let s = group.storage_mut(&who.id)?;
+        s.last_heart_beat_time = now;
+        if matches!(s.status, OFFLINE | ONLINE) && group.set_status(&who.id, ACTIVE, why) {
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// 83 STORAGE_BEAT, with the counters when the storage sent them.
+    pub fn beat(
+        &mut self,
+        who: &Joined,
+        counters: Option<StorageCounters>,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        if let Some(c) = counters {
+            let s = self.group_mut(&who.group)?.storage_mut(&who.id)?;
+            // The last two timestamps are the tracker's own bookkeeping.
+            let kept = (
+                s.counters.last_synced_timestamp,
+                s.counters.last_heart_beat_time,
+            );
+            s.counters = c;
+            (
+                s.counters.last_synced_timestamp,
+                s.counters.last_heart_beat_time,
+            ) = kept;
+            self.stats_dirty = true;
+        }
+        self.alive(who, now, "heartbeat")
+    }
+
+    /// 84 REPORT_DISK_USAGE.
+    pub fn disk_usage(&mut self, who: &Joined, usage: &DiskUsage, now: i64) -> Result<(), Refusal> {
+        let load_balance = self.placement.store_path == crate::config::StorePath::LoadBalance;
+        let group = self.group_mut(&who.group)?;
+        if usage.paths.len() != group.store_path_count as usize {
+            return Err(Refusal::invalid(format!(
+                "disk usage of {} paths, group {} has {}",
+                usage.paths.len(),
+                group.name,
+                group.store_path_count
+            )));
+        }
+        let s = group.storage_mut(&who.id)?;
+        s.paths = usage
+            .paths
+            .iter()
+            .map(|&(total_mb, free_mb)| PathSpace { total_mb, free_mb })
+            .collect();
+        s.total_mb = s.paths.iter().map(|p| p.total_mb).sum();
+        s.free_mb = s.paths.iter().map(|p| p.free_mb).sum();
+        if load_balance {
+            s.current_write_path = placement::most_free_path(&s.paths).unwrap_or(0);
+        }
+        self.stats_dirty = true;
+        self.alive(who, now, "disk usage report")
+    }
+
+    /// 89 SYNC_REPORT: how far the reporting storage has received each source's changes.
+    pub fn sync_report(
+        &mut self,
+        who: &Joined,
+        report: &SyncReport,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let group = self.group_mut(&who.group)?;
+        let s = group.storage_mut(&who.id)?;
+        for (src, ts) in &report.entries {
+            if !src.is_empty() && *src != who.id {
+                s.synced_from.insert(src.clone(), *ts as i64);
+            }
+        }
+        s.last_heart_beat_time = now;
+        self.stats_dirty = true;
+        Ok(())
+    }
+
+    /// 87 SYNC_DEST_REQ: a new storage asks who will copy the existing files to it.
+    /// `None`: nobody has data, the storage is ONLINE right away.
+    pub fn sync_dest_req(&mut self, who: &Joined, now: i64) -> Result<Option<SyncSource>, Refusal> {
+        let group = self.group_mut(&who.group)?;
+        group.storage(&who.id)?;
+        let others = || group.storages.values().filter(|s| s.id != who.id);
+        if !others().any(Storage::is_available) {
+            group.set_status(&who.id, ONLINE, "no peer to sync from");
+            let s = group.storage_mut(&who.id)?;
+            s.sync_src_id.clear();
+            s.sync_until_timestamp = 0;
+            self.changed();
+            return Ok(None);
+        }
+        let Some(src) = others().find(|s| s.is_writable()).map(|s| s.id.clone()) else {
+            return Err(Refusal::not_found(format!(
+                "no active storage in group {} to sync {} from",
+                group.name, who.id
+            )));
+        };
+        let s = group.storage_mut(&who.id)?;
+        s.sync_src_id = src.clone();
+        s.sync_until_timestamp = now;
+        group.set_status(&who.id, WAIT_SYNC, "sync source assigned");
+        self.changed();
+        Ok(Some(SyncSource {
+            src_id: src,
+            until_timestamp: now,
+        }))
+    }
+
+    /// 88 SYNC_NOTIFY: the storage tells every tracker its sync source (or none).
+    pub fn sync_notify(&mut self, who: &Joined, source: Option<SyncSource>) -> Result<(), Refusal> {
+        let group = self.group_mut(&who.group)?;
+        let status = group.storage(&who.id)?.status;
+        match source {
+            None => {
+                let s = group.storage_mut(&who.id)?;
+                s.sync_src_id.clear();
+                s.sync_until_timestamp = 0;
+                if matches!(status, INIT | WAIT_SYNC | status::SYNCING) {
+                    group.set_status(&who.id, ONLINE, "no sync source");
+                }
+            }
+            Some(src) => {
+                group.storage(&src.src_id)?;
+                let s = group.storage_mut(&who.id)?;
+                s.sync_src_id = src.src_id;
+                s.sync_until_timestamp = src.until_timestamp;
+                if status == INIT {
+                    group.set_status(&who.id, WAIT_SYNC, "sync source notified");
+                }
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// 79 SYNC_DEST_QUERY: the storage's own sync source, if any.
+    pub fn sync_dest_query(&self, who: &Joined) -> Result<Option<SyncSource>, Refusal> {
+        let s = self.group(&who.group)?.storage(&who.id)?;
+        Ok(sync_source_of(s))
+    }
+
+    /// 86 SYNC_SRC_REQ: a storage asks who copies old files to `dest_id`.
+    pub fn sync_src_req(&self, group: &str, dest_id: &str) -> Result<Option<SyncSource>, Refusal> {
+        let s = self.group(group)?.storage(dest_id)?;
+        if matches!(s.status, INIT | status::DELETED | status::IP_CHANGED) {
+            return Err(Refusal::not_found(format!(
+                "storage {dest_id} is {}",
+                status::name(s.status)
+            )));
+        }
+        Ok(sync_source_of(s))
+    }
+
+    /// 76 REPORT_STATUS: a source reports another storage's status (SYNCING, OFFLINE).
+    pub fn report_status(&mut self, group: &str, brief: &StorageBrief) -> Result<(), Refusal> {
+        let g = self.group_mut(group)?;
+        let id = if g.storages.contains_key(&brief.id) {
+            brief.id.clone()
+        } else {
+            g.find_by_ip(&brief.ip, None)
+                .map(|s| s.id.clone())
+                .ok_or_else(|| {
+                    Refusal::not_found(format!("storage {} not in group {group}", brief.id))
+                })?
+        };
+        if g.set_status(&id, brief.status, "reported by a peer") {
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// 59 CHANGE_STATUS: the storage sets its own status.
+    pub fn change_status(&mut self, who: &Joined, new: u8) -> Result<(), Refusal> {
+        let g = self.group_mut(&who.group)?;
+        g.storage(&who.id)?;
+        if g.set_status(&who.id, new, "changed by the storage") {
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// The group members to announce in a beat reply, if the connection's last known
+    /// version (`told`) is stale; updates `told`.
+    pub fn members_if_changed(
+        &self,
+        who: &Joined,
+        told: &mut Option<u64>,
+    ) -> Option<Vec<StorageBrief>> {
+        let group = self.groups.get(&who.group)?;
+        if *told == Some(group.version) {
+            return None;
+        }
+        *told = Some(group.version);
+        Some(group.member_briefs())
+    }
+
+    // ----- admin --------------------------------------------------------------------------
+
+    /// 93 DELETE_STORAGE.
+    pub fn delete_storage(&mut self, group: &str, id: &str) -> Result<(), Refusal> {
+        let g = self.group_mut(group)?;
+        let s = g.storage(id)?;
+        if matches!(s.status, ONLINE | ACTIVE) {
+            return Err(Refusal::new(
+                errno::EBUSY,
+                format!("storage {id} of {group} is {}", status::name(s.status)),
+            ));
+        }
+        g.storages.remove(id);
+        for other in g.storages.values_mut() {
+            other.synced_from.remove(id);
+        }
+        g.version += 1;
+        info!("storage {id} deleted from group {group}");
+        self.changed();
+        Ok(())
+    }
+
+    /// 108 DELETE_GROUP.
+    pub fn delete_group(&mut self, group: &str) -> Result<(), Refusal> {
+        let g = self.group(group)?;
+        if let Some(s) = g
+            .storages
+            .values()
+            .find(|s| matches!(s.status, ONLINE | ACTIVE))
+        {
+            return Err(Refusal::new(
+                errno::EBUSY,
+                format!("storage {} of {group} is {}", s.id, status::name(s.status)),
+            ));
+        }
+        self.groups.remove(group);
+        info!("group {group} deleted");
+        self.changed();
+        Ok(())
+    }
+
+    /// The newest time up to which storage `s` has all files of its active peers: min
+    /// over the sources with round-robin uploads, max otherwise (§6.4).
+    pub fn last_synced_timestamp(&self, group: &Group, s: &Storage) -> i64 {
+        let active_sources = s
+            .synced_from
+            .iter()
+            .filter(|(src, _)| group.storages.get(*src).is_some_and(Storage::is_active))
+            .map(|(_, ts)| *ts);
+        let value = if self.placement.store_server == crate::config::StoreServer::RoundRobin {
+            active_sources.min()
+        } else {
+            active_sources.max()
+        };
+        value.unwrap_or(0)
+    }
+}
+
+fn sync_source_of(s: &Storage) -> Option<SyncSource> {
+    (!s.sync_src_id.is_empty()).then(|| SyncSource {
+        src_id: s.sync_src_id.clone(),
+        until_timestamp: s.sync_until_timestamp,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use fdfs_proto::status::{OFFLINE, SYNCING};
+
+    pub fn join_req(group: &str, paths: u32, init: bool) -> JoinRequest {
+        JoinRequest {
+            group: group.into(),
+            storage_port: 23000,
+            store_path_count: paths,
+            subdir_count_per_path: 256,
+            upload_priority: 10,
+            join_time: 1000,
+            up_time: 1000,
+            version: "6.16.1".into(),
+            init_flag: init,
+            status: 0,
+            storage_id: String::new(),
+            ip: String::new(),
+            trackers: vec!["127.0.0.1:22122".into()],
+        }
+    }
+
+    /// Joins `ip` to `group` and makes it ACTIVE with `free` MB on each of `paths` paths.
+    pub fn active(c: &mut Cluster, group: &str, ip: &str, paths: u32, free: i64) -> Joined {
+        let (who, _) = c.join(&join_req(group, paths, false), ip, 100).unwrap();
+        let usage = DiskUsage {
+            paths: (0..paths).map(|_| (100_000, free)).collect(),
+        };
+        c.disk_usage(&who, &usage, 100).unwrap();
+        assert_eq!(status_of(c, group, ip), ACTIVE);
+        who
+    }
+
+    pub fn status_of(c: &Cluster, group: &str, id: &str) -> u8 {
+        c.group(group).unwrap().storages[id].status
+    }
+
+    #[test]
+    fn join_creates_group_and_storage() {
+        let mut c = Cluster::new(Placement::default());
+        let (who, reply) = c
+            .join(&join_req("group1", 2, false), "10.0.0.1", 5)
+            .unwrap();
+        assert_eq!(reply.status, ONLINE);
+        assert_eq!(who.id, "10.0.0.1");
+        let g = c.group("group1").unwrap();
+        assert_eq!((g.store_path_count, g.storage_port), (2, 23000));
+        assert_eq!(c.trackers().len(), 1);
+        let mismatch = c.join(&join_req("group1", 1, false), "10.0.0.2", 5);
+        assert_eq!(mismatch.unwrap_err().errno, errno::EINVAL);
+        let (_, init) = c.join(&join_req("group1", 2, true), "10.0.0.3", 5).unwrap();
+        assert_eq!(init.status, INIT);
+    }
+
+    #[test]
+    fn status_machine_of_a_storage() {
+        let mut c = Cluster::new(Placement::default());
+        let who = active(&mut c, "g", "10.0.0.1", 1, 5000);
+        // Disconnect: ACTIVE -> OFFLINE; beat on a new join: ONLINE -> ACTIVE.
+        c.disconnect(&who);
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), OFFLINE);
+        let (who2, reply) = c.join(&join_req("g", 1, false), "10.0.0.1", 200).unwrap();
+        assert_eq!(reply.status, ONLINE);
+        // The old connection closing late does not touch the new session.
+        c.disconnect(&who);
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), ONLINE);
+        c.beat(&who2, None, 201).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), ACTIVE);
+        // Heartbeat expiry.
+        assert_eq!(c.expire_heartbeats(250, 100), 0);
+        assert_eq!(c.expire_heartbeats(302, 100), 1);
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), OFFLINE);
+        assert!(c.take_save_request(false));
+        assert!(!c.take_save_request(false));
+    }
+
+    #[test]
+    fn new_storage_catches_up_from_an_active_peer() {
+        let mut c = Cluster::new(Placement::default());
+        // Alone in its group: ONLINE at once, no source.
+        let (first, _) = c.join(&join_req("g", 1, true), "10.0.0.1", 10).unwrap();
+        assert_eq!(c.sync_dest_req(&first, 10).unwrap(), None);
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), ONLINE);
+        c.beat(&first, None, 11).unwrap();
+        // A second one gets the first as source.
+        let (second, reply) = c.join(&join_req("g", 1, true), "10.0.0.2", 20).unwrap();
+        assert_eq!(reply.status, INIT);
+        let src = c.sync_dest_req(&second, 20).unwrap().unwrap();
+        assert_eq!(src.src_id, "10.0.0.1");
+        assert_eq!(src.until_timestamp, 20);
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), WAIT_SYNC);
+        assert_eq!(c.sync_src_req("g", "10.0.0.2").unwrap(), Some(src.clone()));
+        assert_eq!(c.sync_dest_query(&second).unwrap(), Some(src.clone()));
+        c.sync_notify(&second, Some(src)).unwrap();
+        // The source reports SYNCING, then OFFLINE; the next beat makes it ACTIVE.
+        let mut brief = c.group("g").unwrap().storages["10.0.0.2"].brief();
+        brief.status = SYNCING;
+        c.report_status("g", &brief).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), SYNCING);
+        c.disconnect(&second);
+        assert_eq!(
+            status_of(&c, "g", "10.0.0.2"),
+            SYNCING,
+            "kept on disconnect"
+        );
+        brief.status = OFFLINE;
+        c.report_status("g", &brief).unwrap();
+        let (second, reply) = c.join(&join_req("g", 1, false), "10.0.0.2", 30).unwrap();
+        assert_eq!(reply.sync_src_id, "10.0.0.1");
+        c.beat(&second, None, 31).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), ACTIVE);
+        // A third storage while the only other peers are offline: no source yet.
+        c.disconnect(&first);
+        c.disconnect(&second);
+        let (third, _) = c.join(&join_req("g", 1, true), "10.0.0.3", 40).unwrap();
+        assert_eq!(
+            c.sync_dest_req(&third, 40).unwrap_err().errno,
+            errno::ENOENT
+        );
+    }
+
+    #[test]
+    fn member_versions_drive_beat_flags() {
+        let mut c = Cluster::new(Placement::default());
+        let a = active(&mut c, "g", "10.0.0.1", 1, 5000);
+        let mut told = None;
+        let list = c.members_if_changed(&a, &mut told).unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(c.members_if_changed(&a, &mut told).is_none());
+        c.join(&join_req("g", 1, false), "10.0.0.2", 100).unwrap();
+        let list = c.members_if_changed(&a, &mut told).unwrap();
+        assert_eq!(
+            list.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+            ["10.0.0.1", "10.0.0.2"]
+        );
+        c.beat(&a, None, 101).unwrap(); // already ACTIVE: no change
+        assert!(c.members_if_changed(&a, &mut told).is_none());
+    }
+
+    #[test]
+    fn deleting_needs_inactive_storages() {
+        let mut c = Cluster::new(Placement::default());
+        let a = active(&mut c, "g", "10.0.0.1", 1, 5000);
+        assert_eq!(
+            c.delete_storage("g", "10.0.0.1").unwrap_err().errno,
+            errno::EBUSY
+        );
+        assert_eq!(c.delete_group("g").unwrap_err().errno, errno::EBUSY);
+        assert_eq!(
+            c.delete_storage("g", "10.9.9.9").unwrap_err().errno,
+            errno::ENOENT
+        );
+        assert_eq!(
+            c.delete_storage("x", "10.0.0.1").unwrap_err().errno,
+            errno::ENOENT
+        );
+        c.disconnect(&a);
+        c.delete_storage("g", "10.0.0.1").unwrap();
+        assert!(c.group("g").unwrap().storages.is_empty());
+        c.delete_group("g").unwrap();
+        assert!(c.group("g").is_err());
+        // A deleted storage's connection closing later is harmless.
+        c.disconnect(&a);
+    }
+
+    #[test]
+    fn disk_usage_must_match_path_count() {
+        let mut c = Cluster::new(Placement::default());
+        let (who, _) = c.join(&join_req("g", 2, false), "10.0.0.1", 1).unwrap();
+        let bad = DiskUsage {
+            paths: vec![(10, 5)],
+        };
+        assert_eq!(
+            c.disk_usage(&who, &bad, 1).unwrap_err().errno,
+            errno::EINVAL
+        );
+        let good = DiskUsage {
+            paths: vec![(10, 5), (20, 7)],
+        };
+        c.disk_usage(&who, &good, 1).unwrap();
+        let s = &c.group("g").unwrap().storages["10.0.0.1"];
+        assert_eq!((s.total_mb, s.free_mb), (30, 12));
+    }
+
+    #[test]
+    fn restore_takes_storages_offline() {
+        let mut c = Cluster::new(Placement::default());
+        active(&mut c, "g", "10.0.0.1", 1, 5000);
+        let (who, _) = c.join(&join_req("g", 1, true), "10.0.0.2", 1).unwrap();
+        c.sync_dest_req(&who, 1).unwrap();
+        let groups: Vec<Group> = c.groups().cloned().collect();
+        let r = Cluster::restore(Placement::default(), groups);
+        assert_eq!(status_of(&r, "g", "10.0.0.1"), OFFLINE);
+        assert_eq!(status_of(&r, "g", "10.0.0.2"), WAIT_SYNC);
+    }
+}

@@ -1,0 +1,163 @@
+//! `fdfs_trackerd`: the FastDFS tracker, wire-compatible with FastDFS 6.16.1.
+//!
+//! - `config`: tracker.conf;
+//! - `cluster`: the one owner of the cluster state (groups, storages, statuses,
+//!   placement and read eligibility), pure logic;
+//! - `server`: the per-connection loop and the command table;
+//! - `service`: client and admin commands; `storage_cmds`: storage commands;
+//! - `persist`: the files under `base_path/data`.
+//!
+//! [`Tracker`] ties them together so `main` and the integration tests run the same code.
+
+pub mod cluster;
+pub mod config;
+pub mod persist;
+pub mod refusal;
+pub mod server;
+pub mod service;
+pub mod storage_cmds;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fdfs_runtime::server::{serve, Shutdown};
+use fdfs_runtime::unix_now;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::cluster::Cluster;
+use crate::config::TrackerConfig;
+use crate::server::Shared;
+
+/// How long requests in flight may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Counters alone (no status change) are saved at most this often.
+const STATS_SAVE_INTERVAL: i64 = 60;
+
+/// A tracker bound to its port, with its saved state loaded.
+pub struct Tracker {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Tracker {
+    /// Loads the state saved under `base_path/data` and binds `bind_addr:port`.
+    pub async fn bind(config: TrackerConfig) -> io::Result<Tracker> {
+        let saved = persist::load(&config.data_dir()).map_err(|e| {
+            io::Error::new(e.kind(), format!("loading the saved cluster state: {e}"))
+        })?;
+        if !saved.is_empty() {
+            info!(
+                "loaded {} group(s) from {}",
+                saved.len(),
+                config.data_dir().display()
+            );
+        }
+        let cluster = Cluster::restore(config.placement.clone(), saved);
+        let ip = config
+            .bind_addr
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let addr = SocketAddr::new(ip, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        Ok(Tracker {
+            listener,
+            shared: Arc::new(Shared {
+                config,
+                cluster: Mutex::new(cluster),
+                started: unix_now(),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` fires, then saves the state.
+    pub async fn run(self, shutdown: Shutdown) -> io::Result<()> {
+        let shared = self.shared;
+        info!(
+            "fdfs_trackerd {} listening on {}",
+            fdfs_proto::VERSION_TEXT,
+            self.listener.local_addr()?
+        );
+        let checker = tokio::spawn(check_heartbeats(shared.clone(), shutdown.clone()));
+        let saver = tokio::spawn(save_when_changed(shared.clone(), shutdown.clone()));
+        let handler_shared = shared.clone();
+        serve(
+            self.listener,
+            shared.config.max_connections,
+            shutdown,
+            DRAIN,
+            move |stream, peer, stop| {
+                server::handle_connection(stream, peer, stop, handler_shared.clone())
+            },
+        )
+        .await;
+        let _ = checker.await;
+        let _ = saver.await;
+        save(&shared).await?;
+        info!("cluster state saved, tracker stopped");
+        Ok(())
+    }
+}
+
+/// Convenience for callers that do not need the bound address first.
+pub async fn run(config: TrackerConfig, shutdown: Shutdown) -> io::Result<()> {
+    Tracker::bind(config).await?.run(shutdown).await
+}
+
+async fn save(shared: &Arc<Shared>) -> io::Result<()> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        persist::save(&shared.cluster, &shared.config.data_dir(), shared.started)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+/// Every second: storages silent for longer than check_active_interval go OFFLINE.
+async fn check_heartbeats(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => {}
+        }
+        let marked = shared
+            .cluster()
+            .expire_heartbeats(unix_now(), shared.config.check_active_interval);
+        if marked > 0 {
+            warn!("{marked} storage(s) missed their heartbeat and are now OFFLINE");
+        }
+    }
+}
+
+/// Every second: writes the state if membership or a status changed (and at most once
+/// a minute for mere counter updates).
+async fn save_when_changed(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_save = unix_now();
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = tick.tick() => {}
+        }
+        let now = unix_now();
+        let due = shared
+            .cluster()
+            .take_save_request(now - last_save >= STATS_SAVE_INTERVAL);
+        if !due {
+            continue;
+        }
+        last_save = now;
+        if let Err(e) = save(&shared).await {
+            error!("saving the cluster state: {e}");
+            shared.cluster().request_save();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! One task per connection: read a request, dispatch it to its handler, send the reply.
+//! A malformed or failing request never takes the daemon down: it is answered with an
+//! errno (EINVAL for a bad length, after which the connection is closed).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
+
+use fdfs_proto::{cmd, errno};
+use fdfs_runtime::server::Shutdown;
+use fdfs_runtime::Connection;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::cluster::{Cluster, Joined};
+use crate::config::TrackerConfig;
+use crate::refusal::{Refusal, Reply};
+use crate::{service, storage_cmds};
+
+/// What every connection task shares.
+pub struct Shared {
+    pub config: TrackerConfig,
+    pub cluster: Mutex<Cluster>,
+    /// When this tracker started (unix time).
+    pub started: i64,
+}
+
+impl Shared {
+    /// The cluster, locked. Never hold the guard across an `.await`.
+    pub fn cluster(&self) -> MutexGuard<'_, Cluster> {
+        // A handler that panicked cannot leave the state half-updated in a way that
+        // matters more than stopping the whole tracker would.
+        self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One request as the handlers see it.
+pub struct Request<'a> {
+    pub cmd: u8,
+    pub body: &'a [u8],
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+impl Request<'_> {
+    /// The peer's IP (IPv4-mapped IPv6 addresses shown as IPv4).
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer.ip().to_canonical()
+    }
+
+    /// This tracker's own IP as the peer reaches it.
+    pub fn tracker_ip(&self, config: &TrackerConfig) -> IpAddr {
+        match config.bind_addr {
+            Some(ip) if !ip.is_unspecified() => ip,
+            _ => self.local.ip().to_canonical(),
+        }
+    }
+}
+
+/// Per-connection state: whether a storage joined on it, and what its beat replies
+/// have announced so far.
+#[derive(Debug, Default)]
+pub struct Session {
+    pub joined: Option<Joined>,
+    pub leader_told: bool,
+    pub members_told: Option<u64>,
+}
+
+/// Serves one connection until the peer quits or closes, an I/O error, or shutdown.
+pub async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: Shutdown,
+    shared: std::sync::Arc<Shared>,
+) {
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("{peer}: cannot read local address: {e}");
+            return;
+        }
+    };
+    let config = &shared.config;
+    let mut conn = Connection::new(stream, config.network_timeout);
+    let mut session = Session::default();
+    loop {
+        let header = tokio::select! {
+            _ = shutdown.recv() => break,
+            h = conn.read_header(config.network_timeout) => h,
+        };
+        let header = match header {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(e) => {
+                debug!("{peer}: {e}");
+                break;
+            }
+        };
+        let len = match header.body_len(config.buff_size) {
+            Ok(len) => len as usize,
+            Err(e) => {
+                warn!("{peer}: command {}: {e}, closing", header.cmd);
+                let _ = conn.reply(errno::EINVAL, &[]).await;
+                break;
+            }
+        };
+        let body = match conn.read_body(len).await {
+            Ok(b) => b,
+            Err(e) => {
+                debug!("{peer}: reading a {len}-byte body: {e}");
+                break;
+            }
+        };
+        if header.cmd == cmd::QUIT {
+            break;
+        }
+        let req = Request {
+            cmd: header.cmd,
+            body: &body,
+            peer,
+            local,
+        };
+        let (status, reply) = match dispatch(&shared, &mut session, &req) {
+            Ok(reply) => (0, reply),
+            Err(refusal) => {
+                log_refusal(&req, &refusal);
+                (refusal.errno, Vec::new())
+            }
+        };
+        if let Err(e) = conn.reply(status, &reply).await {
+            debug!("{peer}: sending reply: {e}");
+            break;
+        }
+    }
+    if let Some(who) = &session.joined {
+        info!("storage {} of {} disconnected ({peer})", who.id, who.group);
+        shared.cluster().disconnect(who);
+    }
+}
+
+fn log_refusal(req: &Request<'_>, refusal: &Refusal) {
+    // Lookups that find nothing are routine for clients; everything else is worth a warning.
+    if matches!(refusal.errno, errno::ENOENT | errno::ENOSPC | errno::EBUSY) {
+        info!("{}: command {}: {refusal}", req.peer, req.cmd);
+    } else {
+        warn!("{}: command {}: {refusal}", req.peer, req.cmd);
+    }
+}
+
+/// Maps a command code to its handler.
+fn dispatch(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    match req.cmd {
+        // Clients and admin tools.
+        cmd::QUERY_STORE_WITHOUT_GROUP_ONE
+        | cmd::QUERY_STORE_WITH_GROUP_ONE
+        | cmd::QUERY_STORE_WITHOUT_GROUP_ALL
+        | cmd::QUERY_STORE_WITH_GROUP_ALL => service::query_store(shared, req),
+        cmd::QUERY_FETCH_ONE | cmd::QUERY_FETCH_ALL | cmd::QUERY_UPDATE => {
+            service::query_fetch(shared, req)
+        }
+        cmd::SERVER_LIST_ONE_GROUP | cmd::SERVER_LIST_ALL_GROUPS => {
+            service::list_groups(shared, req)
+        }
+        cmd::SERVER_LIST_STORAGE => service::list_storages(shared, req),
+        cmd::SERVER_DELETE_STORAGE => service::delete_storage(shared, req),
+        cmd::SERVER_DELETE_GROUP => service::delete_group(shared, req),
+        cmd::SERVER_GET_LEADER => service::get_leader(shared, req),
+        cmd::SERVER_SET_TRUNK_SERVER => service::set_trunk_server(shared, req),
+        cmd::ACTIVE_TEST => Ok(Vec::new()),
+
+        // Storages.
+        cmd::STORAGE_JOIN => storage_cmds::join(shared, session, req),
+        cmd::STORAGE_BEAT => storage_cmds::beat(shared, session, req),
+        cmd::STORAGE_REPORT_DISK_USAGE => storage_cmds::disk_usage(shared, session, req),
+        cmd::STORAGE_SYNC_REPORT => storage_cmds::sync_report(shared, session, req),
+        cmd::STORAGE_SYNC_DEST_REQ => storage_cmds::sync_dest_req(shared, session, req),
+        cmd::STORAGE_SYNC_NOTIFY => storage_cmds::sync_notify(shared, session, req),
+        cmd::STORAGE_SYNC_DEST_QUERY => storage_cmds::sync_dest_query(shared, session, req),
+        cmd::STORAGE_CHANGE_STATUS => storage_cmds::change_status(shared, session, req),
+        cmd::STORAGE_REPLICA_CHG => storage_cmds::replica_chg(shared, session, req),
+        cmd::STORAGE_FETCH_TRUNK_FID
+        | cmd::STORAGE_REPORT_TRUNK_FID
+        | cmd::STORAGE_REPORT_TRUNK_FREE => storage_cmds::trunk(shared, session, req),
+        cmd::STORAGE_SYNC_SRC_REQ => storage_cmds::sync_src_req(shared, req),
+        cmd::STORAGE_REPORT_STATUS => storage_cmds::report_status(shared, req),
+        cmd::STORAGE_GET_MY_IP => storage_cmds::get_my_ip(shared, req),
+        cmd::STORAGE_PARAMETER_REQ => storage_cmds::parameter_req(shared, req),
+        cmd::STORAGE_CHANGELOG_REQ => storage_cmds::changelog_req(shared, req),
+        cmd::STORAGE_GET_STATUS => storage_cmds::get_status(shared, req),
+        cmd::STORAGE_GET_SERVER_ID => storage_cmds::get_server_id(shared, req),
+        cmd::STORAGE_FETCH_STORAGE_IDS => storage_cmds::fetch_storage_ids(shared, req),
+        cmd::STORAGE_GET_GROUP_NAME => storage_cmds::get_group_name(shared, req),
+
+        other => Err(Refusal::invalid(format!("unknown command {other}"))),
+    }
+}

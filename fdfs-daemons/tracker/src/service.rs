@@ -1,0 +1,159 @@
+//! Client and admin commands (§3.1, §3.3): where to upload, where to read, listings,
+//! deletions. Each handler decodes its body, asks the [`Cluster`](crate::cluster::Cluster)
+//! and encodes the reply.
+
+use fdfs_proto::codec::{Reader, Writer};
+use fdfs_proto::tracker_msg::{
+    get_group, FetchTargets, FileQuery, GroupStat, StorageSelector, StorageStat, StoreTarget,
+    StoreTargets,
+};
+use fdfs_proto::{cmd, errno, GROUP_NAME_LEN, STORAGE_ID_LEN};
+use fdfs_runtime::unix_now;
+use tracing::info;
+
+use crate::cluster::FetchKind;
+use crate::refusal::{Refusal, Reply};
+use crate::server::{Request, Shared};
+
+fn expect_len(body: &[u8], len: usize) -> Result<(), Refusal> {
+    if body.len() != len {
+        return Err(Refusal::invalid(format!(
+            "body is {} bytes, expected {len}",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A body that is exactly one 16-byte group name.
+fn group_body(body: &[u8]) -> Result<String, Refusal> {
+    expect_len(body, GROUP_NAME_LEN)?;
+    Ok(get_group(&mut Reader::new(body))?)
+}
+
+/// 101/104/106/107.
+pub fn query_store(shared: &Shared, req: &Request<'_>) -> Reply {
+    let all = matches!(
+        req.cmd,
+        cmd::QUERY_STORE_WITHOUT_GROUP_ALL | cmd::QUERY_STORE_WITH_GROUP_ALL
+    );
+    let group = match req.cmd {
+        cmd::QUERY_STORE_WITH_GROUP_ONE | cmd::QUERY_STORE_WITH_GROUP_ALL => {
+            Some(group_body(req.body)?)
+        }
+        _ => {
+            expect_len(req.body, 0)?;
+            None
+        }
+    };
+    let choice = shared.cluster().select_store(group.as_deref(), all)?;
+    let ip_size = shared.config.response_ip_size;
+    Ok(if all {
+        StoreTargets {
+            group: choice.group,
+            servers: choice.servers,
+            store_path_index: choice.store_path_index,
+        }
+        .encode(ip_size)
+    } else {
+        StoreTarget {
+            group: choice.group,
+            server: choice.servers.into_iter().next().expect("one server"),
+            store_path_index: choice.store_path_index,
+        }
+        .encode(ip_size)
+    })
+}
+
+/// 102/103/105.
+pub fn query_fetch(shared: &Shared, req: &Request<'_>) -> Reply {
+    let query = FileQuery::decode(req.body)?;
+    let kind = match req.cmd {
+        cmd::QUERY_FETCH_ONE => FetchKind::One,
+        cmd::QUERY_FETCH_ALL => FetchKind::All,
+        _ => FetchKind::Update,
+    };
+    let servers = shared
+        .cluster()
+        .select_fetch(&query.group, &query.filename, kind, unix_now())?;
+    Ok(FetchTargets {
+        group: query.group,
+        servers,
+    }
+    .encode(shared.config.response_ip_size))
+}
+
+/// 90 (one group) / 91 (all groups).
+pub fn list_groups(shared: &Shared, req: &Request<'_>) -> Reply {
+    let only = if req.cmd == cmd::SERVER_LIST_ONE_GROUP {
+        Some(group_body(req.body)?)
+    } else {
+        expect_len(req.body, 0)?;
+        None
+    };
+    let stats = shared.cluster().group_stats(only.as_deref())?;
+    let mut w = Writer::with_capacity(stats.len() * GroupStat::LEN);
+    for s in &stats {
+        s.encode_into(&mut w);
+    }
+    Ok(w.finish())
+}
+
+/// 92.
+pub fn list_storages(shared: &Shared, req: &Request<'_>) -> Reply {
+    let sel = StorageSelector::decode(req.body)?;
+    let stats = shared
+        .cluster()
+        .storage_stats(&sel.group, sel.storage_id.as_deref())?;
+    let ip_size = shared.config.response_ip_size;
+    let mut w = Writer::with_capacity(stats.len() * StorageStat::len(ip_size));
+    for s in &stats {
+        s.encode_into(&mut w, ip_size);
+    }
+    Ok(w.finish())
+}
+
+/// 93: group + storage id (1..15 bytes).
+pub fn delete_storage(shared: &Shared, req: &Request<'_>) -> Reply {
+    let body = req.body;
+    if body.len() <= GROUP_NAME_LEN || body.len() >= GROUP_NAME_LEN + STORAGE_ID_LEN {
+        return Err(Refusal::invalid(format!(
+            "body is {} bytes, expected 17..=31",
+            body.len()
+        )));
+    }
+    let mut r = Reader::new(body);
+    let group = get_group(&mut r)?;
+    let id = r.str(r.remaining(), "storage id")?;
+    shared.cluster().delete_storage(&group, &id)?;
+    info!("storage {id} of {group} deleted on request of {}", req.peer);
+    Ok(Vec::new())
+}
+
+/// 108.
+pub fn delete_group(shared: &Shared, req: &Request<'_>) -> Reply {
+    let group = group_body(req.body)?;
+    shared.cluster().delete_group(&group)?;
+    info!("group {group} deleted on request of {}", req.peer);
+    Ok(Vec::new())
+}
+
+/// 95: this tracker leads itself (multi-tracker election is not implemented yet).
+pub fn get_leader(shared: &Shared, req: &Request<'_>) -> Reply {
+    expect_len(req.body, 0)?;
+    let ip = req.tracker_ip(&shared.config);
+    let text = if ip.is_ipv6() {
+        format!("[{ip}]:{}", shared.config.port)
+    } else {
+        format!("{ip}:{}", shared.config.port)
+    };
+    Ok(text.into_bytes())
+}
+
+/// 94: trunk servers only exist with use_trunk_file, which is not supported.
+pub fn set_trunk_server(_shared: &Shared, _req: &Request<'_>) -> Reply {
+    Err(Refusal::new(
+        errno::EOPNOTSUPP,
+        "trunk files are not supported",
+    ))
+}

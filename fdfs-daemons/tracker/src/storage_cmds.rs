@@ -1,0 +1,353 @@
+//! Storage → tracker commands (§3.4): join, heartbeats and reports, the sync source
+//! hand-shake and the small status queries a storage makes at start-up.
+
+use std::fmt::Write as _;
+
+use fdfs_proto::codec::{Reader, Writer};
+use fdfs_proto::tracker_msg::{
+    get_group, BeatReply, DiskUsage, GetMyIp, JoinRequest, StorageBrief, StorageCounters,
+    SyncReport, SyncSource,
+};
+use fdfs_proto::{errno, GROUP_NAME_LEN, STORAGE_ID_LEN};
+use fdfs_runtime::unix_now;
+use tracing::info;
+
+use crate::cluster::Joined;
+use crate::config::IdType;
+use crate::refusal::{Refusal, Reply};
+use crate::server::{Request, Session, Shared};
+
+/// Commands marked "L" need a JOIN on the same connection first.
+fn joined(session: &Session) -> Result<&Joined, Refusal> {
+    session
+        .joined
+        .as_ref()
+        .ok_or_else(|| Refusal::new(errno::EACCES, "storage command before STORAGE_JOIN"))
+}
+
+fn expect_len(body: &[u8], len: usize) -> Result<(), Refusal> {
+    if body.len() != len {
+        return Err(Refusal::invalid(format!(
+            "body is {} bytes, expected {len}",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+/// 81.
+pub fn join(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let join = JoinRequest::decode(req.body)?;
+    let peer_ip = req.peer_ip().to_string();
+    let (who, reply) = shared.cluster().join(&join, &peer_ip, unix_now())?;
+    info!(
+        "storage {}:{} (version {}) joined group {} from {}, status {}",
+        peer_ip,
+        join.storage_port,
+        join.version,
+        join.group,
+        req.peer,
+        fdfs_proto::status::name(reply.status)
+    );
+    // A (re)join starts the beat reply announcements afresh.
+    session.joined = Some(who);
+    session.leader_told = false;
+    session.members_told = None;
+    Ok(reply.encode())
+}
+
+/// The reply to 83/84/89: flag byte plus what this connection has not been told yet.
+fn beat_reply(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Vec<u8> {
+    let who = session.joined.clone().expect("checked by the caller");
+    let group_members = shared
+        .cluster()
+        .members_if_changed(&who, &mut session.members_told);
+    let leader = (!session.leader_told).then(|| {
+        session.leader_told = true;
+        let ip = req.tracker_ip(&shared.config).to_string();
+        StorageBrief {
+            status: 0,
+            port: shared.config.port as u32,
+            id: ip.chars().take(STORAGE_ID_LEN - 1).collect(),
+            ip,
+        }
+    });
+    BeatReply {
+        leader,
+        trunk_server: None,
+        group_members,
+    }
+    .encode()
+}
+
+/// 83: empty body, or the 348-byte counters when they changed.
+pub fn beat(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    let counters = match req.body.len() {
+        0 => None,
+        StorageCounters::LEN => Some(StorageCounters::decode_from(&mut Reader::new(req.body))?),
+        n => {
+            return Err(Refusal::invalid(format!(
+                "beat body is {n} bytes, expected 0 or {}",
+                StorageCounters::LEN
+            )))
+        }
+    };
+    shared.cluster().beat(&who, counters, unix_now())?;
+    Ok(beat_reply(shared, session, req))
+}
+
+/// 84.
+pub fn disk_usage(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    let usage = DiskUsage::decode(req.body)?;
+    shared.cluster().disk_usage(&who, &usage, unix_now())?;
+    Ok(beat_reply(shared, session, req))
+}
+
+/// 89.
+pub fn sync_report(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    let report = SyncReport::decode(req.body)?;
+    shared.cluster().sync_report(&who, &report, unix_now())?;
+    Ok(beat_reply(shared, session, req))
+}
+
+fn encode_source(source: Option<SyncSource>) -> Vec<u8> {
+    source.map(|s| s.encode()).unwrap_or_default()
+}
+
+/// 87.
+pub fn sync_dest_req(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    expect_len(req.body, 0)?;
+    let source = shared.cluster().sync_dest_req(&who, unix_now())?;
+    Ok(encode_source(source))
+}
+
+/// 88.
+pub fn sync_notify(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    expect_len(req.body, SyncSource::LEN)?;
+    let source = SyncSource::decode(req.body)?;
+    shared.cluster().sync_notify(&who, source)?;
+    Ok(Vec::new())
+}
+
+/// 79.
+pub fn sync_dest_query(shared: &Shared, session: &mut Session, _req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    let source = shared.cluster().sync_dest_query(&who)?;
+    Ok(encode_source(source))
+}
+
+/// 86: group + destination id.
+pub fn sync_src_req(shared: &Shared, req: &Request<'_>) -> Reply {
+    expect_len(req.body, GROUP_NAME_LEN + STORAGE_ID_LEN)?;
+    let mut r = Reader::new(req.body);
+    let group = get_group(&mut r)?;
+    let dest = r.fixed_str(STORAGE_ID_LEN, "dest id")?;
+    let source = shared.cluster().sync_src_req(&group, &dest)?;
+    Ok(encode_source(source))
+}
+
+/// 76: group + brief of the storage whose status is reported.
+pub fn report_status(shared: &Shared, req: &Request<'_>) -> Reply {
+    expect_len(req.body, GROUP_NAME_LEN + StorageBrief::LEN)?;
+    let mut r = Reader::new(req.body);
+    let group = get_group(&mut r)?;
+    let brief = StorageBrief::decode_from(&mut r)?;
+    shared.cluster().report_status(&group, &brief)?;
+    Ok(Vec::new())
+}
+
+/// 59: one byte, the storage's new status.
+pub fn change_status(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    expect_len(req.body, 1)?;
+    shared.cluster().change_status(&who, req.body[0])?;
+    Ok(Vec::new())
+}
+
+/// 85: the leader ignores replica changes; so do we.
+pub fn replica_chg(_shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    joined(session)?;
+    if !req.body.len().is_multiple_of(StorageBrief::LEN) {
+        return Err(Refusal::invalid("body is not a list of storage briefs"));
+    }
+    Ok(Vec::new())
+}
+
+/// 72/73/74: trunk commands, only meaningful with use_trunk_file.
+pub fn trunk(_shared: &Shared, session: &mut Session, _req: &Request<'_>) -> Reply {
+    joined(session)?;
+    Err(Refusal::new(
+        errno::EOPNOTSUPP,
+        "trunk files are not supported",
+    ))
+}
+
+/// 60: the IP this tracker sees the storage connect from.
+pub fn get_my_ip(_shared: &Shared, req: &Request<'_>) -> Reply {
+    if !req.body.is_empty() {
+        GetMyIp::decode(req.body)?;
+    }
+    Ok(req.peer_ip().to_string().into_bytes())
+}
+
+/// 75: the cluster-wide settings storages take from the tracker. Must stay < 1024 bytes.
+pub fn parameter_req(shared: &Shared, _req: &Request<'_>) -> Reply {
+    let c = &shared.config;
+    let t = &c.trunk;
+    let b = |v: bool| v as u8;
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "use_storage_id={}\nid_type_in_filename={}\ntrust_storage_server_id={}\n\
+         response_ip_addr_size={}\nstorage_ip_changed_auto_adjust={}\n\
+         storage_sync_file_max_delay={}\nstore_path={}\nreserved_storage_space={}\n\
+         use_trunk_file={}\nslot_min_size={}\nslot_max_size={}\n\
+         trunk_alloc_alignment_size={}\ntrunk_file_size={}\ntrunk_create_file_advance={}\n\
+         trunk_create_file_time_base={}\ntrunk_create_file_interval={}\n\
+         trunk_create_file_space_threshold={}\ntrunk_init_check_occupying={}\n\
+         trunk_init_reload_from_binlog={}\ntrunk_free_space_merge={}\n\
+         delete_unused_trunk_files={}\ntrunk_compress_binlog_min_interval={}\n\
+         trunk_compress_binlog_interval={}\ntrunk_compress_binlog_time_base={}\n\
+         trunk_binlog_max_backups={}\nstore_slave_file_use_link={}\n",
+        // Storage ids are not supported: storages must not expect them.
+        0,
+        match c.id_type_in_filename {
+            IdType::Id if c.use_storage_id => "id",
+            _ => "ip",
+        },
+        b(c.trust_storage_server_id),
+        c.response_ip_size.width(),
+        b(c.storage_ip_changed_auto_adjust),
+        c.placement.sync_file_max_delay,
+        match c.placement.store_path {
+            crate::config::StorePath::RoundRobin => 0,
+            crate::config::StorePath::LoadBalance => 2,
+        },
+        c.placement.reserved_storage_space.to_fdfs_string(),
+        // Trunk files are not supported: storages must not use them.
+        0,
+        t.slot_min_size,
+        t.slot_max_size,
+        t.alloc_alignment_size,
+        t.file_size,
+        b(t.create_file_advance),
+        t.create_file_time_base,
+        t.create_file_interval,
+        t.create_file_space_threshold,
+        b(t.init_check_occupying),
+        b(t.init_reload_from_binlog),
+        b(t.free_space_merge),
+        b(t.delete_unused_trunk_files),
+        t.compress_binlog_min_interval,
+        t.compress_binlog_interval,
+        t.compress_binlog_time_base,
+        t.binlog_max_backups,
+        b(c.store_slave_file_use_link),
+    );
+    debug_assert!(
+        text.len() < 1024,
+        "parameter reply must fit the client buffer"
+    );
+    Ok(text.into_bytes())
+}
+
+/// 77: the change log (deletions, IP changes) is not kept yet: nothing to report.
+pub fn changelog_req(_shared: &Shared, _req: &Request<'_>) -> Reply {
+    Ok(Vec::new())
+}
+
+/// Body of 70/71: group + `ip:port` (6.16) or group [+ ip] (older).
+fn group_and_host(req: &Request<'_>) -> Result<(String, String, Option<u16>), Refusal> {
+    if req.body.len() < GROUP_NAME_LEN {
+        return Err(Refusal::invalid("body shorter than a group name"));
+    }
+    let mut r = Reader::new(req.body);
+    let group = get_group(&mut r)?;
+    let text = r.str(r.remaining(), "host")?;
+    let text = text.trim_matches(char::from(0)).trim();
+    let (ip, port) = split_host_port(text);
+    let ip = if ip.is_empty() {
+        req.peer_ip().to_string()
+    } else {
+        ip.to_string()
+    };
+    Ok((group, ip, port))
+}
+
+/// `ip:port`, `[v6]:port`, `ip` or a bare IPv6 address.
+fn split_host_port(text: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = text.strip_prefix('[') {
+        if let Some((ip, after)) = rest.split_once(']') {
+            return (ip, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match text.split_once(':') {
+        Some((ip, port)) if !port.contains(':') => (ip, port.parse().ok()),
+        _ => (text, None),
+    }
+}
+
+/// 71: the brief of a storage.
+pub fn get_status(shared: &Shared, req: &Request<'_>) -> Reply {
+    let (group, ip, port) = group_and_host(req)?;
+    let cluster = shared.cluster();
+    let g = cluster.group(&group)?;
+    let s = g
+        .find_by_ip(&ip, port)
+        .ok_or_else(|| Refusal::not_found(format!("storage {ip} not in group {group}")))?;
+    let mut w = Writer::with_capacity(StorageBrief::LEN);
+    s.brief().encode_into(&mut w);
+    Ok(w.finish())
+}
+
+/// 70: the id of a storage; in IP mode the id is the IP.
+pub fn get_server_id(shared: &Shared, req: &Request<'_>) -> Reply {
+    let (group, ip, port) = group_and_host(req)?;
+    let cluster = shared.cluster();
+    let id = cluster
+        .group(&group)
+        .ok()
+        .and_then(|g| g.find_by_ip(&ip, port))
+        .map(|s| s.id.clone())
+        .unwrap_or(ip);
+    Ok(id.into_bytes())
+}
+
+/// 69: storage ids are off: EOPNOTSUPP, or an empty list if the asker allows it.
+pub fn fetch_storage_ids(_shared: &Shared, req: &Request<'_>) -> Reply {
+    match req.body {
+        [_, _, _, _, allow_empty] if *allow_empty != 0 => Ok(vec![0; 8]),
+        [_, _, _, _] | [_, _, _, _, _] => Err(Refusal::new(
+            errno::EOPNOTSUPP,
+            "storage ids are not supported",
+        )),
+        _ => Err(Refusal::invalid("body is not 4 or 5 bytes")),
+    }
+}
+
+/// 109: only answerable from storage_ids.conf.
+pub fn get_group_name(_shared: &Shared, _req: &Request<'_>) -> Reply {
+    Err(Refusal::new(
+        errno::EOPNOTSUPP,
+        "storage ids are not supported",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("10.0.0.1:23000"), ("10.0.0.1", Some(23000)));
+        assert_eq!(split_host_port("10.0.0.1"), ("10.0.0.1", None));
+        assert_eq!(split_host_port("[::1]:23000"), ("::1", Some(23000)));
+        assert_eq!(split_host_port("fe80::1"), ("fe80::1", None));
+        assert_eq!(split_host_port(""), ("", None));
+    }
+}
