@@ -59,7 +59,13 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         let offset = file
             .seek(SeekFrom::End(0))
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
-        receive_into(conn, &mut file, head.size, None).await?;
+        if let Err(e) = receive_into(conn, &mut file, head.size, None).await {
+            // A broken append leaves the file as it was, never half-extended.
+            if let Err(t) = file.set_len(offset) {
+                tracing::error!("cannot undo partial append to {filename}: {t}");
+            }
+            return Err(e.into());
+        }
         st.stats
             .add_bytes(counter::TOTAL_APPEND_BYTES, head.size, true);
         if head.size > 0 {
