@@ -1,0 +1,418 @@
+"""Fixtures that run the real fdfs_trackerd / fdfs_storaged on loopback.
+
+* Each daemon gets its own random 127.0.0.x (x in 2..254) and random port,
+  checked bindable first, so several suites can run side by side.
+* Readiness is polled (tracker cmd 101 answers status 0 => an ACTIVE,
+  writable storage), never slept for.
+* Teardown: SIGTERM, wait, SIGKILL if needed.  When a test fails, the tail of
+  every daemon log is attached to the report.
+
+Environment:
+  FDFS_BIN_DIR            where the binaries are (default <repo>/target/debug)
+  FDFS_TESTS_VENVS        venv root (default <repo>/.venv-tests)
+  FDFS_REQUIRE_BINARIES=1 fail instead of skip when the daemons are missing
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import fdfs_wire as wire  # noqa: E402
+from fdfs_helpers import b64, snapshot_tree, unb64, wait_for  # noqa: E402
+
+REPO = HERE.parent.parent
+BIN_DIR = Path(os.environ.get("FDFS_BIN_DIR") or REPO / "target" / "debug")
+VENVS = Path(os.environ.get("FDFS_TESTS_VENVS") or REPO / ".venv-tests")
+DRIVERS = HERE / "drivers"
+RESULT_MARKER = "@@FDFS_DRIVER_RESULT@@ "
+
+READY_DEADLINE = 30.0
+STOP_GRACE = 10.0
+
+# clients -> which cluster flavour they need (see drivers/*.py)
+CLIENTS = {
+    "py3fdfs": "auto",
+    "fdfs_client_py3": "auto",
+    "aiofdfs": "auto",
+    "fastdfs_client": "ipv6",   # hard-codes 46-byte IP fields
+}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+
+_claimed = set()
+
+
+def pick_addr():
+    """A random free (127.0.0.x, port) pair, x in 2..254."""
+    rnd = random.SystemRandom()
+    for _ in range(500):
+        ip = "127.0.0.%d" % rnd.randint(2, 254)
+        port = rnd.randint(20000, 60000)
+        if (ip, port) in _claimed:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _claimed.add((ip, port))
+        return ip, port
+    raise RuntimeError("no bindable loopback address found")
+
+
+def binary(name):
+    p = BIN_DIR / name
+    return p if p.is_file() and os.access(p, os.X_OK) else None
+
+
+def require_binary(name):
+    p = binary(name)
+    if p is None:
+        msg = "%s not built (looked in %s; set FDFS_BIN_DIR)" % (name, BIN_DIR)
+        if os.environ.get("FDFS_REQUIRE_BINARIES") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+def tail(path, max_bytes=6000):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "<%s>" % e
+
+
+
+
+
+
+# ------------------------------------------------------------------ daemons
+
+class Daemon:
+    def __init__(self, name, exe, conf, base_path, log_name):
+        self.name = name
+        self.exe = exe
+        self.conf = conf
+        self.base_path = Path(base_path)
+        self.log_file = self.base_path / "logs" / log_name
+        self.stderr_file = self.base_path / ("%s.stderr" % name)
+        self.proc = None
+
+    def start(self):
+        self.stderr_fh = open(self.stderr_file, "ab")
+        self.proc = subprocess.Popen(
+            [str(self.exe), str(self.conf), "start", "--foreground"],
+            stdin=subprocess.DEVNULL, stdout=self.stderr_fh, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=str(self.base_path))
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.stderr_fh.close()
+        return self.proc.returncode
+
+    def logs(self):
+        if self.proc is None:
+            return "--- %s: not started ---" % self.name
+        parts = ["--- %s (pid %s, exit %s) stderr %s ---\n%s" % (
+            self.name, self.proc.pid if self.proc else None,
+            self.proc.poll() if self.proc else None, self.stderr_file, tail(self.stderr_file))]
+        if self.log_file.exists():
+            parts.append("--- %s log %s ---\n%s" % (self.name, self.log_file, tail(self.log_file)))
+        return "\n".join(parts)
+
+
+class Cluster:
+    """One tracker + one storage (group1), each on its own 127.0.0.x."""
+
+    def __init__(self, root, name, ip_size="auto", store_paths=2, subdirs=16, group="group1"):
+        self.root = Path(root)
+        self.name = name
+        self.ip_size = ip_size
+        self.group = group
+        self.tracker_ip, self.tracker_port = pick_addr()
+        self.storage_ip, self.storage_port = pick_addr()
+        self.tracker_base = self.root / "tracker"
+        self.storage_base = self.root / "storage"
+        self.store_paths = [self.root / ("store%d" % i) for i in range(store_paths)]
+        self.client_base = self.root / "client"
+        for d in [self.tracker_base, self.storage_base, self.client_base, *self.store_paths]:
+            d.mkdir(parents=True, exist_ok=True)
+        self.tracker_conf = self.root / "tracker.conf"
+        self.storage_conf = self.root / "storage.conf"
+        self.client_conf = self.root / "client.conf"
+        self.tracker_conf.write_text(
+            "# generated by tests/integration/conftest.py\n"
+            "disabled = false\n"
+            "bind_addr = %s\n"
+            "port = %d\n"
+            "base_path = %s\n"
+            "store_lookup = 0\n"
+            "reserved_storage_space = 1%%\n"
+            "response_ip_addr_size = %s\n"
+            "check_active_interval = 30\n"
+            "connect_timeout = 5\n"
+            "network_timeout = 20\n"
+            "log_level = info\n"
+            % (self.tracker_ip, self.tracker_port, self.tracker_base, ip_size))
+        paths = "".join("store_path%d = %s\n" % (i, p) for i, p in enumerate(self.store_paths))
+        self.storage_conf.write_text(
+            "# generated by tests/integration/conftest.py\n"
+            "disabled = false\n"
+            "group_name = %s\n"
+            "bind_addr = %s\n"
+            "client_bind = true\n"
+            "port = %d\n"
+            "base_path = %s\n"
+            "store_path_count = %d\n"
+            "%s"
+            "subdir_count_per_path = %d\n"
+            "tracker_server = %s:%d\n"
+            "heart_beat_interval = 1\n"
+            "stat_report_interval = 1\n"
+            "sync_binlog_buff_interval = 1\n"
+            "connect_timeout = 5\n"
+            "network_timeout = 20\n"
+            "log_level = info\n"
+            % (group, self.storage_ip, self.storage_port, self.storage_base, len(self.store_paths),
+               paths, subdirs, self.tracker_ip, self.tracker_port))
+        self.client_conf.write_text(
+            "# generated by tests/integration/conftest.py\n"
+            "connect_timeout = 5\n"
+            "network_timeout = 20\n"
+            "base_path = %s\n"
+            "tracker_server = %s:%d\n"
+            "log_level = info\n"
+            % (self.client_base, self.tracker_ip, self.tracker_port))
+        self.tracker = Daemon("trackerd@%s" % name, require_binary("fdfs_trackerd"), self.tracker_conf,
+                              self.tracker_base, "trackerd.log")
+        self.storage = Daemon("storaged@%s" % name, require_binary("fdfs_storaged"), self.storage_conf,
+                              self.storage_base, "storaged.log")
+
+    # addresses
+    @property
+    def tracker_addr(self):
+        return (self.tracker_ip, self.tracker_port)
+
+    @property
+    def storage_addr(self):
+        return (self.storage_ip, self.storage_port)
+
+    @property
+    def tracker_server(self):
+        return "%s:%d" % self.tracker_addr
+
+    def daemons(self):
+        return [self.tracker, self.storage]
+
+    def logs(self):
+        return "\n".join(d.logs() for d in self.daemons())
+
+    def check_alive(self):
+        dead = [d.name for d in self.daemons() if d.proc is not None and not d.alive()]
+        if dead:
+            raise AssertionError("daemon(s) died: %s\n%s" % (", ".join(dead), self.logs()))
+
+    def start(self):
+        self.tracker.start()
+        wait_for(lambda: self._connectable(self.tracker_addr) or self._dead_check(),
+                 READY_DEADLINE, what="tracker %s to accept connections" % self.tracker_server)
+        self.storage.start()
+        self.wait_ready()
+
+    def _dead_check(self):
+        self.check_alive()
+        return False
+
+    @staticmethod
+    def _connectable(addr):
+        try:
+            socket.create_connection(addr, timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout=READY_DEADLINE):
+        def ready():
+            self.check_alive()
+            st, info = wire.query_store(self.tracker_addr, timeout=2)
+            return st == 0 and info
+        try:
+            info = wait_for(ready, timeout, interval=0.1, what="tracker cmd 101 status 0 (storage ACTIVE)")
+        except TimeoutError as e:
+            raise RuntimeError("%s: %s\n%s" % (self.name, e, self.logs()))
+        wait_for(lambda: self._connectable(self.storage_addr), 10,
+                 what="storage port %s:%d" % self.storage_addr)
+        return info
+
+    def stop(self):
+        for d in reversed(self.daemons()):
+            d.stop()
+
+    def store_snapshot(self):
+        snap = {}
+        for i, p in enumerate(self.store_paths):
+            for k, v in snapshot_tree(p).items():
+                snap["%d:%s" % (i, k)] = v
+        return snap
+
+
+_live_clusters = []
+
+
+def start_cluster(tmp_path_factory, name, **kw):
+    root = tmp_path_factory.mktemp("fdfs-%s-" % name)
+    c = Cluster(root, name, **kw)
+    _live_clusters.append(c)
+    try:
+        c.start()
+    except BaseException:
+        c.stop()
+        _live_clusters.remove(c)
+        raise
+    return c
+
+
+def stop_cluster(c):
+    c.stop()
+    if c in _live_clusters:
+        _live_clusters.remove(c)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """Main cluster: response_ip_addr_size = auto (16-byte IP fields)."""
+    c = start_cluster(tmp_path_factory, "auto", ip_size="auto")
+    yield c
+    stop_cluster(c)
+
+
+@pytest.fixture(scope="session")
+def cluster_v6(tmp_path_factory):
+    """Cluster whose tracker answers with 46-byte IP fields (for fastdfs-client)."""
+    c = start_cluster(tmp_path_factory, "ipv6", ip_size="IPv6")
+    yield c
+    stop_cluster(c)
+
+
+@pytest.fixture
+def cluster_for(request):
+    """cluster_for(client_name) -> the cluster that client can talk to."""
+    def get(client):
+        flavour = CLIENTS[client]
+        return request.getfixturevalue("cluster_v6" if flavour == "ipv6" else "cluster")
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _daemons_still_alive():
+    yield
+    for c in list(_live_clusters):
+        c.check_alive()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and _live_clusters:
+        for c in _live_clusters:
+            rep.sections.append(("daemon logs: cluster %s (tracker %s, storage %s:%d)"
+                                 % (c.name, c.tracker_server, *c.storage_addr), c.logs()))
+
+
+# ------------------------------------------------------------------ clients
+
+class DriverError(AssertionError):
+    pass
+
+
+class ClientDriver:
+    """Runs drivers/<name>.py in that client's venv, one JSON command per call."""
+
+    def __init__(self, name, cluster):
+        self.name = name
+        self.cluster = cluster
+        self.python = VENVS / name / "bin" / "python"
+        self.script = DRIVERS / ("%s.py" % name)
+        if not self.python.exists():
+            pytest.skip("venv for %s missing: run tests/setup-python.sh" % name)
+
+    def raw(self, op, **kw):
+        cmd = {"op": op, "tracker": self.cluster.tracker_server,
+               "client_conf": str(self.cluster.client_conf), "timeout": 10}
+        cmd.update(kw)
+        try:
+            p = subprocess.run([str(self.python), str(self.script)], input=json.dumps(cmd),
+                               capture_output=True, text=True, timeout=60,
+                               cwd=str(self.cluster.client_base))
+        except subprocess.TimeoutExpired as e:
+            raise DriverError("%s %s: driver timed out after 60s\nstdout: %s\nstderr: %s"
+                              % (self.name, op, e.stdout, e.stderr))
+        for line in reversed(p.stdout.splitlines()):
+            if line.startswith(RESULT_MARKER):
+                return json.loads(line[len(RESULT_MARKER):])
+        raise DriverError("%s %s: no result (exit %d)\nstdout: %s\nstderr: %s"
+                          % (self.name, op, p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
+
+    def call(self, op, **kw):
+        """Run op; skip the test if the client cannot do it; raise on error."""
+        r = self.raw(op, **kw)
+        if r.get("unsupported"):
+            pytest.skip("%s cannot %s: %s" % (self.name, op, r["unsupported"]))
+        if not r["ok"]:
+            raise DriverError("%s %s failed: %s\n%s" % (self.name, op, r.get("error"), r.get("traceback", "")))
+        return r
+
+    def fails(self, op, **kw):
+        """Run op expecting a failure; returns the error text."""
+        r = self.raw(op, **kw)
+        if r.get("unsupported"):
+            pytest.skip("%s cannot %s: %s" % (self.name, op, r["unsupported"]))
+        assert not r["ok"], "%s %s unexpectedly succeeded: %r" % (self.name, op, r)
+        return r["error"]
+
+    # conveniences
+    def upload(self, data, ext=""):
+        return self.call("upload_buffer", data_b64=b64(data), ext=ext)["file_id"]
+
+    def download(self, file_id, offset=0, length=0):
+        return unb64(self.call("download", file_id=file_id, offset=offset, length=length)["data_b64"])
+
+
+@pytest.fixture
+def driver(cluster_for):
+    def make(name):
+        return ClientDriver(name, cluster_for(name))
+    return make
+

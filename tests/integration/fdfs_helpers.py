@@ -1,0 +1,59 @@
+"""Small helpers shared by the integration tests (runner venv)."""
+
+import base64
+import os
+import random
+import time
+import zlib
+
+
+def wait_for(pred, timeout, interval=0.05, what="condition"):
+    """Poll pred() until it returns a truthy value; return that value.
+    Exceptions raised by pred count as "not yet" (the last one is reported)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except AssertionError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError("timed out after %.1fs waiting for %s (last error: %r)"
+                               % (timeout, what, last_exc))
+        time.sleep(interval)
+
+
+def crc32(data):
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+def b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(s):
+    return base64.b64decode(s)
+
+
+def payload(n, seed):
+    """Deterministic pseudo-random bytes."""
+    return random.Random(seed).randbytes(n)
+
+
+def snapshot_tree(root):
+    """{relative path: size} of every regular file (or symlink) under root.
+    Dot files (daemon bookkeeping such as data/.fastdfs_vars) only count by
+    name: their size may change on their own."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                out[os.path.relpath(p, root)] = None if f.startswith(".") else os.lstat(p).st_size
+            except FileNotFoundError:
+                pass
+    return out

@@ -1,0 +1,82 @@
+"""Daemon life cycle: graceful SIGTERM, restart with data kept, storage
+re-joining a restarted tracker."""
+
+import signal
+import subprocess
+
+import fdfs_wire as wire
+from conftest import start_cluster, stop_cluster
+from fdfs_helpers import payload, wait_for
+
+
+def test_sigterm_restart_keeps_files(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "lifecycle", store_paths=1)
+    try:
+        data = payload(100_000, 1)
+        st, fid = wire.upload(c.storage_addr, data, ext="keep")
+        assert st == 0
+        assert wire.set_meta(c.storage_addr, fid, {"k": "v"}) == 0
+
+        # graceful stop: SIGTERM => exit 0 well within the grace period
+        for d in (c.storage, c.tracker):
+            d.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = d.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("%s ignored SIGTERM for 10s\n%s" % (d.name, d.logs()))
+            assert rc == 0, "%s exited %d on SIGTERM\n%s" % (d.name, rc, d.logs())
+            d.stderr_fh.close()
+
+        # restart both (same addresses, same base paths)
+        c.tracker.start()
+        wait_for(lambda: c._connectable(c.tracker_addr), 15, what="tracker port")
+        # tracker alone: no writable storage => 101 answers ENOENT, never a dead address
+        st, _ = wire.query_store(c.tracker_addr)
+        assert st == wire.ENOENT, "101 with no storage: want ENOENT, got %d" % st
+        c.tracker.proc.send_signal(signal.SIGTERM)
+        assert c.tracker.proc.wait(10) == 0
+        c.tracker.stderr_fh.close()
+        c.tracker.start()
+        c.storage.start()
+        c.wait_ready()
+        assert wire.download(c.storage_addr, fid) == (0, data)
+        assert wire.get_meta(c.storage_addr, fid) == (0, {"k": "v"})
+        st, fid2 = wire.upload(c.storage_addr, b"after restart", ext="txt")
+        assert st == 0 and fid2 != fid
+
+        # tracker restart alone: the storage must re-join by itself
+        c.tracker.proc.send_signal(signal.SIGTERM)
+        assert c.tracker.proc.wait(10) == 0
+        c.tracker.stderr_fh.close()
+        c.tracker.start()
+        c.wait_ready()
+        st, info = wire.query_fetch(c.tracker_addr, "group1", fid.partition("/")[2])
+        assert st == 0 and (info["ip"], info["port"]) == c.storage_addr
+        # storage stops: the tracker marks it OFFLINE (5) and stops handing it out
+        c.storage.proc.send_signal(signal.SIGTERM)
+        assert c.storage.proc.wait(10) == 0
+        c.storage.stderr_fh.close()
+        wait_for(lambda: wire.query_store(c.tracker_addr)[0] == wire.ENOENT, 15,
+                 what="101 -> ENOENT after the only storage stopped")
+        st, body = wire.Conn(c.tracker_addr).request(wire.T_LIST_STORAGE, wire.group_field("group1"))
+        assert st == 0 and body[0] == 5, "storage status after stop: %r" % (body[:1],)
+    finally:
+        stop_cluster(c)
+
+
+def test_storage_waits_for_tracker(tmp_path_factory):
+    """Storage started while its tracker is down joins once the tracker appears."""
+    c = start_cluster(tmp_path_factory, "latejoin", store_paths=1)
+    try:
+        c.tracker.proc.send_signal(signal.SIGTERM)
+        c.tracker.proc.wait(10)
+        c.tracker.stderr_fh.close()
+        c.storage.proc.send_signal(signal.SIGTERM)
+        c.storage.proc.wait(10)
+        c.storage.stderr_fh.close()
+        c.storage.start()
+        wait_for(lambda: c._connectable(c.storage_addr), 15, what="storage port")
+        c.tracker.start()
+        c.wait_ready()
+    finally:
+        stop_cluster(c)
