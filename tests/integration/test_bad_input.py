@@ -171,19 +171,31 @@ def test_storage_truncated_upload_then_close(bc, before):
     check_after(bc, before)
 
 
+def _append_counts(bc):
+    """(total, success) append counters the storage last reported to the tracker."""
+    with wire.Conn(bc.tracker_addr) as c:
+        st, body = c.request(wire.T_LIST_STORAGE, wire.group_field("group1"))
+    assert st == 0 and len(body) == 487, (st, len(body))
+    # status, rw_mode, id[16], ip[16], src[16], version[8], 10 x i64, then 3 x u32
+    # connection counters and the i64 counters; total_append_count is the third.
+    off = 2 + 16 + 16 + 16 + 8 + 80 + 12 + 2 * 8
+    return struct.unpack(">qq", body[off:off + 16])
+
+
 def test_storage_truncated_appender_append_then_close(bc, before):
     st, fid = wire.upload(bc.storage_addr, b"appender base", ext="log", cmd=wire.S_UPLOAD_APPENDER)
     assert st == 0
     remote = fid.split("/", 1)[1].encode()
+    total0, ok0 = _append_counts(bc)
     with wire.Conn(bc.storage_addr) as c:
         c.send(wire.header(16 + len(remote) + 10_000, wire.S_APPEND)
                + struct.pack(">QQ", len(remote), 10_000) + remote + b"z" * 3000)
-    # the partial append must not be visible (FastDFS truncates back) -- at
-    # the very least the original bytes must be intact
-    def intact():
-        st, got = wire.download(bc.storage_addr, fid)
-        return st == 0 and got[:13] == b"appender base" and got
-    got = wait_for(intact, 15, what="appender content")
+    # The storage counts the append as failed once it has seen the connection end;
+    # its next heartbeat carries the counters to the tracker.
+    wait_for(lambda: _append_counts(bc)[0] > total0, 15, what="failed append to be counted")
+    assert _append_counts(bc)[1] == ok0
+    st, got = wire.download(bc.storage_addr, fid)
+    assert st == 0
     assert got == b"appender base", "partial append left %d extra bytes" % (len(got) - 13)
     assert wire.delete(bc.storage_addr, fid) == 0
     check_after(bc, before)
