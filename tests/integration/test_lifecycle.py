@@ -80,3 +80,79 @@ def test_storage_waits_for_tracker(tmp_path_factory):
         c.wait_ready()
     finally:
         stop_cluster(c)
+
+
+def test_sigterm_lets_upload_in_flight_finish(tmp_path_factory):
+    """A graceful stop accepts no new connection but finishes the request it is serving."""
+    c = start_cluster(tmp_path_factory, "drain", store_paths=1)
+    try:
+        data = payload(2_000_000, 7)
+        body = wire.upload_body(data, "bin")
+        conn = wire.Conn(c.storage_addr, timeout=30)
+        conn.send(wire.header(len(body), wire.S_UPLOAD) + body[: len(body) // 2])
+        # The storage is now inside the upload; ask it to stop.
+        c.storage.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: not c._connectable(c.storage_addr), 15,
+                 what="storage to stop accepting connections")
+        assert c.storage.alive(), "storage exited with an upload in flight"
+        conn.send(body[len(body) // 2:])
+        st, reply = conn.response()
+        conn.close()
+        assert st == 0, "upload in flight answered %d during shutdown" % st
+        fid = reply[:16].rstrip(b"\0").decode() + "/" + reply[16:].decode()
+        assert c.storage.proc.wait(20) == 0
+        c.storage.stderr_fh.close()
+        c.storage.start()
+        c.wait_ready()
+        assert wire.download(c.storage_addr, fid) == (0, data)
+    finally:
+        stop_cluster(c)
+
+
+def _peak_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM for pid %d" % pid)
+
+
+def test_large_file_streams_with_flat_memory(tmp_path_factory, tmp_path):
+    """A 256 MiB upload and download through our tools: the storage never holds the file,
+    its peak RSS stays far below the file size."""
+    import zlib
+    from conftest import require_binary
+
+    c = start_cluster(tmp_path_factory, "bigfile", store_paths=1)
+    try:
+        src = tmp_path / "big.bin"
+        crc = 0
+        chunk = payload(1 << 20, 11)
+        with open(src, "wb") as f:
+            for i in range(256):
+                block = chunk[i:] + chunk[:i]
+                crc = zlib.crc32(block, crc)
+                f.write(block)
+        up = subprocess.run([str(require_binary("fdfs_upload_file")), str(c.client_conf), str(src)],
+                            capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr
+        fid = up.stdout.strip()
+        st, info = wire.query_file_info(c.storage_addr, fid)
+        assert st == 0 and info["size"] == 256 << 20 and info["crc32"] == crc, info
+        dst = tmp_path / "back.bin"
+        down = subprocess.run([str(require_binary("fdfs_download_file")), str(c.client_conf), fid,
+                               str(dst)], capture_output=True, text=True, timeout=300)
+        assert down.returncode == 0, down.stderr
+        got = 0
+        with open(dst, "rb") as f:
+            while True:
+                block = f.read(1 << 20)
+                if not block:
+                    break
+                got = zlib.crc32(block, got)
+        assert got == crc and dst.stat().st_size == 256 << 20
+        peak = _peak_rss_kib(c.storage.proc.pid)
+        print("storage peak RSS %d KiB after a 256 MiB upload and download" % peak)
+        assert peak < 64 * 1024, "storage peak RSS %d KiB for a 256 MiB file" % peak
+    finally:
+        stop_cluster(c)
