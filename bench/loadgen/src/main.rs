@@ -243,7 +243,7 @@ async fn run(args: Args) -> Result<(), Error> {
                 let upload = match mode {
                     Mode::Upload => true,
                     Mode::Download => false,
-                    Mode::Mixed => n % 5 == 0,
+                    Mode::Mixed => n.is_multiple_of(5),
                 };
                 n += 1;
                 let t0 = Instant::now();
