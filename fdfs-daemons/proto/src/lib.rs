@@ -10,6 +10,7 @@ pub mod config;
 pub mod errno;
 pub mod fileid;
 pub mod header;
+pub mod http;
 pub mod metadata;
 pub mod status;
 pub mod storage_msg;

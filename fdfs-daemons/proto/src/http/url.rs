@@ -1,0 +1,230 @@
+//! What a request URL names: the group, the remote filename (`Mxx/XX/YY/name`), whether
+//! this node's groups hold it, and the query arguments the module reads.
+
+use std::path::PathBuf;
+
+use super::modconf::ModConf;
+use crate::fileid::{FileInfo, RemoteName, NORMAL_NAME_LEN};
+
+/// Most query pairs kept (as upstream).
+pub const MAX_QUERY_PAIRS: usize = 32;
+/// Longest path + query accepted (upstream answers 400 from 4096 on).
+pub const MAX_URL_LEN: usize = 4095;
+
+/// Why a URL names no file (all answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    TooLong,
+    NoGroup,
+    BadName(String),
+    StorePathOutOfRange(u8),
+}
+
+impl std::fmt::Display for UrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlError::TooLong => write!(f, "URL too long"),
+            UrlError::NoGroup => write!(f, "no group name in URL"),
+            UrlError::BadName(why) => write!(f, "invalid file name: {why}"),
+            UrlError::StorePathOutOfRange(i) => write!(f, "store path M{i:02X} not configured"),
+        }
+    }
+}
+
+/// A file named by a request URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRequest {
+    pub group: String,
+    /// `Mxx/XX/YY/name`: the file id without the group (what the token signs).
+    pub remote: String,
+    /// What the name says about the file (source, creation time, size, kind).
+    pub info: FileInfo,
+    /// Set when one of this node's groups is the file's group: the absolute path where
+    /// the file lives on this node.
+    pub local_path: Option<PathBuf>,
+}
+
+impl FileRequest {
+    /// `group/Mxx/XX/YY/name`.
+    pub fn file_id(&self) -> String {
+        format!("{}/{}", self.group, self.remote)
+    }
+
+    /// Parses the decoded request path (nginx's `r->uri`). Never yields a path outside a
+    /// configured store path: the name must pass [`RemoteName::parse`].
+    pub fn parse(path: &str, conf: &ModConf) -> Result<FileRequest, UrlError> {
+        if path.len() > MAX_URL_LEN {
+            return Err(UrlError::TooLong);
+        }
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let (group, remote) = if conf.url_have_group_name {
+            let (g, rest) = path.split_once('/').ok_or(UrlError::NoGroup)?;
+            if !crate::valid_group_name(g) {
+                return Err(UrlError::NoGroup);
+            }
+            (g.to_string(), rest)
+        } else {
+            (conf.groups[0].name.clone(), path)
+        };
+        let name = RemoteName::parse(remote).map_err(|e| UrlError::BadName(e.to_string()))?;
+        if remote.len() < NORMAL_NAME_LEN {
+            return Err(UrlError::BadName(format!("{remote:?} is too short")));
+        }
+        let info = name.info().map_err(|e| UrlError::BadName(e.to_string()))?;
+        let local_path = match conf.group(&group) {
+            Some(g) => {
+                let store = g
+                    .store_paths
+                    .get(name.store_path as usize)
+                    .ok_or(UrlError::StorePathOutOfRange(name.store_path))?;
+                Some(store.join("data").join(name.data_relative()))
+            }
+            None => None,
+        };
+        Ok(FileRequest {
+            group,
+            remote: remote.to_string(),
+            info,
+            local_path,
+        })
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|v| v as u8)
+}
+
+/// Percent-decoding (`+` is a space), as libfastcommon's `urldecode`. Invalid escapes are
+/// kept as they are; invalid UTF-8 is replaced.
+pub fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parsed query arguments: pairs with `=` and a non-empty key, values decoded, keys not,
+/// at most [`MAX_QUERY_PAIRS`]; lookups return the first match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+impl Query {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+}
+
+/// Parses a raw query string (nginx's `r->args`, without the `?`).
+pub fn parse_query(args: &str) -> Query {
+    let pairs = args
+        .split('&')
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            (!k.is_empty()).then(|| (k.to_string(), url_decode(v)))
+        })
+        .take(MAX_QUERY_PAIRS)
+        .collect();
+    Query { pairs }
+}
+
+/// The URI sent to (or redirected to) the source storage: the raw request URI with
+/// `redirect=1` appended, so the source never forwards it again.
+pub fn forward_uri(unparsed_uri: &str) -> String {
+    let sep = if unparsed_uri.contains('?') { '&' } else { '?' };
+    format!("{unparsed_uri}{sep}redirect=1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::modconf::tests::conf_from;
+
+    const NAME: &str = "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt";
+
+    #[test]
+    fn with_group_name() {
+        let (_d, conf) = conf_from("group_name=group1\nurl_have_group_name=true\n");
+        let r = FileRequest::parse(&format!("/group1/{NAME}"), &conf).unwrap();
+        assert_eq!(r.group, "group1");
+        assert_eq!(r.remote, NAME);
+        assert_eq!(r.info.file_size, 15);
+        let p = r.local_path.unwrap();
+        assert!(p.ends_with("data/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt"));
+        // another group: no local path
+        let r = FileRequest::parse(&format!("/group2/{NAME}"), &conf).unwrap();
+        assert_eq!(r.local_path, None);
+        assert_eq!(r.file_id(), format!("group2/{NAME}"));
+        assert_eq!(FileRequest::parse("/group1", &conf), Err(UrlError::NoGroup));
+    }
+
+    #[test]
+    fn without_group_name() {
+        let (_d, conf) = conf_from("group_name=group7\n");
+        let r = FileRequest::parse(&format!("/{NAME}"), &conf).unwrap();
+        assert_eq!(r.group, "group7");
+        assert!(r.local_path.is_some());
+    }
+
+    #[test]
+    fn traversal_and_garbage_are_refused() {
+        let (_d, conf) = conf_from("group_name=group1\nurl_have_group_name=true\n");
+        for bad in [
+            "/group1/M00/00/00/../../../../etc/passwd",
+            "/group1/M00/../00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt",
+            "/group1/M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt/..",
+            "/group1/M00/00/0a/fwAAPWsEx2iADTARAAAADwL5vO4236.txt",
+            "/group1/M00/00/00/short.txt",
+            "/group1/M00/00/00/...........................1234567",
+            "/group1/X00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt",
+            "/group1/",
+        ] {
+            assert!(
+                matches!(FileRequest::parse(bad, &conf), Err(UrlError::BadName(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            FileRequest::parse(
+                "/group1/M01/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt",
+                &conf
+            ),
+            Err(UrlError::StorePathOutOfRange(1))
+        );
+    }
+
+    #[test]
+    fn query() {
+        let q = parse_query("filename=a%20b+c.txt&x&=y&token=abc&token=def&bad=%zz");
+        assert_eq!(q.get("filename"), Some("a b c.txt"));
+        assert_eq!(q.get("token"), Some("abc"));
+        assert_eq!(q.get("x"), None);
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(url_decode("%E4%BD%A0"), "你");
+        assert_eq!(url_decode("50%"), "50%");
+        assert_eq!(forward_uri("/g/M00/x"), "/g/M00/x?redirect=1");
+        assert_eq!(forward_uri("/g/M00/x?a=1"), "/g/M00/x?a=1&redirect=1");
+    }
+}
