@@ -5,21 +5,28 @@
 //!   placement and read eligibility), pure logic;
 //! - `server`: the per-connection loop and the command table;
 //! - `service`: client and admin commands; `storage_cmds`: storage commands;
-//! - `persist`: the files under `base_path/data`.
+//! - `persist`: the files under `base_path/data`;
+//! - `relationship`, `peers`, `tracker_cmds`: the tracker cluster (leader election,
+//!   followers, commands between trackers).
 //!
 //! [`Tracker`] ties them together so `main` and the integration tests run the same code.
 
 pub mod cluster;
 pub mod config;
+pub mod peers;
 pub mod persist;
 pub mod refusal;
+pub mod relationship;
 pub mod server;
 pub mod service;
 pub mod storage_cmds;
+pub mod tracker_cmds;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+
+use crate::relationship::{host_of, split_host, Relationship};
 use std::time::Duration;
 
 use fdfs_runtime::server::{serve, Shutdown};
@@ -35,6 +42,9 @@ use crate::server::Shared;
 const DRAIN: Duration = Duration::from_secs(5);
 /// Counters alone (no status change) are saved at most this often.
 const STATS_SAVE_INTERVAL: i64 = 60;
+/// `.tracker_status` is refreshed at least this often (its `last_check_time` tells the
+/// next start how long this tracker was down).
+const STATUS_SAVE_INTERVAL: i64 = 60;
 
 /// A tracker bound to its port, with its saved state loaded.
 pub struct Tracker {
@@ -55,7 +65,15 @@ impl Tracker {
                 config.data_dir().display()
             );
         }
-        let cluster = Cluster::restore(config.placement.clone(), saved);
+        let mut cluster = Cluster::restore(config.placement.clone(), saved);
+        let trackers = persist::load_trackers(&config.data_dir())
+            .map_err(|e| io::Error::new(e.kind(), format!("loading the known trackers: {e}")))?;
+        cluster.add_trackers(trackers);
+        let started = unix_now();
+        let restart_interval = persist::load_last_check_time(&config.data_dir())
+            .filter(|&t| t > 0 && t <= started)
+            .map_or(0, |t| started - t);
+        let me = own_address(&config, cluster.trackers().iter());
         let ip = config
             .bind_addr
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -68,7 +86,10 @@ impl Tracker {
             shared: Arc::new(Shared {
                 config,
                 cluster: Mutex::new(cluster),
-                started: unix_now(),
+                started,
+                restart_interval,
+                peers: Mutex::new(Relationship::new(me)),
+                connections: Default::default(),
             }),
         })
     }
@@ -87,6 +108,7 @@ impl Tracker {
         );
         let checker = tokio::spawn(check_heartbeats(shared.clone(), shutdown.clone()));
         let saver = tokio::spawn(save_when_changed(shared.clone(), shutdown.clone()));
+        let peers = tokio::spawn(peers::run(shared.clone(), shutdown.clone()));
         let handler_shared = shared.clone();
         serve(
             self.listener,
@@ -100,6 +122,7 @@ impl Tracker {
         .await;
         let _ = checker.await;
         let _ = saver.await;
+        let _ = peers.await;
         save(&shared).await?;
         info!("cluster state saved, tracker stopped");
         Ok(())
@@ -142,12 +165,27 @@ async fn check_heartbeats(shared: Arc<Shared>, mut shutdown: Shutdown) {
 async fn save_when_changed(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_save = unix_now();
+    let mut last_status = last_save;
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = tick.tick() => {}
         }
         let now = unix_now();
+        if now - last_status >= STATUS_SAVE_INTERVAL {
+            last_status = now;
+            let dir = shared.config.data_dir();
+            let up_time = shared.started;
+            let written = tokio::task::spawn_blocking(move || {
+                persist::write_tracker_status(&dir, up_time, now)
+            })
+            .await
+            .map_err(io::Error::other)
+            .and_then(|r| r);
+            if let Err(e) = written {
+                error!("writing {}: {e}", persist::TRACKER_STATUS_FILE);
+            }
+        }
         let due = shared
             .cluster()
             .take_save_request(now - last_save >= STATS_SAVE_INTERVAL);
@@ -159,5 +197,29 @@ async fn save_when_changed(shared: Arc<Shared>, mut shutdown: Shutdown) {
             error!("saving the cluster state: {e}");
             shared.cluster().request_save();
         }
+    }
+}
+
+/// Our own `ip:port` before any storage joined: `bind_addr:port`, or the one saved
+/// tracker on our port whose IP is an address of this host.
+fn own_address<'a>(
+    config: &TrackerConfig,
+    known: impl Iterator<Item = &'a String>,
+) -> Option<String> {
+    if let Some(ip) = config.bind_addr.filter(|ip| !ip.is_unspecified()) {
+        return Some(host_of(ip, config.port));
+    }
+    let mine: Vec<&String> = known
+        .filter(|h| {
+            let (ip, port) = split_host(h);
+            port == config.port
+                && ip
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok())
+        })
+        .collect();
+    match mine.as_slice() {
+        [one] => Some((*one).clone()),
+        _ => None,
     }
 }

@@ -22,6 +22,9 @@ pub const GROUPS_FILE: &str = "storage_groups_new.dat";
 pub const SERVERS_FILE: &str = "storage_servers_new.dat";
 pub const SYNC_TIMESTAMP_FILE: &str = "storage_sync_timestamp.dat";
 pub const TRACKER_STATUS_FILE: &str = ".tracker_status";
+/// The other trackers learned from storage joins, one `ip:port` a line (not an upstream
+/// file: upstream relearns them from the joins after a restart).
+pub const TRACKERS_FILE: &str = "tracker_servers.dat";
 
 /// The four files' contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,32 @@ pub struct Files {
     pub servers: String,
     pub sync_timestamps: String,
     pub tracker_status: String,
+    pub trackers: String,
+}
+
+impl Files {
+    /// A sys file as 63 GET_ONE_SYS_FILE hands it out (index 3, the change log, is not
+    /// kept: empty).
+    pub fn sys_file(&self, index: u8) -> &[u8] {
+        use fdfs_proto::tracker_msg::sys_file;
+        match index {
+            sys_file::GROUPS => self.groups.as_bytes(),
+            sys_file::SERVERS => self.servers.as_bytes(),
+            sys_file::SYNC_TIMESTAMPS => self.sync_timestamps.as_bytes(),
+            _ => &[],
+        }
+    }
+}
+
+/// The file name behind a sys file index (63), when we keep that file.
+pub fn sys_file_name(index: u8) -> Option<&'static str> {
+    use fdfs_proto::tracker_msg::sys_file;
+    match index {
+        sys_file::GROUPS => Some(GROUPS_FILE),
+        sys_file::SERVERS => Some(SERVERS_FILE),
+        sys_file::SYNC_TIMESTAMPS => Some(SYNC_TIMESTAMP_FILE),
+        _ => None,
+    }
 }
 
 /// Renders the state. `up_time` is when this tracker started.
@@ -77,12 +106,17 @@ pub fn render(cluster: &Cluster, up_time: i64, now: i64) -> Files {
         }
     }
 
-    let tracker_status = format!("up_time={up_time}\nlast_check_time={now}\n");
+    let tracker_status = tracker_status(up_time, now);
+    let mut trackers = String::new();
+    for t in cluster.trackers() {
+        let _ = writeln!(trackers, "{t}");
+    }
     Files {
         groups,
         servers,
         sync_timestamps,
         tracker_status,
+        trackers,
     }
 }
 
@@ -139,7 +173,42 @@ pub fn write(dir: &Path, files: &Files) -> io::Result<()> {
     write_atomic(dir, GROUPS_FILE, &files.groups)?;
     write_atomic(dir, SERVERS_FILE, &files.servers)?;
     write_atomic(dir, SYNC_TIMESTAMP_FILE, &files.sync_timestamps)?;
+    write_atomic(dir, TRACKERS_FILE, &files.trackers)?;
     write_atomic(dir, TRACKER_STATUS_FILE, &files.tracker_status)
+}
+
+fn tracker_status(up_time: i64, now: i64) -> String {
+    format!("up_time={up_time}\nlast_check_time={now}\n")
+}
+
+/// Writes only `.tracker_status` (done periodically: the next start measures its
+/// downtime from `last_check_time`).
+pub fn write_tracker_status(dir: &Path, up_time: i64, now: i64) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    write_atomic(dir, TRACKER_STATUS_FILE, &tracker_status(up_time, now))
+}
+
+/// `last_check_time` of the previous run's `.tracker_status`, if any.
+pub fn load_last_check_time(dir: &Path) -> Option<i64> {
+    let text = fs::read_to_string(dir.join(TRACKER_STATUS_FILE)).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "last_check_time")
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// The trackers a previous run learned.
+pub fn load_trackers(dir: &Path) -> io::Result<Vec<String>> {
+    match fs::read_to_string(dir.join(TRACKERS_FILE)) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Renders under the lock, writes after releasing it.
@@ -297,7 +366,12 @@ mod tests {
         assert!(files.servers.ends_with("[Global]\n\tstorage_count=4\n"));
         assert!(files.sync_timestamps.contains("group1,10.0.0.1,0,1234\n"));
         assert_eq!(files.tracker_status, "up_time=10\nlast_check_time=20\n");
+        assert_eq!(files.trackers, "127.0.0.1:22122\n");
         write(&dir, &files).unwrap();
+        assert_eq!(load_last_check_time(&dir), Some(20));
+        assert_eq!(load_trackers(&dir).unwrap(), ["127.0.0.1:22122"]);
+        write_tracker_status(&dir, 10, 30).unwrap();
+        assert_eq!(load_last_check_time(&dir), Some(30));
         assert!(!dir.join(format!("{GROUPS_FILE}.tmp")).exists());
 
         let loaded = load(&dir).unwrap();
@@ -328,5 +402,7 @@ mod tests {
     fn missing_files_mean_an_empty_cluster() {
         let dir = scratch("empty");
         assert!(load(&dir).unwrap().is_empty());
+        assert!(load_trackers(&dir).unwrap().is_empty());
+        assert_eq!(load_last_check_time(&dir), None);
     }
 }

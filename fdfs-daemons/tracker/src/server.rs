@@ -3,6 +3,7 @@
 //! errno (EINVAL for a bad length, after which the connection is closed).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use fdfs_proto::{cmd, errno};
@@ -13,8 +14,10 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{Cluster, Joined};
 use crate::config::TrackerConfig;
+use crate::persist::Files;
 use crate::refusal::{Refusal, Reply};
-use crate::{service, storage_cmds};
+use crate::relationship::Relationship;
+use crate::{service, storage_cmds, tracker_cmds};
 
 /// What every connection task shares.
 pub struct Shared {
@@ -22,6 +25,39 @@ pub struct Shared {
     pub cluster: Mutex<Cluster>,
     /// When this tracker started (unix time).
     pub started: i64,
+    /// How long this tracker was down before this start (from `.tracker_status`).
+    pub restart_interval: i64,
+    /// The tracker cluster: who we are, who leads. Lock order: `cluster` before `peers`
+    /// (never take `cluster` while holding `peers`).
+    pub peers: Mutex<Relationship>,
+    pub connections: ConnectionGauge,
+}
+
+/// Connection counts reported to the leader (65) and in 96.
+#[derive(Debug, Default)]
+pub struct ConnectionGauge {
+    current: AtomicU32,
+    peak: AtomicU32,
+}
+
+impl ConnectionGauge {
+    fn opened(&self) {
+        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        self.current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> fdfs_proto::tracker_msg::ConnCounts {
+        let peak = self.peak.load(Ordering::Relaxed);
+        fdfs_proto::tracker_msg::ConnCounts {
+            alloc: peak,
+            current: self.current.load(Ordering::Relaxed),
+            max: peak,
+        }
+    }
 }
 
 impl Shared {
@@ -30,6 +66,12 @@ impl Shared {
         // A handler that panicked cannot leave the state half-updated in a way that
         // matters more than stopping the whole tracker would.
         self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tracker cluster relationship, locked. Never hold the guard across an
+    /// `.await`, and never lock `cluster` while holding it.
+    pub fn peers(&self) -> MutexGuard<'_, Relationship> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -61,8 +103,13 @@ impl Request<'_> {
 #[derive(Debug, Default)]
 pub struct Session {
     pub joined: Option<Joined>,
-    pub leader_told: bool,
+    /// The leader version this storage connection was last told (flag 0x01).
+    pub leader_told: Option<u64>,
     pub members_told: Option<u64>,
+    /// A follower tracker that sent 58 JOIN_LEADER on this connection (`ip:port`).
+    pub follower: Option<String>,
+    /// The sys files snapshot taken by 61 GET_SYS_FILES_START.
+    pub sys_files: Option<Files>,
 }
 
 /// Serves one connection until the peer quits or closes, an I/O error, or shutdown.
@@ -79,6 +126,18 @@ pub async fn handle_connection(
             return;
         }
     };
+    shared.connections.opened();
+    serve_connection(stream, peer, local, &mut shutdown, &shared).await;
+    shared.connections.closed();
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shutdown: &mut Shutdown,
+    shared: &std::sync::Arc<Shared>,
+) {
     let config = &shared.config;
     let mut conn = Connection::new(stream, config.network_timeout);
     let mut session = Session::default();
@@ -119,7 +178,7 @@ pub async fn handle_connection(
             peer,
             local,
         };
-        let (status, reply) = match dispatch(&shared, &mut session, &req) {
+        let (status, reply) = match dispatch(shared, &mut session, &req) {
             Ok(reply) => (0, reply),
             Err(refusal) => {
                 log_refusal(&req, &refusal);
@@ -163,7 +222,8 @@ fn dispatch(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
         cmd::SERVER_LIST_STORAGE => service::list_storages(shared, req),
         cmd::SERVER_DELETE_STORAGE => service::delete_storage(shared, req),
         cmd::SERVER_DELETE_GROUP => service::delete_group(shared, req),
-        cmd::SERVER_GET_LEADER => service::get_leader(shared, req),
+        cmd::SERVER_GET_LEADER => tracker_cmds::get_leader(shared, req),
+        tracker_cmds::SERVER_TRACKER_CLUSTER_STAT => tracker_cmds::cluster_stat(shared, req),
         cmd::SERVER_SET_TRUNK_SERVER => service::set_trunk_server(shared, req),
         cmd::ACTIVE_TEST => Ok(Vec::new()),
 
@@ -189,6 +249,17 @@ fn dispatch(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
         cmd::STORAGE_GET_SERVER_ID => storage_cmds::get_server_id(shared, req),
         cmd::STORAGE_FETCH_STORAGE_IDS => storage_cmds::fetch_storage_ids(shared, req),
         cmd::STORAGE_GET_GROUP_NAME => storage_cmds::get_group_name(shared, req),
+        cmd::TRACKER_NOTIFY_RESELECT_LEADER => tracker_cmds::reselect_leader(shared, req),
+
+        // Other trackers.
+        cmd::TRACKER_GET_STATUS => tracker_cmds::get_status(shared, req),
+        cmd::TRACKER_NOTIFY_NEXT_LEADER => tracker_cmds::notify_next_leader(shared, req),
+        cmd::TRACKER_COMMIT_NEXT_LEADER => tracker_cmds::commit_next_leader(shared, req),
+        cmd::TRACKER_JOIN_LEADER => tracker_cmds::join_leader(shared, session, req),
+        cmd::TRACKER_PING_LEADER => tracker_cmds::ping_leader(shared, session, req),
+        cmd::TRACKER_GET_SYS_FILES_START => tracker_cmds::sys_files_start(shared, session, req),
+        cmd::TRACKER_GET_ONE_SYS_FILE => tracker_cmds::one_sys_file(shared, session, req),
+        cmd::TRACKER_GET_SYS_FILES_END => tracker_cmds::sys_files_end(shared, session, req),
 
         other => Err(Refusal::invalid(format!("unknown command {other}"))),
     }

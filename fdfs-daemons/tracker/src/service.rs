@@ -138,18 +138,6 @@ pub fn delete_group(shared: &Shared, req: &Request<'_>) -> Reply {
     Ok(Vec::new())
 }
 
-/// 95: this tracker leads itself (multi-tracker election is not implemented yet).
-pub fn get_leader(shared: &Shared, req: &Request<'_>) -> Reply {
-    expect_len(req.body, 0)?;
-    let ip = req.tracker_ip(&shared.config);
-    let text = if ip.is_ipv6() {
-        format!("[{ip}]:{}", shared.config.port)
-    } else {
-        format!("{ip}:{}", shared.config.port)
-    };
-    Ok(text.into_bytes())
-}
-
 /// 94: trunk servers only exist with use_trunk_file, which is not supported.
 pub fn set_trunk_server(_shared: &Shared, _req: &Request<'_>) -> Reply {
     Err(Refusal::new(

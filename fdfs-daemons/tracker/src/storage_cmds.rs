@@ -15,6 +15,7 @@ use tracing::info;
 use crate::cluster::Joined;
 use crate::config::IdType;
 use crate::refusal::{Refusal, Reply};
+use crate::relationship::{host_of, split_host};
 use crate::server::{Request, Session, Shared};
 
 /// Commands marked "L" need a JOIN on the same connection first.
@@ -39,7 +40,22 @@ fn expect_len(body: &[u8], len: usize) -> Result<(), Refusal> {
 pub fn join(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
     let join = JoinRequest::decode(req.body)?;
     let peer_ip = req.peer_ip().to_string();
-    let (who, reply) = shared.cluster().join(&join, &peer_ip, unix_now())?;
+    let me = host_of(req.tracker_ip(&shared.config), shared.config.port);
+    let (who, reply, alone) = {
+        let mut cluster = shared.cluster();
+        let (who, reply) = cluster.join(&join, &peer_ip, unix_now())?;
+        let alone = cluster.trackers().iter().all(|t| *t == me);
+        (who, reply, alone)
+    };
+    {
+        let mut peers = shared.peers();
+        peers.learn_me(me);
+        // The only tracker of its storages leads without an election.
+        if alone && peers.leader().is_none() {
+            let me = peers.me().map(str::to_string);
+            peers.set_leader(me, "the only tracker");
+        }
+    }
     info!(
         "storage {}:{} (version {}) joined group {} from {}, status {}",
         peer_ip,
@@ -51,25 +67,33 @@ pub fn join(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
     );
     // A (re)join starts the beat reply announcements afresh.
     session.joined = Some(who);
-    session.leader_told = false;
+    session.leader_told = None;
     session.members_told = None;
     Ok(reply.encode())
 }
 
 /// The reply to 83/84/89: flag byte plus what this connection has not been told yet.
-fn beat_reply(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Vec<u8> {
+/// Only the leader announces anything; followers always answer `00`.
+fn beat_reply(shared: &Shared, session: &mut Session, _req: &Request<'_>) -> Vec<u8> {
     let who = session.joined.clone().expect("checked by the caller");
+    let (leader_version, me) = {
+        let peers = shared.peers();
+        if !peers.is_leader() {
+            return BeatReply::default().encode();
+        }
+        (peers.version(), peers.me().unwrap_or_default().to_string())
+    };
     let group_members = shared
         .cluster()
         .members_if_changed(&who, &mut session.members_told);
-    let leader = (!session.leader_told).then(|| {
-        session.leader_told = true;
-        let ip = req.tracker_ip(&shared.config).to_string();
+    let leader = (session.leader_told != Some(leader_version)).then(|| {
+        session.leader_told = Some(leader_version);
+        let (ip, port) = split_host(&me);
         StorageBrief {
             status: 0,
-            port: shared.config.port as u32,
+            port: port as u32,
             id: ip.chars().take(STORAGE_ID_LEN - 1).collect(),
-            ip,
+            ip: ip.to_string(),
         }
     });
     BeatReply {

@@ -106,7 +106,7 @@ fn join_request(group: &str, paths: u32, init: bool) -> JoinRequest {
         status: 0,
         storage_id: String::new(),
         ip: String::new(),
-        trackers: vec!["127.0.0.1:22122".into()],
+        trackers: Vec::new(),
     }
 }
 
@@ -115,7 +115,15 @@ impl FakeStorage {
         Self::join_with(t, ip, join_request(group, 1, false)).await
     }
 
-    async fn join_with(t: &TestTracker, ip: &str, req: JoinRequest) -> (FakeStorage, JoinReply) {
+    /// Joins `t`; a request without tracker lines names `t` as the storage's only tracker.
+    async fn join_with(
+        t: &TestTracker,
+        ip: &str,
+        mut req: JoinRequest,
+    ) -> (FakeStorage, JoinReply) {
+        if req.trackers.is_empty() {
+            req.trackers = vec![t.addr.to_string()];
+        }
         let bind: IpAddr = ip.parse().unwrap();
         let mut conn = Connection::connect(t.addr, Some(bind), TIMEOUT, TIMEOUT)
             .await
@@ -702,7 +710,11 @@ async fn state_survives_a_restart() {
     let r = conn
         .request(
             cmd::STORAGE_JOIN,
-            &join_request("group1", 2, false).encode(),
+            &JoinRequest {
+                trackers: vec![t.addr.to_string()],
+                ..join_request("group1", 2, false)
+            }
+            .encode(),
         )
         .await;
     assert_eq!(status_errno(r), errno::EINVAL);

@@ -279,6 +279,23 @@ impl Cluster {
         &self.trackers
     }
 
+    /// Adds trackers (saved by a previous run, or learned otherwise); true if any was new.
+    pub fn add_trackers<I: IntoIterator<Item = String>>(&mut self, trackers: I) -> bool {
+        let mut added = false;
+        for t in trackers {
+            let t = t.trim().to_string();
+            if !t.is_empty() && self.trackers.insert(t) {
+                added = true;
+            }
+        }
+        added
+    }
+
+    /// True when no group is known: such a tracker cannot lead (64 answers ENOENT).
+    pub fn has_groups(&self) -> bool {
+        !self.groups.is_empty()
+    }
+
     fn changed(&mut self) {
         self.dirty = true;
     }

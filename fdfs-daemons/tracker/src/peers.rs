@@ -1,0 +1,282 @@
+//! The tracker cluster task (§8): elects a leader while there is none, and while another
+//! tracker leads, follows it (58 JOIN_LEADER once, then 65 PING_LEADER every second on
+//! one connection). Three failed pings in a row, or a leader that says it no longer
+//! leads, and the leader is forgotten: the next round elects again.
+//!
+//! An election round asks every known tracker (and itself) for its 64 status, ranks the
+//! answers (`relationship::elect`) and, when this tracker wins, announces itself with
+//! 66 NOTIFY_NEXT_LEADER then 67 COMMIT_NEXT_LEADER to every reachable peer. When an
+//! existing leader answered, it is simply adopted. Failed rounds back off 1–3 s.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fdfs_proto::tracker_msg::{JoinLeader, TrackerStatus};
+use fdfs_proto::{cmd, errno, VERSION_TEXT};
+use fdfs_runtime::server::Shutdown;
+use fdfs_runtime::{Connection, Error};
+use rand::Rng;
+use tracing::{debug, info, warn};
+
+use crate::relationship::{elect, Candidate};
+use crate::server::Shared;
+use crate::tracker_cmds::local_status;
+
+/// How often followers ping, and how often an idle round runs.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Consecutive failed pings before the leader is forgotten.
+pub const MAX_PING_FAILURES: u32 = 3;
+/// Peer connections give up quickly so elections converge in seconds.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const PEER_NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The follower's connection to its leader.
+struct LeaderLink {
+    leader: String,
+    conn: Connection,
+}
+
+#[derive(Default)]
+struct State {
+    link: Option<LeaderLink>,
+    failures: u32,
+}
+
+/// Runs until shutdown.
+pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let mut state = State::default();
+    loop {
+        let delay = round(&shared, &mut state).await;
+        tokio::select! {
+            _ = shutdown.recv() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    if let Some(link) = state.link.take() {
+        link.conn.quit().await;
+    }
+}
+
+fn backoff() -> Duration {
+    Duration::from_millis(rand::thread_rng().gen_range(1000..=3000))
+}
+
+async fn round(shared: &Arc<Shared>, state: &mut State) -> Duration {
+    let (me, leader) = {
+        let p = shared.peers();
+        (p.me().map(str::to_string), p.leader().map(str::to_string))
+    };
+    let Some(me) = me else {
+        // Until a storage tells us which of its trackers we are.
+        return TICK;
+    };
+    match leader {
+        Some(l) if l == me => {
+            drop_link(state).await;
+            state.failures = 0;
+            TICK
+        }
+        Some(l) => follow(shared, state, &l).await,
+        None => {
+            drop_link(state).await;
+            state.failures = 0;
+            election(shared, &me).await
+        }
+    }
+}
+
+async fn drop_link(state: &mut State) {
+    if let Some(link) = state.link.take() {
+        link.conn.quit().await;
+    }
+}
+
+/// Resolves `host` (`ip:port`) and connects, from our bind address when we have one.
+async fn connect(shared: &Shared, host: &str) -> Result<Connection, Error> {
+    let addr: SocketAddr = tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .ok_or_else(|| Error::Other(format!("cannot resolve {host}")))?;
+    let bind = shared
+        .config
+        .bind_addr
+        .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4());
+    let connect_timeout = shared.config.connect_timeout.min(PEER_CONNECT_TIMEOUT);
+    let network_timeout = shared.config.network_timeout.min(PEER_NETWORK_TIMEOUT);
+    Ok(Connection::connect(addr, bind, connect_timeout, network_timeout).await?)
+}
+
+/// One request on a fresh connection.
+async fn call(shared: &Shared, host: &str, command: u8, body: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut conn = connect(shared, host).await?;
+    let reply = conn.request(command, body).await;
+    conn.quit().await;
+    reply
+}
+
+/// Follower duty: join the leader once per connection, then ping it.
+async fn follow(shared: &Arc<Shared>, state: &mut State, leader: &str) -> Duration {
+    if state.link.as_ref().is_some_and(|l| l.leader != leader) {
+        drop_link(state).await;
+        state.failures = 0;
+    }
+    let result = match state.link.as_mut() {
+        Some(link) => {
+            let counts = shared.connections.counts().encode();
+            link.conn
+                .request(cmd::TRACKER_PING_LEADER, &counts)
+                .await
+                .map(drop)
+        }
+        None => join_leader(shared, leader).await.map(|conn| {
+            state.link = Some(LeaderLink {
+                leader: leader.to_string(),
+                conn,
+            });
+        }),
+    };
+    match result {
+        Ok(()) => {
+            state.failures = 0;
+            TICK
+        }
+        Err(Error::Status(errno::EOPNOTSUPP)) => {
+            drop_link(state).await;
+            shared
+                .peers()
+                .forget_leader(leader, "it says it is not the leader");
+            TICK
+        }
+        Err(e) => {
+            drop_link(state).await;
+            state.failures += 1;
+            debug!(
+                "leader {leader}: ping failed ({e}), {} in a row",
+                state.failures
+            );
+            if state.failures >= MAX_PING_FAILURES {
+                state.failures = 0;
+                warn!("leader {leader} unreachable: {e}");
+                shared
+                    .peers()
+                    .forget_leader(leader, "three pings in a row failed");
+                // Elect right away.
+                return Duration::ZERO;
+            }
+            TICK
+        }
+    }
+}
+
+async fn join_leader(shared: &Shared, leader: &str) -> Result<Connection, Error> {
+    let mut conn = connect(shared, leader).await?;
+    let body = JoinLeader {
+        up_time: shared.started,
+        version: VERSION_TEXT.into(),
+        server_port: shared.config.port as i64,
+    }
+    .encode();
+    match conn.request(cmd::TRACKER_JOIN_LEADER, &body).await {
+        Ok(_) | Err(Error::Status(errno::EEXIST)) => {
+            info!("joined leader {leader}");
+            Ok(conn)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Every tracker we know of, ourselves included.
+fn known_trackers(shared: &Shared, me: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = shared.cluster().trackers().iter().cloned().collect();
+    if !hosts.iter().any(|h| h == me) {
+        hosts.push(me.to_string());
+    }
+    hosts
+}
+
+/// 64 from every tracker that answers (those without groups answer ENOENT).
+async fn collect_statuses(shared: &Shared, me: &str, hosts: &[String]) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for host in hosts {
+        let status = if host == me {
+            local_status(shared).ok()
+        } else {
+            match call(shared, host, cmd::TRACKER_GET_STATUS, &[]).await {
+                Ok(body) => TrackerStatus::decode(&body)
+                    .map_err(|e| debug!("tracker {host}: bad status reply: {e}"))
+                    .ok(),
+                Err(e) => {
+                    debug!("tracker {host}: no status: {e}");
+                    None
+                }
+            }
+        };
+        if let Some(status) = status {
+            out.push(Candidate {
+                host: host.clone(),
+                status,
+            });
+        }
+    }
+    out
+}
+
+async fn election(shared: &Arc<Shared>, me: &str) -> Duration {
+    let hosts = known_trackers(shared, me);
+    let candidates = collect_statuses(shared, me, &hosts).await;
+    let Some(best) = elect(&candidates).cloned() else {
+        return backoff();
+    };
+    if shared.peers().leader().is_some() {
+        // A commit arrived while we were asking around.
+        return TICK;
+    }
+    if best.host == me {
+        match announce(shared, me, &hosts).await {
+            Ok(()) => {
+                let mut p = shared.peers();
+                p.set_leader(Some(me.to_string()), "won the election");
+                TICK
+            }
+            Err(why) => {
+                warn!("leader election failed: {why}");
+                backoff()
+            }
+        }
+    } else if best.status.if_leader {
+        let mut p = shared.peers();
+        if p.leader().is_none() {
+            p.set_leader(Some(best.host.clone()), "found the current leader");
+        }
+        Duration::ZERO
+    } else {
+        debug!("waiting for {} to announce itself as leader", best.host);
+        backoff()
+    }
+}
+
+/// 66 then 67 to every other tracker; unreachable ones are skipped, a refusal fails.
+async fn announce(shared: &Shared, me: &str, hosts: &[String]) -> Result<(), String> {
+    let others: Vec<&String> = hosts.iter().filter(|h| *h != me).collect();
+    let mut notified = Vec::new();
+    for host in others {
+        match call(shared, host, cmd::TRACKER_NOTIFY_NEXT_LEADER, me.as_bytes()).await {
+            Ok(_) => notified.push(host),
+            Err(Error::Status(e)) => {
+                return Err(format!("{host} refused {me} as next leader (errno {e})"))
+            }
+            Err(e) => debug!("tracker {host} unreachable for the notification: {e}"),
+        }
+    }
+    for host in notified {
+        match call(shared, host, cmd::TRACKER_COMMIT_NEXT_LEADER, me.as_bytes()).await {
+            Ok(_) => {}
+            Err(Error::Status(e)) => {
+                return Err(format!("{host} refused the commit of {me} (errno {e})"))
+            }
+            Err(e) => debug!("tracker {host} unreachable for the commit: {e}"),
+        }
+    }
+    Ok(())
+}
