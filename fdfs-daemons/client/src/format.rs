@@ -275,6 +275,38 @@ fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat
         datetime(c.last_synced_timestamp),
         sync_delay(s, all)
     );
+    // Not upstream: replication lag against each peer of the group, after the
+    // upstream lines so scripts parsing those keep working.
+    for p in all.iter().filter(|p| !std::ptr::eq(*p, s)) {
+        let _ = writeln!(
+            o,
+            "\t\treplication from {} = {}",
+            p.id,
+            replication_lag(s, p)
+        );
+        let _ = writeln!(o, "\t\treplication to {} = {}", p.id, replication_lag(p, s));
+    }
+}
+
+/// How far `dest` has the files uploaded to `src`, from the 92 records alone:
+/// `dest.last_synced_timestamp` (the newest source timestamp it has received, as the
+/// tracker aggregates it over dest's sources) against `src.last_source_update` (the
+/// last upload on src). Exact for two-storage groups; with more peers the tracker's
+/// aggregate (minimum for round-robin uploads) makes it an upper bound.
+pub fn replication_lag(dest: &StorageStat, src: &StorageStat) -> String {
+    let newest = src.counters.last_source_update;
+    let synced = dest.counters.last_synced_timestamp;
+    if newest == 0 {
+        return "nothing to sync".into();
+    }
+    if synced == 0 {
+        return format!("never synced, source updated {}", datetime(newest));
+    }
+    format!(
+        "synced up to {}, {} s behind",
+        datetime(synced),
+        (newest - synced).max(0)
+    )
 }
 
 #[cfg(test)]
@@ -401,6 +433,36 @@ mod tests {
         assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 22:46:40 (16m:40s delay)\n"));
         let per_storage = text.matches("\tStorage ").count();
         assert_eq!(per_storage, 2);
+        // The lag lines follow the upstream block of each storage.
+        let a_block = &text[text.find("\tStorage 1:").unwrap()..text.find("\tStorage 2:").unwrap()];
+        let last = a_block.find("\t\tlast_synced_timestamp = ").unwrap();
+        assert!(a_block[last..].contains(
+            "\t\treplication from 127.0.0.62 = synced up to 2026-11-23 23:08:24, 0 s behind\n\
+             \t\treplication to 127.0.0.62 = synced up to 2026-11-23 22:46:40, 1000 s behind\n"
+        ));
+        assert!(text.ends_with(
+            "\t\treplication from 127.0.0.61 = synced up to 2026-11-23 22:46:40, 1000 s behind\n\
+             \t\treplication to 127.0.0.61 = synced up to 2026-11-23 23:08:24, 0 s behind\n"
+        ));
+    }
+
+    #[test]
+    fn replication_lag_texts() {
+        let mut src = StorageStat::default();
+        let mut dest = StorageStat::default();
+        assert_eq!(in_utc(|| replication_lag(&dest, &src)), "nothing to sync");
+        src.counters.last_source_update = 1_795_475_304;
+        assert_eq!(
+            in_utc(|| replication_lag(&dest, &src)),
+            "never synced, source updated 2026-11-23 23:08:24"
+        );
+        dest.counters.last_synced_timestamp = 1_795_475_300;
+        assert_eq!(
+            in_utc(|| replication_lag(&dest, &src)),
+            "synced up to 2026-11-23 23:08:20, 4 s behind"
+        );
+        dest.counters.last_synced_timestamp = 1_795_475_400;
+        assert!(in_utc(|| replication_lag(&dest, &src)).ends_with(", 0 s behind"));
     }
 
     #[test]
