@@ -378,6 +378,243 @@ pub fn decode_regenerate(body: &[u8]) -> Result<String, ProtoError> {
     Reader::new(body).str(body.len(), "file name")
 }
 
+// ----- storage ↔ storage replication (§3.6) ------------------------------------------------
+
+fn sync_group(r: &mut Reader<'_>) -> Result<String, ProtoError> {
+    get_group(r)
+}
+
+/// Body of 9 REPORT_SERVER_ID: the sender's id, NUL padded to 16 bytes (an empty id is
+/// invalid).
+pub fn encode_server_id(id: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.fixed_str(id, crate::STORAGE_ID_LEN);
+    w.finish()
+}
+
+pub fn decode_server_id(body: &[u8]) -> Result<String, ProtoError> {
+    if body.len() != crate::STORAGE_ID_LEN {
+        return Err(ProtoError::length(crate::STORAGE_ID_LEN, body.len()));
+    }
+    let id = Reader::new(body).fixed_str(crate::STORAGE_ID_LEN, "server id")?;
+    if id.is_empty() {
+        return Err(ProtoError::field("server id", "empty"));
+    }
+    Ok(id)
+}
+
+/// Head of 16 SYNC_CREATE_FILE / 18 SYNC_UPDATE_FILE: 36 fixed bytes, then the filename,
+/// then the content (omitted when the request header's status is EEXIST).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncFileHead {
+    pub filename_len: usize,
+    pub file_size: u64,
+    /// The source's record timestamp.
+    pub timestamp: i32,
+    pub group: String,
+}
+
+impl SyncFileHead {
+    pub const LEN: usize = 8 + 8 + 4 + GROUP_NAME_LEN;
+
+    /// The fixed head followed by the filename (the content is streamed after it).
+    pub fn encode(&self, filename: &str) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::LEN + filename.len());
+        w.i64(filename.len() as i64)
+            .i64(self.file_size as i64)
+            .i32(self.timestamp)
+            .fixed_str(&self.group, GROUP_NAME_LEN)
+            .bytes(filename.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(head: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(head);
+        let filename_len = filename_len(&mut r, 1)?;
+        let file_size = r.len_field("file size", i64::MAX)?;
+        let timestamp = r.i32()?;
+        let group = sync_group(&mut r)?;
+        r.finish()?;
+        Ok(SyncFileHead {
+            filename_len,
+            file_size,
+            timestamp,
+            group,
+        })
+    }
+}
+
+/// Head of 25 SYNC_APPEND_FILE / 35 SYNC_MODIFY_FILE: 44 fixed bytes, the filename, then
+/// `length` bytes of content to write at `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRangeHead {
+    pub filename_len: usize,
+    pub offset: u64,
+    pub length: u64,
+    pub timestamp: i32,
+    pub group: String,
+}
+
+impl SyncRangeHead {
+    pub const LEN: usize = 8 + 8 + 8 + 4 + GROUP_NAME_LEN;
+
+    pub fn encode(&self, filename: &str) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::LEN + filename.len());
+        w.i64(filename.len() as i64)
+            .i64(self.offset as i64)
+            .i64(self.length as i64)
+            .i32(self.timestamp)
+            .fixed_str(&self.group, GROUP_NAME_LEN)
+            .bytes(filename.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(head: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(head);
+        let filename_len = filename_len(&mut r, 1)?;
+        let offset = r.len_field("offset", i64::MAX)?;
+        let length = r.len_field("length", i64::MAX)?;
+        let timestamp = r.i32()?;
+        let group = sync_group(&mut r)?;
+        r.finish()?;
+        Ok(SyncRangeHead {
+            filename_len,
+            offset,
+            length,
+            timestamp,
+            group,
+        })
+    }
+}
+
+/// Body of 17 SYNC_DELETE_FILE: i32 timestamp, group, filename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncDelete {
+    pub timestamp: i32,
+    pub group: String,
+    pub filename: String,
+}
+
+impl SyncDelete {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.i32(self.timestamp)
+            .fixed_str(&self.group, GROUP_NAME_LEN)
+            .bytes(self.filename.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let min = 4 + GROUP_NAME_LEN + 1;
+        if body.len() < min || body.len() > min - 1 + REMOTE_NAME_MAX_LEN {
+            return Err(ProtoError::length("21..=147", body.len()));
+        }
+        let mut r = Reader::new(body);
+        let timestamp = r.i32()?;
+        let group = sync_group(&mut r)?;
+        let filename = r.str(r.remaining(), "file name")?;
+        Ok(SyncDelete {
+            timestamp,
+            group,
+            filename,
+        })
+    }
+}
+
+/// Body of 37 SYNC_TRUNCATE_FILE: i64 name length, i64 old size, i64 new size,
+/// i32 timestamp, group, filename.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTruncate {
+    pub old_size: u64,
+    pub new_size: u64,
+    pub timestamp: i32,
+    pub group: String,
+    pub filename: String,
+}
+
+impl SyncTruncate {
+    pub const FIXED: usize = 8 + 8 + 8 + 4 + GROUP_NAME_LEN;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.i64(self.filename.len() as i64)
+            .i64(self.old_size as i64)
+            .i64(self.new_size as i64)
+            .i32(self.timestamp)
+            .fixed_str(&self.group, GROUP_NAME_LEN)
+            .bytes(self.filename.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(body);
+        let name_len = filename_len(&mut r, 1)?;
+        let old_size = r.len_field("old size", i64::MAX)?;
+        let new_size = r.len_field("new size", i64::MAX)?;
+        let timestamp = r.i32()?;
+        let group = sync_group(&mut r)?;
+        if r.remaining() != name_len {
+            return Err(ProtoError::length(Self::FIXED + name_len, body.len()));
+        }
+        let filename = r.str(name_len, "file name")?;
+        Ok(SyncTruncate {
+            old_size,
+            new_size,
+            timestamp,
+            group,
+            filename,
+        })
+    }
+}
+
+/// Body of 40 SYNC_RENAME_FILE (first = new name, second = old name) and
+/// 19 SYNC_CREATE_LINK (first = link, second = its target): i64 first length,
+/// i64 second length, i32 timestamp, group, first, second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncTwoNames {
+    pub timestamp: i32,
+    pub group: String,
+    pub first: String,
+    pub second: String,
+}
+
+impl SyncTwoNames {
+    pub const FIXED: usize = 8 + 8 + 4 + GROUP_NAME_LEN;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.i64(self.first.len() as i64)
+            .i64(self.second.len() as i64)
+            .i32(self.timestamp)
+            .fixed_str(&self.group, GROUP_NAME_LEN)
+            .bytes(self.first.as_bytes())
+            .bytes(self.second.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(body);
+        let first_len = filename_len(&mut r, 1)?;
+        let second_len = filename_len(&mut r, 1)?;
+        let timestamp = r.i32()?;
+        let group = sync_group(&mut r)?;
+        if r.remaining() != first_len + second_len {
+            return Err(ProtoError::length(
+                Self::FIXED + first_len + second_len,
+                body.len(),
+            ));
+        }
+        let first = r.str(first_len, "file name")?;
+        let second = r.str(second_len, "file name")?;
+        Ok(SyncTwoNames {
+            timestamp,
+            group,
+            first,
+            second,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +761,107 @@ mod tests {
             filename: "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt".into(),
         };
         assert!(FileRef::decode(&r.encode()).is_err());
+    }
+
+    #[test]
+    fn report_server_id_layout() {
+        let raw = encode_server_id("127.0.0.61");
+        assert_eq!(raw.len(), 16);
+        assert_eq!(&raw[..10], b"127.0.0.61");
+        assert!(raw[10..].iter().all(|&b| b == 0));
+        assert_eq!(decode_server_id(&raw).unwrap(), "127.0.0.61");
+        assert!(decode_server_id(&[0; 16]).is_err());
+        assert!(decode_server_id(&raw[..15]).is_err());
+    }
+
+    #[test]
+    fn sync_create_head_layout() {
+        let name = "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt";
+        let head = SyncFileHead {
+            filename_len: name.len(),
+            file_size: 15,
+            timestamp: 0x6b04_c768,
+            group: "group1".into(),
+        };
+        let raw = head.encode(name);
+        assert_eq!(raw.len(), 36 + 44);
+        assert_eq!(&raw[..8], &44i64.to_be_bytes());
+        assert_eq!(&raw[8..16], &15i64.to_be_bytes());
+        assert_eq!(&raw[16..20], &[0x6b, 0x04, 0xc7, 0x68]);
+        assert_eq!(&raw[20..26], b"group1");
+        assert!(raw[26..36].iter().all(|&b| b == 0));
+        assert_eq!(&raw[36..], name.as_bytes());
+        assert_eq!(SyncFileHead::decode(&raw[..36]).unwrap(), head);
+        let mut bad = raw.clone();
+        bad[0] = 0x80;
+        assert!(SyncFileHead::decode(&bad[..36]).is_err());
+        assert!(SyncFileHead::decode(&raw[..35]).is_err());
+    }
+
+    #[test]
+    fn sync_range_head_layout() {
+        let name = "M00/00/00/fwAAPWsEx5qEO0IaAAAAAAL5vO4178.txt";
+        let head = SyncRangeHead {
+            filename_len: 44,
+            offset: 7,
+            length: 8,
+            timestamp: 1_795_475_354,
+            group: "group1".into(),
+        };
+        let raw = head.encode(name);
+        assert_eq!(raw.len(), 44 + 44);
+        assert_eq!(&raw[8..16], &7i64.to_be_bytes());
+        assert_eq!(&raw[16..24], &8i64.to_be_bytes());
+        assert_eq!(&raw[24..28], &1_795_475_354i32.to_be_bytes());
+        assert_eq!(&raw[28..34], b"group1");
+        assert_eq!(SyncRangeHead::decode(&raw[..44]).unwrap(), head);
+    }
+
+    #[test]
+    fn sync_delete_truncate_rename_layouts() {
+        let name = "M00/00/00/fwAAPWsEx3-AJPpFAAAADwL5vO4702.txt-m";
+        let d = SyncDelete {
+            timestamp: 1_795_475_344,
+            group: "group1".into(),
+            filename: name.into(),
+        };
+        let raw = d.encode();
+        assert_eq!(raw.len(), 4 + 16 + name.len());
+        assert_eq!(&raw[..4], &1_795_475_344i32.to_be_bytes());
+        assert_eq!(&raw[4..10], b"group1");
+        assert_eq!(SyncDelete::decode(&raw).unwrap(), d);
+        assert!(SyncDelete::decode(&raw[..20]).is_err());
+
+        let t = SyncTruncate {
+            old_size: 15,
+            new_size: 7,
+            timestamp: 9,
+            group: "group1".into(),
+            filename: name[..44].into(),
+        };
+        let raw = t.encode();
+        assert_eq!(raw.len(), 44 + 44);
+        assert_eq!(&raw[..8], &44i64.to_be_bytes());
+        assert_eq!(&raw[8..16], &15i64.to_be_bytes());
+        assert_eq!(&raw[16..24], &7i64.to_be_bytes());
+        assert_eq!(&raw[24..28], &9i32.to_be_bytes());
+        assert_eq!(SyncTruncate::decode(&raw).unwrap(), t);
+        assert!(SyncTruncate::decode(&raw[..raw.len() - 1]).is_err());
+
+        let r = SyncTwoNames {
+            timestamp: 1_795_475_339,
+            group: "group1".into(),
+            first: "M00/00/00/fwAAPWsEx4uAEgtOAAAAHpBT5lw141.txt".into(),
+            second: "M00/00/00/fwAAPWsEx4eEapi7AAAAAAL5vO4141.txt".into(),
+        };
+        let raw = r.encode();
+        assert_eq!(raw.len(), 36 + 88);
+        assert_eq!(&raw[..8], &44i64.to_be_bytes());
+        assert_eq!(&raw[8..16], &44i64.to_be_bytes());
+        assert_eq!(&raw[16..20], &1_795_475_339i32.to_be_bytes());
+        assert_eq!(&raw[36..80], r.first.as_bytes());
+        assert_eq!(&raw[80..], r.second.as_bytes());
+        assert_eq!(SyncTwoNames::decode(&raw).unwrap(), r);
+        assert!(SyncTwoNames::decode(&raw[..100]).is_err());
     }
 }

@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+
 /// A binlog file is closed and the next one started at this size, as upstream does.
 const ROTATE_SIZE: u64 = 1 << 30;
 
@@ -21,6 +23,13 @@ pub mod op {
     pub const RENAME: char = 'R';
 }
 
+/// A place in the binlog: file index and byte offset in it. Ordered as the records are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BinlogPos {
+    pub index: u32,
+    pub offset: u64,
+}
+
 struct Current {
     file: File,
     index: u32,
@@ -30,9 +39,11 @@ struct Current {
 pub struct Binlog {
     dir: PathBuf,
     current: Mutex<Current>,
+    /// The end of the last record written; replication readers wait on it.
+    end: watch::Sender<BinlogPos>,
 }
 
-fn file_name(dir: &Path, index: u32) -> PathBuf {
+pub fn file_name(dir: &Path, index: u32) -> PathBuf {
     dir.join(format!("binlog.{index:03}"))
 }
 
@@ -86,21 +97,27 @@ impl Binlog {
         let size = repair_tail(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         write_index(&dir, index)?;
+        let (end, _) = watch::channel(BinlogPos {
+            index,
+            offset: size,
+        });
         Ok(Binlog {
             dir,
             current: Mutex::new(Current { file, index, size }),
+            end,
         })
     }
 
     /// Appends one record. The write goes straight to the file so that a record is in
-    /// the binlog before the client hears that its change succeeded.
+    /// the binlog before the client hears that its change succeeded. Returns the
+    /// position just after the record and wakes the replication readers.
     pub fn append(
         &self,
         timestamp: i64,
         op: char,
         name: &str,
         extra: Option<&str>,
-    ) -> io::Result<()> {
+    ) -> io::Result<BinlogPos> {
         let line = match extra {
             Some(x) => format!("{timestamp} {op} {name} {x}\n"),
             None => format!("{timestamp} {op} {name}\n"),
@@ -121,7 +138,23 @@ impl Binlog {
         }
         cur.file.write_all(line.as_bytes())?;
         cur.size += line.len() as u64;
-        Ok(())
+        let pos = BinlogPos {
+            index: cur.index,
+            offset: cur.size,
+        };
+        // Sent under the lock so the published end never goes backwards.
+        self.end.send_replace(pos);
+        Ok(pos)
+    }
+
+    /// The end of the last record written.
+    pub fn end(&self) -> BinlogPos {
+        *self.end.borrow()
+    }
+
+    /// Follows the end of the binlog (changes whenever a record is written).
+    pub fn subscribe(&self) -> watch::Receiver<BinlogPos> {
+        self.end.subscribe()
     }
 
     pub fn sync(&self) -> io::Result<()> {

@@ -34,6 +34,11 @@ pub struct StorageConfig {
     pub fsync_after_written_bytes: u64,
     pub upload_priority: i64,
     pub log_level: String,
+    /// Uploads answer only once this many peers have the new file (0: at once, as
+    /// upstream).
+    pub sync_wait_replicas: usize,
+    /// ... or once this much time has passed.
+    pub sync_wait_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +124,13 @@ impl StorageConfig {
             fsync_after_written_bytes: g.size("fsync_after_written_bytes", 0)?,
             upload_priority: g.int("upload_priority", 10)?,
             log_level: g.str("log_level").unwrap_or("info").to_string(),
+            sync_wait_replicas: g.int_in("sync_wait_replicas", 0, 0, 32)? as usize,
+            sync_wait_timeout: Duration::from_millis(g.int_in(
+                "sync_wait_timeout_ms",
+                5000,
+                0,
+                3_600_000,
+            )? as u64),
         })
     }
 }

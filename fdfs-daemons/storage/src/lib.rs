@@ -3,6 +3,7 @@
 //! - [`store`]: store paths, directory layout, final file names;
 //! - [`binlog`]: the change log replication reads;
 //! - [`handlers`]: one module per command family;
+//! - [`sync`]: replication to the other storages of the group;
 //! - [`tracker_link`]: join and heartbeat with every tracker;
 //! - [`server`]: the per-connection request loop.
 
@@ -14,6 +15,7 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod sync;
 pub mod tracker_link;
 pub mod transfer;
 
@@ -84,6 +86,10 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
         )));
     }
     tasks.push(tokio::spawn(housekeeping(st.clone(), trigger.subscribe())));
+    tasks.push(tokio::spawn(sync::run_manager(
+        st.clone(),
+        trigger.subscribe(),
+    )));
 
     let server = {
         let st = st.clone();

@@ -12,12 +12,15 @@ use crate::binlog::Binlog;
 use crate::config::StorageConfig;
 use crate::stats::Stats;
 use crate::store::Store;
+use crate::sync::SyncState;
 
 pub struct Storage {
     pub cfg: StorageConfig,
     pub store: Store,
     pub binlog: Binlog,
     pub stats: Stats,
+    /// Replication: group members, peers' progress, what we received.
+    pub sync: SyncState,
     /// Our own address as the cluster sees it: `bind_addr`, else learnt from the tracker
     /// connection. It goes into every new file name.
     my_ip: RwLock<Option<IpAddr>>,
@@ -34,6 +37,7 @@ impl Storage {
             store,
             binlog,
             stats: Stats::default(),
+            sync: SyncState::default(),
             my_ip: RwLock::new(my_ip),
             ip_size: RwLock::new(IpSize::V4),
             up_time: fdfs_runtime::unix_now(),

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fdfs_proto::config::{IniFile, SpaceLimit};
-use fdfs_proto::tracker_msg::{BeatReply, DiskUsage, JoinReply, JoinRequest, SyncSource};
+use fdfs_proto::tracker_msg::{
+    BeatReply, DiskUsage, JoinReply, JoinRequest, SyncReport, SyncSource,
+};
 use fdfs_proto::{cmd, status, IpSize, VERSION_TEXT};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::{unix_now, Connection, Error};
@@ -146,8 +148,10 @@ async fn session(
     // Report at once so the tracker marks us ACTIVE without waiting a whole interval.
     report_disk_usage(st, &mut conn).await?;
     let mut last_report = Instant::now();
+    let mut sync_reported: Option<u64> = None;
     loop {
         beat(st, &mut conn).await?;
+        sync_report(st, &mut conn, &mut sync_reported).await?;
         if last_report.elapsed() >= st.cfg.stat_report_interval {
             report_disk_usage(st, &mut conn).await?;
             last_report = Instant::now();
@@ -166,15 +170,38 @@ async fn beat(st: &Storage, conn: &mut Connection) -> Result<(), Error> {
     let mut counters = st.stats.snapshot();
     counters.last_heart_beat_time = unix_now();
     let reply = conn.request(cmd::STORAGE_BEAT, &counters.encode()).await?;
-    let reply = BeatReply::decode(&reply)?;
+    handle_beat_reply(st, &reply)
+}
+
+/// Takes the group member list a (leader) tracker sends when it changed.
+fn handle_beat_reply(st: &Storage, raw: &[u8]) -> Result<(), Error> {
+    let reply = BeatReply::decode(raw)?;
     if let Some(members) = reply.group_members {
         let list: Vec<String> = members
             .iter()
             .map(|b| format!("{}:{} {}", b.ip, b.port, status::name(b.status)))
             .collect();
         tracing::debug!("group members: {}", list.join(", "));
+        st.sync.set_members(members);
     }
     Ok(())
+}
+
+/// 89 SYNC_REPORT when a source's newest received timestamp moved since the last
+/// report on this connection.
+async fn sync_report(
+    st: &Storage,
+    conn: &mut Connection,
+    reported: &mut Option<u64>,
+) -> Result<(), Error> {
+    let (version, entries) = st.sync.received();
+    if entries.is_empty() || *reported == Some(version) {
+        return Ok(());
+    }
+    let body = SyncReport { entries }.encode();
+    let reply = conn.request(cmd::STORAGE_SYNC_REPORT, &body).await?;
+    *reported = Some(version);
+    handle_beat_reply(st, &reply)
 }
 
 async fn report_disk_usage(st: &Storage, conn: &mut Connection) -> Result<(), Error> {
@@ -190,8 +217,7 @@ async fn report_disk_usage(st: &Storage, conn: &mut Connection) -> Result<(), Er
     let reply = conn
         .request(cmd::STORAGE_REPORT_DISK_USAGE, &usage.encode())
         .await?;
-    BeatReply::decode(&reply)?;
-    Ok(())
+    handle_beat_reply(st, &reply)
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
                 &filename,
                 Some(&format!("{} {}", head.offset, head.size)),
             )
+            .map(|_| ())
             .map_err(binlog_failed)
     }
     .await;
@@ -166,6 +167,7 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
                 &req.filename,
                 Some(&format!("{old} {}", req.new_size)),
             )
+            .map(|_| ())
             .map_err(binlog_failed)
     })();
     st.stats.record(counter::TOTAL_TRUNCATE, result.is_ok());

@@ -71,6 +71,7 @@ fn set_inner(st: &Storage, body: &[u8]) -> Handled {
     let record = if existed { op::UPDATE } else { op::CREATE };
     st.binlog
         .append(unix_now(), record, &meta_name, None)
+        .map(|_| ())
         .map_err(binlog_failed)
 }
 

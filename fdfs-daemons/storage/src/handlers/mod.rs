@@ -6,6 +6,7 @@ pub mod download;
 pub mod metadata;
 pub mod query;
 pub mod remove;
+pub mod sync;
 pub mod upload;
 
 use std::path::PathBuf;

@@ -17,16 +17,16 @@ use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
 use super::{binlog_failed, mtime_of, Fail, Handled};
-use crate::binlog::op;
+use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::{commit_new_file, rename_no_replace, TEMP_PREFIX};
 use crate::transfer::receive_into;
 
 /// A temporary file that removes itself unless it was committed.
-struct TempFile {
-    path: PathBuf,
-    committed: bool,
+pub(crate) struct TempFile {
+    pub(crate) path: PathBuf,
+    pub(crate) committed: bool,
 }
 
 impl Drop for TempFile {
@@ -39,7 +39,7 @@ impl Drop for TempFile {
 
 /// Receives `size` bytes into a new temporary file in `dir`; returns it with its CRC32 and
 /// mtime.
-async fn receive_temp(
+pub(crate) async fn receive_temp(
     conn: &mut Connection,
     dir: &Path,
     size: u64,
@@ -69,6 +69,25 @@ async fn receive_temp(
         .metadata()
         .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
     Ok((temp, crc.finalize(), mtime_of(&meta)))
+}
+
+/// With `sync_wait_replicas = N`, holds the reply until N peers have the file (or the
+/// timeout passed: then the upload still succeeds, with a warning).
+async fn wait_replicas(st: &Storage, pos: BinlogPos, name: &str) {
+    let want = st.cfg.sync_wait_replicas;
+    if want == 0 {
+        return;
+    }
+    if !st
+        .sync
+        .wait_replicas(pos, want, st.cfg.sync_wait_timeout)
+        .await
+    {
+        tracing::warn!(
+            "{name}: fewer than {want} peer(s) confirmed it within {} ms; answering anyway",
+            st.cfg.sync_wait_timeout.as_millis()
+        );
+    }
 }
 
 fn random_digit() -> u8 {
@@ -136,9 +155,11 @@ async fn upload_inner(
     .map_err(Fail::Reply)?;
     temp.committed = true;
     let remote = remote_name(path_index as u8, high, low, &base);
-    st.binlog
+    let pos = st
+        .binlog
         .append(mtime, op::CREATE, &remote, None)
         .map_err(binlog_failed)?;
+    wait_replicas(st, pos, &remote).await;
     st.stats
         .last_source_update
         .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
@@ -217,9 +238,11 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         }
         Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
     }
-    st.binlog
+    let pos = st
+        .binlog
         .append(mtime, op::CREATE, &slave, None)
         .map_err(binlog_failed)?;
+    wait_replicas(st, pos, &slave).await;
     let reply = StoredFile {
         group: st.cfg.group_name.clone(),
         filename: slave,

@@ -1,0 +1,272 @@
+//! The receiving side of replication (§3.6): 9 REPORT_SERVER_ID, 16 SYNC_CREATE_FILE,
+//! 17 SYNC_DELETE_FILE, 18 SYNC_UPDATE_FILE, 19 SYNC_CREATE_LINK, 25 SYNC_APPEND_FILE,
+//! 35 SYNC_MODIFY_FILE, 37 SYNC_TRUNCATE_FILE and 40 SYNC_RENAME_FILE.
+//!
+//! Every name is checked like a client's ([`locate`]), so a peer cannot write outside
+//! the store. Whole files arrive in a temporary file that is renamed into place; each
+//! applied change is logged in lowercase with the source's timestamp, and the newest
+//! timestamp per source is kept for 89 SYNC_REPORT.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fdfs_proto::errno;
+use fdfs_proto::storage_msg::{
+    decode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
+};
+use fdfs_runtime::{unix_now, Connection};
+
+use super::upload::receive_temp;
+use super::{binlog_failed, locate, Fail, Handled};
+use crate::state::Storage;
+use crate::stats::counter;
+use crate::transfer::{discard, receive_into};
+
+/// Which peer this connection replicates from (set by 9 REPORT_SERVER_ID).
+pub type SyncSource = Option<String>;
+
+fn applied(st: &Storage, src: &SyncSource, timestamp: i32) {
+    if let Some(id) = src {
+        st.sync.note_received(id, timestamp);
+    }
+    st.stats
+        .last_sync_update
+        .store(unix_now(), Ordering::Relaxed);
+}
+
+async fn ok(conn: &mut Connection) -> Handled {
+    conn.reply(0, &[]).await.map_err(|_| Fail::Close)
+}
+
+/// Skips the unread content of a refused request so the connection stays usable.
+async fn refuse(conn: &mut Connection, unread: u64, status: u8) -> Handled {
+    discard(conn, unread).await.map_err(|_| Fail::Close)?;
+    Err(Fail::Reply(status))
+}
+
+async fn read_name(conn: &mut Connection, len: usize) -> Result<String, Fail> {
+    let raw = conn.read_body(len).await.map_err(|_| Fail::Close)?;
+    String::from_utf8(raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))
+}
+
+fn io_fail(e: io::Error) -> Fail {
+    Fail::Reply(errno::from_io(&e))
+}
+
+pub async fn report_server_id(conn: &mut Connection, body: &[u8], src: &mut SyncSource) -> Handled {
+    let id = decode_server_id(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    *src = Some(id);
+    ok(conn).await
+}
+
+/// 16 / 18: a whole file. With header status EEXIST the content is left out and the
+/// sender only wants to know the file is here.
+pub async fn create_or_update(
+    st: &Storage,
+    conn: &mut Connection,
+    header_status: u8,
+    body_len: u64,
+    update: bool,
+    src: &SyncSource,
+) -> Handled {
+    if body_len < SyncFileHead::LEN as u64 {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let mut raw = [0u8; SyncFileHead::LEN];
+    conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
+    let head = SyncFileHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let no_content = header_status == errno::EEXIST;
+    let content = if no_content { 0 } else { head.file_size };
+    if body_len != (SyncFileHead::LEN + head.filename_len) as u64 + content {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let filename = read_name(conn, head.filename_len).await?;
+    let path = match locate(st, &head.group, &filename) {
+        Ok((_, p)) => p,
+        Err(e) => return refuse(conn, content, e).await,
+    };
+    if no_content {
+        if !path.is_file() {
+            return Err(Fail::Reply(errno::ENOENT));
+        }
+        applied(st, src, head.timestamp);
+        return ok(conn).await;
+    }
+    if !update {
+        if let Ok(m) = fs::metadata(&path) {
+            if m.is_file() && m.len() == head.file_size {
+                // Already here (a replay after a restart): nothing to do.
+                applied(st, src, head.timestamp);
+                return refuse(conn, content, errno::EEXIST).await;
+            }
+        }
+    }
+    let dir = path.parent().expect("file has a directory").to_path_buf();
+    let (mut temp, _crc, _mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    st.stats
+        .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
+    // The copy keeps the source's time.
+    if head.timestamp > 0 {
+        if let Ok(f) = OpenOptions::new().write(true).open(&temp.path) {
+            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
+        }
+    }
+    fs::rename(&temp.path, &path).map_err(io_fail)?;
+    temp.committed = true;
+    let op = if update { 'u' } else { 'c' };
+    st.binlog
+        .append(head.timestamp as i64, op, &filename, None)
+        .map_err(binlog_failed)?;
+    applied(st, src, head.timestamp);
+    ok(conn).await
+}
+
+/// 25 / 35: `length` bytes written at `offset` of an existing file.
+pub async fn append_or_modify(
+    st: &Storage,
+    conn: &mut Connection,
+    body_len: u64,
+    modify: bool,
+    src: &SyncSource,
+) -> Handled {
+    if body_len < SyncRangeHead::LEN as u64 {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let mut raw = [0u8; SyncRangeHead::LEN];
+    conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
+    let head = SyncRangeHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    if body_len != (SyncRangeHead::LEN + head.filename_len) as u64 + head.length {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let filename = read_name(conn, head.filename_len).await?;
+    let path = match locate(st, &head.group, &filename) {
+        Ok((_, p)) => p,
+        Err(e) => return refuse(conn, head.length, e).await,
+    };
+    let mut file = match OpenOptions::new().write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => return refuse(conn, head.length, errno::from_io(&e)).await,
+    };
+    let size = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return refuse(conn, head.length, errno::from_io(&e)).await,
+    };
+    if head.offset > size {
+        // A change before this one is missing here: the sender sends the whole file.
+        return refuse(conn, head.length, errno::ENOENT).await;
+    }
+    if let Err(e) = file.seek(SeekFrom::Start(head.offset)) {
+        return refuse(conn, head.length, errno::from_io(&e)).await;
+    }
+    receive_into(conn, &mut file, head.length, None).await?;
+    st.stats
+        .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.length, true);
+    let op = if modify { 'm' } else { 'a' };
+    st.binlog
+        .append(
+            head.timestamp as i64,
+            op,
+            &filename,
+            Some(&format!("{} {}", head.offset, head.length)),
+        )
+        .map_err(binlog_failed)?;
+    applied(st, src, head.timestamp);
+    ok(conn).await
+}
+
+pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8], src: &SyncSource) -> Handled {
+    let req = SyncDelete::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            applied(st, src, req.timestamp);
+            return Err(Fail::Reply(errno::ENOENT));
+        }
+        Err(e) => return Err(io_fail(e)),
+    }
+    if !name.full.ends_with("-m") {
+        let mut meta = path.into_os_string();
+        meta.push("-m");
+        let _ = fs::remove_file(meta);
+    }
+    st.binlog
+        .append(req.timestamp as i64, 'd', name.full, None)
+        .map_err(binlog_failed)?;
+    applied(st, src, req.timestamp);
+    ok(conn).await
+}
+
+pub async fn truncate(
+    st: &Storage,
+    conn: &mut Connection,
+    body: &[u8],
+    src: &SyncSource,
+) -> Handled {
+    let req = SyncTruncate::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let (_, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(io_fail)?;
+    file.set_len(req.new_size).map_err(io_fail)?;
+    st.binlog
+        .append(
+            req.timestamp as i64,
+            't',
+            &req.filename,
+            Some(&format!("{} {}", req.old_size, req.new_size)),
+        )
+        .map_err(binlog_failed)?;
+    applied(st, src, req.timestamp);
+    ok(conn).await
+}
+
+/// 40: appender renamed to its normal name (first = new, second = old).
+pub async fn rename(st: &Storage, conn: &mut Connection, body: &[u8], src: &SyncSource) -> Handled {
+    let req = SyncTwoNames::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let (_, new_path) = locate(st, &req.group, &req.first).map_err(Fail::Reply)?;
+    let (_, old_path) = locate(st, &req.group, &req.second).map_err(Fail::Reply)?;
+    match fs::rename(&old_path, &new_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if new_path.is_file() {
+                applied(st, src, req.timestamp);
+                return ok(conn).await;
+            }
+            return Err(Fail::Reply(errno::ENOENT));
+        }
+        Err(e) => return Err(io_fail(e)),
+    }
+    st.binlog
+        .append(req.timestamp as i64, 'r', &req.first, Some(&req.second))
+        .map_err(binlog_failed)?;
+    applied(st, src, req.timestamp);
+    ok(conn).await
+}
+
+/// 19: a symbolic link (first = link, second = its target).
+pub async fn create_link(
+    st: &Storage,
+    conn: &mut Connection,
+    body: &[u8],
+    src: &SyncSource,
+) -> Handled {
+    let req = SyncTwoNames::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let (_, link) = locate(st, &req.group, &req.first).map_err(Fail::Reply)?;
+    let (_, target) = locate(st, &req.group, &req.second).map_err(Fail::Reply)?;
+    if fs::symlink_metadata(&link).is_ok() {
+        return Err(Fail::Reply(errno::EEXIST));
+    }
+    if File::open(&target).is_err() {
+        return Err(Fail::Reply(errno::ENOENT));
+    }
+    std::os::unix::fs::symlink(&target, &link).map_err(io_fail)?;
+    st.binlog
+        .append(req.timestamp as i64, 'l', &req.first, Some(&req.second))
+        .map_err(binlog_failed)?;
+    applied(st, src, req.timestamp);
+    ok(conn).await
+}

@@ -1,0 +1,133 @@
+//! `data/sync/<ip>_<port>.mark`: how far the binlog has been replayed to one peer, and
+//! whether that peer still needs the old files. Written to a temporary file and renamed,
+//! so a crash leaves the old mark or the new one, never half of one.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fdfs_proto::config::IniFile;
+
+use crate::binlog::BinlogPos;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub binlog_index: u32,
+    pub binlog_offset: u64,
+    /// This storage is the peer's sync source: replay the old records (lowercase too).
+    pub need_sync_old: bool,
+    pub sync_old_done: bool,
+    /// Records older than this are the source's job (non-source) / the end of the old
+    /// data (source).
+    pub until_timestamp: i64,
+    pub scan_row_count: u64,
+    pub sync_row_count: u64,
+}
+
+pub fn path(sync_dir: &Path, ip: &str, port: u16) -> PathBuf {
+    sync_dir.join(format!("{ip}_{port}.mark"))
+}
+
+impl Mark {
+    pub fn position(&self) -> BinlogPos {
+        BinlogPos {
+            index: self.binlog_index,
+            offset: self.binlog_offset,
+        }
+    }
+
+    pub fn set_position(&mut self, pos: BinlogPos) {
+        self.binlog_index = pos.index;
+        self.binlog_offset = pos.offset;
+    }
+
+    /// `Ok(None)` when there is no mark yet (a peer never synced to).
+    pub fn load(path: &Path) -> io::Result<Option<Mark>> {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let ini = IniFile::parse(&text, path)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let g = ini.global();
+        let bad = |e: fdfs_proto::config::ConfigError| {
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+        };
+        let num = |key: &str| g.int(key, 0).map_err(bad).map(|v| v.max(0));
+        Ok(Some(Mark {
+            binlog_index: num("binlog_index")? as u32,
+            binlog_offset: num("binlog_offset")? as u64,
+            need_sync_old: g.bool("need_sync_old", false).map_err(bad)?,
+            sync_old_done: g.bool("sync_old_done", false).map_err(bad)?,
+            until_timestamp: num("until_timestamp")?,
+            scan_row_count: num("scan_row_count")? as u64,
+            sync_row_count: num("sync_row_count")? as u64,
+        }))
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let text = format!(
+            "binlog_index={}\nbinlog_offset={}\nneed_sync_old={}\nsync_old_done={}\n\
+             until_timestamp={}\nscan_row_count={}\nsync_row_count={}\n",
+            self.binlog_index,
+            self.binlog_offset,
+            self.need_sync_old as u8,
+            self.sync_old_done as u8,
+            self.until_timestamp,
+            self.scan_row_count,
+            self.sync_row_count
+        );
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_upstream_keys() {
+        let d = std::env::temp_dir().join(format!("fdfs-mark-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        let p = path(&d, "127.0.0.62", 23000);
+        assert!(p.ends_with("127.0.0.62_23000.mark"));
+        assert_eq!(Mark::load(&p).unwrap(), None);
+        let m = Mark {
+            binlog_index: 2,
+            binlog_offset: 12345,
+            need_sync_old: true,
+            sync_old_done: false,
+            until_timestamp: 1_795_475_000,
+            scan_row_count: 900,
+            sync_row_count: 850,
+        };
+        m.save(&p).unwrap();
+        assert_eq!(Mark::load(&p).unwrap(), Some(m.clone()));
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("binlog_index=2\nbinlog_offset=12345\nneed_sync_old=1\n"));
+        assert_eq!(
+            m.position(),
+            BinlogPos {
+                index: 2,
+                offset: 12345
+            }
+        );
+        // A mark written by upstream (same keys, other order, extra keys) loads too.
+        fs::write(
+            &p,
+            "sync_row_count=1\nbinlog_offset=7\nbinlog_index=0\nneed_sync_old=0\n\
+             sync_old_done=1\nuntil_timestamp=3\nscan_row_count=1\n",
+        )
+        .unwrap();
+        let up = Mark::load(&p).unwrap().unwrap();
+        assert_eq!(up.binlog_offset, 7);
+        assert!(up.sync_old_done && !up.need_sync_old);
+        assert!(!d.join("127.0.0.62_23000.mark.tmp").exists());
+        let _ = fs::remove_dir_all(d);
+    }
+}
