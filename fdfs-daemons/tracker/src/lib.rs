@@ -45,6 +45,8 @@ const STATS_SAVE_INTERVAL: i64 = 60;
 /// `.tracker_status` is refreshed at least this often (its `last_check_time` tells the
 /// next start how long this tracker was down).
 const STATUS_SAVE_INTERVAL: i64 = 60;
+/// After a longer downtime the saved state is stale: copy a peer's sys files.
+const LONG_DOWNTIME: i64 = 600;
 
 /// A tracker bound to its port, with its saved state loaded.
 pub struct Tracker {
@@ -74,6 +76,7 @@ impl Tracker {
             .filter(|&t| t > 0 && t <= started)
             .map_or(0, |t| started - t);
         let me = own_address(&config, cluster.trackers().iter());
+        let copy_sys_files = !cluster.has_groups() || restart_interval > LONG_DOWNTIME;
         let ip = config
             .bind_addr
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -90,6 +93,7 @@ impl Tracker {
                 restart_interval,
                 peers: Mutex::new(Relationship::new(me)),
                 connections: Default::default(),
+                copy_sys_files: copy_sys_files.into(),
             }),
         })
     }

@@ -9,17 +9,19 @@
 //! existing leader answered, it is simply adopted. Failed rounds back off 1–3 s.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fdfs_proto::tracker_msg::{JoinLeader, TrackerStatus};
+use fdfs_proto::tracker_msg::{sys_file, JoinLeader, SysFileChunk, SysFileRequest, TrackerStatus};
 use fdfs_proto::{cmd, errno, VERSION_TEXT};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::{Connection, Error};
 use rand::Rng;
 use tracing::{debug, info, warn};
 
-use crate::relationship::{elect, Candidate};
+use crate::persist;
+use crate::relationship::{elect, rank, Candidate};
 use crate::server::Shared;
 use crate::tracker_cmds::local_status;
 
@@ -41,7 +43,13 @@ struct LeaderLink {
 struct State {
     link: Option<LeaderLink>,
     failures: u32,
+    /// Rounds spent trying to copy the sys files from a peer.
+    copy_attempts: u32,
 }
+
+/// A tracker that started empty (or after a long downtime) tries this many rounds to
+/// copy a peer's sys files before giving up.
+const MAX_COPY_ATTEMPTS: u32 = 10;
 
 /// Runs until shutdown.
 pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
@@ -71,6 +79,19 @@ async fn round(shared: &Arc<Shared>, state: &mut State) -> Duration {
         // Until a storage tells us which of its trackers we are.
         return TICK;
     };
+    if shared.copy_sys_files.load(Ordering::Relaxed) && state.copy_attempts < MAX_COPY_ATTEMPTS {
+        match copy_sys_files(shared, &me).await {
+            // No peer known yet: wait for a storage to name one.
+            None => {}
+            Some(true) => shared.copy_sys_files.store(false, Ordering::Relaxed),
+            Some(false) => {
+                state.copy_attempts += 1;
+                if state.copy_attempts == MAX_COPY_ATTEMPTS {
+                    warn!("no peer tracker handed over its sys files; relying on storage joins");
+                }
+            }
+        }
+    }
     match leader {
         Some(l) if l == me => {
             drop_link(state).await;
@@ -279,4 +300,65 @@ async fn announce(shared: &Shared, me: &str, hosts: &[String]) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// A tracker that started without groups (or after a long downtime) copies the best
+/// peer's sys files (61, 63…, 62) and merges what it did not know. `Some(true)` when
+/// done, `None` while no peer is known.
+async fn copy_sys_files(shared: &Arc<Shared>, me: &str) -> Option<bool> {
+    let hosts: Vec<String> = known_trackers(shared, me)
+        .into_iter()
+        .filter(|h| h != me)
+        .collect();
+    if hosts.is_empty() {
+        return None;
+    }
+    let mut peers = collect_statuses(shared, me, &hosts).await;
+    peers.sort_by(|a, b| rank(b, a));
+    for peer in peers {
+        match fetch_sys_files(shared, &peer.host).await {
+            Ok(groups) => {
+                let added = shared.cluster().merge_missing(groups);
+                info!(
+                    "copied the sys files of tracker {}: {added} storage(s) learned",
+                    peer.host
+                );
+                return Some(true);
+            }
+            Err(e) => warn!("copying the sys files of tracker {}: {e}", peer.host),
+        }
+    }
+    Some(false)
+}
+
+async fn fetch_sys_files(shared: &Shared, host: &str) -> Result<Vec<crate::cluster::Group>, Error> {
+    let mut conn = connect(shared, host).await?;
+    conn.request(cmd::TRACKER_GET_SYS_FILES_START, &[]).await?;
+    let dir = shared.config.data_dir().join("sys_files_copy");
+    std::fs::create_dir_all(&dir)?;
+    for index in 0..sys_file::COUNT {
+        let mut content = Vec::new();
+        loop {
+            let ask = SysFileRequest {
+                index,
+                offset: content.len() as i64,
+            };
+            let reply = conn
+                .request(cmd::TRACKER_GET_ONE_SYS_FILE, &ask.encode())
+                .await?;
+            let chunk = SysFileChunk::decode(&reply)?;
+            content.extend_from_slice(&chunk.content);
+            if content.len() as i64 >= chunk.file_size || chunk.content.is_empty() {
+                break;
+            }
+        }
+        if let Some(name) = persist::sys_file_name(index) {
+            std::fs::write(dir.join(name), &content)?;
+        }
+    }
+    conn.request(cmd::TRACKER_GET_SYS_FILES_END, &[]).await?;
+    conn.quit().await;
+    let groups = persist::load(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(groups?)
 }

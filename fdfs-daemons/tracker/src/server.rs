@@ -31,6 +31,8 @@ pub struct Shared {
     /// (never take `cluster` while holding `peers`).
     pub peers: Mutex<Relationship>,
     pub connections: ConnectionGauge,
+    /// Started without groups or after a long downtime: copy a peer's sys files.
+    pub copy_sys_files: std::sync::atomic::AtomicBool,
 }
 
 /// Connection counts reported to the leader (65) and in 96.

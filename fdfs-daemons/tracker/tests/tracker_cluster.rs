@@ -502,3 +502,31 @@ async fn a_lone_tracker_leads_at_once() {
         t.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_empty_tracker_copies_the_sys_files_of_a_peer() {
+    let trackers = start_trackers("copy", 2).await;
+    let all: Vec<SocketAddr> = trackers.iter().map(|t| t.addr).collect();
+    let (t1, t2) = (all[0], all[1]);
+    // Both storages only reach the first tracker so far.
+    let mut a = FakeStorage::join_all("127.0.0.41", "group1", &all[..1]).await;
+    let _b = FakeStorage::join_all("127.0.0.42", "group1", &all[..1]).await;
+    wait_all_active(t1).await;
+    // A joins the second (empty) tracker naming both: it learns its peer, copies the
+    // peer's sys files and so knows B before B ever joins it.
+    a.join(t2, &all).await;
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let list = list_storages(t2).await;
+        let ids: Vec<(&str, u8)> = list.iter().map(|s| (s.id.as_str(), s.status)).collect();
+        if ids == [("127.0.0.41", ACTIVE), ("127.0.0.42", OFFLINE)] {
+            assert_eq!(list[1].total_mb, 100_000, "copied with its disk space");
+            break;
+        }
+        assert!(Instant::now() < end, "never copied: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in trackers {
+        t.stop().await;
+    }
+}

@@ -255,6 +255,45 @@ impl Cluster {
         cluster
     }
 
+    /// Adds what a peer tracker's sys files know and we do not (groups, storages, sync
+    /// progress), without touching what storages told us directly. Copied ONLINE/ACTIVE
+    /// storages come in OFFLINE until they join us. Returns how many storages were added.
+    pub fn merge_missing(&mut self, groups: Vec<Group>) -> usize {
+        let mut added = 0;
+        for mut g in groups {
+            for s in g.storages.values_mut() {
+                if matches!(s.status, ONLINE | ACTIVE) {
+                    s.status = OFFLINE;
+                }
+                s.session = 0;
+            }
+            let Some(mine) = self.groups.get_mut(&g.name) else {
+                added += g.storages.len();
+                self.groups.insert(g.name.clone(), g);
+                continue;
+            };
+            if mine.store_path_count != g.store_path_count {
+                continue;
+            }
+            for (id, s) in g.storages {
+                match mine.storages.get_mut(&id) {
+                    Some(known) => {
+                        for (src, ts) in s.synced_from {
+                            known.synced_from.entry(src).or_insert(ts);
+                        }
+                    }
+                    None => {
+                        mine.storages.insert(id, s);
+                        mine.version += 1;
+                        added += 1;
+                    }
+                }
+            }
+        }
+        self.changed();
+        added
+    }
+
     pub fn placement(&self) -> &Placement {
         &self.placement
     }
@@ -912,6 +951,32 @@ pub(crate) mod tests {
         c.disk_usage(&who, &good, 1).unwrap();
         let s = &c.group("g").unwrap().storages["10.0.0.1"];
         assert_eq!((s.total_mb, s.free_mb), (30, 12));
+    }
+
+    #[test]
+    fn merging_a_peers_view_keeps_our_own() {
+        let mut peer = Cluster::new(Placement::default());
+        let a = active(&mut peer, "g", "10.0.0.1", 1, 5000);
+        active(&mut peer, "g", "10.0.0.2", 1, 5000);
+        active(&mut peer, "h", "10.0.0.3", 1, 5000);
+        peer.sync_report(
+            &a,
+            &SyncReport {
+                entries: vec![("10.0.0.2".into(), 77)],
+            },
+            100,
+        )
+        .unwrap();
+        let mut c = Cluster::new(Placement::default());
+        active(&mut c, "g", "10.0.0.1", 1, 6000);
+        let added = c.merge_missing(peer.groups().cloned().collect());
+        assert_eq!(added, 2);
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), ACTIVE, "ours kept");
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), OFFLINE);
+        assert_eq!(status_of(&c, "h", "10.0.0.3"), OFFLINE);
+        let g = c.group("g").unwrap();
+        assert_eq!(g.storages["10.0.0.1"].free_mb, 6000);
+        assert_eq!(g.storages["10.0.0.1"].synced_from["10.0.0.2"], 77);
     }
 
     #[test]
