@@ -454,10 +454,11 @@ unsafe fn on_miss(
             if h.is_null() {
                 return Status::NGX_ERROR;
             }
+            // zeroed first: `next` exists only from nginx 1.23 on
+            core::ptr::write_bytes(h, 0, 1);
             (*h).hash = 1;
             (*h).key = ngx::ngx_string!("Location");
             (*h).value = loc;
-            (*h).next = null_mut();
             (*r).headers_out.location = h;
         }
         return status(HTTPStatus::MOVED_TEMPORARILY);
