@@ -21,7 +21,7 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::persist;
-use crate::relationship::{elect, rank, Candidate};
+use crate::relationship::{elect, host_of, rank, Candidate};
 use crate::server::Shared;
 use crate::tracker_cmds::local_status;
 
@@ -55,7 +55,11 @@ const MAX_COPY_ATTEMPTS: u32 = 10;
 pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut state = State::default();
     loop {
-        let delay = round(&shared, &mut state).await;
+        // A round may wait on a slow peer: stopping must not.
+        let delay = tokio::select! {
+            _ = shutdown.recv() => break,
+            d = round(&shared, &mut state) => d,
+        };
         tokio::select! {
             _ = shutdown.recv() => break,
             _ = tokio::time::sleep(delay) => {}
@@ -216,10 +220,30 @@ fn known_trackers(shared: &Shared, me: &str) -> Vec<String> {
     hosts
 }
 
-/// 64 from every tracker that answers (those without groups answer ENOENT).
+/// `host` as `ip:port` (trackers may be listed by name); `None` if it does not resolve.
+async fn resolve(host: &str) -> Option<String> {
+    let addr = tokio::net::lookup_host(host).await.ok()?.next()?;
+    Some(host_of(addr.ip(), addr.port()))
+}
+
+/// 64 from every tracker that answers (those without groups answer ENOENT), each named
+/// by its resolved `ip:port` so every tracker ranks the same addresses.
 async fn collect_statuses(shared: &Shared, me: &str, hosts: &[String]) -> Vec<Candidate> {
-    let mut out = Vec::new();
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut resolved = Vec::new();
     for host in hosts {
+        let name = if host == me {
+            Some(host.clone())
+        } else {
+            resolve(host).await
+        };
+        match name {
+            Some(n) if !resolved.contains(&n) => resolved.push(n),
+            Some(_) => {}
+            None => debug!("tracker {host} does not resolve"),
+        }
+    }
+    for host in &resolved {
         let status = if host == me {
             local_status(shared).ok()
         } else {
@@ -279,7 +303,12 @@ async fn election(shared: &Arc<Shared>, me: &str) -> Duration {
 
 /// 66 then 67 to every other tracker; unreachable ones are skipped, a refusal fails.
 async fn announce(shared: &Shared, me: &str, hosts: &[String]) -> Result<(), String> {
-    let others: Vec<&String> = hosts.iter().filter(|h| *h != me).collect();
+    let mut others = Vec::new();
+    for host in hosts {
+        if host != me && resolve(host).await.as_deref() != Some(me) {
+            others.push(host);
+        }
+    }
     let mut notified = Vec::new();
     for host in others {
         match call(shared, host, cmd::TRACKER_NOTIFY_NEXT_LEADER, me.as_bytes()).await {

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::persist;
 use crate::refusal::{Refusal, Reply};
-use crate::relationship::{host_of, FOLLOWER_ACTIVE_SECS};
+use crate::relationship::{host_of, split_host, FOLLOWER_ACTIVE_SECS};
 use crate::server::{Request, Session, Shared};
 
 /// 96 SERVER_TRACKER_CLUSTER_STAT (6.16; not in `fdfs_proto::cmd`).
@@ -67,7 +67,11 @@ pub fn get_status(shared: &Shared, req: &Request<'_>) -> Reply {
 /// 66 NOTIFY_NEXT_LEADER.
 pub fn notify_next_leader(shared: &Shared, req: &Request<'_>) -> Reply {
     let candidate = host_body(req.body)?;
-    let known = shared.cluster().trackers().contains(&candidate);
+    // Known from storage joins, or (trackers listed by host name) the candidate is the
+    // tracker talking to us.
+    let from_candidate =
+        split_host(&candidate).0.parse::<std::net::IpAddr>().ok() == Some(req.peer_ip());
+    let known = from_candidate || shared.cluster().trackers().contains(&candidate);
     shared.peers().notify_next(&candidate, known)?;
     info!("{candidate} announced itself as the next leader");
     Ok(Vec::new())
