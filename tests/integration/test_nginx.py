@@ -8,6 +8,7 @@ Topology (all on loopback, every storage nginx on the same port P, as upstream):
 """
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -181,6 +182,20 @@ def test_missing_file_404(env):
     remote = make_remote_name("10.1.2.3", 10, ts=int(time.time()) - 200_000, ext="txt")
     st, _, _ = http("GET", env.a.base + "/group1/" + remote)
     assert st == 404
+
+
+def test_flv_start(env):
+    data = payload(5000, 3)
+    fid = upload(env.c1, data, ext="flv")
+    st, h, body = http("GET", env.a.base + "/" + fid + "?start=1000")
+    assert st == 200 and body == b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00" + data[1000:]
+    assert h["content-type"] == "video/x-flv" and "content-range" not in h
+    st, _, body = http("GET", env.a.base + "/" + fid + "?start=1000&end=2000")
+    assert st == 200 and body[13:] == data[1000:2000]
+    st, _, body = http("GET", env.a.base + "/" + fid + "?start=0")
+    assert st == 200 and body == data
+    st, _, _ = http("GET", env.a.base + "/" + fid + "?start=99999")
+    assert st == 400
 
 
 def test_mime_type_from_nginx_types(env):
@@ -388,3 +403,134 @@ def test_large_file_flat_worker_memory(env):
         assert growth < 32 * 1024, "worker VmHWM grew by %d KiB" % growth
     finally:
         path.unlink()
+
+
+# ------------------------------------------------------------------ several groups, tiers
+
+@pytest.fixture(scope="module")
+def group2(env, tmp_path_factory):
+    c2 = start_cluster(tmp_path_factory, "ngx2", group="group2", store_paths=1)
+    g = Env()
+    g.c2 = c2
+    try:
+        port = free_port_on(c2.storage_ip)
+        g.nginx = start_storage_nginx(env.root / "g2", (c2.storage_ip, port), "group2", c2.store_paths,
+                                      tracker=c2.tracker_server)
+        g.data = payload(30_000, 2)
+        g.fid = upload(c2, g.data)
+        yield g
+    finally:
+        if getattr(g, "nginx", None):
+            g.nginx.stop()
+        stop_cluster(c2)
+
+
+def test_multi_group_node(env, group2, tmp_path):
+    """One nginx serving two groups (group_count = 2, [group1]/[group2] sections)."""
+    mod = tmp_path / "mod_fastdfs.conf"
+    text = mod_conf_text("group1", env.c1.store_paths, group_count="2")
+    text += "\n[group1]\ngroup_name = group1\nstore_path_count = 2\n"
+    text += "".join("store_path%d = %s\n" % (i, p) for i, p in enumerate(env.c1.store_paths))
+    text += "[group2]\ngroup_name = group2\nstore_path_count = 1\nstore_path0 = %s\n" % group2.c2.store_paths[0]
+    mod.write_text(text)
+    shutil.copy(CONF_DIR / "http.conf", tmp_path / "http.conf")
+    shutil.copy(CONF_DIR / "mime.types", tmp_path / "mime.types")
+    addr = (free_ip(env.port), env.port)
+    n = Nginx(tmp_path, storage_nginx_conf(tmp_path, addr, mod), addr).start()
+    try:
+        st, _, body = http("GET", n.base + "/" + env.fid)
+        assert st == 200 and body == env.data
+        st, _, body = http("GET", n.base + "/" + group2.fid)
+        assert st == 200 and body == group2.data
+    finally:
+        n.stop()
+
+
+def render_tier(name, root, listen, servers):
+    text = (CONF_DIR / name).read_text()
+    root = Path(root)
+    text = text.replace("user www-data;", "user root;").replace("worker_processes auto;", "worker_processes 2;")
+    text = re.sub(r"error_log \S+", "error_log %s/logs/error.log" % root, text)
+    text = re.sub(r"access_log /\S+;", "access_log %s/logs/access.log;" % root, text)
+    text = re.sub(r"^pid \S+;", "pid %s/nginx.pid;" % root, text, flags=re.M)
+    text = text.replace("/var/cache/nginx/fastdfs-tmp", str(root / "cache-tmp"))
+    text = text.replace("/var/cache/nginx/fastdfs", str(root / "cache"))
+    text = re.sub(r"listen (8000|80);", "listen %s:%d;" % listen, text)
+    for old, new in servers.items():
+        text = text.replace(old, "%s:%d" % new)
+    return text
+
+
+def dead_addr():
+    ip = free_ip(free_port_on("127.0.0.1"))
+    return (ip, free_port_on(ip))
+
+
+def test_tracker_tier_and_top_tier(env, group2, tmp_path):
+    """Caching tier over both groups (one dead member per group), then the top tier."""
+    import re as _re  # noqa: F401
+    root = tmp_path / "tier"
+    root.mkdir()
+    listen = (free_ip(8000 if _bindable("127.0.0.1", 8000) else free_port_on("127.0.0.1")), 0)
+    listen = (listen[0], free_port_on(listen[0]))
+    t = Nginx(root, render_tier("tracker-nginx.conf", root, listen, {
+        "192.168.1.21:8888": env.a.addr,
+        "192.168.1.22:8888": dead_addr(),
+        "192.168.1.31:8888": group2.nginx.addr,
+        "192.168.1.32:8888": dead_addr(),
+    }), listen).start()
+    top_root = tmp_path / "top"
+    top_root.mkdir()
+    top_listen = (free_ip(env.port), env.port)
+    top = Nginx(top_root, render_tier("top-nginx.conf", top_root, top_listen, {
+        "192.168.1.11:8000": listen,
+        "192.168.1.12:8000": dead_addr(),
+    }), top_listen).start()
+    try:
+        for fid, data in [(env.fid, env.data), (group2.fid, group2.data)]:
+            statuses = []
+            for _ in range(3):
+                st, h, body = http("GET", t.base + "/" + fid)
+                assert st == 200 and body == data
+                statuses.append(h.get("x-cache-status"))
+            assert statuses[0] == "MISS" and statuses[-1] == "HIT", statuses
+            st, h, body = http("GET", t.base + "/" + fid, {"X-Fdfs-Purge": "1"})
+            assert st == 200 and body == data and h.get("x-cache-status") == "BYPASS"
+            st, h, body = http("GET", top.base + "/" + fid)
+            assert st == 200 and body == data
+            st, h, body = http("GET", top.base + "/" + fid, {"Range": "bytes=5-14"})
+            assert st == 206 and body == data[5:15]
+        # a repeat is answered from the cache even with group1's storage nginx gone
+        env.a.stop()
+        try:
+            st, h, body = http("GET", t.base + "/" + env.fid)
+            assert st == 200 and body == env.data and h.get("x-cache-status") == "HIT"
+        finally:
+            env.a.start()
+    finally:
+        top.stop()
+        t.stop()
+
+
+def test_debian_nginx_loads_module(env, tmp_path):
+    """The module built with NGINX=debian scripts/build-nginx.sh in /usr/sbin/nginx."""
+    if not (DEBIAN_MODULE.is_file() and os.path.exists("/usr/sbin/nginx")):
+        if os.environ.get("FDFS_REQUIRE_DEBIAN_NGINX") == "1":
+            pytest.fail("Debian nginx or module missing (%s)" % DEBIAN_MODULE)
+        pytest.skip("Debian nginx module not built: NGINX=debian scripts/build-nginx.sh")
+    mod = tmp_path / "mod_fastdfs.conf"
+    mod.write_text(mod_conf_text("group1", env.c1.store_paths))
+    shutil.copy(CONF_DIR / "http.conf", tmp_path / "http.conf")
+    shutil.copy(CONF_DIR / "mime.types", tmp_path / "mime.types")
+    addr = (free_ip(env.port), env.port)
+    n = Nginx(tmp_path, storage_nginx_conf(tmp_path, addr, mod, module=DEBIAN_MODULE), addr,
+              binary="/usr/sbin/nginx").start()
+    try:
+        st, h, body = http("GET", n.base + "/" + env.fid)
+        assert st == 200 and body == env.data
+        st, _, body = http("GET", n.base + "/" + env.fid, {"Range": "bytes=0-9,20-29"})
+        assert st == 206 and env.data[20:30] in body
+        st, _, body = http("GET", n.base + "/" + env.fid + "/x")
+        assert st == 400
+    finally:
+        n.stop()
