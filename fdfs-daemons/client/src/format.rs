@@ -130,48 +130,15 @@ fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
     format!("({text} delay)")
 }
 
-/// Counter labels as upstream's `fdfs_monitor` prints them (including its
-/// `stotal_download_bytes` spelling).
-const COUNTER_LABELS: [&str; 38] = [
-    "total_upload_count",
-    "success_upload_count",
-    "total_append_count",
-    "success_append_count",
-    "total_modify_count",
-    "success_modify_count",
-    "total_truncate_count",
-    "success_truncate_count",
-    "total_set_meta_count",
-    "success_set_meta_count",
-    "total_delete_count",
-    "success_delete_count",
-    "total_download_count",
-    "success_download_count",
-    "total_get_meta_count",
-    "success_get_meta_count",
-    "total_create_link_count",
-    "success_create_link_count",
-    "total_delete_link_count",
-    "success_delete_link_count",
-    "total_upload_bytes",
-    "success_upload_bytes",
-    "total_append_bytes",
-    "success_append_bytes",
-    "total_modify_bytes",
-    "success_modify_bytes",
-    "stotal_download_bytes",
-    "success_download_bytes",
-    "total_sync_in_bytes",
-    "success_sync_in_bytes",
-    "total_sync_out_bytes",
-    "success_sync_out_bytes",
-    "total_file_open_count",
-    "success_file_open_count",
-    "total_file_read_count",
-    "success_file_read_count",
-    "total_file_write_count",
-    "success_file_write_count",
-];
+/// The label `fdfs_monitor` prints for a counter: the wire name, except that upstream
+/// spells one of them `stotal_download_bytes`; scripts that parse the output expect it.
+fn counter_label(index: usize) -> &'static str {
+    if index == fdfs_proto::tracker_msg::counter::TOTAL_DOWNLOAD_BYTES {
+        "stotal_download_bytes"
+    } else {
+        fdfs_proto::tracker_msg::COUNTER_NAMES[index]
+    }
+}
 
 /// One group and its storages, as `fdfs_monitor list` prints them.
 pub fn group_listing(g: &GroupStat, storages: &[StorageStat]) -> String {
@@ -255,7 +222,8 @@ fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat
         c.conn_current as i32
     );
     let _ = writeln!(o, "\t\tconnection.max_count = {}", c.conn_max as i32);
-    for (label, v) in COUNTER_LABELS.iter().zip(c.counters.iter()) {
+    for (i, v) in c.counters.iter().enumerate() {
+        let label = counter_label(i);
         let _ = writeln!(o, "\t\t{label} = {v}");
     }
     let _ = writeln!(
