@@ -145,11 +145,45 @@ cmd_check() {
   cargo clippy --workspace --all-targets -- -D warnings
 }
 
+# nginx + ngx_fastdfs_module: `./build.sh nginx` builds nginx from the vendored source with
+# the module (target-ngx/dist/); `NGINX=debian ./build.sh nginx` builds the module for
+# Debian's packaged nginx (target-ngx/dist-debian/). `./build.sh nginx check`: fmt+clippy.
+cmd_nginx() {
+  ensure_toolchain
+  bash "$ROOT/scripts/build-nginx.sh" "$@"
+}
+
+# The demo storage's nginx on $DEMO_STORAGE_IP:8888, from nginx-conf/ (needs `cmd_nginx`).
+start_demo_nginx() {
+  local dir="$RUN_DIR/nginx" dist="$ROOT/target-ngx/dist"
+  mkdir -p "$dir/logs"
+  cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$dir/"
+  sed -e "s|^base_path = .*|base_path = $RUN_DIR/storage|" \
+      -e "s|^store_path0 = .*|store_path0 = $RUN_DIR/store0|" \
+      -e "/^tracker_server = /d" -e "s|^#include http.conf|tracker_server = $DEMO_TRACKER_IP:22122\n#include http.conf|" \
+      "$ROOT/nginx-conf/mod_fastdfs.conf" >"$dir/mod_fastdfs.conf"
+  sed -e "s|^load_module .*|load_module $dist/modules/ngx_http_fastdfs_module.so;|" \
+      -e "s|^user www-data;|user root;|" -e "s|^pid .*|pid $dir/nginx.pid;|" \
+      -e "s|error_log /[^ ]*|error_log $dir/logs/error.log|" \
+      -e "s|access_log /[^ ;]*;|access_log $dir/logs/access.log;|" \
+      -e "s|listen 8888;|listen $DEMO_STORAGE_IP:8888;|" \
+      -e "s|fastdfs_conf [^;]*;|fastdfs_conf $dir/mod_fastdfs.conf;|" \
+      "$ROOT/nginx-conf/storage-nginx.conf" >"$dir/nginx.conf"
+  "$dist/sbin/nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log"
+}
+
+stop_demo_nginx() {
+  local dir="$RUN_DIR/nginx"
+  [ -f "$dir/nginx.pid" ] && "$ROOT/target-ngx/dist/sbin/nginx" -p "$dir" -c "$dir/nginx.conf" \
+    -e "$dir/logs/error.log" -s quit 2>/dev/null || true
+}
+
 case "${1:-}" in
   demo) cmd_demo ;;
   stop) cmd_stop ;;
   test) cmd_test ;;
   build) build_release ;;
   check) cmd_check ;;
+  nginx) shift; cmd_nginx "$@" ;;
   *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
