@@ -6,6 +6,8 @@
 #   ./build.sh test    install what is missing, build, run every test
 #   ./build.sh build   release build only (binaries in target/release/)
 #   ./build.sh check   cargo fmt --check and clippy
+#   ./build.sh nginx   nginx with ngx_fastdfs_module (NGINX=debian: the module for Debian's nginx)
+#   ./build.sh bench   the benchmark (bench/run.sh), results in bench/results/
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -93,6 +95,7 @@ wait_for_upload_target() {
 
 cmd_demo() {
   build_release
+  cmd_nginx
   cmd_stop >/dev/null 2>&1 || true
   write_demo_configs
   local bin="$ROOT/target/release"
@@ -104,6 +107,7 @@ cmd_demo() {
   echo "Hello FastDFS, from $(hostname) at $(date -u +%FT%TZ)" >"$sample"
   local file_id
   file_id=$("$bin/fdfs_upload_file" "$RUN_DIR/client.conf" "$sample")
+  start_demo_nginx
   cat <<TXT
 
 Cluster is running (data and logs under $RUN_DIR).
@@ -111,7 +115,10 @@ Uploaded $sample as:
 
   $file_id
 
-Fetch it back:
+Fetch it back over HTTP (nginx with ngx_fastdfs_module on the storage):
+  curl http://$DEMO_STORAGE_IP:8888/$file_id
+
+or with the tools:
   $bin/fdfs_download_file $RUN_DIR/client.conf $file_id /tmp/hello.txt
   $bin/fdfs_file_info $RUN_DIR/client.conf $file_id
   $bin/fdfs_monitor $RUN_DIR/client.conf list
@@ -122,6 +129,7 @@ TXT
 
 cmd_stop() {
   local bin="$ROOT/target/release"
+  stop_demo_nginx
   [ -f "$RUN_DIR/storage.conf" ] && "$bin/fdfs_storaged" "$RUN_DIR/storage.conf" stop || true
   [ -f "$RUN_DIR/tracker.conf" ] && "$bin/fdfs_trackerd" "$RUN_DIR/tracker.conf" stop || true
 }
@@ -133,10 +141,14 @@ cmd_test() {
   cargo build --workspace --all-targets
   log "unit and crate tests"
   cargo test --workspace
+  log "nginx + ngx_fastdfs_module (vendored nginx, and for Debian's nginx)"
+  install_packages keepalived
+  cmd_nginx
+  NGINX=debian cmd_nginx
   log "python clients (venvs under .venv-tests/)"
   bash "$ROOT/tests/setup-python.sh"
-  log "integration tests: real daemons on loopback, PyPI clients, our tools"
-  FDFS_REQUIRE_BINARIES=1 FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
+  log "integration tests: real daemons and nginx on loopback, PyPI clients, our tools"
+  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
 }
 
 cmd_check() {
@@ -185,5 +197,6 @@ case "${1:-}" in
   build) build_release ;;
   check) cmd_check ;;
   nginx) shift; cmd_nginx "$@" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  bench) ensure_toolchain; bash "$ROOT/bench/run.sh" ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -15,10 +15,11 @@ BIN="$ROOT/target/release"
 SMOKE=${BENCH_SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
   SECONDS_EACH=${BENCH_SECONDS:-0.5}; LARGE_MB=${BENCH_LARGE_MB:-16}
-  MANY=${BENCH_MANY:-2000}; WEED_N=${BENCH_WEED_N:-0}; DRAIN_SECONDS=1
+  MANY=${BENCH_MANY:-2000}; WEED_N=${BENCH_WEED_N:-200}; DRAIN_SECONDS=1; HTTP_SECONDS=1
 else
   SECONDS_EACH=${BENCH_SECONDS:-5}; LARGE_MB=${BENCH_LARGE_MB:-1024}
   MANY=${BENCH_MANY:-1000000}; WEED_N=${BENCH_WEED_N:-100000}; DRAIN_SECONDS=10
+  HTTP_SECONDS=${BENCH_HTTP_SECONDS:-5}
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d /tmp/fdfs-bench.XXXXXX)
@@ -164,6 +165,66 @@ for n in tracker st1 st2; do
   eval "pid=\$PID_$n"
   record "{\"label\":\"peak RSS $n\",\"peak_rss_mb\":$(peak_rss_mb "$pid"),\"rss_mb\":$(rss_mb "$pid")}"
 done
+
+# ---------------------------------------------------------------- HTTP through nginx
+# The same nginx serves the same files twice: through ngx_fastdfs_module and as plain
+# static files (the ceiling).
+NGX="$ROOT/target-ngx/dist/sbin/nginx"
+[ -x "$NGX" ] || bash "$ROOT/scripts/build-nginx.sh" >&2
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+ngx_dir="$WORK/nginx"
+mkdir -p "$ngx_dir/logs"
+cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$ngx_dir/"
+cat >"$ngx_dir/mod_fastdfs.conf" <<CONF
+base_path = $WORK/nginx
+tracker_server = $TRACKER_IP:$TRACKER_PORT
+storage_server_port = $ST_PORT
+group_name = group1
+url_have_group_name = true
+store_path_count = 1
+store_path0 = $WORK/st1
+response_mode = proxy
+#include http.conf
+CONF
+cat >"$ngx_dir/nginx.conf" <<CONF
+load_module $ROOT/target-ngx/dist/modules/ngx_http_fastdfs_module.so;
+worker_processes 1;
+pid $ngx_dir/nginx.pid;
+error_log $ngx_dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    include mime.types.nginx;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    keepalive_requests 1000000;
+    open_file_cache max=10000 inactive=60s;
+    fastdfs_conf $ngx_dir/mod_fastdfs.conf;
+    server {
+        listen $ST1_IP:8888;
+        location ~/group1/M00 { ngx_fastdfs_module; }
+        location /static/ { alias $WORK/st1/data/; }
+    }
+}
+CONF
+"$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log"
+PIDS+=("$(cat "$ngx_dir/nginx.pid" 2>/dev/null || echo 0)")
+head -c 4096 /dev/urandom >"$WORK/http-4k.bin"
+head -c 1048576 /dev/urandom >"$WORK/http-1m.bin"
+wrk_run() { # label url connections
+  bash "$ROOT/bench/wrk-json.sh" "$1" "$2" "$3" "$HTTP_SECONDS"
+}
+for f in 4k 1m; do
+  fid=$("$BIN/fdfs_upload_file" "$WORK/client.conf" "$WORK/http-$f.bin" "$ST1_IP:$ST_PORT")
+  remote=${fid#group1/M00/}
+  curl -sf "http://$ST1_IP:8888/$fid" | cmp -s - "$WORK/http-$f.bin" || { note "nginx module served wrong bytes"; exit 1; }
+  for c in 16 64; do
+    record "$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)"
+    record "$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)"
+  done
+done
+"$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log" -s quit || true
 
 # ---------------------------------------------------------------- many files in one storage
 mkdir -p "$WORK/many"
