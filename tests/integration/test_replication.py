@@ -120,6 +120,34 @@ def test_uploads_reach_every_storage(pair):
         assert any(l.endswith(" c " + remote) for l in binlog_lines(peer)), remote
 
 
+def read_mark(node, peer):
+    p = node.base / "data" / "sync" / ("%s_%d.mark" % (peer.ip, peer.port))
+    if not p.exists():
+        return None
+    kv = dict(l.split("=", 1) for l in p.read_text().splitlines() if "=" in l)
+    return {k: int(v) for k, v in kv.items()}
+
+
+def test_mark_files_follow_the_binlog(pair):
+    """Once caught up, each storage's mark for its peer points at the end of its binlog
+    and holds upstream's keys."""
+    data = b"mark me"
+    fid = upload_via_tracker(pair, data)
+    wait_everywhere(pair, fid, data)
+    for node in pair.nodes:
+        peer = [n for n in pair.nodes if n is not node][0]
+        size = (node.base / "data" / "sync" / "binlog.000").stat().st_size
+
+        def caught_up():
+            m = read_mark(node, peer)
+            return m and m["binlog_index"] == 0 and m["binlog_offset"] == size
+        wait_for(caught_up, SYNC_DEADLINE, what="mark of %s for %s" % (node.ip, peer.ip))
+        m = read_mark(node, peer)
+        assert set(m) >= {"binlog_index", "binlog_offset", "need_sync_old", "sync_old_done",
+                          "until_timestamp", "scan_row_count", "sync_row_count"}
+        assert m["sync_old_done"] == 1
+
+
 def test_delete_reaches_peer(pair):
     data = b"to be deleted"
     fid = upload_via_tracker(pair, data)

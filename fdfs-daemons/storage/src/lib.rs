@@ -75,6 +75,7 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     let (trigger, shutdown) = ShutdownTrigger::new();
     let links = Arc::new(Links {
         init: Mutex::new(init),
+        first_sync: tokio::sync::Mutex::new(()),
     });
     let mut tasks = Vec::new();
     for tracker in st.cfg.tracker_servers.clone() {

@@ -30,6 +30,8 @@ pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
 /// State shared by all tracker links of one storage.
 pub struct Links {
     pub init: Mutex<InitFlag>,
+    /// Held while a link settles the initial sync source with its tracker.
+    pub first_sync: tokio::sync::Mutex<()>,
 }
 
 async fn resolve(text: &str) -> Result<SocketAddr, Error> {
@@ -124,6 +126,24 @@ async fn session(
         status::name(reply.status)
     );
 
+    // One link asks its tracker for our initial sync source (87); the others tell
+    // theirs (88) if they still see us as new.
+    let _first_sync = links.first_sync.lock().await;
+    let init = links.init.lock().unwrap().clone();
+    if init.sync_old_done && reply.status == status::INIT {
+        let src = (!init.sync_src_server.is_empty()).then(|| SyncSource {
+            src_id: init.sync_src_server.clone(),
+            until_timestamp: init.sync_until_timestamp,
+        });
+        let body = src.map(|s| s.encode()).unwrap_or_else(|| {
+            SyncSource {
+                src_id: String::new(),
+                until_timestamp: 0,
+            }
+            .encode()
+        });
+        conn.request(cmd::STORAGE_SYNC_NOTIFY, &body).await?;
+    }
     if !init.sync_old_done {
         // First start: the tracker says whether an existing member must copy its files
         // to us first, and from when.
@@ -144,6 +164,7 @@ async fn session(
             warn!("cannot save init flag: {e}");
         }
     }
+    drop(_first_sync);
 
     // Report at once so the tracker marks us ACTIVE without waiting a whole interval.
     report_disk_usage(st, &mut conn).await?;

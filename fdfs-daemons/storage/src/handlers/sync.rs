@@ -18,10 +18,11 @@ use fdfs_proto::storage_msg::{
 };
 use fdfs_runtime::{unix_now, Connection};
 
-use super::upload::receive_temp;
+use super::upload::TempFile;
 use super::{binlog_failed, locate, Fail, Handled};
 use crate::state::Storage;
 use crate::stats::counter;
+use crate::store::TEMP_PREFIX;
 use crate::transfer::{discard, receive_into};
 
 /// Which peer this connection replicates from (set by 9 REPORT_SERVER_ID).
@@ -104,15 +105,29 @@ pub async fn create_or_update(
         }
     }
     let dir = path.parent().expect("file has a directory").to_path_buf();
-    let (mut temp, _crc, _mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    let mut temp = TempFile {
+        path: dir.join(format!("{TEMP_PREFIX}s{:016x}", rand::random::<u64>())),
+        committed: false,
+    };
+    let mut file = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp.path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot create {}: {e}", temp.path.display());
+            return Err(Fail::ReplyAndClose(errno::from_io(&e)));
+        }
+    };
+    receive_into(conn, &mut file, head.file_size, None).await?;
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
     // The copy keeps the source's time.
     if head.timestamp > 0 {
-        if let Ok(f) = OpenOptions::new().write(true).open(&temp.path) {
-            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
-        }
+        let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
     }
+    drop(file);
     fs::rename(&temp.path, &path).map_err(io_fail)?;
     temp.committed = true;
     let op = if update { 'u' } else { 'c' };

@@ -55,8 +55,30 @@ impl From<io::Error> for End {
     }
 }
 
+/// Requests on the wire before the first reply is awaited.
+const WINDOW: usize = 128;
+/// Queued request bytes are written once they reach this size.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// A record handled on the current connection.
+#[derive(Debug, Clone, Copy)]
+enum Flight {
+    /// Nothing to wait for.
+    Done(Outcome),
+    /// Its request is sent; the reply decides.
+    Awaiting(Awaiting),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Awaiting {
+    /// 16/18: EEXIST also means done.
+    File,
+    /// 17: ENOENT also means done.
+    Delete,
+}
+
 /// What became of one record.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Applied,
     Skipped,
@@ -245,91 +267,236 @@ impl Dispatcher {
         Ok(conn)
     }
 
-    /// Streams records until stopped or the connection breaks.
+    /// Streams records until stopped or the connection breaks. Creates, updates and
+    /// deletes are pipelined: up to [`WINDOW`] requests are on the wire before their
+    /// replies are read (replies are 10 bytes, so they never fill a socket buffer and
+    /// the peer never blocks). Records that may need a fallback (append, modify,
+    /// truncate, rename, link) wait for the pipeline to drain and go one by one.
     async fn stream(&mut self, conn: &mut Connection) -> End {
         let mut end_rx = self.st.binlog.subscribe();
         let mut last_traffic = Instant::now();
+        // flight[i] describes pending[i], for the records already handled.
+        let mut flight: VecDeque<Flight> = VecDeque::new();
+        let mut out: Vec<u8> = Vec::with_capacity(FLUSH_AT + INLINE_MAX as usize);
         loop {
             if stopped(&self.stop) {
                 return End::Stop;
             }
-            if self.pending.is_empty() {
+            // Confirm records that need no reply, in order.
+            while let Some(Flight::Done(outcome)) = flight.front() {
+                let outcome = *outcome;
+                flight.pop_front();
+                self.confirm(outcome);
+            }
+            if self.pending.len() == flight.len() && flight.len() < WINDOW {
                 end_rx.borrow_and_update();
-                let write_index = self.st.binlog.end().index;
-                let before = self.reader.malformed;
-                match self.reader.read_batch(BATCH, write_index) {
-                    Ok(batch) => self.pending.extend(batch),
-                    Err(e) => {
-                        warn!("cannot read binlog: {e}");
-                    }
-                }
-                self.st
-                    .sync
-                    .counters
-                    .malformed
-                    .fetch_add(self.reader.malformed - before, Ordering::Relaxed);
-                if self.pending.is_empty() {
-                    // Caught up: skipped malformed tail records still move the position.
-                    let pos = self.reader.position();
-                    if pos > self.mark.position() {
-                        self.mark.set_position(pos);
-                        self.unsaved += 1;
-                        self.st.sync.set_progress(&self.peer.id, Some(pos));
-                    }
-                    if self.mark.need_sync_old && !self.mark.sync_old_done {
-                        self.mark.sync_old_done = true;
-                        self.save_mark();
-                        info!("old files copied to {}:{}", self.peer.ip, self.peer.port);
-                        report_status(&self.st, &self.peer, status::OFFLINE).await;
-                    }
-                    if self.unsaved > 0 {
-                        self.save_mark();
-                    }
-                    let idle_limit = (conn.timeout() / 2).max(Duration::from_secs(1));
-                    let mut stop = self.stop.clone();
-                    tokio::select! {
-                        r = end_rx.changed() => { if r.is_err() { return End::Stop; } }
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = wait_stop(&mut stop) => return End::Stop,
-                    }
-                    if last_traffic.elapsed() >= idle_limit {
-                        // Keeps the idle connection from timing out on the peer's side.
-                        if let Err(e) = conn.request(cmd::ACTIVE_TEST, &[]).await {
-                            return End::Broken(e);
-                        }
-                        last_traffic = Instant::now();
-                    }
+                self.read_more();
+            }
+            // Put more requests on the wire.
+            while flight.len() < WINDOW && flight.len() < self.pending.len() {
+                let rec = self.pending[flight.len()].clone();
+                if !self.wanted(&rec) {
+                    flight.push_back(Flight::Done(Outcome::Skipped));
                     continue;
                 }
+                let simple = matches!(rec.op.to_ascii_uppercase(), 'C' | 'U' | 'D');
+                if !simple {
+                    if !flight.is_empty() {
+                        break;
+                    }
+                    if let Err(e) = flush(conn, &mut out).await {
+                        return e;
+                    }
+                    let outcome = match self.sync_record(conn, &rec).await {
+                        Ok(o) => o,
+                        Err(e) => return e,
+                    };
+                    last_traffic = Instant::now();
+                    flight.push_back(Flight::Done(outcome));
+                    break;
+                }
+                match self.queue_simple(conn, &rec, &mut out).await {
+                    Ok(f) => flight.push_back(f),
+                    Err(e) => return e,
+                }
+                if out.len() >= FLUSH_AT {
+                    if let Err(e) = flush(conn, &mut out).await {
+                        return e;
+                    }
+                }
             }
-            let rec = self.pending.front().expect("not empty").clone();
-            let outcome = match self.sync_record(conn, &rec).await {
-                Ok(o) => o,
-                Err(e) => return e,
-            };
-            last_traffic = Instant::now();
-            let counters = &self.st.sync.counters;
-            match outcome {
-                Outcome::Applied => {
-                    counters.sent.fetch_add(1, Ordering::Relaxed);
-                    self.mark.sync_row_count += 1;
-                }
-                Outcome::Skipped => {
-                    counters.skipped.fetch_add(1, Ordering::Relaxed);
-                }
-                Outcome::Rejected => {
-                    counters.rejected.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Err(e) = flush(conn, &mut out).await {
+                return e;
             }
-            self.mark.scan_row_count += 1;
-            self.pending.pop_front();
-            self.mark.set_position(rec.end);
-            self.st.sync.set_progress(&self.peer.id, Some(rec.end));
-            self.unsaved += 1;
-            if self.unsaved >= MARK_EVERY {
+            match flight.front() {
+                Some(Flight::Done(_)) => continue,
+                Some(Flight::Awaiting(kind)) => {
+                    let kind = *kind;
+                    let status = match reply_status(conn).await {
+                        Ok(s) => s,
+                        Err(e) => return e,
+                    };
+                    last_traffic = Instant::now();
+                    let rec = self.pending.front().expect("in flight").clone();
+                    let outcome = match (kind, status) {
+                        (_, 0) => Outcome::Applied,
+                        (Awaiting::File, errno::EEXIST) => Outcome::Applied,
+                        (Awaiting::Delete, errno::ENOENT) => Outcome::Applied,
+                        (_, s) => match self.refused(&rec, s) {
+                            Ok(o) => o,
+                            Err(e) => return e,
+                        },
+                    };
+                    flight.pop_front();
+                    self.confirm(outcome);
+                    continue;
+                }
+                None => {}
+            }
+            // Nothing in flight and nothing to send: caught up.
+            if !self.pending.is_empty() {
+                continue;
+            }
+            let pos = self.reader.position();
+            if pos > self.mark.position() {
+                // Malformed records at the end still move the position.
+                self.mark.set_position(pos);
+                self.unsaved += 1;
+                self.st.sync.set_progress(&self.peer.id, Some(pos));
+            }
+            if self.mark.need_sync_old && !self.mark.sync_old_done {
+                self.mark.sync_old_done = true;
+                self.save_mark();
+                info!("old files copied to {}:{}", self.peer.ip, self.peer.port);
+                report_status(&self.st, &self.peer, status::OFFLINE).await;
+            }
+            if self.unsaved > 0 {
                 self.save_mark();
             }
+            let idle_limit = (conn.timeout() / 2).max(Duration::from_secs(1));
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                r = end_rx.changed() => { if r.is_err() { return End::Stop; } }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = wait_stop(&mut stop) => return End::Stop,
+            }
+            if last_traffic.elapsed() >= idle_limit && self.st.binlog.end() <= pos {
+                // Keeps the idle connection from timing out on the peer's side.
+                if let Err(e) = conn.request(cmd::ACTIVE_TEST, &[]).await {
+                    return End::Broken(e);
+                }
+                last_traffic = Instant::now();
+            }
         }
+    }
+
+    /// Reads the next records of the binlog into `pending`.
+    fn read_more(&mut self) {
+        let write_index = self.st.binlog.end().index;
+        let before = self.reader.malformed;
+        match self.reader.read_batch(BATCH, write_index) {
+            Ok(batch) => self.pending.extend(batch),
+            Err(e) => warn!("cannot read binlog: {e}"),
+        }
+        self.st
+            .sync
+            .counters
+            .malformed
+            .fetch_add(self.reader.malformed - before, Ordering::Relaxed);
+    }
+
+    /// The front record of `pending` is done.
+    fn confirm(&mut self, outcome: Outcome) {
+        let rec = self.pending.pop_front().expect("a pending record");
+        let counters = &self.st.sync.counters;
+        match outcome {
+            Outcome::Applied => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                self.mark.sync_row_count += 1;
+            }
+            Outcome::Skipped => {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Rejected => {
+                counters.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.mark.scan_row_count += 1;
+        self.mark.set_position(rec.end);
+        self.st.sync.set_progress(&self.peer.id, Some(rec.end));
+        self.unsaved += 1;
+        if self.unsaved >= MARK_EVERY {
+            self.save_mark();
+        }
+    }
+
+    /// Adds a create, update or delete request to `out` (large content is streamed
+    /// straight to the connection); says what its reply will mean.
+    async fn queue_simple(
+        &self,
+        conn: &mut Connection,
+        rec: &Record,
+        out: &mut Vec<u8>,
+    ) -> Result<Flight, End> {
+        let ts = rec.timestamp as i32;
+        if rec.op.eq_ignore_ascii_case(&'D') {
+            let body = SyncDelete {
+                timestamp: ts,
+                group: self.st.cfg.group_name.clone(),
+                filename: rec.name.clone(),
+            }
+            .encode();
+            out.extend_from_slice(&Header::request(cmd::SYNC_DELETE_FILE, body.len()).encode());
+            out.extend_from_slice(&body);
+            return Ok(Flight::Awaiting(Awaiting::Delete));
+        }
+        let command = if rec.op.eq_ignore_ascii_case(&'C') {
+            cmd::SYNC_CREATE_FILE
+        } else {
+            cmd::SYNC_UPDATE_FILE
+        };
+        let Some(path) = self.local_path(&rec.name) else {
+            return Ok(Flight::Done(Outcome::Skipped));
+        };
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            // Deleted since: its delete record follows.
+            Err(_) => return Ok(Flight::Done(Outcome::Skipped)),
+        };
+        let size = file.metadata()?.len();
+        let head = SyncFileHead {
+            filename_len: rec.name.len(),
+            file_size: size,
+            timestamp: ts,
+            group: self.st.cfg.group_name.clone(),
+        }
+        .encode(&rec.name);
+        let header = Header {
+            pkg_len: (head.len() as u64 + size) as i64,
+            cmd: command,
+            status: 0,
+        };
+        out.extend_from_slice(&header.encode());
+        out.extend_from_slice(&head);
+        if size <= INLINE_MAX {
+            let start = out.len();
+            out.resize(start + size as usize, 0);
+            if let Err(e) = read_at(&mut file, 0, &mut out[start..]) {
+                // Shrunk under us (the request head is already queued): start over.
+                return Err(End::Broken(Error::Io(e)));
+            }
+        } else {
+            flush(conn, out).await?;
+            send_range(conn, &mut file, 0, size)
+                .await
+                .map_err(|e| match e {
+                    TransferError::Net(e) | TransferError::Disk(e) => End::Broken(Error::Io(e)),
+                })?;
+        }
+        self.st
+            .stats
+            .add_bytes(counter::TOTAL_SYNC_OUT_BYTES, size, true);
+        Ok(Flight::Awaiting(Awaiting::File))
     }
 
     /// Should this record go to the peer (§6.1)?
@@ -575,6 +742,14 @@ impl Dispatcher {
         }
         reply_status(conn).await
     }
+}
+
+async fn flush(conn: &mut Connection, out: &mut Vec<u8>) -> Result<(), End> {
+    if !out.is_empty() {
+        conn.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
 }
 
 fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> io::Result<()> {

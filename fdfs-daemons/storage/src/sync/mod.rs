@@ -227,11 +227,17 @@ pub async fn report_status(st: &Storage, dest: &StorageBrief, new_status: u8) {
     }
 }
 
+/// A running dispatcher: its stop switch, its task, its peer.
+type Running = (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+    StorageBrief,
+);
+
 /// Starts and stops one dispatcher per peer as the member list changes, until shutdown.
 pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
     let mut members = st.sync.members.subscribe();
-    let mut running: HashMap<String, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
     loop {
         let list = members.borrow_and_update().clone();
         if let Some(me) = my_id(&st) {
@@ -252,10 +258,16 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
                 .cloned()
                 .collect();
             for id in gone {
-                if let Some((stop, task)) = running.remove(&id) {
+                if let Some((stop, task, brief)) = running.remove(&id) {
                     info!("peer {id} left the group: stopping its replication");
                     let _ = stop.send(true);
                     let _ = task.await;
+                    // If it comes back, it comes back empty.
+                    let _ = std::fs::remove_file(mark::path(
+                        st.binlog.dir(),
+                        &brief.ip,
+                        brief.port as u16,
+                    ));
                 }
             }
             for (id, brief) in wanted {
@@ -267,8 +279,8 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
                     brief.ip, brief.port
                 );
                 let (stop, stop_rx) = watch::channel(false);
-                let task = tokio::spawn(dispatcher::run(st.clone(), brief, stop_rx));
-                running.insert(id, (stop, task));
+                let task = tokio::spawn(dispatcher::run(st.clone(), brief.clone(), stop_rx));
+                running.insert(id, (stop, task, brief));
             }
         }
         tokio::select! {
@@ -278,10 +290,10 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
             _ = shutdown.recv() => break,
         }
     }
-    for (_, (stop, _)) in running.iter() {
+    for (stop, _, _) in running.values() {
         let _ = stop.send(true);
     }
-    for (_, (_, task)) in running {
+    for (_, (_, task, _)) in running {
         let _ = task.await;
     }
 }
