@@ -109,6 +109,10 @@ def test_uploads_reach_every_storage(pair):
     for i in range(60):
         data = payload(100 + i * 37, seed=i)
         files[upload_via_tracker(pair, data)] = data
+    # Large files are streamed, not sent inline with their request.
+    for i, size in enumerate((64 * 1024 + 1, 1536 * 1024 + 7)):
+        data = payload(size, seed=7000 + i)
+        files[upload_via_tracker(pair, data)] = data
     sources = {node_of(pair, f).ip for f in files}
     assert len(sources) == 2, "uploads went to one storage only: %s" % sources
     for fid, data in files.items():
