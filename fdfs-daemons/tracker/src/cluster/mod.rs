@@ -672,6 +672,26 @@ impl Cluster {
                     Refusal::not_found(format!("storage {} not in group {group}", brief.id))
                 })?
         };
+        // A peer only reports the steps of an initial copy: SYNCING when it starts, and
+        // OFFLINE when it is done (the next beat makes the storage ACTIVE). A late or
+        // repeated report must not knock a storage that is already past that step back.
+        let current = g.storage(&id)?.status;
+        let allowed = match brief.status {
+            status::SYNCING => matches!(current, status::INIT | status::WAIT_SYNC),
+            status::OFFLINE => {
+                matches!(current, status::INIT | status::WAIT_SYNC | status::SYNCING)
+            }
+            _ => true,
+        };
+        if !allowed {
+            tracing::info!(
+                "ignored report of {} as {} from a peer: it is {}",
+                id,
+                status::name(brief.status),
+                status::name(current)
+            );
+            return Ok(());
+        }
         if g.set_status(&id, brief.status, "reported by a peer") {
             self.changed();
         }
@@ -880,6 +900,16 @@ pub(crate) mod tests {
         assert_eq!(reply.sync_src_id, "10.0.0.1");
         c.beat(&second, None, 31).unwrap();
         assert_eq!(status_of(&c, "g", "10.0.0.2"), ACTIVE);
+        // A late or repeated report from the source does not knock it back.
+        for late in [SYNCING, OFFLINE] {
+            brief.status = late;
+            c.report_status("g", &brief).unwrap();
+            assert_eq!(
+                status_of(&c, "g", "10.0.0.2"),
+                ACTIVE,
+                "after a late report"
+            );
+        }
         // A third storage while the only other peers are offline: no source yet.
         c.disconnect(&first);
         c.disconnect(&second);
