@@ -14,8 +14,10 @@ ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
 RUN_DIR="$ROOT/run"
 # Demo addresses: loopback only, one IP per daemon (FastDFS tells storages apart by IP).
-DEMO_TRACKER_IP=127.0.0.11
-DEMO_STORAGE_IP=127.0.0.12
+# The classic six nodes: two trackers, group1 and group2 with two storages each; nginx
+# with ngx_fastdfs_module listens on port 8888 of every storage.
+DEMO_TRACKERS=(127.0.0.11 127.0.0.12)
+DEMO_STORAGES=(group1:127.0.0.21 group1:127.0.0.22 group2:127.0.0.23 group2:127.0.0.24)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -51,45 +53,72 @@ build_release() {
   cargo build --release --workspace
 }
 
+tracker_lines() {
+  local t
+  for t in "${DEMO_TRACKERS[@]}"; do echo "tracker_server = $t:22122"; done
+}
+
 write_demo_configs() {
-  mkdir -p "$RUN_DIR"/{tracker,storage,client,store0}
-  cat >"$RUN_DIR/tracker.conf" <<CONF
-# Demo tracker: same keys as FastDFS's tracker.conf.
-bind_addr = $DEMO_TRACKER_IP
+  local t n=0 entry group ip
+  mkdir -p "$RUN_DIR/client"
+  for t in "${DEMO_TRACKERS[@]}"; do
+    n=$((n + 1))
+    mkdir -p "$RUN_DIR/tracker$n"
+    cat >"$RUN_DIR/tracker$n.conf" <<CONF
+# Demo tracker $n: same keys as FastDFS's tracker.conf.
+bind_addr = $t
 port = 22122
-base_path = $RUN_DIR/tracker
+base_path = $RUN_DIR/tracker$n
 store_lookup = 0
 reserved_storage_space = 1%
 check_active_interval = 30
 log_level = info
 CONF
-  cat >"$RUN_DIR/storage.conf" <<CONF
-# Demo storage of group1.
-group_name = group1
-bind_addr = $DEMO_STORAGE_IP
+  done
+  n=0
+  for entry in "${DEMO_STORAGES[@]}"; do
+    n=$((n + 1)); group=${entry%%:*}; ip=${entry#*:}
+    mkdir -p "$RUN_DIR/storage$n/store0"
+    cat >"$RUN_DIR/storage$n.conf" <<CONF
+# Demo storage $n of $group.
+group_name = $group
+bind_addr = $ip
 port = 23000
-base_path = $RUN_DIR/storage
+base_path = $RUN_DIR/storage$n
 store_path_count = 1
-store_path0 = $RUN_DIR/store0
+store_path0 = $RUN_DIR/storage$n/store0
 subdir_count_per_path = 256
-tracker_server = $DEMO_TRACKER_IP:22122
+$(tracker_lines)
 heart_beat_interval = 2
 stat_report_interval = 10
 log_level = info
 CONF
+  done
   cat >"$RUN_DIR/client.conf" <<CONF
 base_path = $RUN_DIR/client
-tracker_server = $DEMO_TRACKER_IP:22122
+$(tracker_lines)
 connect_timeout = 5
 network_timeout = 30
 CONF
 }
 
-wait_for_upload_target() {
-  local deadline=$((SECONDS + 60))
-  until "$ROOT/target/release/fdfs_monitor" "$RUN_DIR/client.conf" list 2>/dev/null | grep -q ACTIVE; do
-    [ $SECONDS -lt $deadline ] || die "storage did not become ACTIVE; see $RUN_DIR/*/logs/"
+wait_all_active() {
+  local want=${#DEMO_STORAGES[@]} deadline=$((SECONDS + 120))
+  until [ "$("$ROOT/target/release/fdfs_monitor" "$RUN_DIR/client.conf" list 2>/dev/null |
+            grep -c ' ACTIVE$' || true)" -ge "$want" ]; do
+    [ $SECONDS -lt $deadline ] || die "storages did not all become ACTIVE; see $RUN_DIR/*/logs/"
     sleep 0.2
+  done
+}
+
+# Runs each daemon of the demo with `start` (detached) or `stop`.
+demo_daemons() {
+  local action=$1 bin="$ROOT/target/release" n
+  for n in $(seq 1 ${#DEMO_TRACKERS[@]}); do
+    [ -f "$RUN_DIR/tracker$n.conf" ] && "$bin/fdfs_trackerd" "$RUN_DIR/tracker$n.conf" "$action" || true
+  done
+  for n in $(seq 1 ${#DEMO_STORAGES[@]}); do
+    [ -f "$RUN_DIR/storage$n.conf" ] && "$bin/fdfs_storaged" "$RUN_DIR/storage$n.conf" "$action" || true
   done
 }
 
@@ -98,26 +127,39 @@ cmd_demo() {
   cmd_nginx
   cmd_stop >/dev/null 2>&1 || true
   write_demo_configs
-  local bin="$ROOT/target/release"
-  log "starting tracker on $DEMO_TRACKER_IP:22122 and storage on $DEMO_STORAGE_IP:23000"
-  "$bin/fdfs_trackerd" "$RUN_DIR/tracker.conf" start
-  "$bin/fdfs_storaged" "$RUN_DIR/storage.conf" start
-  wait_for_upload_target
+  local bin="$ROOT/target/release" n entry
+  log "starting trackers ${DEMO_TRACKERS[*]} (port 22122)"
+  log "starting storages ${DEMO_STORAGES[*]} (port 23000)"
+  for n in $(seq 1 ${#DEMO_TRACKERS[@]}); do "$bin/fdfs_trackerd" "$RUN_DIR/tracker$n.conf" start; done
+  # The first storage of each group starts alone, so the second one joins it as a new
+  # member and copies what it already holds.
+  for n in $(seq 1 ${#DEMO_STORAGES[@]}); do "$bin/fdfs_storaged" "$RUN_DIR/storage$n.conf" start; done
+  wait_all_active
+  n=0
+  for entry in "${DEMO_STORAGES[@]}"; do
+    n=$((n + 1))
+    start_demo_nginx "$n" "${entry#*:}" "${entry%%:*}"
+  done
   local sample="$RUN_DIR/hello.txt"
   echo "Hello FastDFS, from $(hostname) at $(date -u +%FT%TZ)" >"$sample"
-  local file_id
+  local file_id group urls=""
   file_id=$("$bin/fdfs_upload_file" "$RUN_DIR/client.conf" "$sample")
-  start_demo_nginx
+  group=${file_id%%/*}
+  for entry in "${DEMO_STORAGES[@]}"; do
+    [ "${entry%%:*}" = "$group" ] && urls="$urls  curl http://${entry#*:}:8888/$file_id"$'\n'
+  done
   cat <<TXT
 
-Cluster is running (data and logs under $RUN_DIR).
+Six-node cluster is running (data and logs under $RUN_DIR):
+  trackers ${DEMO_TRACKERS[*]}:22122, storages ${DEMO_STORAGES[*]}:23000,
+  nginx with ngx_fastdfs_module on every storage at port 8888.
 Uploaded $sample as:
 
   $file_id
 
-Fetch it back over HTTP (nginx with ngx_fastdfs_module on the storage):
-  curl http://$DEMO_STORAGE_IP:8888/$file_id
-
+Fetch it over HTTP from either storage of $group (the module fetches it from the other
+one if replication has not delivered it yet):
+$urls
 or with the tools:
   $bin/fdfs_download_file $RUN_DIR/client.conf $file_id /tmp/hello.txt
   $bin/fdfs_file_info $RUN_DIR/client.conf $file_id
@@ -128,10 +170,9 @@ TXT
 }
 
 cmd_stop() {
-  local bin="$ROOT/target/release"
-  stop_demo_nginx
-  [ -f "$RUN_DIR/storage.conf" ] && "$bin/fdfs_storaged" "$RUN_DIR/storage.conf" stop || true
-  [ -f "$RUN_DIR/tracker.conf" ] && "$bin/fdfs_trackerd" "$RUN_DIR/tracker.conf" stop || true
+  local n
+  for n in $(seq 1 ${#DEMO_STORAGES[@]}); do stop_demo_nginx "$n"; done
+  demo_daemons stop
 }
 
 cmd_test() {
@@ -165,27 +206,30 @@ cmd_nginx() {
   bash "$ROOT/scripts/build-nginx.sh" "$@"
 }
 
-# The demo storage's nginx on $DEMO_STORAGE_IP:8888, from nginx-conf/ (needs `cmd_nginx`).
+# nginx for demo storage N (ip, group) on port 8888, from nginx-conf/ (needs `cmd_nginx`).
 start_demo_nginx() {
-  local dir="$RUN_DIR/nginx" dist="$ROOT/target-ngx/dist"
+  local n=$1 ip=$2 group=$3 dir="$RUN_DIR/nginx$1" dist="$ROOT/target-ngx/dist"
   mkdir -p "$dir/logs"
   cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$dir/"
-  sed -e "s|^base_path = .*|base_path = $RUN_DIR/storage|" \
-      -e "s|^store_path0 = .*|store_path0 = $RUN_DIR/store0|" \
-      -e "/^tracker_server = /d" -e "s|^#include http.conf|tracker_server = $DEMO_TRACKER_IP:22122\n#include http.conf|" \
+  sed -e "s|^base_path = .*|base_path = $RUN_DIR/storage$n|" \
+      -e "s|^store_path0 = .*|store_path0 = $RUN_DIR/storage$n/store0|" \
+      -e "s|^group_name = .*|group_name = $group|" \
+      -e "/^tracker_server = /d" \
       "$ROOT/nginx-conf/mod_fastdfs.conf" >"$dir/mod_fastdfs.conf"
+  # No [group] sections in the sample: keys appended at the end are global.
+  tracker_lines >>"$dir/mod_fastdfs.conf"
   sed -e "s|^load_module .*|load_module $dist/modules/ngx_http_fastdfs_module.so;|" \
       -e "s|^user www-data;|user root;|" -e "s|^pid .*|pid $dir/nginx.pid;|" \
       -e "s|error_log /[^ ]*|error_log $dir/logs/error.log|" \
       -e "s|access_log /[^ ;]*;|access_log $dir/logs/access.log;|" \
-      -e "s|listen 8888;|listen $DEMO_STORAGE_IP:8888;|" \
+      -e "s|listen 8888;|listen $ip:8888;|" \
       -e "s|fastdfs_conf [^;]*;|fastdfs_conf $dir/mod_fastdfs.conf;|" \
       "$ROOT/nginx-conf/storage-nginx.conf" >"$dir/nginx.conf"
   "$dist/sbin/nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log"
 }
 
 stop_demo_nginx() {
-  local dir="$RUN_DIR/nginx"
+  local dir="$RUN_DIR/nginx$1"
   [ -f "$dir/nginx.pid" ] && "$ROOT/target-ngx/dist/sbin/nginx" -p "$dir" -c "$dir/nginx.conf" \
     -e "$dir/logs/error.log" -s quit 2>/dev/null || true
 }
