@@ -374,24 +374,25 @@ async fn loopback_copy(addr: SocketAddr, bytes: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// With `--total`, samples progress and returns the rate of each window.
+/// With `--total`, samples progress and returns the rate of each window (windows that
+/// end within one sample share the rate measured over that sample).
 async fn watch_windows(total: u64, windows: u64, done: &AtomicU64) -> Vec<f64> {
     let step = (total / windows).max(1);
     let mut rates = Vec::new();
-    let mut mark = Instant::now();
+    let (mut mark_count, mut mark_time) = (0u64, Instant::now());
     let mut next = step;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let d = done.load(Ordering::Relaxed).min(total);
-        while d >= next && next <= total {
+        if d >= next {
             let now = Instant::now();
-            rates.push(step as f64 / now.duration_since(mark).as_secs_f64());
-            eprintln!(
-                "fdfs_bench: {next} ops, {:.0} ops/s in the last window",
-                rates.last().unwrap()
-            );
-            mark = now;
-            next += step;
+            let rate = (d - mark_count) as f64 / now.duration_since(mark_time).as_secs_f64();
+            while d >= next && next <= total {
+                rates.push(rate);
+                eprintln!("fdfs_bench: {next} ops, {rate:.0} ops/s in the last window");
+                next += step;
+            }
+            (mark_count, mark_time) = (d, now);
         }
         if d >= total {
             return rates;
