@@ -190,6 +190,8 @@ cmd_test() {
   bash "$ROOT/tests/setup-python.sh"
   log "integration tests: real daemons and nginx on loopback, PyPI clients, our tools"
   FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
+  log "benchmark smoke run (tiny counts, so that bench/run.sh keeps working)"
+  BENCH_SMOKE=1 bash "$ROOT/bench/run.sh" >/dev/null
 }
 
 cmd_check() {
