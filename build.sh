@@ -186,12 +186,12 @@ cmd_test() {
   install_packages keepalived
   cmd_nginx
   NGINX=debian cmd_nginx
+  log "benchmark smoke run (tiny counts, so that bench/run.sh keeps working)"
+  BENCH_SMOKE=1 bash "$ROOT/bench/run.sh" >/dev/null
   log "python clients (venvs under .venv-tests/)"
   bash "$ROOT/tests/setup-python.sh"
   log "integration tests: real daemons and nginx on loopback, PyPI clients, our tools"
   FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
-  log "benchmark smoke run (tiny counts, so that bench/run.sh keeps working)"
-  BENCH_SMOKE=1 bash "$ROOT/bench/run.sh" >/dev/null
 }
 
 cmd_check() {
