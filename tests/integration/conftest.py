@@ -189,7 +189,7 @@ class Cluster:
     them all, `self.storage` is the first."""
 
     def __init__(self, root, name, ip_size="auto", store_paths=2, subdirs=16, group="group1",
-                 storages=1, groups=None, storage_extra="", trackers=1):
+                 storages=1, groups=None, storage_extra="", trackers=1, tracker_extra=""):
         self.root = Path(root)
         self.name = name
         self.ip_size = ip_size
@@ -199,6 +199,7 @@ class Cluster:
         self.store_path_count = store_paths
         self.subdirs = subdirs
         self.storage_extra = storage_extra
+        self.tracker_extra = tracker_extra
         self.tracker_ip, self.tracker_port = pick_addr()
         self.storage_ip, self.storage_port = pick_addr()
         self.tracker_base = self.root / "tracker"
@@ -261,7 +262,8 @@ class Cluster:
             "connect_timeout = 5\n"
             "network_timeout = 20\n"
             "log_level = info\n"
-            % (ip, port, base, self.ip_size))
+            "%s"
+            % (ip, port, base, self.ip_size, self.tracker_extra))
 
     @property
     def tracker_addrs(self):

@@ -4,6 +4,7 @@
 //! exception: it reads the files it is pointed at). The daemons, the client tools and the
 //! nginx module all build on these types, so every byte layout lives in exactly one place.
 
+pub mod allow_hosts;
 pub mod cmd;
 pub mod codec;
 pub mod config;

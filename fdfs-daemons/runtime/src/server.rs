@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fdfs_proto::allow_hosts::AllowHosts;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
@@ -55,6 +56,31 @@ impl ShutdownTrigger {
 pub async fn serve<H, F>(
     listener: TcpListener,
     max_connections: usize,
+    shutdown: Shutdown,
+    drain: Duration,
+    handler: H,
+) where
+    H: Fn(TcpStream, SocketAddr, Shutdown) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let everyone = Arc::new(AllowHosts::default());
+    serve_allowed(
+        listener,
+        max_connections,
+        everyone,
+        shutdown,
+        drain,
+        handler,
+    )
+    .await
+}
+
+/// As [`serve`], closing at once every connection from an address `allow` refuses
+/// (`allow_hosts`), before a byte is read.
+pub async fn serve_allowed<H, F>(
+    listener: TcpListener,
+    max_connections: usize,
+    allow: Arc<AllowHosts>,
     mut shutdown: Shutdown,
     drain: Duration,
     handler: H,
@@ -79,6 +105,11 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
+        if !allow.allows(peer.ip()) {
+            warn!("{peer} is not in allow_hosts, connection refused");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             warn!("max_connections ({max_connections}) reached, closing connection from {peer}");
             drop(stream);

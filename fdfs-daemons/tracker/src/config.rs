@@ -114,6 +114,8 @@ pub struct TrackerConfig {
     pub network_timeout: Duration,
     pub base_path: PathBuf,
     pub max_connections: usize,
+    /// `allow_hosts`: client addresses accepted (everyone by default).
+    pub allow_hosts: std::sync::Arc<fdfs_proto::allow_hosts::AllowHosts>,
     /// Accepted for compatibility; tokio schedules the work.
     pub work_threads: usize,
     /// Largest request body accepted.
@@ -196,6 +198,10 @@ impl TrackerConfig {
             network_timeout: seconds(g.int_in("network_timeout", 60, 1, 86400)?),
             base_path,
             max_connections: g.int_in("max_connections", 256, 1, 1_000_000)? as usize,
+            allow_hosts: std::sync::Arc::new(
+                fdfs_proto::allow_hosts::AllowHosts::parse(g.all("allow_hosts"))
+                    .map_err(|e| g.invalid("allow_hosts", &e))?,
+            ),
             work_threads: g.int_in("work_threads", 4, 1, 1024)? as usize,
             buff_size: buff_size(&g)?,
             placement: Placement {

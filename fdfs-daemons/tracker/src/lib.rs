@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use crate::relationship::{host_of, split_host, Relationship};
 use std::time::Duration;
 
-use fdfs_runtime::server::{serve, Shutdown};
+use fdfs_runtime::server::{serve_allowed, Shutdown};
 use fdfs_runtime::unix_now;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -114,9 +114,10 @@ impl Tracker {
         let saver = tokio::spawn(save_when_changed(shared.clone(), shutdown.clone()));
         let peers = tokio::spawn(peers::run(shared.clone(), shutdown.clone()));
         let handler_shared = shared.clone();
-        serve(
+        serve_allowed(
             self.listener,
             shared.config.max_connections,
+            shared.config.allow_hosts.clone(),
             shutdown,
             DRAIN,
             move |stream, peer, stop| {

@@ -1,0 +1,55 @@
+"""Access control: `allow_hosts` as upstream."""
+
+import signal
+import socket
+
+import fdfs_wire as wire
+from conftest import pick_addr, start_cluster, stop_cluster
+
+
+def answered(addr, source_ip):
+    """Sends an active test from `source_ip`: True if answered, False if hung up on."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.bind((source_ip, 0))
+        s.connect(addr)
+        try:
+            s.sendall(wire.header(0, 111))
+            return len(s.recv(10)) == 10
+        except (ConnectionResetError, BrokenPipeError):
+            return False
+    finally:
+        s.close()
+
+
+def test_tracker_allow_hosts(tmp_path_factory):
+    stranger_ip, _ = pick_addr()
+    c = start_cluster(tmp_path_factory, "allow", store_paths=1)
+    try:
+        assert answered(c.tracker_addr, stranger_ip)
+        # Only the storage and this test's own 127.0.0.1 may talk to the tracker now.
+        with open(c.tracker_conf, "a") as f:
+            f.write("allow_hosts = %s\nallow_hosts = 127.0.0.1/32\n" % c.storage_ip)
+        c.tracker.proc.send_signal(signal.SIGTERM)
+        assert c.tracker.proc.wait(10) == 0
+        c.tracker.stderr_fh.close()
+        c.tracker.start()
+        c.wait_ready()  # the storage re-joined from its allowed address
+        assert answered(c.tracker_addr, "127.0.0.1")
+        assert not answered(c.tracker_addr, stranger_ip)
+        assert "not in allow_hosts" in c.tracker.logs()
+    finally:
+        stop_cluster(c)
+
+
+def test_bad_allow_hosts_stops_startup(tmp_path_factory, tmp_path):
+    import subprocess
+    from conftest import require_binary
+
+    conf = tmp_path / "tracker.conf"
+    conf.write_text("base_path = %s\nallow_hosts = 10.0.0.[9-1]\n" % tmp_path)
+    run = subprocess.run([str(require_binary("fdfs_trackerd")), str(conf), "start", "--foreground"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode != 0
+    assert "allow_hosts" in run.stderr and ":2" in run.stderr, run.stderr
