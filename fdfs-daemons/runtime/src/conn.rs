@@ -36,9 +36,20 @@ impl Error {
     }
 }
 
+/// Bytes read from the socket at once when a read is smaller than this: one `recv`
+/// then serves many small requests or replies (pipelined peers send them back to back).
+const READ_BUF: usize = 64 * 1024;
+
 pub struct Connection {
     stream: TcpStream,
     timeout: Duration,
+    /// Input read ahead: `rbuf[rpos..rend]` is not consumed yet.
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    /// Output queued by [`Connection::queue_reply`], written before anything else is
+    /// written and before the connection waits for input.
+    wbuf: Vec<u8>,
 }
 
 fn timed_out() -> io::Error {
@@ -50,7 +61,14 @@ impl Connection {
     /// `timeout` (the config's `network_timeout`).
     pub fn new(stream: TcpStream, timeout: Duration) -> Self {
         let _ = stream.set_nodelay(true);
-        Connection { stream, timeout }
+        Connection {
+            stream,
+            timeout,
+            rbuf: Box::default(),
+            rpos: 0,
+            rend: 0,
+            wbuf: Vec::new(),
+        }
     }
 
     /// Connects to `addr`, optionally from `bind` (storages bind their outgoing
@@ -92,8 +110,61 @@ impl Connection {
         self.timeout
     }
 
+    /// The raw stream. Input already read ahead and queued output are not in it: use
+    /// it only on a connection that has done neither.
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
+    }
+
+    /// Input received but not consumed yet (whole requests a pipelining peer sent).
+    pub fn buffered(&self) -> &[u8] {
+        &self.rbuf[self.rpos..self.rend]
+    }
+
+    /// Bytes of output queued and not written yet.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Copies buffered input into `buf`; returns how many bytes.
+    fn take_buffered(&mut self, buf: &mut [u8]) -> usize {
+        let n = (self.rend - self.rpos).min(buf.len());
+        buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+        self.rpos += n;
+        n
+    }
+
+    /// One read from the socket into `buf`, or into the read-ahead buffer when `buf` is
+    /// small (then served from it). Queued output goes first, so a peer waiting for
+    /// it never deadlocks with us. Cancel safe: nothing is consumed until it returns.
+    async fn read_socket(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.wbuf.is_empty() {
+            self.flush().await?;
+        }
+        if buf.len() >= READ_BUF {
+            return self.stream.read(buf).await;
+        }
+        if self.rbuf.is_empty() {
+            self.rbuf = vec![0u8; READ_BUF].into_boxed_slice();
+        }
+        self.rpos = 0;
+        self.rend = 0;
+        let n = self.stream.read(&mut self.rbuf).await?;
+        self.rend = n;
+        Ok(self.take_buffered(buf))
+    }
+
+    /// Reads up to `buf.len()` bytes, waiting at most `limit` for them.
+    async fn read_within(&mut self, buf: &mut [u8], limit: Duration) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.rpos < self.rend {
+            return Ok(self.take_buffered(buf));
+        }
+        tokio::time::timeout(limit, self.read_socket(buf))
+            .await
+            .map_err(|_| timed_out())?
     }
 
     /// Reads the next header; `None` when the peer closed the connection cleanly between
@@ -101,9 +172,11 @@ impl Connection {
     /// connections to wait longer than a request may take).
     pub async fn read_header(&mut self, idle: Duration) -> io::Result<Option<Header>> {
         let mut raw = [0u8; HEADER_LEN];
-        let first = tokio::time::timeout(idle, self.stream.read(&mut raw))
-            .await
-            .map_err(|_| timed_out())??;
+        if self.rend - self.rpos >= HEADER_LEN {
+            self.take_buffered(&mut raw);
+            return Ok(Some(Header::decode(&raw)));
+        }
+        let first = self.read_within(&mut raw, idle).await?;
         if first == 0 {
             return Ok(None);
         }
@@ -114,17 +187,26 @@ impl Connection {
     }
 
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        tokio::time::timeout(self.timeout, self.stream.read_exact(buf))
-            .await
-            .map_err(|_| timed_out())??;
+        let mut done = self.take_buffered(buf);
+        if done == buf.len() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while done < buf.len() {
+            let n = tokio::time::timeout_at(deadline, self.read_socket(&mut buf[done..]))
+                .await
+                .map_err(|_| timed_out())??;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
         Ok(())
     }
 
     /// Reads up to `buf.len()` bytes (at least one); 0 means the peer closed.
     pub async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        tokio::time::timeout(self.timeout, self.stream.read(buf))
-            .await
-            .map_err(|_| timed_out())?
+        self.read_within(buf, self.timeout).await
     }
 
     pub async fn read_body(&mut self, len: usize) -> io::Result<Vec<u8>> {
@@ -133,18 +215,53 @@ impl Connection {
         Ok(body)
     }
 
+    /// Writes `data` (after any queued output).
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            if data.len() <= READ_BUF {
+                self.wbuf.extend_from_slice(data);
+                return self.flush().await;
+            }
+            self.flush().await?;
+        }
         tokio::time::timeout(self.timeout, self.stream.write_all(data))
             .await
             .map_err(|_| timed_out())?
     }
 
+    /// Writes the queued output.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let r = tokio::time::timeout(self.timeout, self.stream.write_all(&self.wbuf))
+            .await
+            .map_err(|_| timed_out());
+        self.wbuf.clear();
+        r?
+    }
+
     /// Sends a header and a body in one write.
     pub async fn send(&mut self, header: Header, body: &[u8]) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.wbuf.extend_from_slice(&header.encode());
+            self.wbuf.extend_from_slice(body);
+            return self.flush().await;
+        }
         let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&header.encode());
         out.extend_from_slice(body);
         self.write_all(&out).await
+    }
+
+    /// Queues a reply (as [`Connection::reply`]) without writing it: it goes out with the
+    /// next write, at [`Connection::flush`], or before the connection waits for input.
+    /// Lets a server answer a burst of pipelined requests with one write.
+    pub fn queue_reply(&mut self, status: u8, body: &[u8]) {
+        let body = if status == 0 { body } else { &[] };
+        self.wbuf
+            .extend_from_slice(&Header::response(status, body.len() as u64).encode());
+        self.wbuf.extend_from_slice(body);
     }
 
     /// Sends a reply: status 0 with `body`, or an errno with an empty body.

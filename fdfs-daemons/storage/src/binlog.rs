@@ -88,6 +88,15 @@ fn repair_tail(path: &Path) -> io::Result<u64> {
     Ok(keep as u64)
 }
 
+/// Adds one record line to `out`, as [`Binlog::append`] writes it.
+pub fn format_record(out: &mut Vec<u8>, timestamp: i64, op: char, name: &str, extra: Option<&str>) {
+    // Writing to a Vec cannot fail.
+    let _ = match extra {
+        Some(x) => writeln!(out, "{timestamp} {op} {name} {x}"),
+        None => writeln!(out, "{timestamp} {op} {name}"),
+    };
+}
+
 impl Binlog {
     pub fn open(base_path: &Path) -> io::Result<Binlog> {
         let dir = base_path.join("data").join("sync");
@@ -124,17 +133,7 @@ impl Binlog {
         };
         let mut cur = self.current.lock().unwrap();
         if cur.size + line.len() as u64 > ROTATE_SIZE {
-            let index = cur.index + 1;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file_name(&self.dir, index))?;
-            write_index(&self.dir, index)?;
-            *cur = Current {
-                file,
-                index,
-                size: 0,
-            };
+            self.rotate(&mut cur)?;
         }
         cur.file.write_all(line.as_bytes())?;
         cur.size += line.len() as u64;
@@ -145,6 +144,40 @@ impl Binlog {
         // Sent under the lock so the published end never goes backwards.
         self.end.send_replace(pos);
         Ok(pos)
+    }
+
+    /// Appends whole records formatted by [`format_record`] in one write (a peer's
+    /// burst of changes). Returns the position after the last one.
+    pub fn append_records(&self, records: &[u8]) -> io::Result<BinlogPos> {
+        let mut cur = self.current.lock().unwrap();
+        if cur.size > 0 && cur.size + records.len() as u64 > ROTATE_SIZE {
+            self.rotate(&mut cur)?;
+        }
+        if !records.is_empty() {
+            cur.file.write_all(records)?;
+            cur.size += records.len() as u64;
+        }
+        let pos = BinlogPos {
+            index: cur.index,
+            offset: cur.size,
+        };
+        self.end.send_replace(pos);
+        Ok(pos)
+    }
+
+    fn rotate(&self, cur: &mut Current) -> io::Result<()> {
+        let index = cur.index + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file_name(&self.dir, index))?;
+        write_index(&self.dir, index)?;
+        *cur = Current {
+            file,
+            index,
+            size: 0,
+        };
+        Ok(())
     }
 
     /// The end of the last record written.

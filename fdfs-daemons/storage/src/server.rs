@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::{cmd, errno, Header};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::Connection;
@@ -20,7 +21,7 @@ pub async fn handle_connection(
 ) {
     st.stats.connection_opened();
     let mut conn = Connection::new(stream, st.cfg.network_timeout);
-    let mut sync_src: sync::SyncSource = None;
+    let mut sync_sess = sync::SyncSession::default();
     loop {
         let header = tokio::select! {
             h = conn.read_header(st.cfg.network_timeout) => h,
@@ -39,21 +40,68 @@ pub async fn handle_connection(
             let _ = conn.reply(errno::EINVAL, &[]).await;
             break;
         };
-        let outcome = dispatch(&st, &mut conn, header, body_len, &mut sync_src).await;
-        let (status, close) = match outcome {
-            Ok(()) => continue,
-            Err(Fail::Close) => break,
-            Err(Fail::Reply(e)) => (e, e == errno::EINVAL),
-            Err(Fail::ReplyAndClose(e)) => (e, true),
-        };
-        if status == errno::EINVAL {
-            warn!("{peer}: invalid request (command {})", header.cmd);
+        if sync_sess.has_unwritten() && !batched(header.cmd) && !write_binlog(&st, &mut sync_sess) {
+            break;
         }
-        if conn.reply(status, &[]).await.is_err() || close {
+        let outcome = dispatch(&st, &mut conn, header, body_len, &mut sync_sess).await;
+        let close = match outcome {
+            Ok(()) => false,
+            Err(Fail::Close) => break,
+            Err(Fail::Reply(e)) | Err(Fail::ReplyAndClose(e)) => {
+                if e == errno::EINVAL {
+                    warn!("{peer}: invalid request (command {})", header.cmd);
+                }
+                conn.queue_reply(e, &[]);
+                e == errno::EINVAL || matches!(outcome, Err(Fail::ReplyAndClose(_)))
+            }
+        };
+        // Replies of a burst of pipelined requests wait until it is handled; then the
+        // binlog records of their changes are written first, the replies after.
+        let flush_now = close || conn.queued() > 0 && !next_request_buffered(&conn);
+        if flush_now && (!write_binlog(&st, &mut sync_sess) || conn.flush().await.is_err() || close)
+        {
             break;
         }
     }
+    write_binlog(&st, &mut sync_sess);
     st.stats.connection_closed();
+}
+
+/// Commands whose binlog records a [`sync::SyncSession`] gathers.
+fn batched(command: u8) -> bool {
+    matches!(
+        command,
+        cmd::SYNC_CREATE_FILE
+            | cmd::SYNC_UPDATE_FILE
+            | cmd::SYNC_DELETE_FILE
+            | cmd::SYNC_APPEND_FILE
+            | cmd::SYNC_MODIFY_FILE
+            | cmd::SYNC_TRUNCATE_FILE
+            | cmd::SYNC_RENAME_FILE
+            | cmd::SYNC_CREATE_LINK
+    )
+}
+
+/// Is a whole request already read ahead (so handling it cannot wait for input)?
+fn next_request_buffered(conn: &Connection) -> bool {
+    let b = conn.buffered();
+    if b.len() < HEADER_LEN {
+        return false;
+    }
+    let h = Header::decode(b[..HEADER_LEN].try_into().expect("header length"));
+    h.pkg_len >= 0 && (b.len() - HEADER_LEN) as u64 >= h.pkg_len as u64
+}
+
+/// Writes a session's gathered binlog records; false (the connection must end without
+/// its queued replies) if that fails.
+fn write_binlog(st: &Storage, sess: &mut sync::SyncSession) -> bool {
+    match sess.write_binlog(st) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("cannot write binlog: {e}");
+            false
+        }
+    }
 }
 
 async fn dispatch(
@@ -61,7 +109,7 @@ async fn dispatch(
     conn: &mut Connection,
     header: Header,
     body_len: u64,
-    sync_src: &mut sync::SyncSource,
+    sync_src: &mut sync::SyncSession,
 ) -> Handled {
     // Commands that carry file content stream it; they read their own bodies.
     match header.cmd {

@@ -19,17 +19,49 @@ use fdfs_proto::storage_msg::{
 use fdfs_runtime::{unix_now, Connection};
 
 use super::upload::TempFile;
-use super::{binlog_failed, locate, Fail, Handled};
+use super::{locate, Fail, Handled};
+use crate::binlog::format_record;
 use crate::state::Storage;
 use crate::stats::counter;
-use crate::store::TEMP_PREFIX;
+use crate::store::{rename_no_replace, TEMP_PREFIX};
 use crate::transfer::{discard, receive_into};
 
-/// Which peer this connection replicates from (set by 9 REPORT_SERVER_ID).
-pub type SyncSource = Option<String>;
+/// A replication connection's state: the peer it replicates from (set by 9
+/// REPORT_SERVER_ID) and the binlog records of changes applied but not written yet.
+///
+/// A sending peer pipelines its requests, so a burst of them is handled from the
+/// connection's read-ahead buffer; their replies are queued and their records gathered
+/// here. The server loop writes the records (one write) and then the replies (one
+/// write) before it waits for more input: a peer never hears of a change that is not
+/// in the binlog.
+#[derive(Default)]
+pub struct SyncSession {
+    pub src: Option<String>,
+    records: Vec<u8>,
+}
 
-fn applied(st: &Storage, src: &SyncSource, timestamp: i32) {
-    if let Some(id) = src {
+impl SyncSession {
+    fn log(&mut self, timestamp: i32, op: char, name: &str, extra: Option<&str>) {
+        format_record(&mut self.records, timestamp as i64, op, name, extra);
+    }
+
+    pub fn has_unwritten(&self) -> bool {
+        !self.records.is_empty()
+    }
+
+    /// Writes the gathered records to the binlog.
+    pub fn write_binlog(&mut self, st: &Storage) -> io::Result<()> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let r = st.binlog.append_records(&self.records);
+        self.records.clear();
+        r.map(|_| ())
+    }
+}
+
+fn applied(st: &Storage, sess: &SyncSession, timestamp: i32) {
+    if let Some(id) = &sess.src {
         st.sync.note_received(id, timestamp);
     }
     st.stats
@@ -37,8 +69,10 @@ fn applied(st: &Storage, src: &SyncSource, timestamp: i32) {
         .store(unix_now(), Ordering::Relaxed);
 }
 
-async fn ok(conn: &mut Connection) -> Handled {
-    conn.reply(0, &[]).await.map_err(|_| Fail::Close)
+/// Success: the reply is queued (see [`SyncSession`]).
+fn ok(conn: &mut Connection) -> Handled {
+    conn.queue_reply(0, &[]);
+    Ok(())
 }
 
 /// Skips the unread content of a refused request so the connection stays usable.
@@ -56,10 +90,14 @@ fn io_fail(e: io::Error) -> Fail {
     Fail::Reply(errno::from_io(&e))
 }
 
-pub async fn report_server_id(conn: &mut Connection, body: &[u8], src: &mut SyncSource) -> Handled {
+pub async fn report_server_id(
+    conn: &mut Connection,
+    body: &[u8],
+    sess: &mut SyncSession,
+) -> Handled {
     let id = decode_server_id(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
-    *src = Some(id);
-    ok(conn).await
+    sess.src = Some(id);
+    ok(conn)
 }
 
 /// 16 / 18: a whole file. With header status EEXIST the content is left out and the
@@ -70,7 +108,7 @@ pub async fn create_or_update(
     header_status: u8,
     body_len: u64,
     update: bool,
-    src: &SyncSource,
+    sess: &mut SyncSession,
 ) -> Handled {
     if body_len < SyncFileHead::LEN as u64 {
         return Err(Fail::ReplyAndClose(errno::EINVAL));
@@ -92,17 +130,8 @@ pub async fn create_or_update(
         if !path.is_file() {
             return Err(Fail::Reply(errno::ENOENT));
         }
-        applied(st, src, head.timestamp);
-        return ok(conn).await;
-    }
-    if !update {
-        if let Ok(m) = fs::metadata(&path) {
-            if m.is_file() && m.len() == head.file_size {
-                // Already here (a replay after a restart): nothing to do.
-                applied(st, src, head.timestamp);
-                return refuse(conn, content, errno::EEXIST).await;
-            }
-        }
+        applied(st, sess, head.timestamp);
+        return ok(conn);
     }
     let dir = path.parent().expect("file has a directory").to_path_buf();
     let mut temp = TempFile {
@@ -128,14 +157,27 @@ pub async fn create_or_update(
         let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
     }
     drop(file);
-    fs::rename(&temp.path, &path).map_err(io_fail)?;
+    if update {
+        fs::rename(&temp.path, &path).map_err(io_fail)?;
+    } else {
+        match rename_no_replace(&temp.path, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == head.file_size) {
+                    // Already here (a replay after a restart): nothing to do.
+                    applied(st, sess, head.timestamp);
+                    return Err(Fail::Reply(errno::EEXIST));
+                }
+                fs::rename(&temp.path, &path).map_err(io_fail)?;
+            }
+            Err(e) => return Err(io_fail(e)),
+        }
+    }
     temp.committed = true;
     let op = if update { 'u' } else { 'c' };
-    st.binlog
-        .append(head.timestamp as i64, op, &filename, None)
-        .map_err(binlog_failed)?;
-    applied(st, src, head.timestamp);
-    ok(conn).await
+    sess.log(head.timestamp, op, &filename, None);
+    applied(st, sess, head.timestamp);
+    ok(conn)
 }
 
 /// 25 / 35: `length` bytes written at `offset` of an existing file.
@@ -144,7 +186,7 @@ pub async fn append_or_modify(
     conn: &mut Connection,
     body_len: u64,
     modify: bool,
-    src: &SyncSource,
+    sess: &mut SyncSession,
 ) -> Handled {
     if body_len < SyncRangeHead::LEN as u64 {
         return Err(Fail::ReplyAndClose(errno::EINVAL));
@@ -179,25 +221,28 @@ pub async fn append_or_modify(
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.length, true);
     let op = if modify { 'm' } else { 'a' };
-    st.binlog
-        .append(
-            head.timestamp as i64,
-            op,
-            &filename,
-            Some(&format!("{} {}", head.offset, head.length)),
-        )
-        .map_err(binlog_failed)?;
-    applied(st, src, head.timestamp);
-    ok(conn).await
+    sess.log(
+        head.timestamp,
+        op,
+        &filename,
+        Some(&format!("{} {}", head.offset, head.length)),
+    );
+    applied(st, sess, head.timestamp);
+    ok(conn)
 }
 
-pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8], src: &SyncSource) -> Handled {
+pub async fn delete(
+    st: &Storage,
+    conn: &mut Connection,
+    body: &[u8],
+    sess: &mut SyncSession,
+) -> Handled {
     let req = SyncDelete::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            applied(st, src, req.timestamp);
+            applied(st, sess, req.timestamp);
             return Err(Fail::Reply(errno::ENOENT));
         }
         Err(e) => return Err(io_fail(e)),
@@ -207,18 +252,16 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8], src: &Sync
         meta.push("-m");
         let _ = fs::remove_file(meta);
     }
-    st.binlog
-        .append(req.timestamp as i64, 'd', name.full, None)
-        .map_err(binlog_failed)?;
-    applied(st, src, req.timestamp);
-    ok(conn).await
+    sess.log(req.timestamp, 'd', name.full, None);
+    applied(st, sess, req.timestamp);
+    ok(conn)
 }
 
 pub async fn truncate(
     st: &Storage,
     conn: &mut Connection,
     body: &[u8],
-    src: &SyncSource,
+    sess: &mut SyncSession,
 ) -> Handled {
     let req = SyncTruncate::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (_, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
@@ -227,20 +270,23 @@ pub async fn truncate(
         .open(&path)
         .map_err(io_fail)?;
     file.set_len(req.new_size).map_err(io_fail)?;
-    st.binlog
-        .append(
-            req.timestamp as i64,
-            't',
-            &req.filename,
-            Some(&format!("{} {}", req.old_size, req.new_size)),
-        )
-        .map_err(binlog_failed)?;
-    applied(st, src, req.timestamp);
-    ok(conn).await
+    sess.log(
+        req.timestamp,
+        't',
+        &req.filename,
+        Some(&format!("{} {}", req.old_size, req.new_size)),
+    );
+    applied(st, sess, req.timestamp);
+    ok(conn)
 }
 
 /// 40: appender renamed to its normal name (first = new, second = old).
-pub async fn rename(st: &Storage, conn: &mut Connection, body: &[u8], src: &SyncSource) -> Handled {
+pub async fn rename(
+    st: &Storage,
+    conn: &mut Connection,
+    body: &[u8],
+    sess: &mut SyncSession,
+) -> Handled {
     let req = SyncTwoNames::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (_, new_path) = locate(st, &req.group, &req.first).map_err(Fail::Reply)?;
     let (_, old_path) = locate(st, &req.group, &req.second).map_err(Fail::Reply)?;
@@ -248,18 +294,16 @@ pub async fn rename(st: &Storage, conn: &mut Connection, body: &[u8], src: &Sync
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if new_path.is_file() {
-                applied(st, src, req.timestamp);
-                return ok(conn).await;
+                applied(st, sess, req.timestamp);
+                return ok(conn);
             }
             return Err(Fail::Reply(errno::ENOENT));
         }
         Err(e) => return Err(io_fail(e)),
     }
-    st.binlog
-        .append(req.timestamp as i64, 'r', &req.first, Some(&req.second))
-        .map_err(binlog_failed)?;
-    applied(st, src, req.timestamp);
-    ok(conn).await
+    sess.log(req.timestamp, 'r', &req.first, Some(&req.second));
+    applied(st, sess, req.timestamp);
+    ok(conn)
 }
 
 /// 19: a symbolic link (first = link, second = its target).
@@ -267,7 +311,7 @@ pub async fn create_link(
     st: &Storage,
     conn: &mut Connection,
     body: &[u8],
-    src: &SyncSource,
+    sess: &mut SyncSession,
 ) -> Handled {
     let req = SyncTwoNames::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (_, link) = locate(st, &req.group, &req.first).map_err(Fail::Reply)?;
@@ -279,9 +323,7 @@ pub async fn create_link(
         return Err(Fail::Reply(errno::ENOENT));
     }
     std::os::unix::fs::symlink(&target, &link).map_err(io_fail)?;
-    st.binlog
-        .append(req.timestamp as i64, 'l', &req.first, Some(&req.second))
-        .map_err(binlog_failed)?;
-    applied(st, src, req.timestamp);
-    ok(conn).await
+    sess.log(req.timestamp, 'l', &req.first, Some(&req.second));
+    applied(st, sess, req.timestamp);
+    ok(conn)
 }
