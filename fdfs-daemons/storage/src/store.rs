@@ -5,7 +5,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use fdfs_proto::config::SpaceLimit;
@@ -302,6 +302,181 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
     fs::hard_link(from, to)?;
     fs::remove_file(from)
+}
+
+/// O_TMPFILE failed once (file system or kernel without it): named temporary files.
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+/// linkat(AT_EMPTY_PATH) is not allowed to us: link through /proc/self/fd instead.
+static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+
+/// A new file being written in its final directory. It has no name until it is
+/// committed (O_TMPFILE, then one `linkat`): no temporary directory entry to add and
+/// remove, and nothing left behind by a crash. Where O_TMPFILE is missing it is a
+/// `.tmp-` file renamed at commit. Dropped uncommitted, it is gone.
+pub struct NewFile {
+    pub file: fs::File,
+    /// The temporary name, without O_TMPFILE.
+    temp: Option<PathBuf>,
+    committed: bool,
+}
+
+impl NewFile {
+    pub fn create(dir: &Path) -> io::Result<NewFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if !NO_TMPFILE.load(Ordering::Relaxed) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .open(dir)
+            {
+                Ok(file) => {
+                    return Ok(NewFile {
+                        file,
+                        temp: None,
+                        committed: false,
+                    })
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                    ) =>
+                {
+                    tracing::info!(
+                        "no O_TMPFILE in {}: {e}; named temporary files",
+                        dir.display()
+                    );
+                    NO_TMPFILE.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(NewFile {
+                        file,
+                        temp: Some(path),
+                        committed: false,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Names the file `dest` unless that exists (`AlreadyExists` then).
+    pub fn commit_no_replace(&mut self, dest: &Path) -> io::Result<()> {
+        match &self.temp {
+            Some(t) => rename_no_replace(t, dest)?,
+            None => link_fd(&self.file, dest)?,
+        }
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Names the file `dest`, replacing any file there.
+    pub fn commit_replace(&mut self, dest: &Path) -> io::Result<()> {
+        match &self.temp {
+            Some(t) => fs::rename(t, dest)?,
+            None => match link_fd(&self.file, dest) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let name = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+                    let tmp = dest.with_file_name(name);
+                    link_fd(&self.file, &tmp)?;
+                    if let Err(e) = fs::rename(&tmp, dest) {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                }
+                r => r?,
+            },
+        }
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Names the file in `dir` without replacing anything: `make_name` is asked again
+    /// (new random bits) while the name is taken.
+    pub fn commit_new_name(
+        &mut self,
+        dir: &Path,
+        mut make_name: impl FnMut() -> String,
+    ) -> Result<String, u8> {
+        for _ in 0..10 {
+            let name = make_name();
+            match self.commit_no_replace(&dir.join(&name)) {
+                Ok(()) => return Ok(name),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(errno::from_io(&e)),
+            }
+        }
+        Err(errno::EBUSY)
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if let (false, Some(t)) = (self.committed, &self.temp) {
+            let _ = fs::remove_file(t);
+        }
+    }
+}
+
+fn cstring(p: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Gives the open file (an O_TMPFILE one) the name `dest`; never replaces.
+fn link_fd(file: &fs::File, dest: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let cdest = cstring(dest)?;
+    let fd = file.as_raw_fd();
+    if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
+        // SAFETY: the paths are NUL-terminated and outlive the call; fd is open.
+        let rc = unsafe {
+            libc::linkat(
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                cdest.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
+            return Err(err);
+        }
+        // Without CAP_DAC_READ_SEARCH: the /proc way (which also tells a missing
+        // directory from a refused flag).
+    }
+    let proc = cstring(Path::new(&format!("/proc/self/fd/{fd}")))?;
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            libc::AT_FDCWD,
+            cdest.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    NO_EMPTY_PATH.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Gives a finished temporary file its final name without ever replacing an existing

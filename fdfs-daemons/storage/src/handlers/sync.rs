@@ -18,12 +18,11 @@ use fdfs_proto::storage_msg::{
 };
 use fdfs_runtime::{unix_now, Connection};
 
-use super::upload::TempFile;
 use super::{locate, Fail, Handled};
 use crate::binlog::format_record;
 use crate::state::Storage;
 use crate::stats::counter;
-use crate::store::{rename_no_replace, TEMP_PREFIX};
+use crate::store::NewFile;
 use crate::transfer::{discard, receive_into};
 
 /// A replication connection's state: the peer it replicates from (set by 9
@@ -133,34 +132,27 @@ pub async fn create_or_update(
         applied(st, sess, head.timestamp);
         return ok(conn);
     }
-    let dir = path.parent().expect("file has a directory").to_path_buf();
-    let mut temp = TempFile {
-        path: dir.join(format!("{TEMP_PREFIX}s{:016x}", rand::random::<u64>())),
-        committed: false,
-    };
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp.path)
-    {
-        Ok(f) => f,
+    let dir = path.parent().expect("file has a directory");
+    let mut temp = match NewFile::create(dir) {
+        Ok(t) => t,
         Err(e) => {
-            tracing::error!("cannot create {}: {e}", temp.path.display());
+            tracing::error!("cannot create a file in {}: {e}", dir.display());
             return Err(Fail::ReplyAndClose(errno::from_io(&e)));
         }
     };
-    receive_into(conn, &mut file, head.file_size, None).await?;
+    receive_into(conn, &mut temp.file, head.file_size, None).await?;
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
     // The copy keeps the source's time.
     if head.timestamp > 0 {
-        let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
+        let _ = temp
+            .file
+            .set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
     }
-    drop(file);
     if update {
-        fs::rename(&temp.path, &path).map_err(io_fail)?;
+        temp.commit_replace(&path).map_err(io_fail)?;
     } else {
-        match rename_no_replace(&temp.path, &path) {
+        match temp.commit_no_replace(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == head.file_size) {
@@ -168,12 +160,11 @@ pub async fn create_or_update(
                     applied(st, sess, head.timestamp);
                     return Err(Fail::Reply(errno::EEXIST));
                 }
-                fs::rename(&temp.path, &path).map_err(io_fail)?;
+                temp.commit_replace(&path).map_err(io_fail)?;
             }
             Err(e) => return Err(io_fail(e)),
         }
     }
-    temp.committed = true;
     let op = if update { 'u' } else { 'c' };
     sess.log(head.timestamp, op, &filename, None);
     applied(st, sess, head.timestamp);

@@ -4,8 +4,7 @@
 //! only when it is complete does it get its real name (which encodes size, CRC32 and
 //! mtime), so a reader never sees a partial file.
 
-use std::fs::{self, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{
@@ -20,52 +19,27 @@ use super::{binlog_failed, mtime_of, Fail, Handled};
 use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
-use crate::store::{commit_new_file, rename_no_replace, TEMP_PREFIX};
+use crate::store::NewFile;
 use crate::transfer::receive_into;
 
-/// A temporary file that removes itself unless it was committed.
-pub(crate) struct TempFile {
-    pub(crate) path: PathBuf,
-    pub(crate) committed: bool,
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Receives `size` bytes into a new temporary file in `dir`; returns it with its CRC32 and
+/// Receives `size` bytes into a new unnamed file in `dir`; returns it with its CRC32 and
 /// mtime.
 pub(crate) async fn receive_temp(
     conn: &mut Connection,
     dir: &Path,
     size: u64,
-) -> Result<(TempFile, u32, i64), Fail> {
-    let (temp, mut file) = loop {
-        let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => {
-                break (
-                    TempFile {
-                        path,
-                        committed: false,
-                    },
-                    f,
-                )
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                tracing::error!("cannot create {}: {e}", path.display());
-                return Err(Fail::ReplyAndClose(errno::from_io(&e)));
-            }
+) -> Result<(NewFile, u32, i64), Fail> {
+    let mut temp = match NewFile::create(dir) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("cannot create a file in {}: {e}", dir.display());
+            return Err(Fail::ReplyAndClose(errno::from_io(&e)));
         }
     };
     let mut crc = crc32fast::Hasher::new();
-    receive_into(conn, &mut file, size, Some(&mut crc)).await?;
-    let meta = file
+    receive_into(conn, &mut temp.file, size, Some(&mut crc)).await?;
+    let meta = temp
+        .file
         .metadata()
         .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
     Ok((temp, crc.finalize(), mtime_of(&meta)))
@@ -138,22 +112,22 @@ async fn upload_inner(
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
 
     let fext = formatted_ext(&head.ext, random_digit);
-    let base = commit_new_file(&temp.path, &dir, || {
-        let size_field = if appender {
-            appender_size_field(rand::random())
-        } else {
-            normal_size_field(head.file_size, rand::random())
-        };
-        let packed = PackedName {
-            source,
-            timestamp: mtime as u32,
-            size_field,
-            crc32: crc,
-        };
-        format!("{}{fext}", packed.encode())
-    })
-    .map_err(Fail::Reply)?;
-    temp.committed = true;
+    let base = temp
+        .commit_new_name(&dir, || {
+            let size_field = if appender {
+                appender_size_field(rand::random())
+            } else {
+                normal_size_field(head.file_size, rand::random())
+            };
+            let packed = PackedName {
+                source,
+                timestamp: mtime as u32,
+                size_field,
+                crc32: crc,
+            };
+            format!("{}{fext}", packed.encode())
+        })
+        .map_err(Fail::Reply)?;
     let remote = remote_name(path_index as u8, high, low, &base);
     let pos = st
         .binlog
@@ -231,8 +205,8 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
     // Never replaces: a slave uploaded concurrently under the same name wins.
-    match rename_no_replace(&temp.path, &slave_path) {
-        Ok(()) => temp.committed = true,
+    match temp.commit_no_replace(&slave_path) {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(Fail::Reply(errno::EEXIST))
         }
