@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fdfs_proto::fileid::RemoteName;
+use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::storage_msg::{
     encode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
 };
@@ -57,6 +58,9 @@ impl From<io::Error> for End {
 
 /// Requests on the wire before the first reply is awaited.
 const WINDOW: usize = 128;
+/// With more requests than this awaiting replies, no new ones are sent; at or below
+/// it, the window is filled up again.
+const LOW_WATER: usize = WINDOW / 2;
 /// Queued request bytes are written once they reach this size.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -94,6 +98,8 @@ struct Dispatcher {
     /// Records read but not yet done (kept across reconnections).
     pending: VecDeque<Record>,
     unsaved: u64,
+    /// Confirmed records not yet told to `st.sync` (done before waiting).
+    progress_unpublished: bool,
     stop: watch::Receiver<bool>,
 }
 
@@ -144,6 +150,7 @@ pub async fn run(st: Arc<Storage>, peer: StorageBrief, mut stop: watch::Receiver
         reader,
         pending: VecDeque::new(),
         unsaved: 0,
+        progress_unpublished: false,
         stop,
     };
     if d.mark.need_sync_old && !d.mark.sync_old_done {
@@ -193,6 +200,7 @@ async fn initial_mark(
 
 impl Dispatcher {
     fn save_mark(&mut self) {
+        self.publish_progress();
         if let Err(e) = self.mark.save(&self.mark_path) {
             warn!("cannot save {}: {e}", self.mark_path.display());
         }
@@ -292,10 +300,12 @@ impl Dispatcher {
                 end_rx.borrow_and_update();
                 self.read_more();
             }
-            // Put more requests on the wire.
-            while flight.len() < WINDOW && flight.len() < self.pending.len() {
-                let rec = self.pending[flight.len()].clone();
-                if !self.wanted(&rec) {
+            // Put more requests on the wire: only once half the window is answered, so
+            // they go out (and the peer reads them) in large writes, not one per reply.
+            let refill = flight.len() <= LOW_WATER;
+            while refill && flight.len() < WINDOW && flight.len() < self.pending.len() {
+                let rec = &self.pending[flight.len()];
+                if !self.wanted(rec) {
                     flight.push_back(Flight::Done(Outcome::Skipped));
                     continue;
                 }
@@ -307,6 +317,7 @@ impl Dispatcher {
                     if let Err(e) = flush(conn, &mut out).await {
                         return e;
                     }
+                    let rec = rec.clone();
                     let outcome = match self.sync_record(conn, &rec).await {
                         Ok(o) => o,
                         Err(e) => return e,
@@ -315,7 +326,7 @@ impl Dispatcher {
                     flight.push_back(Flight::Done(outcome));
                     break;
                 }
-                match self.queue_simple(conn, &rec, &mut out).await {
+                match self.queue_simple(conn, rec, &mut out).await {
                     Ok(f) => flight.push_back(f),
                     Err(e) => return e,
                 }
@@ -332,17 +343,21 @@ impl Dispatcher {
                 Some(Flight::Done(_)) => continue,
                 Some(Flight::Awaiting(kind)) => {
                     let kind = *kind;
+                    if conn.buffered().len() < HEADER_LEN {
+                        // About to wait: let the waiters of sync_wait_replicas know.
+                        self.publish_progress();
+                    }
                     let status = match reply_status(conn).await {
                         Ok(s) => s,
                         Err(e) => return e,
                     };
                     last_traffic = Instant::now();
-                    let rec = self.pending.front().expect("in flight").clone();
+                    let rec = self.pending.front().expect("in flight");
                     let outcome = match (kind, status) {
                         (_, 0) => Outcome::Applied,
                         (Awaiting::File, errno::EEXIST) => Outcome::Applied,
                         (Awaiting::Delete, errno::ENOENT) => Outcome::Applied,
-                        (_, s) => match self.refused(&rec, s) {
+                        (_, s) => match self.refused(rec, s) {
                             Ok(o) => o,
                             Err(e) => return e,
                         },
@@ -357,6 +372,7 @@ impl Dispatcher {
             if !self.pending.is_empty() {
                 continue;
             }
+            self.publish_progress();
             let pos = self.reader.position();
             if pos > self.mark.position() {
                 // Malformed records at the end still move the position.
@@ -405,6 +421,16 @@ impl Dispatcher {
             .fetch_add(self.reader.malformed - before, Ordering::Relaxed);
     }
 
+    /// Tells [`crate::sync`] (and uploads waiting for replicas) how far the peer is.
+    fn publish_progress(&mut self) {
+        if self.progress_unpublished {
+            self.progress_unpublished = false;
+            self.st
+                .sync
+                .set_progress(&self.peer.id, Some(self.mark.position()));
+        }
+    }
+
     /// The front record of `pending` is done.
     fn confirm(&mut self, outcome: Outcome) {
         let rec = self.pending.pop_front().expect("a pending record");
@@ -423,7 +449,7 @@ impl Dispatcher {
         }
         self.mark.scan_row_count += 1;
         self.mark.set_position(rec.end);
-        self.st.sync.set_progress(&self.peer.id, Some(rec.end));
+        self.progress_unpublished = true;
         self.unsaved += 1;
         if self.unsaved >= MARK_EVERY {
             self.save_mark();
@@ -753,9 +779,8 @@ async fn flush(conn: &mut Connection, out: &mut Vec<u8>) -> Result<(), End> {
 }
 
 fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, offset)
 }
 
 /// Sends a request with a small body; returns the reply status.
