@@ -184,7 +184,9 @@ pub struct RemoteName<'a> {
 
 impl<'a> RemoteName<'a> {
     /// Accepts exactly `M` + 2 uppercase hex, `/XX/YY/` uppercase hex, then a base name of
-    /// `[A-Za-z0-9._-]` that is at least 27 chars long: no `/`, no `..`, nothing else.
+    /// `[A-Za-z0-9._-]` that is at least 27 chars long and does not start with `.`: no `/`,
+    /// so the base is always one plain path component (never `.` or `..`). Dots inside it
+    /// are kept: an upload whose ext is `.jpg` is named `…11..jpg`.
     pub fn parse(full: &'a str) -> Result<Self, ProtoError> {
         let bad = |why: &str| ProtoError::field("file name", format!("{why}: {full:?}"));
         let b = full.as_bytes();
@@ -411,6 +413,23 @@ mod tests {
         assert!(split_file_id("group1/M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt").is_ok());
         assert!(split_file_id("../M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt").is_err());
         assert!(split_file_id("group1").is_err());
+    }
+
+    /// Fuzz regression (fuzz/fuzz_targets/file_id.rs): `..` inside a name is accepted and
+    /// harmless, the name stays one path component inside `data/XX/YY/`.
+    #[test]
+    fn dots_inside_a_name_stay_one_component() {
+        use std::path::{Component, Path};
+        for ok in [
+            "M23/03/23/0AAAAAA3yyAAAAAA3yyyyyyyyyyyppppppAAAggA--..A",
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO41..jpg",
+        ] {
+            let name = RemoteName::parse(ok).unwrap();
+            let rel = Path::new(name.data_relative());
+            assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
+            assert_eq!(rel.components().count(), 3);
+        }
+        assert_eq!(formatted_ext(".jpg", || 1), "11..jpg");
     }
 
     #[test]

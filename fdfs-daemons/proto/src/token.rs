@@ -35,7 +35,9 @@ pub fn check_token(
     if token.len() != 32 {
         return Err(TokenError::Malformed);
     }
-    if ts != 0 && now - ts > ttl {
+    // In i128: `ts` comes from the URL, and `now - ts` overflows i64 for a `ts` near
+    // i64::MIN (found by fuzzing: a panic in a debug build, a wrong answer in release).
+    if ts != 0 && i128::from(now) - i128::from(ts) > i128::from(ttl) {
         return Err(TokenError::Expired);
     }
     if !make_token(remote_filename, secret, ts).eq_ignore_ascii_case(token) {
@@ -73,6 +75,28 @@ mod tests {
         assert_eq!(
             check_token(NAME, "s", "abc", 1000, 1001, 600),
             Err(TokenError::Malformed)
+        );
+    }
+
+    /// Fuzz regression (fuzz/fuzz_targets/token.rs, input `80`): `ts = i64::MIN` from a
+    /// `?ts=-9223372036854775808` query overflowed `now - ts`.
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        let t = make_token(NAME, "s", i64::MIN);
+        assert_eq!(
+            check_token(NAME, "s", &t, i64::MIN, 0, 600),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            check_token(NAME, "s", &t, i64::MIN, 1_800_000_000, i64::MAX),
+            Err(TokenError::Expired)
+        );
+        let t = make_token(NAME, "s", i64::MAX);
+        // From the future: not expired, checked as usual.
+        assert_eq!(check_token(NAME, "s", &t, i64::MAX, i64::MIN, 600), Ok(()));
+        assert_eq!(
+            check_token(NAME, "s", &t, i64::MAX, 1_800_000_000, 600),
+            Ok(())
         );
     }
 }
