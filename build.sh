@@ -182,6 +182,8 @@ cmd_test() {
   cargo build --workspace --all-targets
   log "unit and crate tests"
   cargo test --workspace
+  log "fuzzing fdfs-proto's decoders and parsers (10 s per target)"
+  bash "$ROOT/scripts/fuzz.sh" 10
   log "nginx + ngx_fastdfs_module (vendored nginx, and for Debian's nginx)"
   install_packages keepalived
   cmd_nginx
