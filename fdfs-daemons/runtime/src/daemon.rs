@@ -308,3 +308,46 @@ mod tests {
         let _ = fs::remove_dir_all(dir);
     }
 }
+
+/// What the life cycle needs to know from a daemon's configuration.
+pub struct Basics {
+    pub base_path: PathBuf,
+    pub log_level: String,
+    pub disabled: bool,
+}
+
+/// A daemon's whole `main`: parse the arguments, load the configuration with `load`
+/// (an error names file, line and key), then [`launch`] `serve` with it.
+pub fn main<C, L, F, Fut>(spec: &DaemonSpec, load: L, serve: F) -> std::process::ExitCode
+where
+    L: FnOnce(&Path) -> Result<(C, Basics), String>,
+    F: FnOnce(C) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    use std::process::ExitCode;
+    let args = match parse_args(std::env::args()) {
+        Ok(a) => a,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let (config, basics) = match load(&args.conf) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    if basics.disabled && args.action != Action::Stop {
+        eprintln!("{}: disabled in {}", spec.name, args.conf.display());
+        return ExitCode::FAILURE;
+    }
+    launch(
+        spec,
+        &args,
+        &basics.base_path,
+        &basics.log_level,
+        move || serve(config),
+    )
+}

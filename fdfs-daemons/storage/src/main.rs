@@ -1,34 +1,24 @@
 use std::process::ExitCode;
 
-use fdfs_runtime::daemon::{self, DaemonSpec};
+use fdfs_runtime::daemon::{self, Basics, DaemonSpec};
 use fdfs_storage::config::StorageConfig;
 
 fn main() -> ExitCode {
-    let args = match daemon::parse_args(std::env::args()) {
-        Ok(a) => a,
-        Err(usage) => {
-            eprintln!("{usage}");
-            return ExitCode::from(2);
-        }
-    };
-    let cfg = match StorageConfig::load(&args.conf) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fdfs_storaged: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if cfg.disabled {
-        eprintln!("fdfs_storaged: disabled in {}", args.conf.display());
-        return ExitCode::FAILURE;
-    }
     let spec = DaemonSpec {
         name: "fdfs_storaged",
         log_file: "storaged.log",
     };
-    let base_path = cfg.base_path.clone();
-    let log_level = cfg.log_level.clone();
-    daemon::launch(&spec, &args, &base_path, &log_level, move || {
-        fdfs_storage::run(cfg, daemon::shutdown_signal())
-    })
+    daemon::main(
+        &spec,
+        |path| {
+            let cfg = StorageConfig::load(path).map_err(|e| e.to_string())?;
+            let basics = Basics {
+                base_path: cfg.base_path.clone(),
+                log_level: cfg.log_level.clone(),
+                disabled: cfg.disabled,
+            };
+            Ok((cfg, basics))
+        },
+        |cfg| fdfs_storage::run(cfg, daemon::shutdown_signal()),
+    )
 }
