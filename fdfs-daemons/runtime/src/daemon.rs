@@ -275,157 +275,6 @@ where
     }
 }
 
-/// Names that differ between the daemons.
-pub struct DaemonSpec {
-    /// Program name, also the pid file name: `fdfs_trackerd`.
-    pub name: &'static str,
-    /// Log file under `base_path/logs`: `trackerd.log`.
-    pub log_file: &'static str,
-}
-
-/// Runs the shared life cycle: stop/restart through the pid file under
-/// `base_path/data`, detach unless in the foreground, log under `base_path/logs`, then
-/// run `serve` on a tokio runtime. `serve` should return when [`shutdown_signal`] fires.
-pub fn launch<F, Fut>(
-    spec: &DaemonSpec,
-    args: &DaemonArgs,
-    base_path: &Path,
-    log_level: &str,
-    serve: F,
-) -> std::process::ExitCode
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    use std::process::ExitCode;
-    let pid_path = base_path.join("data").join(format!("{}.pid", spec.name));
-    if matches!(args.action, Action::Stop | Action::Restart) {
-        match stop_running(&pid_path, Duration::from_secs(60)) {
-            Ok(true) => eprintln!("{}: stopped", spec.name),
-            Ok(false) if args.action == Action::Stop => {
-                eprintln!(
-                    "{}: not running ({} has no live pid)",
-                    spec.name,
-                    pid_path.display()
-                );
-                return ExitCode::FAILURE;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                eprintln!("{}: cannot stop: {e}", spec.name);
-                return ExitCode::FAILURE;
-            }
-        }
-        if args.action == Action::Stop {
-            return ExitCode::SUCCESS;
-        }
-    }
-    let Some(level) = crate::logging::level_from_name(log_level) else {
-        eprintln!("{}: unknown log_level {log_level:?}", spec.name);
-        return ExitCode::FAILURE;
-    };
-    for dir in ["data", "logs"] {
-        if let Err(e) = fs::create_dir_all(base_path.join(dir)) {
-            eprintln!(
-                "{}: cannot create {}: {e}",
-                spec.name,
-                base_path.join(dir).display()
-            );
-            return ExitCode::FAILURE;
-        }
-    }
-    if let Some(pid) = running_pid(&pid_path) {
-        eprintln!("{}: already running as pid {pid}", spec.name);
-        return ExitCode::FAILURE;
-    }
-    if !args.foreground {
-        if let Err(e) = daemonize() {
-            eprintln!("{}: cannot detach: {e}", spec.name);
-            return ExitCode::FAILURE;
-        }
-    }
-    let _pid = match PidFile::create(&pid_path) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: {e}", spec.name);
-            return ExitCode::FAILURE;
-        }
-    };
-    let _log = match crate::logging::init(
-        &base_path.join("logs"),
-        spec.log_file,
-        level,
-        args.foreground,
-    ) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("{}: cannot open log: {e}", spec.name);
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing::info!(
-        "{} {} starting, pid {}",
-        spec.name,
-        fdfs_proto::VERSION_TEXT,
-        std::process::id()
-    );
-    match runtime.block_on(serve()) {
-        Ok(()) => {
-            tracing::info!("{} stopped", spec.name);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("{}: {e}", spec.name);
-            eprintln!("{}: {e}", spec.name);
-            ExitCode::FAILURE
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Result<DaemonArgs, String> {
-        parse_args(list.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn parses_upstream_forms() {
-        let a = args(&["fdfs_trackerd", "/etc/fdfs/tracker.conf"]).unwrap();
-        assert_eq!(a.action, Action::Start);
-        assert!(!a.foreground);
-        let a = args(&["fdfs_trackerd", "/etc/fdfs/tracker.conf", "restart"]).unwrap();
-        assert_eq!(a.action, Action::Restart);
-        let a = args(&["x", "c.conf", "start", "--foreground"]).unwrap();
-        assert!(a.foreground);
-        assert!(args(&["x"]).is_err());
-        assert!(args(&["x", "c.conf", "bogus"]).is_err());
-    }
-
-    #[test]
-    fn pid_file_detects_running_instance() {
-        let dir = std::env::temp_dir().join(format!("fdfs-pid-{}", std::process::id()));
-        let path = dir.join("x.pid");
-        let pid = PidFile::create(&path).unwrap();
-        assert_eq!(running_pid(&path), Some(std::process::id() as i32));
-        assert!(PidFile::create(&path).is_err());
-        drop(pid);
-        assert!(!path.exists());
-        let _ = fs::remove_dir_all(dir);
-    }
-}
-
 /// What the life cycle needs to know from a daemon's configuration.
 pub struct Basics {
     pub base_path: PathBuf,
@@ -467,4 +316,38 @@ where
         &basics.log_level,
         move || serve(config),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<DaemonArgs, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_upstream_forms() {
+        let a = args(&["fdfs_trackerd", "/etc/fdfs/tracker.conf"]).unwrap();
+        assert_eq!(a.action, Action::Start);
+        assert!(!a.foreground);
+        let a = args(&["fdfs_trackerd", "/etc/fdfs/tracker.conf", "restart"]).unwrap();
+        assert_eq!(a.action, Action::Restart);
+        let a = args(&["x", "c.conf", "start", "--foreground"]).unwrap();
+        assert!(a.foreground);
+        assert!(args(&["x"]).is_err());
+        assert!(args(&["x", "c.conf", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn pid_file_detects_running_instance() {
+        let dir = std::env::temp_dir().join(format!("fdfs-pid-{}", std::process::id()));
+        let path = dir.join("x.pid");
+        let pid = PidFile::create(&path).unwrap();
+        assert_eq!(running_pid(&path), Some(std::process::id() as i32));
+        assert!(PidFile::create(&path).is_err());
+        drop(pid);
+        assert!(!path.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
 }
