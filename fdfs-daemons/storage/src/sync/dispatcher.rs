@@ -31,8 +31,12 @@ use crate::transfer::{send_range, TransferError};
 
 /// Records read from the binlog at once.
 const BATCH: usize = 512;
-/// The mark is saved after this many records (and whenever the peer is caught up).
+/// The mark is saved after this many records (and when the peer is caught up), but at
+/// most once per [`MARK_INTERVAL`] while records flow: each save writes a new file and
+/// renames it over the old one, whose freed blocks the file system may discard
+/// synchronously (milliseconds on a worker thread). A replay after a crash is harmless.
 const MARK_EVERY: u64 = 500;
+const MARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Content up to this size goes out in the same write as its request head.
 const INLINE_MAX: u64 = 64 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -98,6 +102,7 @@ struct Dispatcher {
     /// Records read but not yet done (kept across reconnections).
     pending: VecDeque<Record>,
     unsaved: u64,
+    last_saved: Instant,
     /// Confirmed records not yet told to `st.sync` (done before waiting).
     progress_unpublished: bool,
     stop: watch::Receiver<bool>,
@@ -150,6 +155,7 @@ pub async fn run(st: Arc<Storage>, peer: StorageBrief, mut stop: watch::Receiver
         reader,
         pending: VecDeque::new(),
         unsaved: 0,
+        last_saved: Instant::now(),
         progress_unpublished: false,
         stop,
     };
@@ -205,6 +211,14 @@ impl Dispatcher {
             warn!("cannot save {}: {e}", self.mark_path.display());
         }
         self.unsaved = 0;
+        self.last_saved = Instant::now();
+    }
+
+    /// Saves the mark if it moved and the last save is [`MARK_INTERVAL`] old.
+    fn save_mark_soon(&mut self) {
+        if self.unsaved > 0 && self.last_saved.elapsed() >= MARK_INTERVAL {
+            self.save_mark();
+        }
     }
 
     async fn run(&mut self) {
@@ -386,9 +400,8 @@ impl Dispatcher {
                 info!("old files copied to {}:{}", self.peer.ip, self.peer.port);
                 report_status(&self.st, &self.peer, status::OFFLINE).await;
             }
-            if self.unsaved > 0 {
-                self.save_mark();
-            }
+            // Saved later (the wait below ends within a second) if saved just now.
+            self.save_mark_soon();
             let idle_limit = (conn.timeout() / 2).max(Duration::from_secs(1));
             let mut stop = self.stop.clone();
             tokio::select! {
@@ -452,7 +465,7 @@ impl Dispatcher {
         self.progress_unpublished = true;
         self.unsaved += 1;
         if self.unsaved >= MARK_EVERY {
-            self.save_mark();
+            self.save_mark_soon();
         }
     }
 
