@@ -43,10 +43,10 @@ const READ_BUF: usize = 64 * 1024;
 pub struct Connection {
     stream: TcpStream,
     timeout: Duration,
-    /// Input read ahead: `rbuf[rpos..rend]` is not consumed yet.
-    rbuf: Box<[u8]>,
+    /// Input read ahead: `rbuf[rpos..]` is not consumed yet. Its capacity (allocated
+    /// at the first read, never zeroed) bounds one read.
+    rbuf: Vec<u8>,
     rpos: usize,
-    rend: usize,
     /// Output queued by [`Connection::queue_reply`], written before anything else is
     /// written and before the connection waits for input.
     wbuf: Vec<u8>,
@@ -64,9 +64,8 @@ impl Connection {
         Connection {
             stream,
             timeout,
-            rbuf: Box::default(),
+            rbuf: Vec::new(),
             rpos: 0,
-            rend: 0,
             wbuf: Vec::new(),
         }
     }
@@ -118,7 +117,7 @@ impl Connection {
 
     /// Input received but not consumed yet (whole requests a pipelining peer sent).
     pub fn buffered(&self) -> &[u8] {
-        &self.rbuf[self.rpos..self.rend]
+        &self.rbuf[self.rpos..]
     }
 
     /// Bytes of output queued and not written yet.
@@ -128,7 +127,7 @@ impl Connection {
 
     /// Copies buffered input into `buf`; returns how many bytes.
     fn take_buffered(&mut self, buf: &mut [u8]) -> usize {
-        let n = (self.rend - self.rpos).min(buf.len());
+        let n = (self.rbuf.len() - self.rpos).min(buf.len());
         buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
         self.rpos += n;
         n
@@ -144,13 +143,12 @@ impl Connection {
         if buf.len() >= READ_BUF {
             return self.stream.read(buf).await;
         }
-        if self.rbuf.is_empty() {
-            self.rbuf = vec![0u8; READ_BUF].into_boxed_slice();
-        }
+        self.rbuf.clear();
         self.rpos = 0;
-        self.rend = 0;
-        let n = self.stream.read(&mut self.rbuf).await?;
-        self.rend = n;
+        if self.rbuf.capacity() < READ_BUF {
+            self.rbuf.reserve_exact(READ_BUF);
+        }
+        self.stream.read_buf(&mut self.rbuf).await?;
         Ok(self.take_buffered(buf))
     }
 
@@ -159,7 +157,7 @@ impl Connection {
         if buf.is_empty() {
             return Ok(0);
         }
-        if self.rpos < self.rend {
+        if self.rpos < self.rbuf.len() {
             return Ok(self.take_buffered(buf));
         }
         tokio::time::timeout(limit, self.read_socket(buf))
@@ -172,7 +170,7 @@ impl Connection {
     /// connections to wait longer than a request may take).
     pub async fn read_header(&mut self, idle: Duration) -> io::Result<Option<Header>> {
         let mut raw = [0u8; HEADER_LEN];
-        if self.rend - self.rpos >= HEADER_LEN {
+        if self.rbuf.len() - self.rpos >= HEADER_LEN {
             self.take_buffered(&mut raw);
             return Ok(Some(Header::decode(&raw)));
         }
