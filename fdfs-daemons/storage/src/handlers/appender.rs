@@ -33,56 +33,76 @@ fn appender_path(st: &Storage, filename: &str) -> Result<PathBuf, u8> {
     Ok(path)
 }
 
-/// Reads the filename that follows a fixed head in a streamed request.
-async fn read_name(conn: &mut Connection, len: usize) -> Result<String, Fail> {
-    let raw = conn.read_body(len).await.map_err(|_| Fail::Close)?;
-    String::from_utf8(raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))
+/// Reads the rest of a streamed appender request up to its content: the fixed head
+/// (`head_len` bytes, turned by `decode` into the head, the filename length and the
+/// content size), then the appender's name; checks the lengths add up and opens the file
+/// (`append` mode or plain write).
+async fn open_streamed<H>(
+    st: &Storage,
+    conn: &mut Connection,
+    body_len: u64,
+    head_len: usize,
+    decode: impl Fn(&[u8]) -> Option<(H, usize, u64)>,
+    append: bool,
+) -> Result<(H, u64, String, File), Fail> {
+    let invalid = || Fail::ReplyAndClose(errno::EINVAL);
+    if body_len < head_len as u64 {
+        return Err(invalid());
+    }
+    let raw = conn.read_body(head_len).await.map_err(|_| Fail::Close)?;
+    let (head, name_len, size) = decode(&raw).ok_or_else(invalid)?;
+    if body_len != (head_len + name_len) as u64 + size {
+        return Err(invalid());
+    }
+    let raw = conn.read_body(name_len).await.map_err(|_| Fail::Close)?;
+    let filename = String::from_utf8(raw).map_err(|_| invalid())?;
+    let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
+    let file = OpenOptions::new()
+        .append(append)
+        .write(!append)
+        .open(&path)
+        .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+    Ok((head, size, filename, file))
+}
+
+/// The file's modification time after a change (now, if it cannot be read).
+fn mtime_after(file: &File) -> i64 {
+    file.metadata()
+        .map(|m| mtime_of(&m))
+        .unwrap_or_else(|_| unix_now())
 }
 
 pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
     let result = async {
-        if body_len < AppendHead::LEN as u64 {
-            return Err(Fail::ReplyAndClose(errno::EINVAL));
-        }
-        let mut raw = [0u8; AppendHead::LEN];
-        conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
-        let head = AppendHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
-        if body_len != (AppendHead::LEN + head.filename_len) as u64 + head.size {
-            return Err(Fail::ReplyAndClose(errno::EINVAL));
-        }
-        let filename = read_name(conn, head.filename_len).await?;
-        let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+        let decode = |raw: &[u8]| {
+            AppendHead::decode(raw)
+                .ok()
+                .map(|h| ((), h.filename_len, h.size))
+        };
+        let ((), size, filename, mut file) =
+            open_streamed(st, conn, body_len, AppendHead::LEN, decode, true).await?;
         let offset = file
             .seek(SeekFrom::End(0))
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
-        if let Err(e) = receive_into(conn, &mut file, head.size, None).await {
+        if let Err(e) = receive_into(conn, &mut file, size, None).await {
             // A broken append leaves the file as it was, never half-extended.
             if let Err(t) = file.set_len(offset) {
                 tracing::error!("cannot undo partial append to {filename}: {t}");
             }
             return Err(e.into());
         }
-        st.stats
-            .add_bytes(counter::TOTAL_APPEND_BYTES, head.size, true);
-        if head.size > 0 {
-            let mtime = file
-                .metadata()
-                .map(|m| mtime_of(&m))
-                .unwrap_or_else(|_| unix_now());
+        st.stats.add_bytes(counter::TOTAL_APPEND_BYTES, size, true);
+        if size > 0 {
             st.binlog
                 .append(
-                    mtime,
+                    mtime_after(&file),
                     op::APPEND,
                     &filename,
-                    Some(&format!("{offset} {}", head.size)),
+                    Some(&format!("{offset} {size}")),
                 )
                 .map_err(binlog_failed)?;
         }
-        Ok(())
+        Ok::<(), Fail>(())
     }
     .await;
     st.stats.record(counter::TOTAL_APPEND, result.is_ok());
@@ -92,45 +112,31 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
 
 pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
     let result = async {
-        if body_len < ModifyHead::LEN as u64 {
-            return Err(Fail::ReplyAndClose(errno::EINVAL));
-        }
-        let mut raw = [0u8; ModifyHead::LEN];
-        conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
-        let head = ModifyHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
-        if body_len != (ModifyHead::LEN + head.filename_len) as u64 + head.size {
-            return Err(Fail::ReplyAndClose(errno::EINVAL));
-        }
-        let filename = read_name(conn, head.filename_len).await?;
-        let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
-        let size = file
+        let decode = |raw: &[u8]| {
+            ModifyHead::decode(raw)
+                .ok()
+                .map(|h| (h.offset, h.filename_len, h.size))
+        };
+        let (offset, size, filename, mut file) =
+            open_streamed(st, conn, body_len, ModifyHead::LEN, decode, false).await?;
+        let current = file
             .metadata()
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?
             .len();
-        if head.offset > size {
+        if offset > current {
             return Err(Fail::ReplyAndClose(errno::EINVAL));
         }
-        file.seek(SeekFrom::Start(head.offset))
+        file.seek(SeekFrom::Start(offset))
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
-        receive_into(conn, &mut file, head.size, None).await?;
-        st.stats
-            .add_bytes(counter::TOTAL_MODIFY_BYTES, head.size, true);
-        let mtime = file
-            .metadata()
-            .map(|m| mtime_of(&m))
-            .unwrap_or_else(|_| unix_now());
+        receive_into(conn, &mut file, size, None).await?;
+        st.stats.add_bytes(counter::TOTAL_MODIFY_BYTES, size, true);
         st.binlog
             .append(
-                mtime,
+                mtime_after(&file),
                 op::MODIFY,
                 &filename,
-                Some(&format!("{} {}", head.offset, head.size)),
+                Some(&format!("{offset} {size}")),
             )
-            .map(|_| ())
             .map_err(binlog_failed)
     }
     .await;
@@ -156,10 +162,7 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
         }
         file.set_len(req.new_size)
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-        let mtime = file
-            .metadata()
-            .map(|m| mtime_of(&m))
-            .unwrap_or_else(|_| unix_now());
+        let mtime = mtime_after(&file);
         st.binlog
             .append(
                 mtime,
