@@ -12,6 +12,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
+. "$ROOT/scripts/common.sh"
 RUN_DIR="$ROOT/run"
 # Demo addresses: loopback only, one IP per daemon (FastDFS tells storages apart by IP).
 # The classic six nodes: two trackers, group1 and group2 with two storages each; nginx
@@ -19,26 +20,6 @@ RUN_DIR="$ROOT/run"
 DEMO_TRACKERS=(127.0.0.11 127.0.0.12)
 DEMO_STORAGES=(group1:127.0.0.21 group1:127.0.0.22 group2:127.0.0.23 group2:127.0.0.24)
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "need root to run: $*"; fi
-}
-
-# Debian packages the build and the tests need; installed only when missing.
-install_packages() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
 
 ensure_toolchain() {
   command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] ||

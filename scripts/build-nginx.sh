@@ -20,26 +20,8 @@ CRATE="$ROOT/ngx-fastdfs-module"
 OUT=${NGX_TARGET_DIR:-$ROOT/target-ngx}
 MODE=${NGINX:-vendored}
 SO_NAME=libngx_http_fastdfs_module.so
+. "$ROOT/scripts/common.sh"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "need root to run: $*"; fi
-}
-
-install_packages() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-}
 
 export PATH="$HOME/.cargo/bin:$PATH"
 # bindgen needs libclang; nginx needs pcre2, zlib and openssl headers
