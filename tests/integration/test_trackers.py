@@ -4,10 +4,7 @@ uploads keep working with our fdfs_upload_file when the first tracker is down.
 Own small fixture (conftest.py's clusters have one tracker): every daemon on its own
 random 127.0.0.x; readiness and elections are polled, never slept for."""
 
-import os
-import random
 import signal
-import socket
 import struct
 import subprocess
 from pathlib import Path
@@ -15,45 +12,18 @@ from pathlib import Path
 import pytest
 
 import fdfs_wire as wire
+from conftest import pick_addr, require_binary
 from fdfs_helpers import payload, wait_for
 
-REPO = Path(__file__).resolve().parent.parent.parent
-BIN_DIR = Path(os.environ.get("FDFS_BIN_DIR") or REPO / "target" / "debug")
 
 T_GET_LEADER = 95
 T_GET_STATUS = 64
 DEADLINE = 30.0
 
-_taken = set()
-
-
-def free_addr():
-    rnd = random.SystemRandom()
-    for _ in range(500):
-        ip = "127.0.0.%d" % rnd.randint(2, 254)
-        port = rnd.randint(20000, 60000)
-        if ip in {a[0] for a in _taken}:
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            continue
-        finally:
-            s.close()
-        _taken.add((ip, port))
-        return ip, port
-    raise RuntimeError("no bindable loopback address")
-
-
-def exe(name):
-    p = BIN_DIR / name
-    if not (p.is_file() and os.access(p, os.X_OK)):
-        msg = "%s not built (looked in %s; set FDFS_BIN_DIR)" % (name, BIN_DIR)
-        if os.environ.get("FDFS_REQUIRE_BINARIES") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return p
+# Addresses and binaries come from conftest, so every daemon of the session gets its own
+# 127.0.0.x across all test modules.
+free_addr = pick_addr
+exe = require_binary
 
 
 class Proc:
