@@ -80,3 +80,7 @@ pub const SYNC_RENAME_FILE: u8 = 40;
 pub const QUIT: u8 = 82;
 pub const RESP: u8 = 100;
 pub const ACTIVE_TEST: u8 = 111;
+
+// Extension of this implementation (not in upstream FastDFS): the mutual proof of the
+// shared `cluster_secret` between trackers and storages; see `cluster_auth`.
+pub const CLUSTER_AUTH: u8 = 200;

@@ -5,6 +5,7 @@
 //! nginx module all build on these types, so every byte layout lives in exactly one place.
 
 pub mod allow_hosts;
+pub mod cluster_auth;
 pub mod cmd;
 pub mod codec;
 pub mod config;

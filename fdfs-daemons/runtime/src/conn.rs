@@ -36,6 +36,11 @@ impl Error {
     }
 }
 
+/// A random nonce for the cluster secret handshake.
+pub fn fresh_nonce() -> fdfs_proto::cluster_auth::Nonce {
+    rand::random()
+}
+
 /// Bytes read from the socket at once when a read is smaller than this: one `recv`
 /// then serves many small requests or replies (pipelined peers send them back to back).
 const READ_BUF: usize = 64 * 1024;
@@ -311,6 +316,40 @@ impl Connection {
         self.send(header, body).await?;
         let len = self.read_reply_header(16 << 20).await?;
         Ok(self.read_body(len as usize).await?)
+    }
+
+    /// Proves `secret` to the server and checks that the server knows it too (the
+    /// `cluster_secret` handshake of [`fdfs_proto::cluster_auth`]). Must come before any
+    /// other request on the connection.
+    pub async fn prove_secret(&mut self, secret: &[u8]) -> Result<(), Error> {
+        use fdfs_proto::cluster_auth as auth;
+        let a = fresh_nonce();
+        let challenge = self
+            .request_with_status(cmd::CLUSTER_AUTH, auth::HELLO, &a)
+            .await
+            .map_err(|e| match e {
+                Error::Status(errno::EINVAL) => Error::Other(
+                    "the server does not use a cluster_secret (it refused the handshake)".into(),
+                ),
+                other => other,
+            })?;
+        let (b, proof) = auth::split_challenge(&challenge)
+            .ok_or_else(|| Error::Other("malformed cluster_secret challenge".into()))?;
+        if !auth::check_responder(secret, &a, &b, proof) {
+            return Err(Error::Other(
+                "the server does not know our cluster_secret".into(),
+            ));
+        }
+        let mine = auth::initiator_proof(secret, &a, &b);
+        self.request_with_status(cmd::CLUSTER_AUTH, auth::PROOF, &mine)
+            .await
+            .map_err(|e| match e {
+                Error::Status(errno::EACCES) => {
+                    Error::Other("the server refused our cluster_secret".into())
+                }
+                other => other,
+            })?;
+        Ok(())
     }
 
     /// Politely ends a session (QUIT gets no reply).

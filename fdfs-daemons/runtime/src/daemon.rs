@@ -246,6 +246,7 @@ where
             return ExitCode::FAILURE;
         }
     };
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -271,6 +272,26 @@ where
             tracing::error!("{}: {e}", spec.name);
             eprintln!("{}: {e}", spec.name);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lifts the soft limit on open files to the hard limit: every connection is a
+/// descriptor, and thousands of idle clients must not starve new ones.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let wanted = lim.rlim_max;
+        lim.rlim_cur = wanted;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            tracing::warn!(
+                "cannot raise the open files limit to {wanted}: {}",
+                io::Error::last_os_error()
+            );
         }
     }
 }

@@ -1,21 +1,27 @@
 //! The accept loop both daemons use: a bounded number of connections, each handled by its
 //! own task, and a graceful stop that lets requests in flight finish.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use fdfs_proto::allow_hosts::AllowHosts;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tracing::{info, warn};
 
 /// Tells a connection handler that the daemon is stopping. Handlers check it between
-/// requests, never in the middle of one.
+/// requests, never in the middle of one. A connection's handler gets one that also
+/// fires when the accept loop needs its slot: only while the handler waits in
+/// [`Shutdown::recv`], i.e. while the connection is idle between requests.
 #[derive(Clone)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
+    slot: Option<Arc<Slot>>,
 }
 
 impl Shutdown {
@@ -23,9 +29,83 @@ impl Shutdown {
         *self.rx.borrow()
     }
 
-    /// Resolves once the stop has been requested.
+    /// Resolves once the stop has been requested, or (for a connection) once the accept
+    /// loop reclaims this idle connection for a new client.
     pub async fn recv(&mut self) {
-        let _ = self.rx.wait_for(|stop| *stop).await;
+        let Some(slot) = &self.slot else {
+            let _ = self.rx.wait_for(|stop| *stop).await;
+            return;
+        };
+        let _idle = slot.idle();
+        tokio::select! {
+            _ = self.rx.wait_for(|stop| *stop) => {}
+            _ = slot.evict.notified() => {}
+        }
+    }
+}
+
+/// One accepted connection as the accept loop sees it.
+struct Slot {
+    peer: SocketAddr,
+    /// When the connection began waiting for its next request, in ms since the loop
+    /// started; `BUSY` while a request is being served.
+    idle_since: AtomicU64,
+    evict: Notify,
+}
+
+const BUSY: u64 = u64::MAX;
+
+/// Marks a slot idle for as long as it lives.
+struct IdleGuard<'a>(&'a Slot);
+
+impl Slot {
+    fn idle(&self) -> IdleGuard<'_> {
+        self.idle_since
+            .store(millis_since_start(), Ordering::Relaxed);
+        IdleGuard(self)
+    }
+}
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.idle_since.store(BUSY, Ordering::Relaxed);
+    }
+}
+
+fn millis_since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// The open connections, so that a full server can close its longest-idle one.
+#[derive(Default)]
+struct Slots {
+    next_id: u64,
+    open: HashMap<u64, Arc<Slot>>,
+}
+
+impl Slots {
+    fn add(&mut self, peer: SocketAddr) -> (u64, Arc<Slot>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let slot = Arc::new(Slot {
+            peer,
+            idle_since: AtomicU64::new(BUSY),
+            evict: Notify::new(),
+        });
+        self.open.insert(id, slot.clone());
+        (id, slot)
+    }
+
+    /// Asks the connection idle for the longest time to close; false if none is idle.
+    fn evict_oldest_idle(&self) -> Option<SocketAddr> {
+        let oldest = self
+            .open
+            .values()
+            .filter(|s| s.idle_since.load(Ordering::Relaxed) != BUSY)
+            .min_by_key(|s| s.idle_since.load(Ordering::Relaxed))?;
+        oldest.evict.notify_one();
+        Some(oldest.peer)
     }
 }
 
@@ -37,12 +117,13 @@ pub struct ShutdownTrigger {
 impl ShutdownTrigger {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger { tx }, Shutdown { rx })
+        (ShutdownTrigger { tx }, Shutdown { rx, slot: None })
     }
 
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
             rx: self.tx.subscribe(),
+            slot: None,
         }
     }
 
@@ -51,32 +132,16 @@ impl ShutdownTrigger {
     }
 }
 
-/// Accepts connections until `shutdown` fires, then waits up to `drain` for handlers to
-/// finish the request they are serving.
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    max_connections: usize,
-    shutdown: Shutdown,
-    drain: Duration,
-    handler: H,
-) where
-    H: Fn(TcpStream, SocketAddr, Shutdown) -> F,
-    F: Future<Output = ()> + Send + 'static,
-{
-    let everyone = Arc::new(AllowHosts::default());
-    serve_allowed(
-        listener,
-        max_connections,
-        everyone,
-        shutdown,
-        drain,
-        handler,
-    )
-    .await
-}
+/// How long a full server waits for an evicted idle connection to free its slot.
+const EVICT_WAIT: Duration = Duration::from_secs(2);
 
-/// As [`serve`], closing at once every connection from an address `allow` refuses
-/// (`allow_hosts`), before a byte is read.
+/// Accepts connections until `shutdown` fires, then waits up to `drain` for handlers to
+/// finish the request they are serving. A connection from an address `allow` refuses
+/// (`allow_hosts`) is closed at once, before a byte is read.
+///
+/// With `max_connections` open, a new client is still served: the connection idle for
+/// the longest time (waiting between requests, never one in the middle of a request) is
+/// closed to make room. Only when every connection is busy is the new one refused.
 pub async fn serve_allowed<H, F>(
     listener: TcpListener,
     max_connections: usize,
@@ -89,6 +154,8 @@ pub async fn serve_allowed<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let slots = Arc::new(Mutex::new(Slots::default()));
+    let mut evictions = 0u64;
     // Every handler holds a sender; when all are dropped, the receiver sees the end.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     loop {
@@ -110,15 +177,42 @@ pub async fn serve_allowed<H, F>(
             drop(stream);
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!("max_connections ({max_connections}) reached, closing connection from {peer}");
-            drop(stream);
-            continue;
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let evicted = slots.lock().unwrap().evict_oldest_idle();
+                let Some(idle_peer) = evicted else {
+                    warn!("max_connections ({max_connections}) reached and every connection is busy, closing connection from {peer}");
+                    drop(stream);
+                    continue;
+                };
+                evictions += 1;
+                if evictions == 1 || evictions.is_multiple_of(1000) {
+                    warn!("max_connections ({max_connections}) reached: closing idle connections to serve new ones ({evictions} so far, latest {idle_peer})");
+                }
+                // The idle handler returns as soon as it runs; a generous bound in case
+                // it is slow to be scheduled.
+                match tokio::time::timeout(EVICT_WAIT, permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        warn!("no connection slot freed in time, closing connection from {peer}");
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
         };
-        let fut = handler(stream, peer, shutdown.clone());
+        let (id, slot) = slots.lock().unwrap().add(peer);
+        let conn_shutdown = Shutdown {
+            rx: shutdown.rx.clone(),
+            slot: Some(slot),
+        };
+        let fut = handler(stream, peer, conn_shutdown);
         let done = done_tx.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
             fut.await;
+            slots.lock().unwrap().open.remove(&id);
             drop(permit);
             drop(done);
         });

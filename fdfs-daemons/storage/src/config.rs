@@ -5,6 +5,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use fdfs_proto::allow_hosts::AllowHosts;
 use fdfs_proto::config::{ConfigError, IniFile};
 use fdfs_proto::{valid_group_name, DEFAULT_STORAGE_PORT};
 
@@ -39,6 +42,13 @@ pub struct StorageConfig {
     pub sync_wait_replicas: usize,
     /// ... or once this much time has passed.
     pub sync_wait_timeout: Duration,
+    /// `allow_hosts`: addresses that may connect at all (everyone by default).
+    pub allow_hosts: Arc<AllowHosts>,
+    /// `modify_allow_hosts`: addresses that may delete or change files (everyone by
+    /// default; an extension).
+    pub modify_allow_hosts: AllowHosts,
+    /// `cluster_secret`: trackers and peer storages must prove it (extension).
+    pub cluster_secret: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +141,14 @@ impl StorageConfig {
                 0,
                 3_600_000,
             )? as u64),
+            allow_hosts: Arc::new(
+                AllowHosts::parse(g.all("allow_hosts"))
+                    .map_err(|e| g.invalid("allow_hosts", &e))?,
+            ),
+            modify_allow_hosts: AllowHosts::parse(g.all("modify_allow_hosts"))
+                .map_err(|e| g.invalid("modify_allow_hosts", &e))?,
+            cluster_secret: fdfs_proto::cluster_auth::parse_secret(g.str("cluster_secret"))
+                .map_err(|e| g.invalid("cluster_secret", &e))?,
         })
     }
 }

@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fdfs_runtime::server::{serve, ShutdownTrigger};
+use fdfs_runtime::server::{serve_allowed, ShutdownTrigger};
 use tracing::{info, warn};
 
 use crate::binlog::Binlog;
@@ -94,9 +94,10 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
 
     let server = {
         let st = st.clone();
-        serve(
+        serve_allowed(
             listener,
             st.cfg.max_connections,
+            st.cfg.allow_hosts.clone(),
             shutdown,
             st.cfg.network_timeout,
             move |stream, peer, shutdown| {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fdfs_proto::cluster_auth::{Answer, Responder};
 use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::{cmd, errno, Header};
 use fdfs_runtime::server::Shutdown;
@@ -22,6 +23,8 @@ pub async fn handle_connection(
     st.stats.connection_opened();
     let mut conn = Connection::new(stream, st.cfg.network_timeout);
     let mut sync_sess = sync::SyncSession::default();
+    let mut auth = Responder::default();
+    let may_modify = st.cfg.modify_allow_hosts.allows(peer.ip());
     loop {
         let header = tokio::select! {
             h = conn.read_header(st.cfg.network_timeout) => h,
@@ -43,7 +46,14 @@ pub async fn handle_connection(
         if sync_sess.has_unwritten() && !batched(header.cmd) && !write_binlog(&st, &mut sync_sess) {
             break;
         }
-        let outcome = dispatch(&st, &mut conn, header, body_len, &mut sync_sess).await;
+        let outcome = match admit(&st, &mut auth, may_modify, header) {
+            Admission::Go => dispatch(&st, &mut conn, header, body_len, &mut sync_sess).await,
+            Admission::Handshake => cluster_auth(&st, &mut conn, &mut auth, header, body_len).await,
+            Admission::Refuse(why) => {
+                warn!("{peer}: command {} refused: {why}", header.cmd);
+                Err(Fail::ReplyAndClose(errno::EACCES))
+            }
+        };
         let close = match outcome {
             Ok(()) => false,
             Err(Fail::Close) => break,
@@ -65,6 +75,70 @@ pub async fn handle_connection(
     }
     write_binlog(&st, &mut sync_sess);
     st.stats.connection_closed();
+}
+
+enum Admission {
+    Go,
+    Handshake,
+    Refuse(&'static str),
+}
+
+/// Access control before a command runs: replication commands need the proven
+/// `cluster_secret` (when one is configured), changes to files an address in
+/// `modify_allow_hosts`.
+fn admit(st: &Storage, auth: &mut Responder, may_modify: bool, header: Header) -> Admission {
+    if st.cfg.cluster_secret.is_some() {
+        if header.cmd == cmd::CLUSTER_AUTH {
+            return Admission::Handshake;
+        }
+        if (batched(header.cmd) || header.cmd == cmd::STORAGE_REPORT_SERVER_ID) && !auth.proven() {
+            return Admission::Refuse("cluster_secret not proven");
+        }
+    }
+    let modifies = matches!(
+        header.cmd,
+        cmd::DELETE_FILE
+            | cmd::SET_METADATA
+            | cmd::APPEND_FILE
+            | cmd::MODIFY_FILE
+            | cmd::TRUNCATE_FILE
+            | cmd::REGENERATE_APPENDER_FILENAME
+    );
+    if modifies && !may_modify {
+        return Admission::Refuse("address not in modify_allow_hosts");
+    }
+    Admission::Go
+}
+
+/// One step of the `cluster_secret` handshake.
+async fn cluster_auth(
+    st: &Storage,
+    conn: &mut Connection,
+    auth: &mut Responder,
+    header: Header,
+    body_len: u64,
+) -> Handled {
+    let Some(secret) = &st.cfg.cluster_secret else {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    };
+    if body_len > 256 {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
+    let body = conn
+        .read_body(body_len as usize)
+        .await
+        .map_err(|_| Fail::Close)?;
+    let fresh = fdfs_runtime::conn::fresh_nonce();
+    match auth.handle(secret, header.status, &body, fresh) {
+        Answer::Reply(reply) => {
+            conn.queue_reply(0, &reply);
+            Ok(())
+        }
+        Answer::Refuse(e) => {
+            warn!("cluster_secret handshake refused (errno {e})");
+            Err(Fail::ReplyAndClose(e))
+        }
+    }
 }
 
 /// Commands whose binlog records a [`sync::SyncSession`] gathers.

@@ -96,6 +96,11 @@ async fn session(
     };
     let mut conn =
         Connection::connect(addr, bind, st.cfg.connect_timeout, st.cfg.network_timeout).await?;
+    if let Some(secret) = &st.cfg.cluster_secret {
+        conn.prove_secret(secret)
+            .await
+            .map_err(|e| Error::Other(format!("cluster_secret: {e}")))?;
+    }
     let my_ip = conn.local_addr()?.ip();
     st.learn_ip(my_ip);
 

@@ -116,6 +116,9 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// `allow_hosts`: client addresses accepted (everyone by default).
     pub allow_hosts: std::sync::Arc<fdfs_proto::allow_hosts::AllowHosts>,
+    /// `cluster_secret`: storages and other trackers must prove it (extension; none by
+    /// default).
+    pub cluster_secret: Option<Vec<u8>>,
     /// Accepted for compatibility; tokio schedules the work.
     pub work_threads: usize,
     /// Largest request body accepted.
@@ -202,6 +205,8 @@ impl TrackerConfig {
                 fdfs_proto::allow_hosts::AllowHosts::parse(g.all("allow_hosts"))
                     .map_err(|e| g.invalid("allow_hosts", &e))?,
             ),
+            cluster_secret: fdfs_proto::cluster_auth::parse_secret(g.str("cluster_secret"))
+                .map_err(|e| g.invalid("cluster_secret", &e))?,
             work_threads: g.int_in("work_threads", 4, 1, 1024)? as usize,
             buff_size: buff_size(&g)?,
             placement: Placement {

@@ -129,7 +129,13 @@ async fn connect(shared: &Shared, host: &str) -> Result<Connection, Error> {
         .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4());
     let connect_timeout = shared.config.connect_timeout.min(PEER_CONNECT_TIMEOUT);
     let network_timeout = shared.config.network_timeout.min(PEER_NETWORK_TIMEOUT);
-    Ok(Connection::connect(addr, bind, connect_timeout, network_timeout).await?)
+    let mut conn = Connection::connect(addr, bind, connect_timeout, network_timeout).await?;
+    if let Some(secret) = &shared.config.cluster_secret {
+        conn.prove_secret(secret)
+            .await
+            .map_err(|e| Error::Other(format!("tracker {host}: {e}")))?;
+    }
+    Ok(conn)
 }
 
 /// One request on a fresh connection.

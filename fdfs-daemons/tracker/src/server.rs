@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use fdfs_proto::cluster_auth::{self, Answer};
 use fdfs_proto::{cmd, errno};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::Connection;
@@ -112,6 +113,8 @@ pub struct Session {
     pub follower: Option<String>,
     /// The sys files snapshot taken by 61 GET_SYS_FILES_START.
     pub sys_files: Option<Files>,
+    /// The `cluster_secret` handshake on this connection.
+    pub auth: cluster_auth::Responder,
 }
 
 /// Serves one connection until the peer quits or closes, an I/O error, or shutdown.
@@ -174,6 +177,22 @@ async fn serve_connection(
         if header.cmd == cmd::QUIT {
             break;
         }
+        if let Some(refused) = check_cluster_auth(config, &mut session, header, &body) {
+            let (status, reply) = match refused {
+                Answer::Reply(reply) => (0, reply),
+                Answer::Refuse(errno) => {
+                    warn!(
+                        "{peer}: command {} refused: cluster_secret not proven",
+                        header.cmd
+                    );
+                    (errno, Vec::new())
+                }
+            };
+            if conn.reply(status, &reply).await.is_err() || status != 0 {
+                break;
+            }
+            continue;
+        }
         let req = Request {
             cmd: header.cmd,
             body: &body,
@@ -196,6 +215,66 @@ async fn serve_connection(
         info!("storage {} of {} disconnected ({peer})", who.id, who.group);
         shared.cluster().disconnect(who);
     }
+}
+
+/// Handles the `cluster_secret` handshake, and refuses storage and tracker commands on
+/// a connection that has not proven the secret (when one is configured). `None`: go on
+/// with the command.
+fn check_cluster_auth(
+    config: &TrackerConfig,
+    session: &mut Session,
+    header: fdfs_proto::Header,
+    body: &[u8],
+) -> Option<Answer> {
+    let Some(secret) = &config.cluster_secret else {
+        // Without a secret the handshake is an unknown command, as upstream.
+        return None;
+    };
+    if header.cmd == cmd::CLUSTER_AUTH {
+        let fresh = fdfs_runtime::conn::fresh_nonce();
+        return Some(session.auth.handle(secret, header.status, body, fresh));
+    }
+    if cluster_command(header.cmd) && !session.auth.proven() {
+        return Some(Answer::Refuse(errno::EACCES));
+    }
+    None
+}
+
+/// Commands only storages and other trackers send.
+fn cluster_command(command: u8) -> bool {
+    matches!(
+        command,
+        cmd::STORAGE_JOIN
+            | cmd::STORAGE_BEAT
+            | cmd::STORAGE_REPORT_DISK_USAGE
+            | cmd::STORAGE_SYNC_REPORT
+            | cmd::STORAGE_SYNC_DEST_REQ
+            | cmd::STORAGE_SYNC_NOTIFY
+            | cmd::STORAGE_SYNC_DEST_QUERY
+            | cmd::STORAGE_CHANGE_STATUS
+            | cmd::STORAGE_REPLICA_CHG
+            | cmd::STORAGE_FETCH_TRUNK_FID
+            | cmd::STORAGE_REPORT_TRUNK_FID
+            | cmd::STORAGE_REPORT_TRUNK_FREE
+            | cmd::STORAGE_SYNC_SRC_REQ
+            | cmd::STORAGE_REPORT_STATUS
+            | cmd::STORAGE_GET_MY_IP
+            | cmd::STORAGE_PARAMETER_REQ
+            | cmd::STORAGE_CHANGELOG_REQ
+            | cmd::STORAGE_GET_STATUS
+            | cmd::STORAGE_GET_SERVER_ID
+            | cmd::STORAGE_FETCH_STORAGE_IDS
+            | cmd::STORAGE_GET_GROUP_NAME
+            | cmd::TRACKER_NOTIFY_RESELECT_LEADER
+            | cmd::TRACKER_GET_STATUS
+            | cmd::TRACKER_NOTIFY_NEXT_LEADER
+            | cmd::TRACKER_COMMIT_NEXT_LEADER
+            | cmd::TRACKER_JOIN_LEADER
+            | cmd::TRACKER_PING_LEADER
+            | cmd::TRACKER_GET_SYS_FILES_START
+            | cmd::TRACKER_GET_ONE_SYS_FILE
+            | cmd::TRACKER_GET_SYS_FILES_END
+    )
 }
 
 fn log_refusal(req: &Request<'_>, refusal: &Refusal) {

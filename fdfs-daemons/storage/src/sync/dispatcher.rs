@@ -284,6 +284,9 @@ impl Dispatcher {
             self.st.cfg.network_timeout,
         )
         .await?;
+        if let Some(secret) = &self.st.cfg.cluster_secret {
+            conn.prove_secret(secret).await?;
+        }
         conn.request(cmd::STORAGE_REPORT_SERVER_ID, &encode_server_id(&me))
             .await?;
         Ok(conn)

@@ -178,6 +178,9 @@ async fn tracker_request(
         st.cfg.network_timeout,
     )
     .await?;
+    if let Some(secret) = &st.cfg.cluster_secret {
+        conn.prove_secret(secret).await?;
+    }
     let reply = conn.request(cmd, body).await;
     conn.quit().await;
     reply
