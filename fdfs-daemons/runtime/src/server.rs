@@ -132,6 +132,22 @@ impl ShutdownTrigger {
     }
 }
 
+/// Connections the kernel may complete before the accept loop takes them: bursts of
+/// thousands of clients (or of reconnecting pools) must not see dropped SYNs.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with a deep accept queue (address reuse on, as upstream).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How long a full server waits for an evicted idle connection to free its slot.
 const EVICT_WAIT: Duration = Duration::from_secs(2);
 

@@ -63,8 +63,7 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         st.cfg.port,
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = fdfs_runtime::server::listen(listen)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     info!(
         "group {} listening on {listen}, {} store path(s)",

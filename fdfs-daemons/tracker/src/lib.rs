@@ -81,8 +81,7 @@ impl Tracker {
             .bind_addr
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let addr = SocketAddr::new(ip, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = fdfs_runtime::server::listen(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         Ok(Tracker {
             listener,
