@@ -41,6 +41,9 @@ pub struct Binlog {
     current: Mutex<Current>,
     /// The end of the last record written; replication readers wait on it.
     end: watch::Sender<BinlogPos>,
+    /// Everything before this is flushed to disk. Held while flushing, so concurrent
+    /// callers share one flush.
+    synced: Mutex<BinlogPos>,
 }
 
 pub fn file_name(dir: &Path, index: u32) -> PathBuf {
@@ -114,6 +117,10 @@ impl Binlog {
             dir,
             current: Mutex::new(Current { file, index, size }),
             end,
+            synced: Mutex::new(BinlogPos {
+                index,
+                offset: size,
+            }),
         })
     }
 
@@ -166,6 +173,9 @@ impl Binlog {
     }
 
     fn rotate(&self, cur: &mut Current) -> io::Result<()> {
+        // A finished file is flushed once, so flushes of later positions only need the
+        // current one.
+        cur.file.sync_data()?;
         let index = cur.index + 1;
         let file = OpenOptions::new()
             .create(true)
@@ -192,6 +202,28 @@ impl Binlog {
 
     pub fn sync(&self) -> io::Result<()> {
         self.current.lock().unwrap().file.sync_data()
+    }
+
+    /// Flushes the binlog at least up to `pos` (blocking). A caller whose record an
+    /// earlier caller's flush already covered returns at once.
+    pub fn sync_through(&self, pos: BinlogPos) -> io::Result<()> {
+        let mut synced = self.synced.lock().unwrap();
+        if *synced >= pos {
+            return Ok(());
+        }
+        let (file, end) = {
+            let cur = self.current.lock().unwrap();
+            (
+                cur.file.try_clone()?,
+                BinlogPos {
+                    index: cur.index,
+                    offset: cur.size,
+                },
+            )
+        };
+        file.sync_data()?;
+        *synced = end;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

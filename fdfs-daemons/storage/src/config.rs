@@ -35,6 +35,9 @@ pub struct StorageConfig {
     pub file_distribute_path_mode: u8,
     pub file_distribute_rotate_count: u32,
     pub fsync_after_written_bytes: u64,
+    /// Flush content, directory and binlog record before acknowledging a change
+    /// (extension, on by default; see `durability`).
+    pub fsync_before_reply: bool,
     pub upload_priority: i64,
     pub log_level: String,
     /// Uploads answer only once this many peers have the new file (0: at once, as
@@ -132,6 +135,7 @@ impl StorageConfig {
                 i32::MAX as i64,
             )? as u32,
             fsync_after_written_bytes: g.size("fsync_after_written_bytes", 0)?,
+            fsync_before_reply: g.bool("fsync_before_reply", true)?,
             upload_priority: g.int("upload_priority", 10)?,
             log_level: g.str("log_level").unwrap_or("info").to_string(),
             sync_wait_replicas: g.int_in("sync_wait_replicas", 0, 0, 32)? as usize,

@@ -9,6 +9,7 @@
 
 pub mod binlog;
 pub mod config;
+pub mod durability;
 pub mod handlers;
 pub mod init_flag;
 pub mod server;

@@ -17,7 +17,7 @@ use crate::sync::SyncState;
 pub struct Storage {
     pub cfg: StorageConfig,
     pub store: Store,
-    pub binlog: Binlog,
+    pub binlog: std::sync::Arc<Binlog>,
     pub stats: Stats,
     /// Replication: group members, peers' progress, what we received.
     pub sync: SyncState,
@@ -35,7 +35,7 @@ impl Storage {
         Storage {
             cfg,
             store,
-            binlog,
+            binlog: std::sync::Arc::new(binlog),
             stats: Stats::default(),
             sync: SyncState::default(),
             my_ip: RwLock::new(my_ip),

@@ -13,7 +13,7 @@ use fdfs_proto::storage_msg::{decode_regenerate, AppendHead, ModifyHead, StoredF
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
-use super::{binlog_failed, locate, mtime_of, Fail, Handled};
+use super::{binlog_failed, flush_failed, locate, mtime_of, Fail, Handled};
 use crate::binlog::op;
 use crate::state::Storage;
 use crate::stats::counter;
@@ -93,7 +93,9 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         }
         st.stats.add_bytes(counter::TOTAL_APPEND_BYTES, size, true);
         if size > 0 {
-            st.binlog
+            st.durable_data(&file).await.map_err(flush_failed)?;
+            let pos = st
+                .binlog
                 .append(
                     mtime_after(&file),
                     op::APPEND,
@@ -101,6 +103,7 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
                     Some(&format!("{offset} {size}")),
                 )
                 .map_err(binlog_failed)?;
+            st.durable_names(None, pos).await.map_err(flush_failed)?;
         }
         Ok::<(), Fail>(())
     }
@@ -130,14 +133,17 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
         receive_into(conn, &mut file, size, None).await?;
         st.stats.add_bytes(counter::TOTAL_MODIFY_BYTES, size, true);
-        st.binlog
+        st.durable_data(&file).await.map_err(flush_failed)?;
+        let pos = st
+            .binlog
             .append(
                 mtime_after(&file),
                 op::MODIFY,
                 &filename,
                 Some(&format!("{offset} {size}")),
             )
-            .map_err(binlog_failed)
+            .map_err(binlog_failed)?;
+        st.durable_names(None, pos).await.map_err(flush_failed)
     }
     .await;
     st.stats.record(counter::TOTAL_MODIFY, result.is_ok());
@@ -146,7 +152,7 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
 }
 
 pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
-    let result = (|| {
+    let result = async {
         let req = Truncate::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
         let path = appender_path(st, &req.filename).map_err(Fail::Reply)?;
         let file = OpenOptions::new()
@@ -163,16 +169,19 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
         file.set_len(req.new_size)
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let mtime = mtime_after(&file);
-        st.binlog
+        st.durable_data(&file).await.map_err(flush_failed)?;
+        let pos = st
+            .binlog
             .append(
                 mtime,
                 op::TRUNCATE,
                 &req.filename,
                 Some(&format!("{old} {}", req.new_size)),
             )
-            .map(|_| ())
-            .map_err(binlog_failed)
-    })();
+            .map_err(binlog_failed)?;
+        st.durable_names(None, pos).await.map_err(flush_failed)
+    }
+    .await;
     st.stats.record(counter::TOTAL_TRUNCATE, result.is_ok());
     result?;
     conn.reply(0, &[]).await.map_err(|_| Fail::Close)
@@ -206,9 +215,13 @@ pub async fn regenerate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Han
     })
     .map_err(Fail::Reply)?;
     let new = remote_name(name.store_path, name.high, name.low, &base);
-    st.binlog
+    let pos = st
+        .binlog
         .append(now, op::RENAME, &new, Some(&old))
         .map_err(binlog_failed)?;
+    st.durable_names(Some(dir), pos)
+        .await
+        .map_err(flush_failed)?;
     let reply = StoredFile {
         group: st.cfg.group_name.clone(),
         filename: new,

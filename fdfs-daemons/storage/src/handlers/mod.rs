@@ -65,6 +65,12 @@ pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
         .map_or_else(fdfs_runtime::unix_now, |d| d.as_secs() as i64)
 }
 
+/// Logs a failed flush to disk (`fsync_before_reply`): the change is not acknowledged.
+pub fn flush_failed(e: std::io::Error) -> Fail {
+    tracing::error!("cannot flush a change to disk: {e}");
+    Fail::Reply(errno::from_io(&e))
+}
+
 /// Logs a binlog write failure; the change is on disk but replication would miss it.
 pub fn binlog_failed(e: std::io::Error) -> Fail {
     tracing::error!("cannot write binlog: {e}");

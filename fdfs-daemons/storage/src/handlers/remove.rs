@@ -6,7 +6,7 @@ use fdfs_proto::errno;
 use fdfs_proto::storage_msg::FileRef;
 use fdfs_runtime::{unix_now, Connection};
 
-use super::{binlog_failed, locate, Fail, Handled};
+use super::{binlog_failed, flush_failed, locate, Fail, Handled};
 use crate::binlog::op;
 use crate::state::Storage;
 use crate::stats::counter;
@@ -16,12 +16,16 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
         let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
         let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
         fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-        let mut meta = path.into_os_string();
+        let mut meta = path.clone().into_os_string();
         meta.push("-m");
         let _ = fs::remove_file(meta);
-        st.binlog
+        let pos = st
+            .binlog
             .append(unix_now(), op::DELETE, name.full, None)
             .map_err(binlog_failed)?;
+        st.durable_names(path.parent(), pos)
+            .await
+            .map_err(flush_failed)?;
         Ok::<(), Fail>(())
     }
     .await;

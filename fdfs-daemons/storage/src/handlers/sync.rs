@@ -37,6 +37,9 @@ use crate::transfer::{discard, receive_into};
 pub struct SyncSession {
     pub src: Option<String>,
     records: Vec<u8>,
+    /// Directories that gained or lost a name since the last binlog write (flushed
+    /// with it under `fsync_before_reply`).
+    dirs: Vec<std::path::PathBuf>,
 }
 
 impl SyncSession {
@@ -48,14 +51,31 @@ impl SyncSession {
         !self.records.is_empty()
     }
 
-    /// Writes the gathered records to the binlog.
+    fn touched(&mut self, dir: Option<&std::path::Path>) {
+        if let Some(d) = dir {
+            if !self.dirs.iter().any(|x| x == d) {
+                self.dirs.push(d.to_path_buf());
+            }
+        }
+    }
+
+    /// Writes the gathered records to the binlog; with `fsync_before_reply`, flushes
+    /// them and the directories they changed (the replies are sent after this).
     pub fn write_binlog(&mut self, st: &Storage) -> io::Result<()> {
         if self.records.is_empty() {
             return Ok(());
         }
         let r = st.binlog.append_records(&self.records);
         self.records.clear();
-        r.map(|_| ())
+        let dirs = std::mem::take(&mut self.dirs);
+        let pos = r?;
+        if st.cfg.fsync_before_reply {
+            for d in &dirs {
+                fs::File::open(d)?.sync_all()?;
+            }
+            st.binlog.sync_through(pos)?;
+        }
+        Ok(())
     }
 }
 
@@ -141,6 +161,7 @@ pub async fn create_or_update(
         }
     };
     receive_into(conn, &mut temp.file, head.file_size, None).await?;
+    st.durable_data(&temp.file).await.map_err(io_fail)?;
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
     // The copy keeps the source's time.
@@ -166,6 +187,7 @@ pub async fn create_or_update(
         }
     }
     let op = if update { 'u' } else { 'c' };
+    sess.touched(path.parent());
     sess.log(head.timestamp, op, &filename, None);
     applied(st, sess, head.timestamp);
     ok(conn)
@@ -238,6 +260,7 @@ pub async fn delete(
         }
         Err(e) => return Err(io_fail(e)),
     }
+    sess.touched(path.parent());
     if !name.full.ends_with("-m") {
         let mut meta = path.into_os_string();
         meta.push("-m");

@@ -15,16 +15,17 @@ use fdfs_proto::storage_msg::{SlaveHead, StoredFile, UploadHead};
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
-use super::{binlog_failed, mtime_of, Fail, Handled};
+use super::{binlog_failed, flush_failed, mtime_of, Fail, Handled};
 use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
 use crate::transfer::receive_into;
 
-/// Receives `size` bytes into a new unnamed file in `dir`; returns it with its CRC32 and
-/// mtime.
+/// Receives `size` bytes into a new unnamed file in `dir`; returns it (flushed when
+/// `fsync_before_reply` asks for it) with its CRC32 and mtime.
 pub(crate) async fn receive_temp(
+    st: &Storage,
     conn: &mut Connection,
     dir: &Path,
     size: u64,
@@ -38,6 +39,7 @@ pub(crate) async fn receive_temp(
     };
     let mut crc = crc32fast::Hasher::new();
     receive_into(conn, &mut temp.file, size, Some(&mut crc)).await?;
+    st.durable_data(&temp.file).await.map_err(flush_failed)?;
     let meta = temp
         .file
         .metadata()
@@ -107,7 +109,7 @@ async fn upload_inner(
     let (high, low) = st.store.choose_subdir(&provisional);
     let dir = st.store.dir(path_index, high, low);
 
-    let (mut temp, crc, mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    let (mut temp, crc, mtime) = receive_temp(st, conn, &dir, head.file_size).await?;
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
 
@@ -133,6 +135,9 @@ async fn upload_inner(
         .binlog
         .append(mtime, op::CREATE, &remote, None)
         .map_err(binlog_failed)?;
+    st.durable_names(Some(&dir), pos)
+        .await
+        .map_err(flush_failed)?;
     wait_replicas(st, pos, &remote).await;
     st.stats
         .last_source_update
@@ -201,7 +206,7 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         .parent()
         .expect("slave path has a directory")
         .to_path_buf();
-    let (mut temp, _crc, mtime) = receive_temp(conn, &dir, head.file_size).await?;
+    let (mut temp, _crc, mtime) = receive_temp(st, conn, &dir, head.file_size).await?;
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
     // Never replaces: a slave uploaded concurrently under the same name wins.
@@ -216,6 +221,9 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         .binlog
         .append(mtime, op::CREATE, &slave, None)
         .map_err(binlog_failed)?;
+    st.durable_names(Some(&dir), pos)
+        .await
+        .map_err(flush_failed)?;
     wait_replicas(st, pos, &slave).await;
     let reply = StoredFile {
         group: st.cfg.group_name.clone(),

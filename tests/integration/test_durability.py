@@ -1,0 +1,151 @@
+"""Crash safety: what an acknowledged upload leaves on disk, and how a storage recovers
+after `kill -9` (no partial files, a torn binlog tail repaired, replication resumed)."""
+
+import os
+import struct
+import threading
+import zlib
+
+import fdfs_wire as wire
+from conftest import start_cluster, stop_cluster
+from fdfs_helpers import payload, snapshot_tree, wait_for
+
+GIB = 1 << 30
+CHUNK = 1 << 20
+
+
+def data_files(node):
+    return {p: size for path in node.store_paths
+            for p, size in snapshot_tree(path / "data").items()
+            if not os.path.basename(p).startswith(".")}
+
+
+def blocks_used(node):
+    return sum(os.lstat(os.path.join(dp, f)).st_blocks
+               for path in node.store_paths for dp, _, fs in os.walk(path) for f in fs)
+
+
+class BigUpload:
+    """Streams a 1 GiB upload (a repeated 1 MiB pattern) on a raw connection."""
+
+    def __init__(self, addr, seed):
+        self.addr = addr
+        self.chunk = payload(CHUNK, seed)
+        self.sent = 0
+        self.result = None  # ("ok", file_id) | ("error", text)
+
+    def crc(self):
+        c = 0
+        for _ in range(GIB // CHUNK):
+            c = zlib.crc32(self.chunk, c)
+        return c
+
+    def run(self):
+        try:
+            with wire.Conn(self.addr, 120) as conn:
+                body_len = 15 + GIB
+                conn.send(wire.header(body_len, wire.S_UPLOAD) +
+                          struct.pack(">BQ", 0xFF, GIB) + b"bin".ljust(6, b"\0"))
+                for _ in range(GIB // CHUNK):
+                    conn.send(self.chunk)
+                    self.sent += CHUNK
+                st, body = conn.response()
+                if st != 0:
+                    self.result = ("error", "errno %d" % st)
+                else:
+                    fid = body[:16].rstrip(b"\0").decode() + "/" + body[16:].decode()
+                    self.result = ("ok", fid)
+        except (OSError, wire.ProtoError) as e:
+            self.result = ("error", repr(e))
+
+
+def test_kill_9_during_a_1_gib_upload(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "kill9big", store_paths=1)
+    try:
+        node = c.nodes[0]
+        before_files = data_files(node)
+        before_blocks = blocks_used(node)
+        up = BigUpload(node.addr, 1)
+        t = threading.Thread(target=up.run)
+        t.start()
+        wait_for(lambda: up.sent >= 256 * CHUNK, 120, what="256 MiB of the upload sent")
+        node.kill()
+        t.join(120)
+        assert up.result is not None and up.result[0] == "error", up.result
+        # Nothing of the broken upload is visible or takes space, before or after restart.
+        assert data_files(node) == before_files
+        assert blocks_used(node) < before_blocks + 64 * 2048, "partial upload kept on disk"
+        node.daemon.start()
+        c.wait_ready()
+        assert data_files(node) == before_files
+        # The retry succeeds, whole.
+        again = BigUpload(node.addr, 1)
+        again.run()
+        assert again.result[0] == "ok", again.result
+        fid = again.result[1]
+        st, info = wire.query_file_info(node.addr, fid)
+        assert st == 0 and info["size"] == GIB
+        assert info["crc32"] == again.crc()
+        assert wire.download(node.addr, fid, offset=GIB - 10, count=10) == \
+            (0, again.chunk[-10:])
+        assert len(data_files(node)) == len(before_files) + 1
+    finally:
+        stop_cluster(c)
+
+
+def binlog_path(node):
+    sync = node.base / "data" / "sync"
+    index = 0
+    idx = sync / "binlog_index.dat"
+    if idx.exists():
+        for line in idx.read_text().splitlines():
+            if line.startswith("current_write="):
+                index = int(line.split("=", 1)[1])
+    return sync / ("binlog.%03d" % index)
+
+
+def test_torn_binlog_tail_is_repaired_and_replication_resumes(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "torn", storages=2, store_paths=1)
+    try:
+        a, b = c.nodes
+        c.wait_active(b)
+        files = {}
+        for i in range(20):
+            data = payload(500 + i, 100 + i)
+            st, fid = wire.upload(a.addr, data, ext="txt")
+            assert st == 0
+            files[fid] = data
+        for fid, data in files.items():
+            wait_for(lambda: wire.download(b.addr, fid) == (0, data), 30, what="%s on b" % fid)
+        a.kill()
+        # A crash in the middle of a record: half a line at the end of the binlog.
+        log = binlog_path(a)
+        good = log.read_bytes()
+        assert good.endswith(b"\n")
+        with open(log, "ab") as f:
+            f.write(b"1795475304 C M00/00/00/half-a-rec")
+        a.daemon.start()
+        c.wait_active(a)
+        wait_for(lambda: log.read_bytes()[:len(good)] == good and
+                 b"half-a-rec" not in log.read_bytes(), 30, what="the torn record removed")
+        assert "torn last record" in a.daemon.logs()
+        # New changes are logged after the repaired tail and reach the peer.
+        more = {}
+        for i in range(10):
+            data = payload(700 + i, 200 + i)
+            st, fid = wire.upload(a.addr, data, ext="txt")
+            assert st == 0
+            more[fid] = data
+        st = wire.delete(a.addr, next(iter(files)))
+        assert st == 0
+        gone = next(iter(files))
+        for fid, data in more.items():
+            wait_for(lambda: wire.download(b.addr, fid) == (0, data), 30, what="%s on b" % fid)
+        wait_for(lambda: wire.download(b.addr, gone)[0] == 2, 30, what="delete reached b")
+        lines = log.read_bytes().splitlines()
+        assert all(len(line.split(b" ")) >= 3 for line in lines), lines[-5:]
+        for fid, data in files.items():
+            if fid != gone:
+                assert wire.download(b.addr, fid) == (0, data)
+    finally:
+        stop_cluster(c)
