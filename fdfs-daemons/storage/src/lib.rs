@@ -126,7 +126,8 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Refreshes disk usage every second and saves the counters every minute.
+/// Refreshes disk usage every second, tries store paths out of service every five, and
+/// saves the counters every minute.
 async fn housekeeping(st: Arc<Storage>, mut shutdown: fdfs_runtime::server::Shutdown) {
     let mut ticks = 0u64;
     loop {
@@ -136,6 +137,10 @@ async fn housekeeping(st: Arc<Storage>, mut shutdown: fdfs_runtime::server::Shut
         }
         st.store.refresh_usage();
         ticks += 1;
+        if ticks.is_multiple_of(5) {
+            let probe = st.clone();
+            let _ = tokio::task::spawn_blocking(move || probe.store.probe_failed()).await;
+        }
         if ticks.is_multiple_of(60) {
             if let Err(e) = st.stats.save(&st.stat_file(), st.store.rotation()) {
                 warn!("cannot save {}: {e}", st.stat_file().display());

@@ -23,6 +23,11 @@ pub struct StorePath {
     pub readonly: bool,
     total_mb: AtomicU64,
     free_mb: AtomicU64,
+    /// Bytes promised to uploads in progress (not on disk yet).
+    pending: AtomicU64,
+    /// Out of service after an I/O error or a read-only file system, until a probe
+    /// write succeeds again.
+    failed: AtomicBool,
 }
 
 impl StorePath {
@@ -30,8 +35,34 @@ impl StorePath {
         self.total_mb.load(Ordering::Relaxed)
     }
 
+    /// Free space as reported to trackers: none while the path is out of service.
     pub fn free_mb(&self) -> u64 {
-        self.free_mb.load(Ordering::Relaxed)
+        if self.is_failed() {
+            0
+        } else {
+            self.free_mb.load(Ordering::Relaxed)
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn writable(&self) -> bool {
+        !self.readonly && !self.is_failed()
+    }
+}
+
+/// Space promised to one upload on one store path, released when dropped.
+pub struct Reservation<'a> {
+    path: &'a StorePath,
+    pub index: usize,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.path.pending.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -52,7 +83,8 @@ pub struct Store {
     reserved: Mutex<SpaceLimit>,
 }
 
-fn statvfs_mb(path: &Path) -> io::Result<(u64, u64)> {
+/// Total and available bytes of the file system holding `path`.
+fn statvfs_bytes(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
@@ -62,10 +94,7 @@ fn statvfs_mb(path: &Path) -> io::Result<(u64, u64)> {
         return Err(io::Error::last_os_error());
     }
     let block = st.f_frsize as u64;
-    Ok((
-        st.f_blocks as u64 * block / (1 << 20),
-        st.f_bavail as u64 * block / (1 << 20),
-    ))
+    Ok((st.f_blocks as u64 * block, st.f_bavail as u64 * block))
 }
 
 impl Store {
@@ -86,6 +115,8 @@ impl Store {
                 readonly: sp.readonly,
                 total_mb: AtomicU64::new(0),
                 free_mb: AtomicU64::new(0),
+                pending: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
             });
         }
         let store = Store {
@@ -116,9 +147,52 @@ impl Store {
     /// Re-reads total and free space of every store path.
     pub fn refresh_usage(&self) {
         for p in &self.paths {
-            if let Ok((total, free)) = statvfs_mb(&p.data) {
-                p.total_mb.store(total, Ordering::Relaxed);
-                p.free_mb.store(free, Ordering::Relaxed);
+            if let Ok((total, free)) = statvfs_bytes(&p.data) {
+                p.total_mb.store(total >> 20, Ordering::Relaxed);
+                p.free_mb.store(free >> 20, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes a store path out of service after an error that says its disk is broken
+    /// or read-only (the others go on serving uploads).
+    pub fn note_error(&self, index: usize, e: &io::Error) {
+        let broken = matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EROFS));
+        let Some(p) = self.paths.get(index) else {
+            return;
+        };
+        if broken && !p.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "store path {index} ({}) failed: {e}; no new files go there until a test write succeeds",
+                p.root.display()
+            );
+        }
+    }
+
+    /// As [`Store::note_error`], for the path holding directory `dir`.
+    pub fn note_error_in(&self, dir: &Path, e: &io::Error) {
+        if let Some(i) = self.paths.iter().position(|p| dir.starts_with(&p.data)) {
+            self.note_error(i, e);
+        }
+    }
+
+    /// Tries a write on every path out of service; puts back those that work again.
+    pub fn probe_failed(&self) {
+        for (i, p) in self.paths.iter().enumerate() {
+            if !p.is_failed() {
+                continue;
+            }
+            let works = NewFile::create(&p.data).and_then(|mut f| {
+                use std::io::Write;
+                f.file.write_all(b"probe")?;
+                f.file.sync_data()
+            });
+            if works.is_ok() {
+                p.failed.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "store path {i} ({}) works again, back in service",
+                    p.root.display()
+                );
             }
         }
     }
@@ -127,35 +201,49 @@ impl Store {
         *self.reserved.lock().unwrap() = limit;
     }
 
-    fn has_room(&self, p: &StorePath, size: u64) -> bool {
-        let limit = *self.reserved.lock().unwrap();
-        let reserved = match limit {
+    /// Reserves `size` bytes on path `i` if, with every upload in progress, its free
+    /// space stays above `reserved_storage_space` (checked against the disk now, not a
+    /// periodic sample, so the reserve is honoured exactly).
+    fn reserve(&self, i: usize, size: u64) -> Option<Reservation<'_>> {
+        let p = &self.paths[i];
+        if !p.writable() {
+            return None;
+        }
+        let (total, free) = statvfs_bytes(&p.data).ok()?;
+        let reserved = match *self.reserved.lock().unwrap() {
             // A fixed reservation is shared by all store paths, as upstream does.
-            SpaceLimit::Bytes(_) => limit.reserved_mb(p.total_mb()) / self.paths.len() as u64,
-            SpaceLimit::Ratio(_) => limit.reserved_mb(p.total_mb()),
+            SpaceLimit::Bytes(b) => b / self.paths.len() as u64,
+            SpaceLimit::Ratio(r) => (total as f64 * r) as u64,
         };
-        p.free_mb().saturating_sub(size.div_ceil(1 << 20)) > reserved
+        let pending = p.pending.fetch_add(size, Ordering::Relaxed);
+        let r = Reservation {
+            path: p,
+            index: i,
+            bytes: size,
+        };
+        // Room for the content plus a block of metadata.
+        let need = pending + size + 4096;
+        (free > reserved && free - reserved >= need).then_some(r)
     }
 
-    /// Picks the store path for an upload: the requested one when it is writable and has
-    /// room, else the next writable path with room in round robin.
-    pub fn choose_path(&self, requested: i8, size: u64) -> Result<usize, u8> {
+    /// Picks the store path for an upload and reserves its size there: the requested
+    /// one when it is in service and has room, else the next one that has, in round
+    /// robin. ENOSPC when none has.
+    pub fn choose_path(&self, requested: i8, size: u64) -> Result<Reservation<'_>, u8> {
         if requested >= 0 {
             let i = requested as usize;
             if i >= self.paths.len() {
                 return Err(errno::EINVAL);
             }
-            if !self.paths[i].readonly && self.has_room(&self.paths[i], size) {
-                return Ok(i);
+            if let Some(r) = self.reserve(i, size) {
+                return Ok(r);
             }
         }
         let n = self.paths.len();
         let start = self.next_path.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
-            let i = (start + k) % n;
-            let p = &self.paths[i];
-            if !p.readonly && self.has_room(p, size) {
-                return Ok(i);
+            if let Some(r) = self.reserve((start + k) % n, size) {
+                return Ok(r);
             }
         }
         Err(errno::ENOSPC)

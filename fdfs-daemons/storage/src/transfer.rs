@@ -15,6 +15,17 @@ pub const CHUNK: usize = 256 * 1024;
 pub enum TransferError {
     Net(io::Error),
     Disk(io::Error),
+    /// A write failed; the rest of the content was still read (and dropped), so the
+    /// client can be told the errno and the connection goes on.
+    DiskAfterBody(io::Error),
+}
+
+impl TransferError {
+    pub fn into_io(self) -> io::Error {
+        match self {
+            TransferError::Net(e) | TransferError::Disk(e) | TransferError::DiskAfterBody(e) => e,
+        }
+    }
 }
 
 /// Reads exactly `len` bytes from the connection into `file`, feeding `crc` on the way.
@@ -38,8 +49,11 @@ pub async fn receive_into(
         if let Some(h) = crc.as_deref_mut() {
             h.update(&buf[..n]);
         }
-        file.write_all(&buf[..n]).map_err(TransferError::Disk)?;
         left -= n as u64;
+        if let Err(e) = file.write_all(&buf[..n]) {
+            discard(conn, left).await.map_err(TransferError::Net)?;
+            return Err(TransferError::DiskAfterBody(e));
+        }
     }
     Ok(())
 }

@@ -39,6 +39,10 @@ impl From<TransferError> for Fail {
                 tracing::error!("disk error: {e}");
                 Fail::ReplyAndClose(errno::from_io(&e))
             }
+            TransferError::DiskAfterBody(e) => {
+                tracing::error!("disk error: {e}");
+                Fail::Reply(errno::from_io(&e))
+            }
         }
     }
 }

@@ -20,26 +20,36 @@ use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
-use crate::transfer::receive_into;
+use crate::transfer::{discard, receive_into, TransferError};
 
-/// Receives `size` bytes into a new unnamed file in `dir`; returns it (flushed when
-/// `fsync_before_reply` asks for it) with its CRC32 and mtime.
+/// Logs a failed write in `dir`, taking its store path out of service if the disk is
+/// broken; returns the errno for the client.
+fn disk_failed(st: &Storage, dir: &Path, e: std::io::Error) -> u8 {
+    st.store.note_error_in(dir, &e);
+    tracing::error!("cannot store a file in {}: {e}", dir.display());
+    errno::from_io(&e)
+}
+
+/// Receives `size` bytes into `temp`, a new unnamed file in `dir`; returns it (flushed
+/// when `fsync_before_reply` asks for it) with its CRC32 and mtime.
 pub(crate) async fn receive_temp(
     st: &Storage,
     conn: &mut Connection,
+    mut temp: NewFile,
     dir: &Path,
     size: u64,
 ) -> Result<(NewFile, u32, i64), Fail> {
-    let mut temp = match NewFile::create(dir) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("cannot create a file in {}: {e}", dir.display());
-            return Err(Fail::ReplyAndClose(errno::from_io(&e)));
-        }
-    };
+    let disk_failed = |e| disk_failed(st, dir, e);
     let mut crc = crc32fast::Hasher::new();
-    receive_into(conn, &mut temp.file, size, Some(&mut crc)).await?;
-    st.durable_data(&temp.file).await.map_err(flush_failed)?;
+    match receive_into(conn, &mut temp.file, size, Some(&mut crc)).await {
+        Ok(()) => {}
+        Err(TransferError::Net(_)) => return Err(Fail::Close),
+        Err(TransferError::Disk(e)) => return Err(Fail::ReplyAndClose(disk_failed(e))),
+        Err(TransferError::DiskAfterBody(e)) => return Err(Fail::Reply(disk_failed(e))),
+    }
+    if let Err(e) = st.durable_data(&temp.file).await {
+        return Err(Fail::Reply(disk_failed(e)));
+    }
     let meta = temp
         .file
         .metadata()
@@ -92,10 +102,6 @@ async fn upload_inner(
     if body_len != UploadHead::LEN as u64 + head.file_size {
         return Err(Fail::ReplyAndClose(errno::EINVAL));
     }
-    let path_index = st
-        .store
-        .choose_path(head.store_path_index, head.file_size)
-        .map_err(Fail::ReplyAndClose)?;
     let local_ip = conn.local_addr().map_err(|_| Fail::Close)?.ip();
     let source = st.source(local_ip);
     // The directory is picked from a provisional name, as upstream does.
@@ -107,9 +113,44 @@ async fn upload_inner(
     }
     .encode();
     let (high, low) = st.store.choose_subdir(&provisional);
-    let dir = st.store.dir(path_index, high, low);
-
-    let (mut temp, crc, mtime) = receive_temp(st, conn, &dir, head.file_size).await?;
+    // A store path that turns out read-only or broken is taken out of service and the
+    // next one tried, before any content is read.
+    let mut tries = st.store.paths().len();
+    let (reservation, dir, temp) = loop {
+        let reservation = match st.store.choose_path(head.store_path_index, head.file_size) {
+            Ok(r) => r,
+            Err(e) => {
+                if e == errno::ENOSPC {
+                    tracing::warn!(
+                        "no store path has {} bytes above reserved_storage_space",
+                        head.file_size
+                    );
+                }
+                // The content is read and dropped so that the client sees the errno.
+                discard(conn, head.file_size)
+                    .await
+                    .map_err(|_| Fail::Close)?;
+                return Err(Fail::Reply(e));
+            }
+        };
+        let dir = st.store.dir(reservation.index, high, low);
+        match NewFile::create(&dir) {
+            Ok(t) => break (reservation, dir, t),
+            Err(e) => {
+                let code = disk_failed(st, &dir, e);
+                tries -= 1;
+                if tries == 0 || !st.store.paths()[reservation.index].is_failed() {
+                    discard(conn, head.file_size)
+                        .await
+                        .map_err(|_| Fail::Close)?;
+                    return Err(Fail::Reply(code));
+                }
+            }
+        }
+    };
+    let path_index = reservation.index;
+    let (mut temp, crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
+    drop(reservation);
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
 
@@ -206,7 +247,17 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         .parent()
         .expect("slave path has a directory")
         .to_path_buf();
-    let (mut temp, _crc, mtime) = receive_temp(st, conn, &dir, head.file_size).await?;
+    let temp = match NewFile::create(&dir) {
+        Ok(t) => t,
+        Err(e) => {
+            let code = disk_failed(st, &dir, e);
+            discard(conn, head.file_size)
+                .await
+                .map_err(|_| Fail::Close)?;
+            return Err(Fail::Reply(code));
+        }
+    };
+    let (mut temp, _crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
     // Never replaces: a slave uploaded concurrently under the same name wins.

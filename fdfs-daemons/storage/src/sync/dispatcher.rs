@@ -27,7 +27,7 @@ use super::mark::{self, Mark};
 use super::{bind_addr, my_id, report_status, sync_src_req};
 use crate::state::Storage;
 use crate::stats::counter;
-use crate::transfer::{send_range, TransferError};
+use crate::transfer::send_range;
 
 /// Records read from the binlog at once.
 const BATCH: usize = 512;
@@ -531,9 +531,7 @@ impl Dispatcher {
             flush(conn, out).await?;
             send_range(conn, &mut file, 0, size)
                 .await
-                .map_err(|e| match e {
-                    TransferError::Net(e) | TransferError::Disk(e) => End::Broken(Error::Io(e)),
-                })?;
+                .map_err(|e| End::Broken(Error::Io(e.into_io())))?;
         }
         self.st
             .stats
@@ -778,9 +776,7 @@ impl Dispatcher {
             conn.send(header, head).await?;
             send_range(conn, file, offset, len)
                 .await
-                .map_err(|e| match e {
-                    TransferError::Net(e) | TransferError::Disk(e) => End::Broken(Error::Io(e)),
-                })?;
+                .map_err(|e| End::Broken(Error::Io(e.into_io())))?;
         }
         reply_status(conn).await
     }
