@@ -89,6 +89,8 @@ def test_sigterm_lets_upload_in_flight_finish(tmp_path_factory):
         data = payload(2_000_000, 7)
         body = wire.upload_body(data, "bin")
         conn = wire.Conn(c.storage_addr, timeout=30)
+        # The connection is being served (accepted, its handler running).
+        assert conn.request(111) == (0, b"")
         conn.send(wire.header(len(body), wire.S_UPLOAD) + body[: len(body) // 2])
         # The storage is now inside the upload; ask it to stop.
         c.storage.proc.send_signal(signal.SIGTERM)

@@ -26,7 +26,9 @@ pub async fn handle_connection(
     let mut auth = Responder::default();
     let may_modify = st.cfg.modify_allow_hosts.allows(peer.ip());
     loop {
+        // A request that already arrived is served even when the stop has come.
         let header = tokio::select! {
+            biased;
             h = conn.read_header(st.cfg.network_timeout) => h,
             _ = shutdown.recv() => break,
         };

@@ -6,6 +6,10 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use fdfs_runtime::Connection;
 
+/// Most content read and dropped after a refusal so the client still reads the errno on
+/// a live connection; beyond it the connection is closed after the errno.
+pub const DRAIN_LIMIT: u64 = 64 << 20;
+
 /// Largest chunk moved at once.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -51,11 +55,27 @@ pub async fn receive_into(
         }
         left -= n as u64;
         if let Err(e) = file.write_all(&buf[..n]) {
+            if left > DRAIN_LIMIT {
+                return Err(TransferError::Disk(e));
+            }
             discard(conn, left).await.map_err(TransferError::Net)?;
             return Err(TransferError::DiskAfterBody(e));
         }
     }
     Ok(())
+}
+
+/// Refuses a request whose `unread` content bytes are still on the wire: drops them
+/// (up to [`DRAIN_LIMIT`]) so the connection goes on, else answers and closes.
+pub async fn refuse_content(conn: &mut Connection, unread: u64, code: u8) -> crate::handlers::Fail {
+    use crate::handlers::Fail;
+    if unread > DRAIN_LIMIT {
+        return Fail::ReplyAndClose(code);
+    }
+    match discard(conn, unread).await {
+        Ok(()) => Fail::Reply(code),
+        Err(_) => Fail::Close,
+    }
 }
 
 /// Reads and throws away `len` bytes, so a rejected request leaves the stream in sync.

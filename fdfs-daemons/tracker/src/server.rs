@@ -147,9 +147,11 @@ async fn serve_connection(
     let mut conn = Connection::new(stream, config.network_timeout);
     let mut session = Session::default();
     loop {
+        // A request that already arrived is served even when the stop has come.
         let header = tokio::select! {
-            _ = shutdown.recv() => break,
+            biased;
             h = conn.read_header(config.network_timeout) => h,
+            _ = shutdown.recv() => break,
         };
         let header = match header {
             Ok(Some(h)) => h,

@@ -20,7 +20,7 @@ use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
-use crate::transfer::{discard, receive_into, TransferError};
+use crate::transfer::{receive_into, refuse_content, TransferError};
 
 /// Logs a failed write in `dir`, taking its store path out of service if the disk is
 /// broken; returns the errno for the client.
@@ -126,11 +126,7 @@ async fn upload_inner(
                         head.file_size
                     );
                 }
-                // The content is read and dropped so that the client sees the errno.
-                discard(conn, head.file_size)
-                    .await
-                    .map_err(|_| Fail::Close)?;
-                return Err(Fail::Reply(e));
+                return Err(refuse_content(conn, head.file_size, e).await);
             }
         };
         let dir = st.store.dir(reservation.index, high, low);
@@ -140,10 +136,7 @@ async fn upload_inner(
                 let code = disk_failed(st, &dir, e);
                 tries -= 1;
                 if tries == 0 || !st.store.paths()[reservation.index].is_failed() {
-                    discard(conn, head.file_size)
-                        .await
-                        .map_err(|_| Fail::Close)?;
-                    return Err(Fail::Reply(code));
+                    return Err(refuse_content(conn, head.file_size, code).await);
                 }
             }
         }
@@ -251,10 +244,7 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         Ok(t) => t,
         Err(e) => {
             let code = disk_failed(st, &dir, e);
-            discard(conn, head.file_size)
-                .await
-                .map_err(|_| Fail::Close)?;
-            return Err(Fail::Reply(code));
+            return Err(refuse_content(conn, head.file_size, code).await);
         }
     };
     let (mut temp, _crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
