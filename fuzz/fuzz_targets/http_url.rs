@@ -38,7 +38,7 @@ fn confs() -> &'static [ModConf; 2] {
     })
 }
 
-fn check_request(path: &str, conf: &ModConf) -> Option<FileRequest> {
+fn check_request<'a>(path: &'a str, conf: &'a ModConf) -> Option<FileRequest<'a>> {
     let r = FileRequest::parse(path, conf).ok()?;
     assert!(fdfs_proto::valid_group_name(&r.group));
     assert!(r.remote.len() >= NORMAL_NAME_LEN);
@@ -46,7 +46,7 @@ fn check_request(path: &str, conf: &ModConf) -> Option<FileRequest> {
     assert_eq!(r.file_id(), format!("{}/{}", r.group, r.remote));
     if let Some(local) = &r.local_path {
         // Never outside `<store path>/data`, never with `..` or `.` in it.
-        let g = conf.group(&r.group).expect("local path only for our group");
+        let g = conf.group(r.group).expect("local path only for our group");
         assert!(g
             .store_paths
             .iter()

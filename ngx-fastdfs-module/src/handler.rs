@@ -4,6 +4,7 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fdfs_proto::fileid::FileKind;
@@ -103,8 +104,9 @@ unsafe fn serve(req: &mut Request) -> Status {
         return status(HTTPStatus::INTERNAL_SERVER_ERROR);
     };
     let log = req.log();
-    let uri = String::from_utf8_lossy(ngx_bytes(unsafe { &(*r).uri })).into_owned();
-    let args = String::from_utf8_lossy(ngx_bytes(unsafe { &(*r).args })).into_owned();
+    // Borrowed from the request (no copy unless the bytes are not UTF-8).
+    let uri = String::from_utf8_lossy(ngx_bytes(unsafe { &(*r).uri }));
+    let args = String::from_utf8_lossy(ngx_bytes(unsafe { &(*r).args }));
     let file = match FileRequest::parse(&uri, &conf) {
         Ok(f) => f,
         Err(e) => {
@@ -148,7 +150,7 @@ unsafe fn serve(req: &mut Request) -> Status {
                         disposition: None,
                         ranges: false,
                     };
-                    unsafe { send_file(req, &path.to_string_lossy(), body, true) }
+                    unsafe { send_file(req, path, body, true) }
                 }
                 None => status(HTTPStatus::BAD_REQUEST),
             };
@@ -184,7 +186,7 @@ unsafe fn serve(req: &mut Request) -> Status {
             disposition: query.get("filename").and_then(content_disposition),
             ranges: !is_flv,
         };
-        let rc = unsafe { send_file_with_query(req, &path.to_string_lossy(), body, &query) };
+        let rc = unsafe { send_file_with_query(req, path, body, &query) };
         if rc != status(HTTPStatus::NOT_FOUND) {
             return rc;
         }
@@ -201,7 +203,7 @@ fn bypass(req: &Request, conf: &ModConf) -> bool {
 
 unsafe fn send_file_with_query(
     req: &mut Request,
-    path: &str,
+    path: &Path,
     mut body: Body,
     query: &Query,
 ) -> Status {
@@ -213,7 +215,7 @@ unsafe fn send_file_with_query(
     unsafe { send_file(req, path, body, false) }
 }
 
-unsafe fn send_file_flv(req: &mut Request, path: &str, body: Body, query: &Query) -> Status {
+unsafe fn send_file_flv(req: &mut Request, path: &Path, body: Body, query: &Query) -> Status {
     let _ = body;
     let body = Body {
         size: 0,
@@ -228,7 +230,7 @@ unsafe fn send_file_flv(req: &mut Request, path: &str, body: Body, query: &Query
     unsafe { send_file_inner(req, path, body, false, Some((start, end))) }
 }
 
-unsafe fn send_file(req: &mut Request, path: &str, body: Body, fail_file: bool) -> Status {
+unsafe fn send_file(req: &mut Request, path: &Path, body: Body, fail_file: bool) -> Status {
     unsafe { send_file_inner(req, path, body, fail_file, None) }
 }
 
@@ -238,7 +240,7 @@ type FlvArgs = Option<(Option<String>, Option<String>)>;
 /// 404 (before any header is sent) when the file does not exist.
 unsafe fn send_file_inner(
     req: &mut Request,
-    path: &str,
+    path: &Path,
     mut body: Body,
     fail_file: bool,
     flv: FlvArgs,
@@ -246,12 +248,18 @@ unsafe fn send_file_inner(
     let r: *mut ngx_http_request_t = req.into();
     unsafe {
         let pool = (*r).pool;
-        let mut bytes = path.as_bytes().to_vec();
-        bytes.push(0);
-        let Some(mut name) = ngx_str_t::from_bytes(pool, &bytes) else {
+        // The NUL-terminated name nginx opens, straight into the request pool.
+        let bytes = path.as_os_str().as_encoded_bytes();
+        let data = ngx_pnalloc(pool, bytes.len() + 1) as *mut u8;
+        if data.is_null() {
             return Status::NGX_ERROR;
+        }
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+        *data.add(bytes.len()) = 0;
+        let mut name = ngx_str_t {
+            len: bytes.len(),
+            data,
         };
-        name.len -= 1;
         let Some(clcf) = NgxHttpCoreModule::location_conf(req) else {
             return Status::NGX_ERROR;
         };

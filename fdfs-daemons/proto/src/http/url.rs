@@ -31,12 +31,13 @@ impl std::fmt::Display for UrlError {
     }
 }
 
-/// A file named by a request URL.
+/// A file named by a request URL (borrowing from the URL and the config: the module
+/// parses one per request, so it allocates only the local path).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileRequest {
-    pub group: String,
+pub struct FileRequest<'a> {
+    pub group: &'a str,
     /// `Mxx/XX/YY/name`: the file id without the group (what the token signs).
-    pub remote: String,
+    pub remote: &'a str,
     /// What the name says about the file (source, creation time, size, kind).
     pub info: FileInfo,
     /// Set when one of this node's groups is the file's group: the absolute path where
@@ -44,7 +45,7 @@ pub struct FileRequest {
     pub local_path: Option<PathBuf>,
 }
 
-impl FileRequest {
+impl<'a> FileRequest<'a> {
     /// `group/Mxx/XX/YY/name`.
     pub fn file_id(&self) -> String {
         format!("{}/{}", self.group, self.remote)
@@ -52,7 +53,7 @@ impl FileRequest {
 
     /// Parses the decoded request path (nginx's `r->uri`). Never yields a path outside a
     /// configured store path: the name must pass [`RemoteName::parse`].
-    pub fn parse(path: &str, conf: &ModConf) -> Result<FileRequest, UrlError> {
+    pub fn parse(path: &'a str, conf: &'a ModConf) -> Result<FileRequest<'a>, UrlError> {
         if path.len() > MAX_URL_LEN {
             return Err(UrlError::TooLong);
         }
@@ -62,28 +63,39 @@ impl FileRequest {
             if !crate::valid_group_name(g) {
                 return Err(UrlError::NoGroup);
             }
-            (g.to_string(), rest)
+            (g, rest)
         } else {
-            (conf.groups[0].name.clone(), path)
+            (conf.groups[0].name.as_str(), path)
         };
         let name = RemoteName::parse(remote).map_err(|e| UrlError::BadName(e.to_string()))?;
         if remote.len() < NORMAL_NAME_LEN {
             return Err(UrlError::BadName(format!("{remote:?} is too short")));
         }
         let info = name.info().map_err(|e| UrlError::BadName(e.to_string()))?;
-        let local_path = match conf.group(&group) {
+        let local_path = match conf.group(group) {
             Some(g) => {
                 let store = g
                     .store_paths
                     .get(name.store_path as usize)
                     .ok_or(UrlError::StorePathOutOfRange(name.store_path))?;
-                Some(store.join("data").join(name.data_relative()))
+                // `<store>/data/XX/YY/name`, built in one allocation.
+                let rel = name.data_relative();
+                let mut p =
+                    std::ffi::OsString::with_capacity(store.as_os_str().len() + 6 + rel.len());
+                p.push(store.as_os_str());
+                p.push(if store.as_os_str().as_encoded_bytes().ends_with(b"/") {
+                    "data/"
+                } else {
+                    "/data/"
+                });
+                p.push(rel);
+                Some(PathBuf::from(p))
             }
             None => None,
         };
         Ok(FileRequest {
             group,
-            remote: remote.to_string(),
+            remote,
             info,
             local_path,
         })
@@ -167,14 +179,16 @@ mod tests {
     #[test]
     fn with_group_name() {
         let (_d, conf) = conf_from("group_name=group1\nurl_have_group_name=true\n");
-        let r = FileRequest::parse(&format!("/group1/{NAME}"), &conf).unwrap();
+        let url = format!("/group1/{NAME}");
+        let r = FileRequest::parse(&url, &conf).unwrap();
         assert_eq!(r.group, "group1");
         assert_eq!(r.remote, NAME);
         assert_eq!(r.info.file_size, 15);
         let p = r.local_path.unwrap();
         assert!(p.ends_with("data/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt"));
         // another group: no local path
-        let r = FileRequest::parse(&format!("/group2/{NAME}"), &conf).unwrap();
+        let url = format!("/group2/{NAME}");
+        let r = FileRequest::parse(&url, &conf).unwrap();
         assert_eq!(r.local_path, None);
         assert_eq!(r.file_id(), format!("group2/{NAME}"));
         assert_eq!(FileRequest::parse("/group1", &conf), Err(UrlError::NoGroup));
@@ -183,7 +197,8 @@ mod tests {
     #[test]
     fn without_group_name() {
         let (_d, conf) = conf_from("group_name=group7\n");
-        let r = FileRequest::parse(&format!("/{NAME}"), &conf).unwrap();
+        let url = format!("/{NAME}");
+        let r = FileRequest::parse(&url, &conf).unwrap();
         assert_eq!(r.group, "group7");
         assert!(r.local_path.is_some());
     }
