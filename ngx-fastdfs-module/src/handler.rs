@@ -122,7 +122,7 @@ unsafe fn serve(req: &mut Request) -> Status {
         };
         let ts: i64 = ts.trim().parse().unwrap_or(0);
         if let Err(e) = check_token(
-            &file.remote,
+            file.remote,
             &conf.http.secret_key,
             token,
             ts,
@@ -429,7 +429,7 @@ unsafe fn on_miss(
     {
         return status(HTTPStatus::NOT_FOUND);
     }
-    let candidates = peers::candidates(source, &crate::peers::group_peers(&file.group), &local);
+    let candidates = peers::candidates(source, &crate::peers::group_peers(file.group), &local);
     if candidates.is_empty() {
         ngx_log_error!(
             NGX_LOG_ERR,
