@@ -34,6 +34,7 @@ JSONL="$WORK/results.jsonl"
 base=$((RANDOM % 150 + 60))
 TRACKER_IP=127.0.0.$base; ST1_IP=127.0.0.$((base + 1)); ST2_IP=127.0.0.$((base + 2))
 MANY_IP=127.0.0.$((base + 3)); WEED_IP=127.0.0.$((base + 4)); COPY_IP=127.0.0.$((base + 5))
+NOSYNC_IP=127.0.0.$((base + 6)); SYNC_IP=127.0.0.$((base + 7))
 TRACKER_PORT=22122; ST_PORT=23000
 
 PIDS=()
@@ -75,7 +76,9 @@ log_level = warn
 CONF
 }
 
-storage_conf() { # dir ip tracker_ip
+# The comparison with FastDFS runs with its durability: the reply once the kernel has the
+# data (fsync_before_reply = false). The cost of our default (true) is measured below.
+storage_conf() { # dir ip tracker_ip [fsync_before_reply]
   cat <<CONF
 group_name = group1
 bind_addr = $2
@@ -86,6 +89,7 @@ tracker_server = $3:$TRACKER_PORT
 heart_beat_interval = 1
 stat_report_interval = 5
 max_connections = 1024
+fsync_before_reply = ${4:-false}
 log_level = warn
 CONF
 }
@@ -238,6 +242,19 @@ storage_conf "$WORK/many" "$MANY_IP" "$TRACKER_IP" | sed 's/^group_name = group1
 start_daemon many "$BIN/fdfs_storaged" "$WORK/many.conf"
 until (echo >/dev/tcp/"$MANY_IP"/$ST_PORT) 2>/dev/null; do sleep 0.1; done
 bench "many files: $MANY uploads of 1024B c16 into one storage" --storage "$MANY_IP:$ST_PORT" --mode upload --threads 16 --size 1024 --total "$MANY" --windows 10
+
+# ---------------------------------------------------------------- durability cost
+# One storage each (own group, no replication): replies after the kernel has the data,
+# and replies after content, directory and binlog are flushed (the default).
+for mode in nosync sync; do
+  if [ $mode = sync ]; then ip=$SYNC_IP; flag=true; else ip=$NOSYNC_IP; flag=false; fi
+  mkdir -p "$WORK/$mode"
+  storage_conf "$WORK/$mode" "$ip" "$TRACKER_IP" $flag | sed "s/^group_name = group1/group_name = $mode/" >"$WORK/$mode.conf"
+  start_daemon $mode "$BIN/fdfs_storaged" "$WORK/$mode.conf"
+  until (echo >/dev/tcp/"$ip"/$ST_PORT) 2>/dev/null; do sleep 0.1; done
+  bench "upload 4096B c16 direct, one storage, fsync_before_reply=$flag" --storage "$ip:$ST_PORT" --mode upload --threads 16 --size 4096 --seconds "$SECONDS_EACH"
+  eval "kill \$PID_$mode"
+done
 
 # ---------------------------------------------------------------- SeaweedFS
 if [ "$WEED_N" -gt 0 ]; then
