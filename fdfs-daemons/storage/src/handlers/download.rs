@@ -1,8 +1,10 @@
 //! 14 DOWNLOAD_FILE: the whole file or a range, streamed from disk.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use fdfs_proto::errno;
+use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::storage_msg::Download;
 use fdfs_proto::Header;
 use fdfs_runtime::Connection;
@@ -11,6 +13,10 @@ use super::{locate, Fail, Handled};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::transfer::send_range;
+
+/// Files up to this size are read into memory and sent with their header in one write;
+/// larger ones go out with `sendfile`.
+const SMALL: u64 = 64 * 1024;
 
 pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
     let req = Download::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
@@ -33,6 +39,18 @@ pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
         } else {
             req.count
         };
+        if count <= SMALL {
+            // Header and content in one write (one packet for a small file).
+            let mut out = Vec::with_capacity(HEADER_LEN + count as usize);
+            out.extend_from_slice(&Header::response(0, count).encode());
+            out.resize(HEADER_LEN + count as usize, 0);
+            file.read_exact_at(&mut out[HEADER_LEN..], req.offset)
+                .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+            conn.write_all(&out).await.map_err(|_| Fail::Close)?;
+            st.stats
+                .add_bytes(counter::TOTAL_DOWNLOAD_BYTES, count, true);
+            return Ok(());
+        }
         conn.send(Header::response(0, count), &[])
             .await
             .map_err(|_| Fail::Close)?;
