@@ -17,6 +17,7 @@ pub mod state;
 pub mod stats;
 pub mod store;
 pub mod sync;
+pub mod tombstones;
 pub mod tracker_link;
 pub mod transfer;
 
@@ -44,6 +45,15 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
         .map_err(|e| format!("store paths: {e}"))?;
     let binlog = Binlog::open(&cfg.base_path).map_err(|e| format!("binlog: {e}"))?;
     let st = Arc::new(Storage::new(cfg, store, binlog));
+    let current = binlog::file_name(st.binlog.dir(), st.binlog.end().index);
+    match st
+        .tombstones
+        .load_from_binlog(&current, fdfs_runtime::unix_now())
+    {
+        Ok(n) if n > 0 => info!("remembering {n} recent delete(s) from the binlog"),
+        Ok(_) => {}
+        Err(e) => warn!("cannot read {}: {e}", current.display()),
+    }
     if let Some((high, low, written)) = st.stats.load(&st.stat_file()) {
         st.store.restore_rotation(high, low, written);
     }

@@ -21,6 +21,8 @@ pub struct Storage {
     pub stats: Stats,
     /// Replication: group members, peers' progress, what we received.
     pub sync: SyncState,
+    /// Recent deletes, so that a replayed copy does not bring a file back.
+    pub tombstones: crate::tombstones::Tombstones,
     /// Our own address as the cluster sees it: `bind_addr`, else learnt from the tracker
     /// connection. It goes into every new file name.
     my_ip: RwLock<Option<IpAddr>>,
@@ -38,6 +40,7 @@ impl Storage {
             binlog: std::sync::Arc::new(binlog),
             stats: Stats::default(),
             sync: SyncState::default(),
+            tombstones: Default::default(),
             my_ip: RwLock::new(my_ip),
             ip_size: RwLock::new(IpSize::V4),
             up_time: fdfs_runtime::unix_now(),

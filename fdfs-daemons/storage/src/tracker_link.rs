@@ -135,7 +135,14 @@ async fn session(
     // theirs (88) if they still see us as new.
     let _first_sync = links.first_sync.lock().await;
     let init = links.init.lock().unwrap().clone();
-    if init.sync_old_done && reply.status == status::INIT {
+    // A tracker that saw us join after the initial copy was arranged elsewhere does not
+    // know its source: tell it too, or it answers "nobody" when the source asks.
+    let source_unknown = init.sync_old_done
+        && !init.sync_src_server.is_empty()
+        && reply.status != status::ACTIVE
+        && reply.status != status::INIT
+        && SyncSource::decode(&conn.request(cmd::STORAGE_SYNC_DEST_QUERY, &[]).await?)?.is_none();
+    if init.sync_old_done && (reply.status == status::INIT || source_unknown) {
         let src = (!init.sync_src_server.is_empty()).then(|| SyncSource {
             src_id: init.sync_src_server.clone(),
             until_timestamp: init.sync_until_timestamp,

@@ -19,9 +19,11 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
         let mut meta = path.clone().into_os_string();
         meta.push("-m");
         let _ = fs::remove_file(meta);
+        let now = unix_now();
+        st.tombstones.record(name.full, now, now);
         let pos = st
             .binlog
-            .append(unix_now(), op::DELETE, name.full, None)
+            .append(now, op::DELETE, name.full, None)
             .map_err(binlog_failed)?;
         st.durable_names(path.parent(), pos)
             .await

@@ -145,6 +145,16 @@ pub async fn create_or_update(
         Ok((_, p)) => p,
         Err(e) => return refuse(conn, content, e).await,
     };
+    if st
+        .tombstones
+        .deleted_since(&filename, head.timestamp as i64)
+    {
+        // A replay of a copy made before this storage deleted the file: keep it deleted.
+        tracing::info!("{filename}: deleted here after this copy was made; copy ignored");
+        discard(conn, content).await.map_err(|_| Fail::Close)?;
+        applied(st, sess, head.timestamp);
+        return ok(conn);
+    }
     if no_content {
         if !path.is_file() {
             return Err(Fail::Reply(errno::ENOENT));
@@ -252,6 +262,9 @@ pub async fn delete(
 ) -> Handled {
     let req = SyncDelete::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    // Remembered even when the file is not here yet: its copy may still be on the way.
+    st.tombstones
+        .record(name.full, req.timestamp as i64, unix_now());
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

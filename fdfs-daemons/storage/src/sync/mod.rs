@@ -192,14 +192,24 @@ pub async fn sync_src_req(st: &Storage, dest: &str) -> Result<Option<SyncSource>
     w.fixed_str(&st.cfg.group_name, GROUP_NAME_LEN)
         .fixed_str(dest, STORAGE_ID_LEN);
     let body = w.finish();
+    // Every tracker is asked: one that saw `dest` join late may not know its source
+    // yet, and a "nobody" from it must not hide another tracker's answer.
     let mut last = Error::Other("no tracker configured".into());
+    let mut answered = false;
     for t in &st.cfg.tracker_servers {
         match tracker_request(st, t, cmd::STORAGE_SYNC_SRC_REQ, &body).await {
-            Ok(reply) => return Ok(SyncSource::decode(&reply)?),
+            Ok(reply) => match SyncSource::decode(&reply)? {
+                Some(src) => return Ok(Some(src)),
+                None => answered = true,
+            },
             Err(e) => last = e,
         }
     }
-    Err(last)
+    if answered {
+        Ok(None)
+    } else {
+        Err(last)
+    }
 }
 
 /// 76 REPORT_STATUS: tells every tracker the status of peer `dest`.
