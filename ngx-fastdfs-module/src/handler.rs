@@ -104,10 +104,16 @@ unsafe fn serve(req: &mut Request) -> Status {
         return status(HTTPStatus::INTERNAL_SERVER_ERROR);
     };
     let log = req.log();
-    // Borrowed from the request (no copy unless the bytes are not UTF-8).
-    let uri = String::from_utf8_lossy(ngx_bytes(unsafe { &(*r).uri }));
-    let args = String::from_utf8_lossy(ngx_bytes(unsafe { &(*r).args }));
-    let file = match FileRequest::parse(&uri, &conf) {
+    // Borrowed from the request. A path that is not UTF-8 names no file.
+    let Ok(uri) = std::str::from_utf8(ngx_bytes(unsafe { &(*r).uri })) else {
+        return status(HTTPStatus::BAD_REQUEST);
+    };
+    let raw_args = ngx_bytes(unsafe { &(*r).args });
+    let args = match std::str::from_utf8(raw_args) {
+        Ok(a) => std::borrow::Cow::Borrowed(a),
+        Err(_) => String::from_utf8_lossy(raw_args),
+    };
+    let file = match FileRequest::parse(uri, &conf) {
         Ok(f) => f,
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, log, "fastdfs: {}: {}", uri, e);
