@@ -2,6 +2,8 @@
 //! that join and beat every one of them: leader election, follower beat replies,
 //! failover when the leader stops, a restarted leader coming back as a follower.
 
+mod common;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,10 +37,7 @@ struct TestTracker {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdfs-tcluster-it-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("fdfs-tcluster-it", name)
 }
 
 async fn start_at(base: &Path, ip: IpAddr, port: u16) -> io::Result<TestTracker> {

@@ -1,6 +1,8 @@
 //! Runs the real tracker in-process on a random 127.0.0.x:port and drives it over TCP
 //! the way storages, clients and fdfs_monitor do.
 
+mod common;
+
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,10 +34,7 @@ struct TestTracker {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdfs-tracker-it-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("fdfs-tracker-it", name)
 }
 
 /// Starts a tracker on a free random 127.0.0.x:port with `extra` config lines.
