@@ -44,7 +44,7 @@ fn check_request<'a>(path: &'a str, conf: &'a ModConf) -> Option<FileRequest<'a>
     assert!(r.remote.len() >= NORMAL_NAME_LEN);
     RemoteName::parse(&r.remote).expect("remote name was checked");
     assert_eq!(r.file_id(), format!("{}/{}", r.group, r.remote));
-    if let Some(local) = &r.local_path {
+    if let Some(local) = &r.local_path() {
         // Never outside `<store path>/data`, never with `..` or `.` in it.
         let g = conf.group(r.group).expect("local path only for our group");
         assert!(g

@@ -4,7 +4,6 @@
 use core::ffi::c_void;
 use core::ptr::null_mut;
 use std::net::Ipv4Addr;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fdfs_proto::fileid::FileKind;
@@ -156,14 +155,22 @@ unsafe fn serve(req: &mut Request) -> Status {
                         disposition: None,
                         ranges: false,
                     };
-                    unsafe { send_file(req, path, body, true) }
+                    let bytes = path.as_os_str().as_encoded_bytes();
+                    unsafe { send_file(req, &[bytes], body, true) }
                 }
                 None => status(HTTPStatus::BAD_REQUEST),
             };
         }
     }
 
-    if let Some(path) = &file.local_path {
+    if let Some((store, rel)) = file.local {
+        let store = store.as_os_str().as_encoded_bytes();
+        let sep: &[u8] = if store.ends_with(b"/") {
+            b"data/"
+        } else {
+            b"/data/"
+        };
+        let path = [store, sep, rel.as_bytes()];
         let range = header_in(req, "Range");
         if range.is_some_and(|h| !conf.http.multi_range_enabled && range_count(h) > 1) {
             return status(HTTPStatus::RANGE_NOT_SATISFIABLE);
@@ -192,7 +199,7 @@ unsafe fn serve(req: &mut Request) -> Status {
             disposition: query.get("filename").and_then(content_disposition),
             ranges: !is_flv,
         };
-        let rc = unsafe { send_file_with_query(req, path, body, &query) };
+        let rc = unsafe { send_file_with_query(req, &path, body, &query) };
         if rc != status(HTTPStatus::NOT_FOUND) {
             return rc;
         }
@@ -209,7 +216,7 @@ fn bypass(req: &Request, conf: &ModConf) -> bool {
 
 unsafe fn send_file_with_query(
     req: &mut Request,
-    path: &Path,
+    path: &[&[u8]],
     mut body: Body,
     query: &Query,
 ) -> Status {
@@ -221,7 +228,7 @@ unsafe fn send_file_with_query(
     unsafe { send_file(req, path, body, false) }
 }
 
-unsafe fn send_file_flv(req: &mut Request, path: &Path, body: Body, query: &Query) -> Status {
+unsafe fn send_file_flv(req: &mut Request, path: &[&[u8]], body: Body, query: &Query) -> Status {
     let _ = body;
     let body = Body {
         size: 0,
@@ -236,7 +243,7 @@ unsafe fn send_file_flv(req: &mut Request, path: &Path, body: Body, query: &Quer
     unsafe { send_file_inner(req, path, body, false, Some((start, end))) }
 }
 
-unsafe fn send_file(req: &mut Request, path: &Path, body: Body, fail_file: bool) -> Status {
+unsafe fn send_file(req: &mut Request, path: &[&[u8]], body: Body, fail_file: bool) -> Status {
     unsafe { send_file_inner(req, path, body, fail_file, None) }
 }
 
@@ -246,7 +253,7 @@ type FlvArgs = Option<(Option<String>, Option<String>)>;
 /// 404 (before any header is sent) when the file does not exist.
 unsafe fn send_file_inner(
     req: &mut Request,
-    path: &Path,
+    path: &[&[u8]],
     mut body: Body,
     fail_file: bool,
     flv: FlvArgs,
@@ -254,18 +261,20 @@ unsafe fn send_file_inner(
     let r: *mut ngx_http_request_t = req.into();
     unsafe {
         let pool = (*r).pool;
-        // The NUL-terminated name nginx opens, straight into the request pool.
-        let bytes = path.as_os_str().as_encoded_bytes();
-        let data = ngx_pnalloc(pool, bytes.len() + 1) as *mut u8;
+        // The NUL-terminated name nginx opens, joined from `path`'s pieces straight
+        // into the request pool.
+        let len: usize = path.iter().map(|p| p.len()).sum();
+        let data = ngx_pnalloc(pool, len + 1) as *mut u8;
         if data.is_null() {
             return Status::NGX_ERROR;
         }
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
-        *data.add(bytes.len()) = 0;
-        let mut name = ngx_str_t {
-            len: bytes.len(),
-            data,
-        };
+        let mut at = 0;
+        for piece in path {
+            core::ptr::copy_nonoverlapping(piece.as_ptr(), data.add(at), piece.len());
+            at += piece.len();
+        }
+        *data.add(len) = 0;
+        let mut name = ngx_str_t { len, data };
         let Some(clcf) = NgxHttpCoreModule::location_conf(req) else {
             return Status::NGX_ERROR;
         };
@@ -424,7 +433,7 @@ unsafe fn on_miss(
         local.push(ip.to_string());
     }
     let source_is_local = source.is_some_and(|s| local.contains(&s.to_string()));
-    let same_group = file.local_path.is_some();
+    let same_group = file.local.is_some();
     if peers::on_local_miss(
         same_group,
         &file.info,

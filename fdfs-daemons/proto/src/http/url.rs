@@ -1,7 +1,7 @@
 //! What a request URL names: the group, the remote filename (`Mxx/XX/YY/name`), whether
 //! this node's groups hold it, and the query arguments the module reads.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::modconf::ModConf;
 use crate::fileid::{FileInfo, RemoteName, NORMAL_NAME_LEN};
@@ -40,12 +40,26 @@ pub struct FileRequest<'a> {
     pub remote: &'a str,
     /// What the name says about the file (source, creation time, size, kind).
     pub info: FileInfo,
-    /// Set when one of this node's groups is the file's group: the absolute path where
-    /// the file lives on this node.
-    pub local_path: Option<PathBuf>,
+    /// Set when one of this node's groups is the file's group: the store path and the
+    /// path below its `data/` where the file lives on this node.
+    pub local: Option<(&'a Path, &'a str)>,
 }
 
 impl<'a> FileRequest<'a> {
+    /// The absolute path of the file on this node: `<store>/data/XX/YY/name`.
+    pub fn local_path(&self) -> Option<PathBuf> {
+        let (store, rel) = self.local?;
+        let mut p = std::ffi::OsString::with_capacity(store.as_os_str().len() + 6 + rel.len());
+        p.push(store.as_os_str());
+        p.push(if store.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            "data/"
+        } else {
+            "/data/"
+        });
+        p.push(rel);
+        Some(PathBuf::from(p))
+    }
+
     /// `group/Mxx/XX/YY/name`.
     pub fn file_id(&self) -> String {
         format!("{}/{}", self.group, self.remote)
@@ -72,24 +86,13 @@ impl<'a> FileRequest<'a> {
             return Err(UrlError::BadName(format!("{remote:?} is too short")));
         }
         let info = name.info().map_err(|e| UrlError::BadName(e.to_string()))?;
-        let local_path = match conf.group(group) {
+        let local = match conf.group(group) {
             Some(g) => {
                 let store = g
                     .store_paths
                     .get(name.store_path as usize)
                     .ok_or(UrlError::StorePathOutOfRange(name.store_path))?;
-                // `<store>/data/XX/YY/name`, built in one allocation.
-                let rel = name.data_relative();
-                let mut p =
-                    std::ffi::OsString::with_capacity(store.as_os_str().len() + 6 + rel.len());
-                p.push(store.as_os_str());
-                p.push(if store.as_os_str().as_encoded_bytes().ends_with(b"/") {
-                    "data/"
-                } else {
-                    "/data/"
-                });
-                p.push(rel);
-                Some(PathBuf::from(p))
+                Some((store.as_path(), name.data_relative()))
             }
             None => None,
         };
@@ -97,7 +100,7 @@ impl<'a> FileRequest<'a> {
             group,
             remote,
             info,
-            local_path,
+            local,
         })
     }
 }
@@ -184,12 +187,12 @@ mod tests {
         assert_eq!(r.group, "group1");
         assert_eq!(r.remote, NAME);
         assert_eq!(r.info.file_size, 15);
-        let p = r.local_path.unwrap();
+        let p = r.local_path().unwrap();
         assert!(p.ends_with("data/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt"));
         // another group: no local path
         let url = format!("/group2/{NAME}");
         let r = FileRequest::parse(&url, &conf).unwrap();
-        assert_eq!(r.local_path, None);
+        assert_eq!(r.local_path(), None);
         assert_eq!(r.file_id(), format!("group2/{NAME}"));
         assert_eq!(FileRequest::parse("/group1", &conf), Err(UrlError::NoGroup));
     }
@@ -200,7 +203,7 @@ mod tests {
         let url = format!("/{NAME}");
         let r = FileRequest::parse(&url, &conf).unwrap();
         assert_eq!(r.group, "group7");
-        assert!(r.local_path.is_some());
+        assert!(r.local_path().is_some());
     }
 
     #[test]
