@@ -119,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(r) = &req {
         let now = 1_800_000_000 + i64::from(sel);
-        let _ = peers::on_local_miss(r.local_path.is_some(), &r.info, sel & 2 == 2, now, 86400);
+        let _ = peers::on_local_miss(r.local.is_some(), &r.info, sel & 2 == 2, now, 86400);
         let _ = peers::on_local_miss(true, &r.info, false, now, i64::MAX);
     }
 });
