@@ -54,6 +54,20 @@ start_daemon() { # name binary conf
   eval "PID_$1=$!"
 }
 
+# Waits (up to two minutes) until the disk is quiet: flushes, and the deletes of an
+# earlier run's million files, would otherwise halve the disk-bound figures.
+settle() {
+  sync
+  [ -r /proc/pressure/io ] || return 0
+  local i p
+  for i in $(seq 120); do
+    p=$(awk '/^some/ { sub("avg10=", "", $2); print $2 }' /proc/pressure/io)
+    awk -v p="$p" 'BEGIN { exit !(p < 5) }' && return 0
+    sleep 1
+  done
+  note "the disk is still busy (io pressure ${p}%): disk-bound figures will be low"
+}
+
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
@@ -118,6 +132,7 @@ bench() { # label args...
 }
 
 # ---------------------------------------------------------------- small files
+settle
 for size in 1024 4096; do
   for c in 1 16; do
     bench "upload ${size}B c$c via tracker" --tracker "$TRACKER_IP:$TRACKER_PORT" --mode upload --threads $c --size $size --seconds "$SECONDS_EACH"
@@ -131,6 +146,7 @@ bench "mixed 4096B c16 via tracker" --tracker "$TRACKER_IP:$TRACKER_PORT" --mode
 # ---------------------------------------------------------------- large file
 big="$WORK/big.bin"
 dd if=/dev/urandom of="$big" bs=1M count="$LARGE_MB" status=none
+settle
 # Each transfer starts with no dirty pages left by the one before, and is set against
 # a dd of the same size to the same disk made just before it (this disk's write speed
 # varies from run to run).
@@ -257,6 +273,7 @@ bench "many files: $MANY uploads of 1024B c16 into one storage" --storage "$MANY
 # ---------------------------------------------------------------- durability cost
 # One storage each (own group, no replication): replies after the kernel has the data,
 # and replies after content, directory and binlog are flushed (the default).
+settle
 for mode in nosync sync; do
   if [ $mode = sync ]; then ip=$SYNC_IP; flag=true; else ip=$NOSYNC_IP; flag=false; fi
   mkdir -p "$WORK/$mode"
