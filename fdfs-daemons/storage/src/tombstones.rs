@@ -5,7 +5,8 @@
 //!
 //! A create is stale when this storage deleted the name at or after the create's time.
 //! File names are never reused except for slave files uploaded again under the same
-//! prefix, and those carry a later time.
+//! prefix, and those carry a later time. Metadata files (`<name>-m`) are removed and
+//! created again freely: they are judged by their file's delete, not their own.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -36,6 +37,9 @@ impl Tombstones {
     /// Remembers that `name` was deleted at `deleted_at` (unix seconds); `now` drives
     /// the expiry.
     pub fn record(&self, name: &str, deleted_at: i64, now: i64) {
+        if name.ends_with("-m") {
+            return;
+        }
         let mut g = self.inner.lock().unwrap();
         let e = g
             .by_name
@@ -58,6 +62,7 @@ impl Tombstones {
     /// Was `name` deleted here at or after `created` (so a copy made at `created` is
     /// stale)?
     pub fn deleted_since(&self, name: &str, created: i64) -> bool {
+        let name = name.strip_suffix("-m").unwrap_or(name);
         self.inner
             .lock()
             .unwrap()
@@ -118,6 +123,10 @@ mod tests {
         // A later create under the same name (a slave uploaded again) is not stale.
         assert!(!t.deleted_since("M00/00/00/a.txt", 101));
         assert!(!t.deleted_since("M00/00/00/b.txt", 0));
+        // Metadata follows its file; its own deletes are not remembered.
+        assert!(t.deleted_since("M00/00/00/a.txt-m", 100));
+        t.record("M00/00/00/c.txt-m", 100, 100);
+        assert!(!t.deleted_since("M00/00/00/c.txt-m", 100));
     }
 
     #[test]
