@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,6 +29,14 @@ impl Shutdown {
         *self.rx.borrow()
     }
 
+    /// Keeps this connection when the server is full: it is never closed to make room
+    /// (a storage's link to its tracker, a peer's replication stream).
+    pub fn pin(&self) {
+        if let Some(slot) = &self.slot {
+            slot.pinned.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Resolves once the stop has been requested, or (for a connection) once the accept
     /// loop reclaims this idle connection for a new client.
     pub async fn recv(&mut self) {
@@ -51,6 +59,8 @@ struct Slot {
     /// started; `BUSY` while a request is being served.
     idle_since: AtomicU64,
     evict: Notify,
+    /// Never evicted (see [`Shutdown::pin`]).
+    pinned: AtomicBool,
 }
 
 const BUSY: u64 = u64::MAX;
@@ -92,6 +102,7 @@ impl Slots {
             peer,
             idle_since: AtomicU64::new(BUSY),
             evict: Notify::new(),
+            pinned: AtomicBool::new(false),
         });
         self.open.insert(id, slot.clone());
         (id, slot)
@@ -102,7 +113,9 @@ impl Slots {
         let oldest = self
             .open
             .values()
-            .filter(|s| s.idle_since.load(Ordering::Relaxed) != BUSY)
+            .filter(|s| {
+                s.idle_since.load(Ordering::Relaxed) != BUSY && !s.pinned.load(Ordering::Relaxed)
+            })
             .min_by_key(|s| s.idle_since.load(Ordering::Relaxed))?;
         oldest.evict.notify_one();
         Some(oldest.peer)

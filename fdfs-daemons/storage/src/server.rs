@@ -69,6 +69,10 @@ pub async fn handle_connection(
         };
         // Replies of a burst of pipelined requests wait until it is handled; then the
         // binlog records of their changes are written first, the replies after.
+        if sync_sess.src.is_some() {
+            // A peer's replication stream is never closed to make room for clients.
+            shutdown.pin();
+        }
         let flush_now = close || conn.queued() > 0 && !next_request_buffered(&conn);
         if flush_now && (!write_binlog(&st, &mut sync_sess) || conn.flush().await.is_err() || close)
         {

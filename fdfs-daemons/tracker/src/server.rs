@@ -212,6 +212,11 @@ async fn serve_connection(
             debug!("{peer}: sending reply: {e}");
             break;
         }
+        if session.joined.is_some() || session.follower.is_some() {
+            // A storage's or a follower tracker's link: idle most of the time, but never
+            // closed to make room for clients.
+            shutdown.pin();
+        }
     }
     if let Some(who) = &session.joined {
         info!("storage {} of {} disconnected ({peer})", who.id, who.group);
