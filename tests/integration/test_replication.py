@@ -160,6 +160,34 @@ def test_delete_reaches_peer(pair):
     wait_gone_everywhere(pair, fid)
 
 
+def test_replayed_copy_does_not_bring_a_delete_back(pair):
+    """The source restarts and resends a create its mark had not saved, after the file
+    was deleted through the other member: the copy is ignored, the file stays deleted."""
+    data = b"deleted through the peer"
+    fid = upload_via_tracker(pair, data)
+    wait_everywhere(pair, fid, data)
+    src = node_of(pair, fid)
+    peer = next(n for n in pair.nodes if n is not src)
+    assert wire.delete(peer.addr, fid) == 0
+    remote = remote_of(fid)
+    created = next(int(l.split()[0]) for l in binlog_lines(src)
+                   if l.split()[1:3] == ["C", remote])
+    head = struct.pack(">qqi", len(remote), len(data), created) + wire.group_field(pair.group)
+    with wire.Conn(peer.addr, 10) as c:
+        # As the source's replication stream does: identify, then copy.
+        assert c.request(9, src.ip.encode().ljust(16, b"\0"))[0] == 0
+        assert c.request(16, head + remote.encode() + data)[0] == 0
+    assert wire.download(peer.addr, fid)[0] == 2, "the replayed copy brought the file back"
+    wait_gone_everywhere(pair, fid)
+    # A copy made after the delete (a name used again) is still accepted.
+    with wire.Conn(peer.addr, 10) as c:
+        assert c.request(9, src.ip.encode().ljust(16, b"\0"))[0] == 0
+        later = struct.pack(">qqi", len(remote), len(data), created + 3600) + \
+            wire.group_field(pair.group)
+        assert c.request(16, later + remote.encode() + data)[0] == 0
+    assert wire.download(peer.addr, fid) == (0, data)
+
+
 def test_metadata_reaches_peer(pair):
     data = b"with metadata"
     fid = upload_via_tracker(pair, data)
