@@ -149,3 +149,61 @@ def test_torn_binlog_tail_is_repaired_and_replication_resumes(tmp_path_factory):
                 assert wire.download(b.addr, fid) == (0, data)
     finally:
         stop_cluster(c)
+
+
+def flushes_during(node, action):
+    """Runs `action` with strace on the storage: -> how many fsync/fdatasync calls."""
+    import shutil
+    import subprocess
+
+    strace = shutil.which("strace")
+    if strace is None:
+        if os.environ.get("FDFS_REQUIRE_BINARIES"):
+            raise AssertionError("strace is not installed")
+        import pytest
+        pytest.skip("strace is not installed")
+    out = node.base / "flushes.strace"
+    tracer = subprocess.Popen([strace, "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(out),
+                               "-p", str(node.daemon.proc.pid)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        # strace says nothing with -qq: it is attached once the daemon's threads name it
+        # as their tracer.
+        def attached():
+            tasks = "/proc/%d/task" % node.daemon.proc.pid
+            return all("TracerPid:\t%d\n" % tracer.pid in open("%s/%s/status" % (tasks, t)).read()
+                       for t in os.listdir(tasks))
+        wait_for(attached, 15, what="strace attached to every thread")
+        action()
+    finally:
+        tracer.terminate()
+        tracer.wait(15)
+    return sum(1 for line in out.read_text().splitlines()
+               if "fsync(" in line or "fdatasync(" in line)
+
+
+def uploads(node, n):
+    def run():
+        for i in range(n):
+            st, _ = wire.upload(node.addr, payload(1000 + i, 300 + i), ext="bin")
+            assert st == 0
+    return run
+
+
+def test_fsync_before_reply_flushes_each_upload(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "flush_on", store_paths=1)
+    try:
+        # Content, directory and binlog: at least two flushes for every upload.
+        n = flushes_during(c.nodes[0], uploads(c.nodes[0], 10))
+        assert n >= 20, n
+    finally:
+        stop_cluster(c)
+
+
+def test_fsync_before_reply_off_flushes_nothing(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "flush_off", store_paths=1,
+                      storage_extra="fsync_before_reply = false\n")
+    try:
+        assert flushes_during(c.nodes[0], uploads(c.nodes[0], 10)) == 0
+    finally:
+        stop_cluster(c)
