@@ -93,6 +93,17 @@ def require_binary(name):
     return p
 
 
+def refused_startup(daemon, conf_text, tmp_path):
+    """Starts `daemon` in the foreground with a config that must be refused: -> stderr
+    (the daemon must have exited non-zero)."""
+    conf = tmp_path / "refused.conf"
+    conf.write_text(conf_text)
+    run = subprocess.run([str(require_binary(daemon)), str(conf), "start", "--foreground"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode != 0, "%s accepted:\n%s" % (daemon, conf_text)
+    return run.stderr
+
+
 def tail(path, max_bytes=6000):
     try:
         with open(path, "rb") as f:

@@ -5,7 +5,13 @@ import socket
 import struct
 
 import fdfs_wire as wire
-from conftest import pick_addr, start_cluster, stop_cluster
+from conftest import pick_addr, refused_startup, start_cluster, stop_cluster
+
+
+def stranger(c):
+    """A loopback address that is none of the cluster's, nor 127.0.0.1."""
+    return next(ip for ip in (pick_addr()[0] for _ in range(100))
+                if ip not in (c.storage_ip, c.tracker_ip, "127.0.0.1"))
 
 
 def answered(addr, source_ip):
@@ -28,8 +34,7 @@ def test_tracker_allow_hosts(tmp_path_factory):
     c = start_cluster(tmp_path_factory, "allow", store_paths=1)
     try:
         # Any loopback address that is none of the allowed ones below.
-        stranger_ip = next(ip for ip in (pick_addr()[0] for _ in range(100))
-                           if ip not in (c.storage_ip, c.tracker_ip, "127.0.0.1"))
+        stranger_ip = stranger(c)
         assert answered(c.tracker_addr, stranger_ip)
         # Only the storage and this test's own 127.0.0.1 may talk to the tracker now.
         with open(c.tracker_conf, "a") as f:
@@ -46,16 +51,18 @@ def test_tracker_allow_hosts(tmp_path_factory):
         stop_cluster(c)
 
 
-def test_bad_allow_hosts_stops_startup(tmp_path_factory, tmp_path):
-    import subprocess
-    from conftest import require_binary
+def test_bad_allow_hosts_stops_startup(tmp_path):
+    err = refused_startup("fdfs_trackerd", "base_path = %s\nallow_hosts = 10.0.0.[9-1]\n" % tmp_path,
+                          tmp_path)
+    assert "allow_hosts" in err and ":2" in err, err
 
-    conf = tmp_path / "tracker.conf"
-    conf.write_text("base_path = %s\nallow_hosts = 10.0.0.[9-1]\n" % tmp_path)
-    run = subprocess.run([str(require_binary("fdfs_trackerd")), str(conf), "start", "--foreground"],
-                         capture_output=True, text=True, timeout=30)
-    assert run.returncode != 0
-    assert "allow_hosts" in run.stderr and ":2" in run.stderr, run.stderr
+
+def test_bad_storage_access_settings_stop_startup(tmp_path):
+    base = "group_name = group1\nbase_path = %s\ntracker_server = 127.0.0.1:22122\n" % tmp_path
+    for line in ("modify_allow_hosts = 10.0.0.[9-1]", "allow_hosts = not-an-address",
+                 "cluster_secret = short"):
+        err = refused_startup("fdfs_storaged", base + line + "\n", tmp_path)
+        assert line.split()[0] in err and ":4" in err, err
 
 
 def request_from(addr, source_ip, cmd, body):
@@ -84,8 +91,7 @@ def test_storage_allow_hosts(tmp_path_factory):
     c = start_cluster(tmp_path_factory, "st_allow", store_paths=1,
                       storage_extra="allow_hosts = 127.0.0.1\n")
     try:
-        stranger_ip = next(ip for ip in (pick_addr()[0] for _ in range(100))
-                           if ip not in (c.storage_ip, c.tracker_ip, "127.0.0.1"))
+        stranger_ip = stranger(c)
         assert answered(c.storage_addr, "127.0.0.1")
         assert not answered(c.storage_addr, stranger_ip)
         st, fid = wire.upload(c.storage_addr, b"allowed", ext="txt")
@@ -99,8 +105,7 @@ def test_modify_allow_hosts_guards_delete_and_changes(tmp_path_factory):
     c = start_cluster(tmp_path_factory, "modify_allow", store_paths=1,
                       storage_extra="modify_allow_hosts = 127.0.0.1\n")
     try:
-        stranger_ip = next(ip for ip in (pick_addr()[0] for _ in range(100))
-                           if ip not in (c.storage_ip, c.tracker_ip, "127.0.0.1"))
+        stranger_ip = stranger(c)
         data = b"keep me"
         st, fid = wire.upload(c.storage_addr, data, ext="txt")
         assert st == 0

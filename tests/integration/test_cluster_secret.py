@@ -8,7 +8,7 @@ import os
 import struct
 
 import fdfs_wire as wire
-from conftest import start_cluster, stop_cluster
+from conftest import refused_startup, start_cluster, stop_cluster
 from fdfs_helpers import payload, snapshot_tree, wait_for
 
 SECRET = "correct horse battery staple 42"
@@ -122,12 +122,6 @@ def test_replication_commands_need_the_handshake(tmp_path_factory):
 
 
 def test_a_short_secret_stops_startup(tmp_path):
-    import subprocess
-    from conftest import require_binary
-
-    conf = tmp_path / "tracker.conf"
-    conf.write_text("base_path = %s\ncluster_secret = short\n" % tmp_path)
-    run = subprocess.run([str(require_binary("fdfs_trackerd")), str(conf), "start", "--foreground"],
-                         capture_output=True, text=True, timeout=30)
-    assert run.returncode != 0
-    assert "cluster_secret" in run.stderr and ":2" in run.stderr, run.stderr
+    err = refused_startup("fdfs_trackerd", "base_path = %s\ncluster_secret = short\n" % tmp_path,
+                          tmp_path)
+    assert "cluster_secret" in err and ":2" in err, err
