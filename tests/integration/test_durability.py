@@ -104,19 +104,26 @@ def binlog_path(node):
     return sync / ("binlog.%03d" % index)
 
 
+def replicated_uploads(src, dst, n, seed):
+    """Uploads `n` files to `src` and waits until `dst` has each: -> {file id: data}."""
+    files = {}
+    for i in range(n):
+        data = payload(500 + i, seed + i)
+        st, fid = wire.upload(src.addr, data, ext="txt")
+        assert st == 0
+        files[fid] = data
+    for fid, data in files.items():
+        wait_for(lambda: wire.download(dst.addr, fid) == (0, data), 30,
+                 what="%s on %s" % (fid, dst.ip))
+    return files
+
+
 def test_torn_binlog_tail_is_repaired_and_replication_resumes(tmp_path_factory):
     c = start_cluster(tmp_path_factory, "torn", storages=2, store_paths=1)
     try:
         a, b = c.nodes
         c.wait_active(b)
-        files = {}
-        for i in range(20):
-            data = payload(500 + i, 100 + i)
-            st, fid = wire.upload(a.addr, data, ext="txt")
-            assert st == 0
-            files[fid] = data
-        for fid, data in files.items():
-            wait_for(lambda: wire.download(b.addr, fid) == (0, data), 30, what="%s on b" % fid)
+        files = replicated_uploads(a, b, 20, 100)
         a.kill()
         # A crash in the middle of a record: half a line at the end of the binlog.
         log = binlog_path(a)
@@ -130,17 +137,9 @@ def test_torn_binlog_tail_is_repaired_and_replication_resumes(tmp_path_factory):
                  b"half-a-rec" not in log.read_bytes(), 30, what="the torn record removed")
         assert "torn last record" in a.daemon.logs()
         # New changes are logged after the repaired tail and reach the peer.
-        more = {}
-        for i in range(10):
-            data = payload(700 + i, 200 + i)
-            st, fid = wire.upload(a.addr, data, ext="txt")
-            assert st == 0
-            more[fid] = data
-        st = wire.delete(a.addr, next(iter(files)))
-        assert st == 0
+        replicated_uploads(a, b, 10, 200)
         gone = next(iter(files))
-        for fid, data in more.items():
-            wait_for(lambda: wire.download(b.addr, fid) == (0, data), 30, what="%s on b" % fid)
+        assert wire.delete(a.addr, gone) == 0
         wait_for(lambda: wire.download(b.addr, gone)[0] == 2, 30, what="delete reached b")
         lines = log.read_bytes().splitlines()
         assert all(len(line.split(b" ")) >= 3 for line in lines), lines[-5:]
