@@ -55,6 +55,8 @@ pub struct Connection {
     /// Output queued by [`Connection::queue_reply`], written before anything else is
     /// written and before the connection waits for input.
     wbuf: Vec<u8>,
+    /// Our end's address, asked of the kernel once (a storage needs it for every upload).
+    local: std::sync::OnceLock<SocketAddr>,
 }
 
 fn timed_out() -> io::Error {
@@ -72,6 +74,7 @@ impl Connection {
             rbuf: Vec::new(),
             rpos: 0,
             wbuf: Vec::new(),
+            local: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,7 +110,11 @@ impl Connection {
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+        if let Some(a) = self.local.get() {
+            return Ok(*a);
+        }
+        let a = self.stream.local_addr()?;
+        Ok(*self.local.get_or_init(|| a))
     }
 
     pub fn timeout(&self) -> Duration {

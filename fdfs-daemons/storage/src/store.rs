@@ -156,7 +156,7 @@ impl Store {
 
     /// Takes a store path out of service after an error that says its disk is broken
     /// or read-only (the others go on serving uploads).
-    pub fn note_error(&self, index: usize, e: &io::Error) {
+    fn note_error(&self, index: usize, e: &io::Error) {
         let broken = matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EROFS));
         let Some(p) = self.paths.get(index) else {
             return;

@@ -66,10 +66,15 @@ pub async fn receive_into(
 }
 
 /// Refuses a request whose `unread` content bytes are still on the wire: drops them
-/// (up to [`DRAIN_LIMIT`]) so the connection goes on, else answers and closes.
-pub async fn refuse_content(conn: &mut Connection, unread: u64, code: u8) -> crate::handlers::Fail {
+/// (up to `limit`) so the connection goes on, else answers and closes.
+pub async fn refuse_content(
+    conn: &mut Connection,
+    unread: u64,
+    code: u8,
+    limit: u64,
+) -> crate::handlers::Fail {
     use crate::handlers::Fail;
-    if unread > DRAIN_LIMIT {
+    if unread > limit {
         return Fail::ReplyAndClose(code);
     }
     match discard(conn, unread).await {

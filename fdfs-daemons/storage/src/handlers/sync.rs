@@ -23,7 +23,7 @@ use crate::binlog::format_record;
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
-use crate::transfer::{discard, receive_into};
+use crate::transfer::{discard, receive_into, refuse_content};
 
 /// A replication connection's state: the peer it replicates from (set by 9
 /// REPORT_SERVER_ID) and the binlog records of changes applied but not written yet.
@@ -96,8 +96,8 @@ fn ok(conn: &mut Connection) -> Handled {
 
 /// Skips the unread content of a refused request so the connection stays usable.
 async fn refuse(conn: &mut Connection, unread: u64, status: u8) -> Handled {
-    discard(conn, unread).await.map_err(|_| Fail::Close)?;
-    Err(Fail::Reply(status))
+    // A replication stream never ends over one refused record: all of it is read.
+    Err(refuse_content(conn, unread, status, u64::MAX).await)
 }
 
 async fn read_name(conn: &mut Connection, len: usize) -> Result<String, Fail> {
@@ -241,6 +241,7 @@ pub async fn append_or_modify(
         return refuse(conn, head.length, errno::from_io(&e)).await;
     }
     receive_into(conn, &mut file, head.length, None).await?;
+    st.durable_data(&file).await.map_err(io_fail)?;
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.length, true);
     let op = if modify { 'm' } else { 'a' };
@@ -297,6 +298,7 @@ pub async fn truncate(
         .open(&path)
         .map_err(io_fail)?;
     file.set_len(req.new_size).map_err(io_fail)?;
+    st.durable_data(&file).await.map_err(io_fail)?;
     sess.log(
         req.timestamp,
         't',
@@ -328,6 +330,7 @@ pub async fn rename(
         }
         Err(e) => return Err(io_fail(e)),
     }
+    sess.touched(new_path.parent());
     sess.log(req.timestamp, 'r', &req.first, Some(&req.second));
     applied(st, sess, req.timestamp);
     ok(conn)
@@ -350,6 +353,7 @@ pub async fn create_link(
         return Err(Fail::Reply(errno::ENOENT));
     }
     std::os::unix::fs::symlink(&target, &link).map_err(io_fail)?;
+    sess.touched(link.parent());
     sess.log(req.timestamp, 'l', &req.first, Some(&req.second));
     applied(st, sess, req.timestamp);
     ok(conn)

@@ -20,7 +20,7 @@ use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
-use crate::transfer::{receive_into, refuse_content, TransferError};
+use crate::transfer::{receive_into, refuse_content, TransferError, DRAIN_LIMIT};
 
 /// Logs a failed write in `dir`, taking its store path out of service if the disk is
 /// broken; returns the errno for the client.
@@ -39,16 +39,15 @@ pub(crate) async fn receive_temp(
     dir: &Path,
     size: u64,
 ) -> Result<(NewFile, u32, i64), Fail> {
-    let disk_failed = |e| disk_failed(st, dir, e);
     let mut crc = crc32fast::Hasher::new();
     match receive_into(conn, &mut temp.file, size, Some(&mut crc)).await {
         Ok(()) => {}
         Err(TransferError::Net(_)) => return Err(Fail::Close),
-        Err(TransferError::Disk(e)) => return Err(Fail::ReplyAndClose(disk_failed(e))),
-        Err(TransferError::DiskAfterBody(e)) => return Err(Fail::Reply(disk_failed(e))),
+        Err(TransferError::Disk(e)) => return Err(Fail::ReplyAndClose(disk_failed(st, dir, e))),
+        Err(TransferError::DiskAfterBody(e)) => return Err(Fail::Reply(disk_failed(st, dir, e))),
     }
     if let Err(e) = st.durable_data(&temp.file).await {
-        return Err(Fail::Reply(disk_failed(e)));
+        return Err(Fail::Reply(disk_failed(st, dir, e)));
     }
     let meta = temp
         .file
@@ -126,7 +125,7 @@ async fn upload_inner(
                         head.file_size
                     );
                 }
-                return Err(refuse_content(conn, head.file_size, e).await);
+                return Err(refuse_content(conn, head.file_size, e, DRAIN_LIMIT).await);
             }
         };
         let dir = st.store.dir(reservation.index, high, low);
@@ -136,7 +135,7 @@ async fn upload_inner(
                 let code = disk_failed(st, &dir, e);
                 tries -= 1;
                 if tries == 0 || !st.store.paths()[reservation.index].is_failed() {
-                    return Err(refuse_content(conn, head.file_size, code).await);
+                    return Err(refuse_content(conn, head.file_size, code, DRAIN_LIMIT).await);
                 }
             }
         }
@@ -244,7 +243,7 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         Ok(t) => t,
         Err(e) => {
             let code = disk_failed(st, &dir, e);
-            return Err(refuse_content(conn, head.file_size, code).await);
+            return Err(refuse_content(conn, head.file_size, code, DRAIN_LIMIT).await);
         }
     };
     let (mut temp, _crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
