@@ -99,7 +99,7 @@ unsafe fn serve(req: &mut Request) -> Status {
     let Some(mcf) = FastdfsModule::main_conf(req) else {
         return Status::NGX_ERROR;
     };
-    let Some(conf) = mcf.conf.clone() else {
+    let Some(conf) = mcf.conf.as_deref() else {
         return status(HTTPStatus::INTERNAL_SERVER_ERROR);
     };
     let log = req.log();
@@ -112,7 +112,7 @@ unsafe fn serve(req: &mut Request) -> Status {
         Ok(a) => std::borrow::Cow::Borrowed(a),
         Err(_) => String::from_utf8_lossy(raw_args),
     };
-    let file = match FileRequest::parse(uri, &conf) {
+    let file = match FileRequest::parse(uri, conf) {
         Ok(f) => f,
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, log, "fastdfs: {}: {}", uri, e);
@@ -121,7 +121,7 @@ unsafe fn serve(req: &mut Request) -> Status {
     };
     let query = parse_query(&args);
 
-    if conf.http.check_token && !conf.http.disabled && !bypass(req, &conf) {
+    if conf.http.check_token && !conf.http.disabled && !bypass(req, conf) {
         let (Some(token), Some(ts)) = (query.get("token"), query.get("ts")) else {
             return status(HTTPStatus::BAD_REQUEST);
         };
@@ -171,7 +171,15 @@ unsafe fn serve(req: &mut Request) -> Status {
             b"/data/"
         };
         let path = [store, sep, rel.as_bytes()];
-        let range = header_in(req, "Range");
+        // The Range header nginx already picked out while reading the headers.
+        let range = unsafe {
+            let h = (*r).headers_in.range;
+            if h.is_null() {
+                None
+            } else {
+                std::str::from_utf8(ngx_bytes(&(*h).value)).ok()
+            }
+        };
         if range.is_some_and(|h| !conf.http.multi_range_enabled && range_count(h) > 1) {
             return status(HTTPStatus::RANGE_NOT_SATISFIABLE);
         }
@@ -204,7 +212,7 @@ unsafe fn serve(req: &mut Request) -> Status {
             return rc;
         }
     }
-    unsafe { on_miss(req, mcf, &conf, &file, &query) }
+    unsafe { on_miss(req, mcf, conf, &file, &query) }
 }
 
 fn bypass(req: &Request, conf: &ModConf) -> bool {

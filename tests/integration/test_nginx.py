@@ -117,6 +117,32 @@ def test_unsatisfiable_range(env):
     assert st == 416
 
 
+def test_multi_range_disabled(env, tmp_path):
+    # http.multi_range.enabled = false: more than one range is refused with 416, while a
+    # single range and the whole file are still served.
+    root = tmp_path / "single-range"
+    root.mkdir()
+    text = (CONF_DIR / "http.conf").read_text()
+    assert "http.multi_range.enabled = true" in text
+    (root / "http.conf").write_text(text.replace("http.multi_range.enabled = true",
+                                                 "http.multi_range.enabled = false"))
+    shutil.copy(CONF_DIR / "mime.types", root / "mime.types")
+    mod = root / "mod_fastdfs.conf"
+    mod.write_text(mod_conf_text("group1", env.c1.store_paths))
+    addr = (free_ip(env.port), env.port)
+    n = Nginx(root, storage_nginx_conf(root, addr, mod), addr).start()
+    try:
+        url = n.base + "/" + env.fid
+        st, _, body = http("GET", url, {"Range": "bytes=0-9,50-59"})
+        assert st == 416 and env.data[:10] not in body
+        st, h, body = http("GET", url, {"Range": "bytes=100-199"})
+        assert st == 206 and body == env.data[100:200]
+        st, _, body = http("GET", url)
+        assert st == 200 and body == env.data
+    finally:
+        n.stop()
+
+
 def test_head(env):
     st, h, body = http("HEAD", env.url)
     assert st == 200 and body == b""

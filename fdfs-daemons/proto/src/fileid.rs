@@ -99,10 +99,12 @@ impl PackedName {
                 "packed part is not 27 chars",
             ));
         }
-        let raw = BASE64
-            .decode(text)
+        // Decoded on the stack: the nginx module decodes one name per request.
+        let mut raw = [0u8; 24];
+        let n = BASE64
+            .decode_slice(text, &mut raw)
             .map_err(|e| ProtoError::field("file name", e.to_string()))?;
-        if raw.len() != 20 {
+        if n != 20 {
             return Err(ProtoError::field(
                 "file name",
                 "packed part is not 20 bytes",
@@ -201,15 +203,16 @@ impl<'a> RemoteName<'a> {
         {
             return Err(bad("not of the form Mxx/XX/YY/name"));
         }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        };
         let hex = |i: usize| -> Result<u8, ProtoError> {
-            let pair = &full[i..i + 2];
-            if !pair
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
-            {
-                return Err(bad("path part is not uppercase hex"));
+            match (digit(b[i]), digit(b[i + 1])) {
+                (Some(h), Some(l)) => Ok(h << 4 | l),
+                _ => Err(bad("path part is not uppercase hex")),
             }
-            Ok(u8::from_str_radix(pair, 16).unwrap())
         };
         let store_path = hex(1)?;
         let high = hex(4)?;
