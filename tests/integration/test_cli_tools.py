@@ -2,7 +2,9 @@
 real daemons, plus cross-checks with PyPI clients and raw sockets."""
 
 import datetime
+import os
 import re
+import stat
 import subprocess
 
 import pytest
@@ -99,6 +101,27 @@ def test_ranged_download(cluster, tmp_path):
         assert p.returncode == 0, p.stdout + p.stderr
         want = data[off:off + length] if length else data[off:]
         assert out.read_bytes() == want, (off, length)
+
+
+def test_download_spanning_buffers_and_write_errors(cluster, tmp_path):
+    # More than the tool's receive buffers (1 MiB each, three of them), not a multiple.
+    data = payload(3 * 1024 * 1024 + 777, 4)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    fid = upload(cluster, src)
+    out = tmp_path / "big.back"
+    p = download(cluster, fid, out)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert out.read_bytes() == data
+    # A write error while the content streams in: a readable message, a non-zero exit,
+    # and the device itself left alone.
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    p = download(cluster, fid, "/dev/full")
+    assert p.returncode != 0
+    msg = (p.stdout + p.stderr).lower()
+    assert "error no: 28" in msg and "no space left on device" in msg, msg
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
 
 
 def test_download_bad_ids_exit_nonzero(cluster, tmp_path):

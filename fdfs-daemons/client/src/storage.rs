@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes moved per read/write while streaming file content.
 pub const CHUNK_SIZE: usize = 256 * 1024;
+/// Buffer size and count of a download into a local file (receiving and writing overlap).
+const FILE_CHUNK: usize = 1024 * 1024;
+const FILE_BUFFERS: usize = 3;
 /// Largest reply to an upload / regenerate (group + remote filename) a client accepts.
 const MAX_NAME_REPLY: u64 = 16 + 128;
 
@@ -443,15 +446,19 @@ impl StorageClient {
     ) -> Result<u64, Error> {
         let len = self.start_download(group, filename, offset, count).await?;
         let result = async {
-            let mut file = tokio::fs::File::create(path).await?;
-            self.copy_download(len, &mut file).await?;
+            let file = tokio::fs::File::create(path).await?.into_std().await;
             // Written and closed, not flushed to disk: as upstream's tool, and as `cp`.
-            file.flush().await?;
-            Ok::<_, Error>(())
+            self.copy_download_to_file(len, file).await
         }
         .await;
         if let Err(e) = result {
-            let _ = tokio::fs::remove_file(path).await;
+            // Only a regular file is removed: never a device such as /dev/null.
+            if tokio::fs::symlink_metadata(path)
+                .await
+                .is_ok_and(|m| m.file_type().is_file())
+            {
+                let _ = tokio::fs::remove_file(path).await;
+            }
             return Err(e);
         }
         Ok(len)
@@ -523,6 +530,69 @@ impl StorageClient {
             writer.write_all(&buf[..n]).await?;
             remaining -= n as u64;
         }
+        Ok(())
+    }
+
+    /// Streams `len` bytes of content into `file`: this task fills buffers from the
+    /// socket while a blocking thread writes the previous ones, so receiving and writing
+    /// overlap. At most [`FILE_BUFFERS`] buffers of [`FILE_CHUNK`] bytes exist at once.
+    async fn copy_download_to_file(&mut self, len: u64, file: std::fs::File) -> Result<(), Error> {
+        use std::io::Write;
+        use tokio::sync::mpsc;
+        let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(FILE_BUFFERS);
+        let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(FILE_BUFFERS);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut file = file;
+            while let Some(buf) = full_rx.blocking_recv() {
+                file.write_all(&buf)?;
+                // The reader may be gone already (it failed): then the buffer is dropped.
+                let _ = empty_tx.blocking_send(buf);
+            }
+            Ok(())
+        });
+        let chunk = len.min(FILE_CHUNK as u64) as usize;
+        let mut made = 0;
+        let mut remaining = len;
+        let received: Result<(), Error> = async {
+            while remaining > 0 {
+                let mut buf = if made < FILE_BUFFERS {
+                    made += 1;
+                    vec![0u8; chunk]
+                } else {
+                    match empty_rx.recv().await {
+                        Some(b) => b,
+                        None => return Ok(()), // the writer failed: its error is reported
+                    }
+                };
+                let want = remaining.min(chunk as u64) as usize;
+                buf.truncate(want);
+                self.conn.read_exact(&mut buf).await.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "storage closed the connection with {remaining} bytes still due"
+                            ),
+                        ))
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+                remaining -= want as u64;
+                if full_tx.send(buf).await.is_err() {
+                    return Ok(()); // the writer failed: its error is reported
+                }
+            }
+            Ok(())
+        }
+        .await;
+        drop(full_tx);
+        drop(empty_rx);
+        let written = writer
+            .await
+            .map_err(|e| Error::Other(format!("file writer: {e}")))?;
+        received?;
+        written?;
         Ok(())
     }
 
