@@ -3,7 +3,7 @@
 //! * [`ClientConfig`] reads `client.conf`.
 //! * [`TrackerClient`] asks the trackers (round robin, failover on connection errors).
 //! * [`StorageClient`] is one session with a storage: uploads and downloads stream
-//!   the content in [`storage::CHUNK_SIZE`] pieces.
+//!   the content in bounded pieces, so memory does not grow with the file size.
 //! * [`Client`] combines them the way the C client does.
 //! * [`cli`], [`tools`] and [`format`] make up the command-line tools.
 

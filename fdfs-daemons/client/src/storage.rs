@@ -1,7 +1,9 @@
 //! One connection to one storage server, and every client command it understands.
 //!
 //! File content is streamed: uploads and downloads move at most [`CHUNK_SIZE`] bytes at a
-//! time between the socket and the file, so memory does not grow with the file size.
+//! time between the socket and the file (a download into a local file uses three 1 MiB
+//! buffers, so that receiving and writing overlap), so memory does not grow with the
+//! file size.
 
 use std::net::SocketAddr;
 use std::path::Path;
