@@ -339,8 +339,14 @@ PY
 fi
 
 # ---------------------------------------------------------------- report
+weed_version=$("$ROOT/.venv-bench/bin/weed" version 2>/dev/null | head -1 || true)
+VERSIONS="ours $(awk -F'"' '/^version/ {print $2; exit}' "$ROOT/Cargo.toml") at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+VERSIONS+=", $("$NGX" -v 2>&1 | sed 's/^nginx version: //')"
+VERSIONS+=", $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+[ -n "$weed_version" ] && VERSIONS+=", SeaweedFS weed $weed_version"
+export VERSIONS
 python3 - "$JSONL" "$REPORT" "$SMOKE" <<'PY'
-import json, platform, subprocess, sys
+import json, os, platform, subprocess, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def sh(cmd):
     try:
@@ -352,6 +358,7 @@ mem = sh("free -g | awk '/Mem:/ {print $2}'")
 out = ["# Benchmark results" + (" (smoke run, tiny counts)" if sys.argv[3] == "1" else ""), "",
        "Machine: %s, %s cores, %s GiB, kernel %s. %s. Daemons and load generator share the machine." % (
            cpu, sh("nproc"), mem, platform.release(), sh("rustc --version")), "",
+       "Versions: %s." % os.environ.get("VERSIONS", "?"), "",
        "| scenario | ops/s | MB/s | p50 ms | p99 ms | notes |", "|---|---|---|---|---|---|"]
 def f(v, fmt="%.0f"):
     return "" if v is None else (fmt % v if isinstance(v, (int, float)) else str(v))

@@ -568,18 +568,21 @@ impl StorageClient {
                 };
                 let want = remaining.min(chunk as u64) as usize;
                 buf.truncate(want);
-                self.conn.read_exact(&mut buf).await.map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::Io(std::io::Error::new(
+                // network_timeout bounds each read, as upstream, not the whole buffer.
+                let mut filled = 0;
+                while filled < want {
+                    let n = self.conn.read_some(&mut buf[filled..]).await?;
+                    if n == 0 {
+                        return Err(Error::Io(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             format!(
-                                "storage closed the connection with {remaining} bytes still due"
+                                "storage closed the connection with {} bytes still due",
+                                remaining - filled as u64
                             ),
-                        ))
-                    } else {
-                        Error::Io(e)
+                        )));
                     }
-                })?;
+                    filled += n;
+                }
                 remaining -= want as u64;
                 if full_tx.send(buf).await.is_err() {
                     return Ok(()); // the writer failed: its error is reported
