@@ -280,6 +280,10 @@ for f in 4k 1m; do
     record "$(mean_of "$s1" "$s2")"
   done
 done
+ngx_master=$(cat "$ngx_dir/nginx.pid" 2>/dev/null || echo 0)
+for w in $(pgrep -P "$ngx_master" 2>/dev/null || true); do
+  record "{\"label\":\"peak RSS nginx worker (with the module)\",\"peak_rss_mb\":$(peak_rss_mb "$w"),\"rss_mb\":$(rss_mb "$w")}"
+done
 "$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log" -s quit || true
 
 # ---------------------------------------------------------------- many files in one storage
@@ -342,7 +346,8 @@ fi
 weed_version=$("$ROOT/.venv-bench/bin/weed" version 2>/dev/null | head -1 || true)
 VERSIONS="ours $(awk -F'"' '/^version/ {print $2; exit}' "$ROOT/Cargo.toml") at $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
 VERSIONS+=", $("$NGX" -v 2>&1 | sed 's/^nginx version: //')"
-VERSIONS+=", $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
+wrk_version=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || true)  # wrk -v exits 1
+VERSIONS+=", $wrk_version"
 [ -n "$weed_version" ] && VERSIONS+=", SeaweedFS weed $weed_version"
 export VERSIONS
 python3 - "$JSONL" "$REPORT" "$SMOKE" <<'PY'
