@@ -244,16 +244,18 @@ CONF
 PIDS+=("$(cat "$ngx_dir/nginx.pid" 2>/dev/null || echo 0)")
 head -c 4096 /dev/urandom >"$WORK/http-4k.bin"
 head -c 1048576 /dev/urandom >"$WORK/http-1m.bin"
-mean_of() { # two JSON result lines of one scenario -> their mean
-  python3 - "$1" "$2" <<'PY'
+mean_of() { # JSON result lines of one scenario -> their mean
+  python3 - "$@" <<'PY'
 import json, sys
-a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-out = dict(a)
+runs = [json.loads(a) for a in sys.argv[1:]]
+out = dict(runs[0])
 for k in ("ops_per_sec", "mb_per_sec", "p50_ms", "p99_ms"):
-    if a.get(k) is not None and b.get(k) is not None:
-        out[k] = round((a[k] + b[k]) / 2, 3)
-out["errors"] = a.get("errors", 0) + b.get("errors", 0)
-out["note"] = "mean of 2 runs: %.0f and %.0f req/s" % (a["ops_per_sec"], b["ops_per_sec"])
+    vals = [r.get(k) for r in runs]
+    if all(v is not None for v in vals):
+        out[k] = round(sum(vals) / len(vals), 3)
+out["errors"] = sum(r.get("errors", 0) for r in runs)
+out["note"] = "mean of %d runs: %s req/s" % (
+    len(runs), ", ".join("%.0f" % r["ops_per_sec"] for r in runs))
 print(json.dumps(out))
 PY
 }
@@ -270,14 +272,17 @@ for f in 4k 1m; do
     exit 1
   fi
   for c in 16 64; do
-    # Module, static, static, module: the slow drift of a shared 2-core machine falls
-    # on both sides alike; each row is the mean of its two runs.
-    m1=$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)
-    s1=$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)
-    s2=$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)
-    m2=$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)
-    record "$(mean_of "$m1" "$m2")"
-    record "$(mean_of "$s1" "$s2")"
+    # Module, static, static, module, twice: the slow drift of a shared 2-core machine
+    # falls on both sides alike; each row is the mean of its four runs.
+    mods=(); stats=()
+    for _ in 1 2; do
+      mods+=("$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)")
+      stats+=("$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)")
+      stats+=("$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)")
+      mods+=("$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)")
+    done
+    record "$(mean_of "${mods[@]}")"
+    record "$(mean_of "${stats[@]}")"
   done
 done
 ngx_master=$(cat "$ngx_dir/nginx.pid" 2>/dev/null || echo 0)
