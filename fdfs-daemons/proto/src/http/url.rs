@@ -154,6 +154,9 @@ impl Query {
 
 /// Parses a raw query string (nginx's `r->args`, without the `?`).
 pub fn parse_query(args: &str) -> Query {
+    if args.is_empty() {
+        return Query::default(); // most requests: nothing to split
+    }
     let pairs = args
         .split('&')
         .filter_map(|p| {
