@@ -200,7 +200,9 @@ done
 
 # ---------------------------------------------------------------- HTTP through nginx
 # The same nginx serves the same files twice: through ngx_fastdfs_module and as plain
-# static files (the ceiling).
+# static files (the ceiling). CPU-bound: the writeback of the replication run's files
+# would otherwise take the CPU from some runs and not others.
+settle
 NGX="$ROOT/target-ngx/dist/sbin/nginx"
 [ -x "$NGX" ] || bash "$ROOT/scripts/build-nginx.sh" >&2
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
