@@ -11,6 +11,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/common.sh"  # log, install_packages
 BIN="$ROOT/target/release"
 SMOKE=${BENCH_SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
@@ -205,7 +206,7 @@ done
 settle
 NGX="$ROOT/target-ngx/dist/sbin/nginx"
 [ -x "$NGX" ] || bash "$ROOT/scripts/build-nginx.sh" >&2
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+install_packages wrk
 ngx_dir="$WORK/nginx"
 mkdir -p "$ngx_dir/logs"
 cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$ngx_dir/"

@@ -163,14 +163,7 @@ unsafe fn serve(req: &mut Request) -> Status {
         }
     }
 
-    if let Some((store, rel)) = file.local {
-        let store = store.as_os_str().as_encoded_bytes();
-        let sep: &[u8] = if store.ends_with(b"/") {
-            b"data/"
-        } else {
-            b"/data/"
-        };
-        let path = [store, sep, rel.as_bytes()];
+    if let Some(path) = file.local_pieces() {
         // The Range header nginx already picked out while reading the headers.
         let range = unsafe {
             let h = (*r).headers_in.range;

@@ -33,6 +33,14 @@ pub struct StorageClient {
     addr: SocketAddr,
 }
 
+/// The storage closed the connection while `remaining` content bytes were still due.
+fn closed_early(remaining: u64) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("storage closed the connection with {remaining} bytes still due"),
+    ))
+}
+
 fn check_ext(ext: &str) -> Result<(), Error> {
     if !valid_ext(ext) {
         return Err(crate::invalid_input("ext name", format!("{ext:?}")));
@@ -524,10 +532,7 @@ impl StorageClient {
             let want = remaining.min(buf.len() as u64) as usize;
             let n = self.conn.read_some(&mut buf[..want]).await?;
             if n == 0 {
-                return Err(Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("storage closed the connection with {remaining} bytes still due"),
-                )));
+                return Err(closed_early(remaining));
             }
             writer.write_all(&buf[..n]).await?;
             remaining -= n as u64;
@@ -573,13 +578,7 @@ impl StorageClient {
                 while filled < want {
                     let n = self.conn.read_some(&mut buf[filled..]).await?;
                     if n == 0 {
-                        return Err(Error::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!(
-                                "storage closed the connection with {} bytes still due",
-                                remaining - filled as u64
-                            ),
-                        )));
+                        return Err(closed_early(remaining - filled as u64));
                     }
                     filled += n;
                 }

@@ -46,18 +46,24 @@ pub struct FileRequest<'a> {
 }
 
 impl<'a> FileRequest<'a> {
+    /// The pieces of the file's path on this node, to be joined as they are:
+    /// `<store>`, `/data/` (or `data/` after a trailing slash), `XX/YY/name`.
+    pub fn local_pieces(&self) -> Option<[&'a [u8]; 3]> {
+        let (store, rel) = self.local?;
+        let store = store.as_os_str().as_encoded_bytes();
+        let sep: &'static [u8] = if store.ends_with(b"/") {
+            b"data/"
+        } else {
+            b"/data/"
+        };
+        Some([store, sep, rel.as_bytes()])
+    }
+
     /// The absolute path of the file on this node: `<store>/data/XX/YY/name`.
     pub fn local_path(&self) -> Option<PathBuf> {
-        let (store, rel) = self.local?;
-        let mut p = std::ffi::OsString::with_capacity(store.as_os_str().len() + 6 + rel.len());
-        p.push(store.as_os_str());
-        p.push(if store.as_os_str().as_encoded_bytes().ends_with(b"/") {
-            "data/"
-        } else {
-            "/data/"
-        });
-        p.push(rel);
-        Some(PathBuf::from(p))
+        use std::os::unix::ffi::OsStringExt;
+        let joined = self.local_pieces()?.concat();
+        Some(PathBuf::from(std::ffi::OsString::from_vec(joined)))
     }
 
     /// `group/Mxx/XX/YY/name`.
