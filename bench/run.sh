@@ -16,11 +16,11 @@ BIN="$ROOT/target/release"
 SMOKE=${BENCH_SMOKE:-0}
 if [ "$SMOKE" = 1 ]; then
   SECONDS_EACH=${BENCH_SECONDS:-0.5}; LARGE_MB=${BENCH_LARGE_MB:-16}
-  MANY=${BENCH_MANY:-2000}; WEED_N=${BENCH_WEED_N:-200}; DRAIN_SECONDS=1; HTTP_SECONDS=1
+  MANY=${BENCH_MANY:-2000}; WEED_N=${BENCH_WEED_N:-200}; DRAIN_SECONDS=1; HTTP_SECONDS=1; HTTP_ROUNDS=1
 else
   SECONDS_EACH=${BENCH_SECONDS:-5}; LARGE_MB=${BENCH_LARGE_MB:-1024}
   MANY=${BENCH_MANY:-1000000}; WEED_N=${BENCH_WEED_N:-100000}; DRAIN_SECONDS=10
-  HTTP_SECONDS=${BENCH_HTTP_SECONDS:-5}
+  HTTP_SECONDS=${BENCH_HTTP_SECONDS:-3}; HTTP_ROUNDS=4
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 WORK=$(mktemp -d /tmp/fdfs-bench.XXXXXX)
@@ -55,18 +55,19 @@ start_daemon() { # name binary conf
   eval "PID_$1=$!"
 }
 
-# Waits (up to two minutes) until the disk is quiet: flushes, and the deletes of an
-# earlier run's million files, would otherwise halve the disk-bound figures.
+# settle [PERCENT] [SECONDS]: waits (by default up to two minutes) until the disk is quiet,
+# its io pressure under PERCENT (default 5): flushes, and the deletes of an earlier run's
+# million files, would otherwise halve the disk-bound figures.
 settle() {
   sync
   [ -r /proc/pressure/io ] || return 0
   local i p
-  for i in $(seq 120); do
+  for i in $(seq "${2:-120}"); do
     p=$(awk '/^some/ { sub("avg10=", "", $2); print $2 }' /proc/pressure/io)
-    awk -v p="$p" 'BEGIN { exit !(p < 5) }' && return 0
+    awk -v p="$p" -v max="${1:-5}" 'BEGIN { exit !(p < max) }' && return 0
     sleep 1
   done
-  note "the disk is still busy (io pressure ${p}%): disk-bound figures will be low"
+  note "the disk is still busy (io pressure ${p}%): the next figures will be low"
 }
 
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
@@ -131,6 +132,146 @@ bench() { # label args...
   record "$line"
   note "$line"
 }
+
+# ---------------------------------------------------------------- HTTP through nginx
+# The same nginx serves the same files twice: through ngx_fastdfs_module and as plain
+# static files (the ceiling). First, while the store is nearly empty and the disk quiet:
+# the kernel's writeback of the later sections' files takes CPU from some runs and not
+# others. (Right after an earlier run the deletion of its million files can take minutes.)
+if [ "$SMOKE" = 1 ]; then settle; else settle 1 600; fi
+NGX="$ROOT/target-ngx/dist/sbin/nginx"
+[ -x "$NGX" ] || bash "$ROOT/scripts/build-nginx.sh" >&2
+install_packages wrk
+ngx_dir="$WORK/nginx"
+mkdir -p "$ngx_dir/logs"
+cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$ngx_dir/"
+cat >"$ngx_dir/mod_fastdfs.conf" <<CONF
+base_path = $WORK/nginx
+tracker_server = $TRACKER_IP:$TRACKER_PORT
+storage_server_port = $ST_PORT
+group_name = group1
+url_have_group_name = true
+store_path_count = 1
+store_path0 = $WORK/st1
+response_mode = proxy
+#include http.conf
+CONF
+cat >"$ngx_dir/nginx.conf" <<CONF
+load_module $ROOT/target-ngx/dist/modules/ngx_http_fastdfs_module.so;
+worker_processes 1;
+pid $ngx_dir/nginx.pid;
+error_log $ngx_dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    include mime.types.nginx;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    keepalive_requests 1000000;
+    open_file_cache max=10000 inactive=60s;
+    fastdfs_conf $ngx_dir/mod_fastdfs.conf;
+    server {
+        listen $ST1_IP:8888;
+        location ~/group1/M00 { ngx_fastdfs_module; }
+        location /static/ { alias $WORK/st1/data/; }
+    }
+}
+CONF
+"$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log"
+head -c 4096 /dev/urandom >"$WORK/http-4k.bin"
+head -c 1048576 /dev/urandom >"$WORK/http-1m.bin"
+mean_of() { # JSON result lines of one scenario -> their mean
+  python3 - "$@" <<'PY'
+import json, sys
+runs = [json.loads(a) for a in sys.argv[1:]]
+out = dict(runs[0])
+for k in ("ops_per_sec", "mb_per_sec", "p50_ms", "p99_ms"):
+    vals = [r.get(k) for r in runs]
+    if all(v is not None for v in vals):
+        out[k] = round(sum(vals) / len(vals), 3)
+out["errors"] = sum(r.get("errors", 0) for r in runs)
+out.pop("requests", None)
+out.pop("worker_cpu_ns", None)
+if all(r.get("worker_cpu_ns") for r in runs):
+    out["worker_cpu_us_per_request"] = round(
+        sum(r["worker_cpu_ns"] for r in runs) / sum(r["requests"] for r in runs) / 1000, 3)
+out["note"] = "mean of %d runs: %s req/s" % (
+    len(runs), ", ".join("%.0f" % r["ops_per_sec"] for r in runs))
+print(json.dumps(out))
+PY
+}
+ratio_of() { # label, module row, static row -> the module/static ratios as one row
+  python3 - "$@" <<'PY'
+import json, sys
+m, s = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+row = {"label": sys.argv[1], "throughput_ratio": round(m["ops_per_sec"] / s["ops_per_sec"], 3)}
+if m.get("worker_cpu_us_per_request") and s.get("worker_cpu_us_per_request"):
+    # the same worker's CPU per request, static over module: the module's own cost
+    row["cpu_per_request_ratio"] = round(
+        s["worker_cpu_us_per_request"] / m["worker_cpu_us_per_request"], 3)
+print(json.dumps(row))
+PY
+}
+# The one worker, whose CPU time per request each run reports.
+ngx_worker=""
+deadline=$((SECONDS + 30))
+until [ -n "$ngx_worker" ]; do
+  [ $SECONDS -lt $deadline ] || { note "nginx did not start a worker"; exit 1; }
+  [ -s "$ngx_dir/nginx.pid" ] && ngx_worker=$(pgrep -P "$(cat "$ngx_dir/nginx.pid")" | head -1 || true)
+  [ -n "$ngx_worker" ] || sleep 0.1
+done
+PIDS+=("$(cat "$ngx_dir/nginx.pid")")
+wrk_run() { # label url connections
+  bash "$ROOT/bench/wrk-json.sh" "$1" "$2" "$3" "$HTTP_SECONDS" "$ngx_worker"
+}
+ncpu=$(nproc)
+for f in 4k 1m; do
+  # 4 KiB: the nginx worker's CPU is the limit, and what is compared is its cost per
+  # request. Left to the scheduler beside wrk's threads, the worker's share of a core
+  # moves by a fifth from run to run, far more than the module costs: so the worker gets
+  # CPU 0 to itself and wrk the others. 1 MiB: the limit is the copy through loopback,
+  # kernel work on both sides, which needs every core (pinned, it swings threefold).
+  if [ $f = 4k ] && [ "$ncpu" -ge 2 ]; then
+    taskset -pc 0 "$ngx_worker" >/dev/null
+    export WRK_CPUS="1-$((ncpu - 1))" WRK_THREADS=$((ncpu - 1 < 4 ? ncpu - 1 : 4))
+  else
+    taskset -pc "0-$((ncpu - 1))" "$ngx_worker" >/dev/null
+    export WRK_CPUS="" WRK_THREADS=2
+  fi
+  fid=$("$BIN/fdfs_upload_file" "$WORK/client.conf" "$WORK/http-$f.bin" "$ST1_IP:$ST_PORT")
+  remote=${fid#group1/M00/}
+  if ! curl -sf "http://$ST1_IP:8888/$fid" | cmp -s - "$WORK/http-$f.bin"; then
+    note "nginx module did not serve $fid as uploaded:"
+    curl -sv "http://$ST1_IP:8888/$fid" -o /dev/null 2>&1 | grep -E '^[<>]' >&2 || true
+    tail -20 "$ngx_dir/logs/error.log" >&2 || true
+    exit 1
+  fi
+  for c in 16 64; do
+    # A run of each first, not counted: the first runs after a change of file or
+    # connection count are slower. Then module, static, static, module, four times: the
+    # slow drift of a shared machine falls on both sides alike; each row is the mean of
+    # its eight runs.
+    wrk_run warmup "http://$ST1_IP:8888/$fid" $c >/dev/null
+    wrk_run warmup "http://$ST1_IP:8888/static/$remote" $c >/dev/null
+    mods=(); stats=()
+    for _ in $(seq "$HTTP_ROUNDS"); do
+      mods+=("$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)")
+      stats+=("$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)")
+      stats+=("$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)")
+      mods+=("$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)")
+    done
+    mod_row=$(mean_of "${mods[@]}"); stat_row=$(mean_of "${stats[@]}")
+    record "$mod_row"
+    record "$stat_row"
+    record "$(ratio_of "HTTP $f c$c module / static" "$mod_row" "$stat_row")"
+  done
+done
+ngx_master=$(cat "$ngx_dir/nginx.pid")
+for w in $(pgrep -P "$ngx_master" 2>/dev/null || true); do
+  record "{\"label\":\"peak RSS nginx worker (with the module)\",\"peak_rss_mb\":$(peak_rss_mb "$w"),\"rss_mb\":$(rss_mb "$w")}"
+done
+"$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log" -s quit || true
 
 # ---------------------------------------------------------------- small files
 settle
@@ -198,101 +339,6 @@ for n in tracker st1 st2; do
   eval "pid=\$PID_$n"
   record "{\"label\":\"peak RSS $n\",\"peak_rss_mb\":$(peak_rss_mb "$pid"),\"rss_mb\":$(rss_mb "$pid")}"
 done
-
-# ---------------------------------------------------------------- HTTP through nginx
-# The same nginx serves the same files twice: through ngx_fastdfs_module and as plain
-# static files (the ceiling). CPU-bound: the writeback of the replication run's files
-# would otherwise take the CPU from some runs and not others.
-settle
-NGX="$ROOT/target-ngx/dist/sbin/nginx"
-[ -x "$NGX" ] || bash "$ROOT/scripts/build-nginx.sh" >&2
-install_packages wrk
-ngx_dir="$WORK/nginx"
-mkdir -p "$ngx_dir/logs"
-cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$ngx_dir/"
-cat >"$ngx_dir/mod_fastdfs.conf" <<CONF
-base_path = $WORK/nginx
-tracker_server = $TRACKER_IP:$TRACKER_PORT
-storage_server_port = $ST_PORT
-group_name = group1
-url_have_group_name = true
-store_path_count = 1
-store_path0 = $WORK/st1
-response_mode = proxy
-#include http.conf
-CONF
-cat >"$ngx_dir/nginx.conf" <<CONF
-load_module $ROOT/target-ngx/dist/modules/ngx_http_fastdfs_module.so;
-worker_processes 1;
-pid $ngx_dir/nginx.pid;
-error_log $ngx_dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    include mime.types.nginx;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    access_log off;
-    keepalive_requests 1000000;
-    open_file_cache max=10000 inactive=60s;
-    fastdfs_conf $ngx_dir/mod_fastdfs.conf;
-    server {
-        listen $ST1_IP:8888;
-        location ~/group1/M00 { ngx_fastdfs_module; }
-        location /static/ { alias $WORK/st1/data/; }
-    }
-}
-CONF
-"$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log"
-PIDS+=("$(cat "$ngx_dir/nginx.pid" 2>/dev/null || echo 0)")
-head -c 4096 /dev/urandom >"$WORK/http-4k.bin"
-head -c 1048576 /dev/urandom >"$WORK/http-1m.bin"
-mean_of() { # JSON result lines of one scenario -> their mean
-  python3 - "$@" <<'PY'
-import json, sys
-runs = [json.loads(a) for a in sys.argv[1:]]
-out = dict(runs[0])
-for k in ("ops_per_sec", "mb_per_sec", "p50_ms", "p99_ms"):
-    vals = [r.get(k) for r in runs]
-    if all(v is not None for v in vals):
-        out[k] = round(sum(vals) / len(vals), 3)
-out["errors"] = sum(r.get("errors", 0) for r in runs)
-out["note"] = "mean of %d runs: %s req/s" % (
-    len(runs), ", ".join("%.0f" % r["ops_per_sec"] for r in runs))
-print(json.dumps(out))
-PY
-}
-wrk_run() { # label url connections
-  bash "$ROOT/bench/wrk-json.sh" "$1" "$2" "$3" "$HTTP_SECONDS"
-}
-for f in 4k 1m; do
-  fid=$("$BIN/fdfs_upload_file" "$WORK/client.conf" "$WORK/http-$f.bin" "$ST1_IP:$ST_PORT")
-  remote=${fid#group1/M00/}
-  if ! curl -sf "http://$ST1_IP:8888/$fid" | cmp -s - "$WORK/http-$f.bin"; then
-    note "nginx module did not serve $fid as uploaded:"
-    curl -sv "http://$ST1_IP:8888/$fid" -o /dev/null 2>&1 | grep -E '^[<>]' >&2 || true
-    tail -20 "$ngx_dir/logs/error.log" >&2 || true
-    exit 1
-  fi
-  for c in 16 64; do
-    # Module, static, static, module, twice: the slow drift of a shared 2-core machine
-    # falls on both sides alike; each row is the mean of its four runs.
-    mods=(); stats=()
-    for _ in 1 2; do
-      mods+=("$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)")
-      stats+=("$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)")
-      stats+=("$(wrk_run "HTTP $f c$c plain nginx static" "http://$ST1_IP:8888/static/$remote" $c)")
-      mods+=("$(wrk_run "HTTP $f c$c ngx_fastdfs_module" "http://$ST1_IP:8888/$fid" $c)")
-    done
-    record "$(mean_of "${mods[@]}")"
-    record "$(mean_of "${stats[@]}")"
-  done
-done
-ngx_master=$(cat "$ngx_dir/nginx.pid" 2>/dev/null || echo 0)
-for w in $(pgrep -P "$ngx_master" 2>/dev/null || true); do
-  record "{\"label\":\"peak RSS nginx worker (with the module)\",\"peak_rss_mb\":$(peak_rss_mb "$w"),\"rss_mb\":$(rss_mb "$w")}"
-done
-"$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log" -s quit || true
 
 # ---------------------------------------------------------------- many files in one storage
 mkdir -p "$WORK/many"
@@ -377,7 +423,7 @@ def f(v, fmt="%.0f"):
     return "" if v is None else (fmt % v if isinstance(v, (int, float)) else str(v))
 for r in rows:
     notes = []
-    for k in ("errors", "drain_seconds", "files", "storage_peak_rss_mb", "peak_rss_mb", "rss_mb", "note", "first_error"):
+    for k in ("errors", "throughput_ratio", "cpu_per_request_ratio", "worker_cpu_us_per_request", "drain_seconds", "files", "storage_peak_rss_mb", "peak_rss_mb", "rss_mb", "note", "first_error"):
         if r.get(k) not in (None, "", 0):
             notes.append("%s=%s" % (k, r[k]))
     if len(r.get("window_ops_per_sec") or []) > 1 and r.get("label", "").startswith("many files"):
