@@ -171,6 +171,9 @@ cmd_test() {
   NGINX=debian cmd_nginx
   log "benchmark smoke run (tiny counts, so that bench/run.sh keeps working)"
   BENCH_SMOKE=1 bash "$ROOT/bench/run.sh" >/dev/null
+  # every HTTP scenario compared, with the worker's CPU per request measured on both sides
+  [ "$(grep -c 'module / static .*throughput_ratio=.*cpu_per_request_ratio=' "$ROOT/bench/results/latest.md")" = 4 ] ||
+    die "bench smoke run: the report lacks the HTTP module/static ratios"
   log "python clients (venvs under .venv-tests/)"
   bash "$ROOT/tests/setup-python.sh"
   log "integration tests: real daemons and nginx on loopback, PyPI clients, our tools"
