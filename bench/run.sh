@@ -7,7 +7,8 @@
 #
 # Settings (environment): BENCH_SECONDS (per small-file run, default 5),
 # BENCH_LARGE_MB (default 1024), BENCH_MANY (files for the many-files run, default 1000000),
-# BENCH_WEED_N (files for the SeaweedFS comparison, default 100000).
+# BENCH_WEED_N (files for the SeaweedFS comparison, default 100000),
+# BENCH_HTTP_SECONDS (per wrk run, default 3; eight counted runs per side and case).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -141,7 +142,7 @@ bench() { # label args...
 if [ "$SMOKE" = 1 ]; then settle; else settle 1 600; fi
 NGX="$ROOT/target-ngx/dist/sbin/nginx"
 [ -x "$NGX" ] || bash "$ROOT/scripts/build-nginx.sh" >&2
-install_packages wrk
+install_packages wrk procps  # pgrep finds the nginx worker
 ngx_dir="$WORK/nginx"
 mkdir -p "$ngx_dir/logs"
 cp "$ROOT"/nginx-conf/{http.conf,mime.types,mime.types.nginx} "$ngx_dir/"
@@ -213,30 +214,36 @@ if m.get("worker_cpu_us_per_request") and s.get("worker_cpu_us_per_request"):
 print(json.dumps(row))
 PY
 }
-# The one worker, whose CPU time per request each run reports.
-ngx_worker=""
+# The one worker (worker_processes 1), whose CPU time per request each run reports.
+ngx_master=""; ngx_worker=""
 deadline=$((SECONDS + 30))
 until [ -n "$ngx_worker" ]; do
   [ $SECONDS -lt $deadline ] || { note "nginx did not start a worker"; exit 1; }
-  [ -s "$ngx_dir/nginx.pid" ] && ngx_worker=$(pgrep -P "$(cat "$ngx_dir/nginx.pid")" | head -1 || true)
+  [ -s "$ngx_dir/nginx.pid" ] && ngx_master=$(cat "$ngx_dir/nginx.pid") &&
+    ngx_worker=$(pgrep -P "$ngx_master" | head -1 || true)
   [ -n "$ngx_worker" ] || sleep 0.1
 done
-PIDS+=("$(cat "$ngx_dir/nginx.pid")")
+PIDS+=("$ngx_master")
 wrk_run() { # label url connections
   bash "$ROOT/bench/wrk-json.sh" "$1" "$2" "$3" "$HTTP_SECONDS" "$ngx_worker"
 }
-ncpu=$(nproc)
+# The CPUs this run may use (a container's cpuset need not start at 0): the first for
+# the worker, the rest for wrk.
+read -r -a cpus < <(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
+all_cpus=$(IFS=,; echo "${cpus[*]}")
+wrk_cpus=$(IFS=,; echo "${cpus[*]:1}")
 for f in 4k 1m; do
   # 4 KiB: the nginx worker's CPU is the limit, and what is compared is its cost per
   # request. Left to the scheduler beside wrk's threads, the worker's share of a core
   # moves by a fifth from run to run, far more than the module costs: so the worker gets
-  # CPU 0 to itself and wrk the others. 1 MiB: the limit is the copy through loopback,
+  # a CPU to itself and wrk the others. 1 MiB: the limit is the copy through loopback,
   # kernel work on both sides, which needs every core (pinned, it swings threefold).
-  if [ $f = 4k ] && [ "$ncpu" -ge 2 ]; then
-    taskset -pc 0 "$ngx_worker" >/dev/null
-    export WRK_CPUS="1-$((ncpu - 1))" WRK_THREADS=$((ncpu - 1 < 4 ? ncpu - 1 : 4))
+  # With one CPU there is nothing to pin.
+  if [ $f = 4k ] && [ ${#cpus[@]} -ge 2 ]; then
+    taskset -pc "${cpus[0]}" "$ngx_worker" >/dev/null
+    export WRK_CPUS="$wrk_cpus" WRK_THREADS=$((${#cpus[@]} - 1 < 4 ? ${#cpus[@]} - 1 : 4))
   else
-    taskset -pc "0-$((ncpu - 1))" "$ngx_worker" >/dev/null
+    taskset -pc "$all_cpus" "$ngx_worker" >/dev/null
     export WRK_CPUS="" WRK_THREADS=2
   fi
   fid=$("$BIN/fdfs_upload_file" "$WORK/client.conf" "$WORK/http-$f.bin" "$ST1_IP:$ST_PORT")
@@ -267,10 +274,7 @@ for f in 4k 1m; do
     record "$(ratio_of "HTTP $f c$c module / static" "$mod_row" "$stat_row")"
   done
 done
-ngx_master=$(cat "$ngx_dir/nginx.pid")
-for w in $(pgrep -P "$ngx_master" 2>/dev/null || true); do
-  record "{\"label\":\"peak RSS nginx worker (with the module)\",\"peak_rss_mb\":$(peak_rss_mb "$w"),\"rss_mb\":$(rss_mb "$w")}"
-done
+record "{\"label\":\"peak RSS nginx worker (with the module)\",\"peak_rss_mb\":$(peak_rss_mb "$ngx_worker"),\"rss_mb\":$(rss_mb "$ngx_worker")}"
 "$NGX" -p "$ngx_dir" -c "$ngx_dir/nginx.conf" -e "$ngx_dir/logs/error.log" -s quit || true
 
 # ---------------------------------------------------------------- small files
