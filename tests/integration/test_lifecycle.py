@@ -158,3 +158,36 @@ def test_large_file_streams_with_flat_memory(tmp_path_factory, tmp_path):
         assert peak < 64 * 1024, "storage peak RSS %d KiB for a 256 MiB file" % peak
     finally:
         stop_cluster(c)
+
+
+def _is_zombie(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_killed_daemon_restarts_while_still_a_zombie(tmp_path_factory):
+    """A daemon killed with -9 and not reaped (no init that reaps, as in some
+    containers) must not block `start`: the pid file is trusted only while locked."""
+    c = start_cluster(tmp_path_factory, "zombie", store_paths=1)
+    try:
+        old = c.tracker.proc
+        old.send_signal(signal.SIGKILL)
+        wait_for(lambda: _is_zombie(old.pid), 10, what="killed tracker is a zombie")
+        pid_file = c.tracker_base / "data" / "fdfs_trackerd.pid"
+        assert pid_file.read_text().strip() == str(old.pid), "the stale pid file is still there"
+        c.tracker.stderr_fh.close()
+        c.tracker.start()          # while the old process is still unreaped
+        c.wait_ready()
+        assert _is_zombie(old.pid)
+        assert pid_file.read_text().strip() == str(c.tracker.proc.pid)
+        # `stop` finds the new instance and waits for it, not for the zombie.
+        r = subprocess.run([str(c.tracker.exe), str(c.tracker_conf), "stop"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert c.tracker.proc.wait(10) == 0
+        c.tracker.stderr_fh.close()
+        old.wait()
+        c.tracker.start()
+        c.wait_ready()
+    finally:
+        stop_cluster(c)

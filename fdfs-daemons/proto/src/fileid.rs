@@ -173,6 +173,15 @@ pub fn ext_from_local_name(name: &str) -> &str {
     }
 }
 
+/// Suffix of a file's metadata file, stored beside it as `<file>-m`. No upload, slave or
+/// appender may get a name ending with it: that name belongs to another file's metadata.
+pub const METADATA_SUFFIX: &str = "-m";
+
+/// Whether a stored file name (or remote filename) is a metadata file's.
+pub fn is_metadata_name(name: &str) -> bool {
+    name.ends_with(METADATA_SUFFIX)
+}
+
 /// A remote filename, checked so that it can only name a file inside a store path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteName<'a> {
@@ -228,6 +237,11 @@ impl<'a> RemoteName<'a> {
             base,
             full,
         })
+    }
+
+    /// Whether this names a metadata file (`<file>-m`) rather than a file's content.
+    pub fn is_metadata(&self) -> bool {
+        is_metadata_name(self.base)
     }
 
     /// `XX/YY/base`, relative to `<store path>/data`.

@@ -4,13 +4,14 @@
 //! the content, which the server streams straight to disk and never holds in memory.
 
 use crate::codec::{ProtoError, Reader, Writer};
-use crate::fileid::REMOTE_NAME_MAX_LEN;
+use crate::fileid::{is_metadata_name, REMOTE_NAME_MAX_LEN};
 use crate::tracker_msg::get_group;
 use crate::{valid_name_part, IpSize, EXT_NAME_MAX_LEN, GROUP_NAME_LEN, PREFIX_MAX_LEN};
 
 fn ext_field(r: &mut Reader<'_>) -> Result<String, ProtoError> {
     let ext = r.fixed_str(EXT_NAME_MAX_LEN, "ext name")?;
-    if !valid_name_part(&ext) {
+    // A name ending with `-m` would be taken for another file's metadata.
+    if !valid_name_part(&ext) || is_metadata_name(&ext) {
         return Err(ProtoError::field("ext name", format!("{ext:?}")));
     }
     Ok(ext)
@@ -120,6 +121,11 @@ impl SlaveHead {
             return Err(ProtoError::field("prefix", format!("{prefix:?}")));
         }
         let ext = ext_field(&mut r)?;
+        // Without an ext the prefix ends the slave's name: `-m` there would make the
+        // slave the master's metadata file.
+        if ext.is_empty() && is_metadata_name(&prefix) {
+            return Err(ProtoError::field("prefix", format!("{prefix:?}")));
+        }
         r.finish()?;
         Ok(SlaveHead {
             master_len,
@@ -681,6 +687,37 @@ mod tests {
         let mut no_prefix = raw.clone();
         no_prefix[16..32].fill(0);
         assert!(SlaveHead::decode(&no_prefix[..38]).is_err());
+    }
+
+    #[test]
+    fn names_that_would_be_metadata_are_refused() {
+        let slave = |prefix: &str, ext: &str| {
+            let head = SlaveHead {
+                master_len: 44,
+                file_size: 1,
+                prefix: prefix.into(),
+                ext: ext.into(),
+            };
+            SlaveHead::decode(&head.encode("")[..38])
+        };
+        // The master's own metadata (`<stem>.txt-m`), or any file's, cannot be a slave.
+        assert!(slave(".txt-m", "").is_err());
+        assert!(slave("-m", "").is_err());
+        assert!(slave("_s", "jpg-m").is_err());
+        assert!(slave("_s", "-m").is_err());
+        assert!(slave("-m", "jpg").is_ok());
+        assert!(slave("_s", "m").is_ok());
+        let upload = |ext: &str| {
+            let head = UploadHead {
+                store_path_index: 0,
+                file_size: 1,
+                ext: ext.into(),
+            };
+            UploadHead::decode(&head.encode())
+        };
+        assert!(upload("-m").is_err());
+        assert!(upload("tar-m").is_err());
+        assert!(upload("m").is_ok());
     }
 
     #[test]

@@ -52,12 +52,31 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<DaemonArgs, 
     })
 }
 
-/// The pid recorded in `pid_file`, if that process is still alive.
+/// Takes a lock on an open pid file without waiting: false if another process holds it.
+fn try_lock(file: &fs::File, mode: libc::c_int) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// The pid recorded in `pid_file`, if that daemon is still running: it holds a lock on
+/// the file for as long as it lives. A process that was killed no longer holds it, even
+/// while it is a zombie nobody has reaped, so it never blocks a new start.
 pub fn running_pid(pid_file: &Path) -> Option<i32> {
+    let file = fs::File::open(pid_file).ok()?;
+    if try_lock(&file, libc::LOCK_SH).unwrap_or(true) {
+        return None;
+    }
     let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
-    alive.then_some(pid)
+    (pid > 0).then_some(pid)
 }
 
 /// Sends SIGTERM to the running daemon and waits until it has exited.
@@ -66,14 +85,13 @@ pub fn stop_running(pid_file: &Path, wait: Duration) -> io::Result<bool> {
     let Some(pid) = running_pid(pid_file) else {
         return Ok(false);
     };
-    // SAFETY: plain signal delivery to a pid we just checked.
+    // SAFETY: plain signal delivery to a pid that holds the pid file's lock.
     if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        // SAFETY: as above, signal 0 only probes.
-        if unsafe { libc::kill(pid, 0) } != 0 {
+        if running_pid(pid_file).is_none() {
             return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -115,26 +133,39 @@ pub fn daemonize() -> io::Result<()> {
     Ok(())
 }
 
-/// A pid file that removes itself when the daemon ends.
+/// A pid file, locked for as long as the daemon lives, that removes itself when the
+/// daemon ends.
 pub struct PidFile {
     path: PathBuf,
+    /// Holds the lock.
+    _file: fs::File,
 }
 
 impl PidFile {
-    /// Writes our pid; fails if another instance is alive.
+    /// Locks the pid file and writes our pid; fails if another instance holds it.
     pub fn create(path: &Path) -> io::Result<PidFile> {
-        if let Some(pid) = running_pid(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("already running as pid {pid} ({})", path.display()),
-            ));
-        }
+        use std::io::Write;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        fs::write(path, format!("{}\n", std::process::id()))?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if !try_lock(&file, libc::LOCK_EX)? {
+            let pid = fs::read_to_string(path).unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("already running as pid {} ({})", pid.trim(), path.display()),
+            ));
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
         Ok(PidFile {
             path: path.to_path_buf(),
+            _file: file,
         })
     }
 }
@@ -369,6 +400,13 @@ mod tests {
         assert!(PidFile::create(&path).is_err());
         drop(pid);
         assert!(!path.exists());
+        // A pid that exists but does not hold the lock (a killed daemon's number, now a
+        // zombie or reused by another process) is not a running instance.
+        fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(running_pid(&path), None);
+        let again = PidFile::create(&path).unwrap();
+        assert_eq!(running_pid(&path), Some(std::process::id() as i32));
+        drop(again);
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -7,6 +7,7 @@
 //! - [`tracker_link`]: join and heartbeat with every tracker;
 //! - [`server`]: the per-connection request loop.
 
+pub mod appenders;
 pub mod binlog;
 pub mod config;
 pub mod durability;

@@ -23,6 +23,8 @@ pub struct Storage {
     pub sync: SyncState,
     /// Recent deletes, so that a replayed copy does not bring a file back.
     pub tombstones: crate::tombstones::Tombstones,
+    /// One change at a time per appender, and their CRC32s.
+    pub appenders: std::sync::Arc<crate::appenders::Appenders>,
     /// Our own address as the cluster sees it: `bind_addr`, else learnt from the tracker
     /// connection. It goes into every new file name.
     my_ip: RwLock<Option<IpAddr>>,
@@ -41,6 +43,7 @@ impl Storage {
             stats: Stats::default(),
             sync: SyncState::default(),
             tombstones: Default::default(),
+            appenders: Default::default(),
             my_ip: RwLock::new(my_ip),
             ip_size: RwLock::new(IpSize::V4),
             up_time: fdfs_runtime::unix_now(),

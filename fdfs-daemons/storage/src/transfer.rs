@@ -2,7 +2,7 @@
 //! whatever the file size.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 
 use fdfs_runtime::Connection;
 
@@ -147,18 +147,4 @@ pub async fn send_range(
         }
     }
     Ok(())
-}
-
-/// CRC32 of a whole file, read in chunks.
-pub fn crc32_of(file: &mut File) -> io::Result<u32> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize());
-        }
-        h.update(&buf[..n]);
-    }
 }

@@ -14,11 +14,12 @@ use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
 use super::{binlog_failed, flush_failed, locate, mtime_of, Fail, Handled};
+use crate::appenders::{FileGuard, Version};
 use crate::binlog::op;
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::commit_new_file;
-use crate::transfer::{crc32_of, receive_into};
+use crate::transfer::receive_into;
 
 /// Checks that `filename` is an existing appender file of this group.
 fn appender_path(st: &Storage, filename: &str) -> Result<PathBuf, u8> {
@@ -33,10 +34,21 @@ fn appender_path(st: &Storage, filename: &str) -> Result<PathBuf, u8> {
     Ok(path)
 }
 
+/// A streamed appender request read up to its content, with the file open and held
+/// against other changes.
+struct Streamed<H> {
+    head: H,
+    size: u64,
+    filename: String,
+    path: PathBuf,
+    file: File,
+    _guard: FileGuard,
+}
+
 /// Reads the rest of a streamed appender request up to its content: the fixed head
 /// (`head_len` bytes, turned by `decode` into the head, the filename length and the
-/// content size), then the appender's name; checks the lengths add up and opens the file
-/// (`append` mode or plain write).
+/// content size), then the appender's name; checks the lengths add up, waits until no
+/// other request changes the file, and opens it (`append` mode or plain write).
 async fn open_streamed<H>(
     st: &Storage,
     conn: &mut Connection,
@@ -44,7 +56,7 @@ async fn open_streamed<H>(
     head_len: usize,
     decode: impl Fn(&[u8]) -> Option<(H, usize, u64)>,
     append: bool,
-) -> Result<(H, u64, String, File), Fail> {
+) -> Result<Streamed<H>, Fail> {
     let invalid = || Fail::ReplyAndClose(errno::EINVAL);
     if body_len < head_len as u64 {
         return Err(invalid());
@@ -57,12 +69,22 @@ async fn open_streamed<H>(
     let raw = conn.read_body(name_len).await.map_err(|_| Fail::Close)?;
     let filename = String::from_utf8(raw).map_err(|_| invalid())?;
     let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
+    let guard = st.appenders.lock(&path).await;
+    // Checked again under the lock: a regenerate or delete may have just taken it.
+    let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
     let file = OpenOptions::new()
         .append(append)
         .write(!append)
         .open(&path)
         .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
-    Ok((head, size, filename, file))
+    Ok(Streamed {
+        head,
+        size,
+        filename,
+        path,
+        file,
+        _guard: guard,
+    })
 }
 
 /// The file's modification time after a change (now, if it cannot be read).
@@ -79,12 +101,22 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
                 .ok()
                 .map(|h| ((), h.filename_len, h.size))
         };
-        let ((), size, filename, mut file) =
-            open_streamed(st, conn, body_len, AppendHead::LEN, decode, true).await?;
+        let Streamed {
+            size,
+            filename,
+            path,
+            mut file,
+            _guard,
+            ..
+        } = open_streamed(st, conn, body_len, AppendHead::LEN, decode, true).await?;
+        let before = file
+            .metadata()
+            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
         let offset = file
             .seek(SeekFrom::End(0))
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
-        if let Err(e) = receive_into(conn, &mut file, size, None).await {
+        let mut crc = crc32fast::Hasher::new();
+        if let Err(e) = receive_into(conn, &mut file, size, Some(&mut crc)).await {
             // A broken append leaves the file as it was, never half-extended.
             if let Err(t) = file.set_len(offset) {
                 tracing::error!("cannot undo partial append to {filename}: {t}");
@@ -92,6 +124,15 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
             return Err(e.into());
         }
         st.stats.add_bytes(counter::TOTAL_APPEND_BYTES, size, true);
+        if let Ok(after) = file.metadata() {
+            st.appenders.extend_crc(
+                &path,
+                Version::of(&before),
+                Version::of(&after),
+                crc.finalize(),
+                size,
+            );
+        }
         if size > 0 {
             st.durable_data(&file).await.map_err(flush_failed)?;
             let pos = st
@@ -120,8 +161,15 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
                 .ok()
                 .map(|h| (h.offset, h.filename_len, h.size))
         };
-        let (offset, size, filename, mut file) =
-            open_streamed(st, conn, body_len, ModifyHead::LEN, decode, false).await?;
+        let Streamed {
+            head: offset,
+            size,
+            filename,
+            path,
+            mut file,
+            _guard,
+        } = open_streamed(st, conn, body_len, ModifyHead::LEN, decode, false).await?;
+        st.appenders.forget(&path);
         let current = file
             .metadata()
             .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?
@@ -155,6 +203,9 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
     let result = async {
         let req = Truncate::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
         let path = appender_path(st, &req.filename).map_err(Fail::Reply)?;
+        let _guard = st.appenders.lock(&path).await;
+        let path = appender_path(st, &req.filename).map_err(Fail::Reply)?;
+        st.appenders.forget(&path);
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -190,15 +241,18 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
 pub async fn regenerate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
     let old = decode_regenerate(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let path = appender_path(st, &old).map_err(Fail::Reply)?;
+    let _guard = st.appenders.lock(&path).await;
+    // The content is final from here: no append or modify runs until it is renamed.
+    let path = appender_path(st, &old).map_err(Fail::Reply)?;
     let name = RemoteName::parse(&old).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let packed = name.packed().map_err(|_| Fail::Reply(errno::EINVAL))?;
-    let mut file = File::open(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-    let size = file
-        .metadata()
-        .map_err(|e| Fail::Reply(errno::from_io(&e)))?
-        .len();
-    let crc = crc32_of(&mut file).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-    drop(file);
+    let (crc, meta) = st
+        .appenders
+        .crc_of(&path)
+        .await
+        .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+    let size = meta.len();
+    st.appenders.forget(&path);
     let now = unix_now();
     let fext = &name.base[name.base.len() - FEXT_LEN..];
     let dir = path.parent().expect("file has a directory");

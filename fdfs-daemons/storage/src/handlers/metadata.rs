@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use fdfs_proto::errno;
+use fdfs_proto::fileid::METADATA_SUFFIX;
 use fdfs_proto::metadata::{self, OP_OVERWRITE};
 use fdfs_proto::storage_msg::{FileRef, SetMetadata};
 use fdfs_runtime::{unix_now, Connection};
@@ -13,24 +14,36 @@ use super::{binlog_failed, flush_failed, locate, Fail, Handled};
 use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
+use crate::store::NewFile;
 
 fn meta_path(data: &Path) -> PathBuf {
     let mut p = data.as_os_str().to_owned();
-    p.push("-m");
+    p.push(METADATA_SUFFIX);
     PathBuf::from(p)
 }
 
-/// Replaces a file's content atomically (flushed before the rename when `flush`).
+/// Replaces a file's content atomically (flushed before it is named when `flush`). The
+/// new content is written to an unnamed file (or a `.tmp-` one), never to a name a
+/// client could give a file.
 fn write_atomic(path: &Path, content: &[u8], flush: bool) -> io::Result<()> {
     use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(content)?;
+    let dir = path.parent().expect("metadata file has a directory");
+    let mut f = NewFile::create(dir)?;
+    f.file.write_all(content)?;
     if flush {
-        f.sync_data()?;
+        f.file.sync_data()?;
     }
-    fs::rename(&tmp, path)
+    f.commit_replace(path)
+}
+
+/// Finds the file a metadata request names: metadata of a metadata file is no such
+/// thing (`<file>-m-m` would be a file of its own).
+fn locate_for_metadata(st: &Storage, group: &str, filename: &str) -> Result<PathBuf, Fail> {
+    let (name, path) = locate(st, group, filename).map_err(Fail::Reply)?;
+    if name.is_metadata() {
+        return Err(Fail::Reply(errno::EINVAL));
+    }
+    Ok(path)
 }
 
 pub async fn set_metadata(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
@@ -51,12 +64,12 @@ pub async fn set_metadata(st: &Storage, conn: &mut Connection, body: &[u8]) -> H
 /// when something changed.
 fn set_inner(st: &Storage, body: &[u8]) -> Result<Option<(PathBuf, BinlogPos)>, Fail> {
     let req = SetMetadata::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
-    let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    let path = locate_for_metadata(st, &req.group, &req.filename)?;
     if !path.is_file() {
         return Err(Fail::Reply(errno::ENOENT));
     }
     let meta = meta_path(&path);
-    let meta_name = format!("{}-m", name.full);
+    let meta_name = format!("{}{METADATA_SUFFIX}", req.filename);
     let existed = meta.exists();
     let io_fail = |e: io::Error| Fail::Reply(errno::from_io(&e));
     let flush = st.cfg.fsync_before_reply;
@@ -96,7 +109,7 @@ fn set_inner(st: &Storage, body: &[u8]) -> Result<Option<(PathBuf, BinlogPos)>, 
 pub async fn get_metadata(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
     let result = (|| {
         let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
-        let (_, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+        let path = locate_for_metadata(st, &req.group, &req.filename)?;
         fs::read(meta_path(&path)).map_err(|e| Fail::Reply(errno::from_io(&e)))
     })();
     st.stats.record(counter::TOTAL_GET_META, result.is_ok());

@@ -1,6 +1,5 @@
 //! 22 QUERY_FILE_INFO: size, timestamp, CRC32 and source of a stored file.
 
-use std::fs::File;
 use std::net::IpAddr;
 
 use fdfs_proto::errno;
@@ -10,7 +9,6 @@ use fdfs_runtime::Connection;
 
 use super::{locate, mtime_of, Fail, Handled};
 use crate::state::Storage;
-use crate::transfer::crc32_of;
 
 pub async fn query_file_info(
     st: &Storage,
@@ -21,20 +19,22 @@ pub async fn query_file_info(
     let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
     let info = name.info().map_err(|_| Fail::Reply(errno::EINVAL))?;
-    let mut file = File::open(&path).map_err(|e| {
+    let meta = std::fs::metadata(&path).map_err(|e| {
         if flags & file_info_flag::SILENT == 0 {
             tracing::info!("file info: {} not found", req.filename);
         }
         Fail::Reply(errno::from_io(&e))
     })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-    // Normal files carry their CRC32 in the name; appenders and slaves must be read.
-    let crc32 = match info.kind {
-        FileKind::Normal | FileKind::Trunk => info.crc32,
-        _ if flags & file_info_flag::NO_CRC32 != 0 => 0,
-        _ => crc32_of(&mut file).map_err(|e| Fail::Reply(errno::from_io(&e)))?,
+    // Normal files carry their CRC32 in the name; appenders and slaves must be read
+    // (off the async workers, and only once per version of an appender).
+    let (crc32, meta) = match info.kind {
+        FileKind::Normal | FileKind::Trunk => (info.crc32, meta),
+        _ if flags & file_info_flag::NO_CRC32 != 0 => (0, meta),
+        _ => st
+            .appenders
+            .crc_of(&path)
+            .await
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?,
     };
     let source_ip = match info.source {
         Source::Ip(ip) => IpAddr::V4(ip).to_string(),

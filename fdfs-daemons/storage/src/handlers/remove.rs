@@ -15,6 +15,9 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
     let result = async {
         let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
         let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+        // Not in the middle of an append or a regenerate of the same file.
+        let _guard = st.appenders.lock(&path).await;
+        st.appenders.forget(&path);
         fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let mut meta = path.clone().into_os_string();
         meta.push("-m");

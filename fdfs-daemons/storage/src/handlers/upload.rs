@@ -16,6 +16,7 @@ use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
 use super::{binlog_failed, flush_failed, mtime_of, Fail, Handled};
+use crate::appenders::Version;
 use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
@@ -163,6 +164,13 @@ async fn upload_inner(
             format!("{}{fext}", packed.encode())
         })
         .map_err(Fail::Reply)?;
+    if appender {
+        // Later appends extend this CRC32 instead of reading the file again.
+        if let Ok(meta) = temp.file.metadata() {
+            st.appenders
+                .remember_crc(&dir.join(&base), Version::of(&meta), crc);
+        }
+    }
     let remote = remote_name(path_index as u8, high, low, &base);
     let pos = st
         .binlog
@@ -220,6 +228,10 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
     let master_text =
         String::from_utf8(master_raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
     let master = RemoteName::parse(&master_text).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    // A metadata file is no master: its slaves would pass for files of their own.
+    if master.is_metadata() {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
     let master_path = st.store.resolve(&master).map_err(Fail::ReplyAndClose)?;
     if !master_path.is_file() {
         return Err(Fail::ReplyAndClose(errno::ENOENT));
@@ -231,6 +243,11 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         &slave_base(master.base, &head.prefix, &head.ext),
     );
     let slave_name = RemoteName::parse(&slave).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    // The head's checks already keep `-m` off the end of the name; a slave must never
+    // become some file's metadata.
+    if slave_name.is_metadata() {
+        return Err(Fail::ReplyAndClose(errno::EINVAL));
+    }
     let slave_path = st.store.resolve(&slave_name).map_err(Fail::ReplyAndClose)?;
     if slave_path.exists() {
         return Err(Fail::ReplyAndClose(errno::EEXIST));

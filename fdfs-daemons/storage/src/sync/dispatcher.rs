@@ -2,7 +2,7 @@
 //! (§3.6), on one long-lived connection, record after record with no pause, resuming
 //! from the peer's mark file after a restart or a broken connection.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -105,6 +105,10 @@ struct Dispatcher {
     last_saved: Instant,
     /// Confirmed records not yet told to `st.sync` (done before waiting).
     progress_unpublished: bool,
+    /// Appenders whose append, modify or truncate could not be sent because the local
+    /// file had already been renamed (regenerated): the peer's copy is behind, so their
+    /// rename sends the renamed file whole instead.
+    behind: HashSet<String>,
     stop: watch::Receiver<bool>,
 }
 
@@ -154,6 +158,7 @@ pub async fn run(st: Arc<Storage>, peer: StorageBrief, mut stop: watch::Receiver
         mark,
         reader,
         pending: VecDeque::new(),
+        behind: HashSet::new(),
         unsaved: 0,
         last_saved: Instant::now(),
         progress_unpublished: false,
@@ -450,6 +455,9 @@ impl Dispatcher {
     /// The front record of `pending` is done.
     fn confirm(&mut self, outcome: Outcome) {
         let rec = self.pending.pop_front().expect("a pending record");
+        if rec.op.eq_ignore_ascii_case(&'D') && !self.behind.is_empty() {
+            self.behind.remove(&rec.name);
+        }
         let counters = &self.st.sync.counters;
         match outcome {
             Outcome::Applied => {
@@ -558,7 +566,7 @@ impl Dispatcher {
         self.st.store.resolve(&n).ok()
     }
 
-    async fn sync_record(&self, conn: &mut Connection, rec: &Record) -> Result<Outcome, End> {
+    async fn sync_record(&mut self, conn: &mut Connection, rec: &Record) -> Result<Outcome, End> {
         if !self.wanted(rec) {
             return Ok(Outcome::Skipped);
         }
@@ -614,6 +622,9 @@ impl Dispatcher {
             }
             'R' => {
                 let old = rec.extra.clone().unwrap_or_default();
+                if self.behind.remove(&old) {
+                    return self.send_renamed_whole(conn, rec, &old).await;
+                }
                 let body = SyncTwoNames {
                     timestamp: ts,
                     group: self.st.cfg.group_name.clone(),
@@ -703,9 +714,36 @@ impl Dispatcher {
         }
     }
 
+    /// A rename whose appender the peer holds an old version of: the renamed file goes
+    /// whole (18, which creates or replaces), then the old name is deleted there.
+    async fn send_renamed_whole(
+        &self,
+        conn: &mut Connection,
+        rec: &Record,
+        old: &str,
+    ) -> Result<Outcome, End> {
+        info!(
+            "{}: changes to {old} missed by {}:{} before its rename; sending it whole",
+            rec.name, self.peer.ip, self.peer.port
+        );
+        let sent = self
+            .send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
+            .await?;
+        let body = SyncDelete {
+            timestamp: rec.timestamp as i32,
+            group: self.st.cfg.group_name.clone(),
+            filename: old.to_string(),
+        }
+        .encode();
+        match status_of(conn, cmd::SYNC_DELETE_FILE, &body).await? {
+            0 | errno::ENOENT => Ok(sent),
+            s => self.refused(rec, s),
+        }
+    }
+
     /// 25 / 35: `length` bytes at `offset` of the local file.
     async fn send_range(
-        &self,
+        &mut self,
         conn: &mut Connection,
         rec: &Record,
         offset: u64,
@@ -717,7 +755,12 @@ impl Dispatcher {
         };
         let mut file = match File::open(&path) {
             Ok(f) => f,
-            Err(_) => return Ok(Outcome::Skipped),
+            Err(_) => {
+                // Renamed or deleted since: a rename record follows, which must then
+                // carry the content.
+                self.behind.insert(rec.name.clone());
+                return Ok(Outcome::Skipped);
+            }
         };
         let size = file.metadata()?.len();
         if size < offset + length {
