@@ -221,8 +221,10 @@ def test_appends_modifies_truncates_and_regenerate_race(pair):
 
 # ------------------------------------------------ expensive requests off the workers
 
-def test_file_info_of_huge_sparse_appender_does_not_stall(pair):
-    node = pair.nodes[0]
+def test_file_info_of_huge_sparse_appender_does_not_stall(cluster):
+    # A storage without peers: the file is grown behind its back, and must not be
+    # replicated as such.
+    node = cluster.nodes[0]
     a = node.addr
     st, fid = wire.upload(a, b"start", ext="img", cmd=wire.S_UPLOAD_APPENDER)
     assert st == 0
@@ -284,3 +286,96 @@ def crc32_of_zeros_after(crc, n):
 def test_zero_folding_matches_zlib():
     for n in (0, 1, 7, 1000, 70000):
         assert crc32_of_zeros_after(zlib.crc32(b"abc"), n) == zlib.crc32(b"abc" + bytes(n))
+
+
+# ------------------------------------------------ damaged content is refused and healed
+
+EIO = 5
+
+
+def disk_path(node, fid):
+    remote = fid.partition("/")[2]
+    return node.store_paths[int(remote[1:3], 16)] / "data" / remote[4:]
+
+
+def flip_byte(path, at):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_flipped_byte_is_refused_then_healed_from_peer(pair):
+    src, peer = pair.nodes[0], pair.nodes[1]
+    data = payload(4000, 77)
+    st, fid = wire.upload(src.addr, data, ext="jpg")
+    assert st == 0
+    wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="replicated")
+    flip_byte(disk_path(src, fid), 1234)
+    st, body = wire.download(src.addr, fid)
+    assert st == EIO, "damaged content must not be served as success"
+    wait_for(lambda: wire.download(src.addr, fid) == (0, data), 30, what="healed from the peer")
+    assert "damaged" in src.daemon.logs() and "healed" in src.daemon.logs()
+
+
+def test_truncated_large_file_is_refused_then_healed(pair):
+    src, peer = pair.nodes[0], pair.nodes[1]
+    data = payload(300_000, 78)
+    st, fid = wire.upload(src.addr, data, ext="bin")
+    assert st == 0
+    wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="replicated")
+    with open(disk_path(peer, fid), "r+b") as f:
+        f.truncate(100_000)
+    assert wire.download(peer.addr, fid)[0] == EIO
+    wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="healed from the source")
+
+
+def test_scrub_finds_and_heals_damage_nobody_read(pair):
+    src, peer = pair.nodes[0], pair.nodes[1]
+    data = payload(200_000, 79)
+    st, fid = wire.upload(src.addr, data, ext="bin")
+    assert st == 0
+    wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="replicated")
+    path = disk_path(peer, fid)
+    flip_byte(path, 150_000)
+    # Not downloaded: the scrub (8 MB/s by default) must find it by itself.
+    wait_for(lambda: open(path, "rb").read() == data, 120, what="scrub healed the copy")
+
+
+def test_damaged_copy_is_not_replicated(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "integrity-spread", storages=2, store_paths=1)
+    try:
+        src, peer = c.nodes
+        c.wait_active(peer)
+        peer.kill()
+        data = payload(5000, 80)
+        st, fid = wire.upload(src.addr, data, ext="txt")
+        assert st == 0
+        flip_byte(disk_path(src, fid), 10)
+        st, good = wire.upload(src.addr, b"a good file", ext="txt")
+        assert st == 0
+        peer.restart()
+        c.wait_active(peer)
+        wait_for(lambda: wire.download(peer.addr, good) == (0, b"a good file"), 60,
+                 what="the good file replicated")
+        assert wire.download(peer.addr, fid)[0] == wire.ENOENT, "damaged bytes were copied"
+        assert "damaged" in src.daemon.logs()
+    finally:
+        stop_cluster(c)
+
+
+def test_short_slave_is_served_as_itself(cluster):
+    """A slave without ext is shorter than a normal name; its 27 characters are its
+    master's, so neither the integrity check nor file info may take them for its own."""
+    a = cluster.storage_addr
+    st, master = wire.upload(a, b"the master file", ext="jpg")
+    assert st == 0
+    st, slave = upload_slave(a, master, "_s", "", b"sl")
+    assert st == 0 and len(slave.partition("/")[2]) < 44
+    assert wire.download(a, slave) == (0, b"sl")
+    st, info = wire.query_file_info(a, slave)
+    assert st == 0 and info["size"] == 2 and info["crc32"] == crc32(b"sl")
+    # A slave named exactly like a normal file would promise the master's size and CRC.
+    st, _ = upload_slave(a, master, "4", "jp", b"x")
+    assert st == wire.EINVAL

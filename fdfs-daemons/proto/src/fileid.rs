@@ -303,14 +303,17 @@ impl FileInfo {
         let packed = name.packed()?;
         let len = name.full.len();
         let trunk = packed.size_field & SIZE_FLAG_TRUNK != 0;
+        // A slave keeps its master's 27 characters (and so its size and CRC32) under a
+        // name of another length: only names of exactly a normal or trunk file's
+        // length are what those 27 characters say.
         let kind = if packed.size_field & SIZE_FLAG_APPENDER != 0 {
             FileKind::Appender
-        } else if len > TRUNK_NAME_LEN || (len > NORMAL_NAME_LEN && !trunk) {
-            FileKind::Slave
-        } else if trunk {
+        } else if trunk && len == TRUNK_NAME_LEN {
             FileKind::Trunk
-        } else {
+        } else if !trunk && len == NORMAL_NAME_LEN {
             FileKind::Normal
+        } else {
+            FileKind::Slave
         };
         let file_size = if packed.size_field & SIZE_FLAG_SMALL != 0 || trunk {
             packed.size_field & 0xFFFF_FFFF
@@ -408,6 +411,11 @@ mod tests {
         // The captured slave name: the master's 27 chars, then prefix and ext.
         let slave = "M00/00/00/fwAAPWsEx3-AJPpFAAAADwL5vO4702_big.txt";
         let info = RemoteName::parse(slave).unwrap().info().unwrap();
+        assert_eq!(info.kind, FileKind::Slave);
+        // A slave without ext is shorter than a normal name: still a slave, whose size
+        // and CRC32 are not the 27 characters' (those are its master's).
+        let short = "M00/00/00/fwAAPWsEx3-AJPpFAAAADwL5vO4702_s";
+        let info = RemoteName::parse(short).unwrap().info().unwrap();
         assert_eq!(info.kind, FileKind::Slave);
         assert_eq!(normal_size_field(5 << 32, 7), 5 << 32);
     }

@@ -698,7 +698,7 @@ mod tests {
                 prefix: prefix.into(),
                 ext: ext.into(),
             };
-            SlaveHead::decode(&head.encode("")[..38])
+            SlaveHead::decode(&head.encode("M00/00/00/fwAAPWsEx3-AJPpFAAAADwL5vO4702.txt")[..38])
         };
         // The master's own metadata (`<stem>.txt-m`), or any file's, cannot be a slave.
         assert!(slave(".txt-m", "").is_err());

@@ -38,6 +38,9 @@ pub struct StorageConfig {
     /// Flush content, directory and binlog record before acknowledging a change
     /// (extension, on by default; see `durability`).
     pub fsync_before_reply: bool,
+    /// Bytes per second the scrub reads to check files against their IDs (extension;
+    /// 0 turns it off).
+    pub scrub_bytes_per_second: u64,
     pub upload_priority: i64,
     pub log_level: String,
     /// Uploads answer only once this many peers have the new file (0: at once, as
@@ -136,6 +139,7 @@ impl StorageConfig {
             )? as u32,
             fsync_after_written_bytes: g.size("fsync_after_written_bytes", 0)?,
             fsync_before_reply: g.bool("fsync_before_reply", true)?,
+            scrub_bytes_per_second: g.size("scrub_bytes_per_second", 8 << 20)?,
             upload_priority: g.int("upload_priority", 10)?,
             log_level: g.str("log_level").unwrap_or("info").to_string(),
             sync_wait_replicas: g.int_in("sync_wait_replicas", 0, 0, 32)? as usize,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod durability;
 pub mod handlers;
 pub mod init_flag;
+pub mod integrity;
 pub mod server;
 pub mod state;
 pub mod stats;
@@ -98,6 +99,10 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
         )));
     }
     tasks.push(tokio::spawn(housekeeping(st.clone(), trigger.subscribe())));
+    tasks.push(tokio::spawn(integrity::run(
+        st.clone(),
+        trigger.subscribe(),
+    )));
     tasks.push(tokio::spawn(sync::run_manager(
         st.clone(),
         trigger.subscribe(),

@@ -25,6 +25,8 @@ pub struct Storage {
     pub tombstones: crate::tombstones::Tombstones,
     /// One change at a time per appender, and their CRC32s.
     pub appenders: std::sync::Arc<crate::appenders::Appenders>,
+    /// Damaged files found, and their healing.
+    pub integrity: crate::integrity::Integrity,
     /// Our own address as the cluster sees it: `bind_addr`, else learnt from the tracker
     /// connection. It goes into every new file name.
     my_ip: RwLock<Option<IpAddr>>,
@@ -44,6 +46,7 @@ impl Storage {
             sync: SyncState::default(),
             tombstones: Default::default(),
             appenders: Default::default(),
+            integrity: Default::default(),
             my_ip: RwLock::new(my_ip),
             ip_size: RwLock::new(IpSize::V4),
             up_time: fdfs_runtime::unix_now(),

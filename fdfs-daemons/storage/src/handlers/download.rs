@@ -10,6 +10,7 @@ use fdfs_proto::Header;
 use fdfs_runtime::Connection;
 
 use super::{locate, Fail, Handled};
+use crate::integrity;
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::transfer::send_range;
@@ -20,13 +21,21 @@ const SMALL: u64 = 64 * 1024;
 
 pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
     let req = Download::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
-    let (_, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
+    let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
     let result = async {
         let mut file = File::open(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let size = file
             .metadata()
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?
             .len();
+        let promised = integrity::promised(&name);
+        if let Some((want, _)) = promised {
+            if size != want {
+                st.integrity
+                    .report(name.full, &format!("{size} bytes, its ID says {want}"));
+                return Err(Fail::Reply(errno::EIO));
+            }
+        }
         // As 6.16: an offset at or past the end is invalid and the count is clamped. An
         // empty file can still be read from offset 0 (6.16 refuses it; nothing relies on
         // that).
@@ -46,6 +55,13 @@ pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
             out.resize(HEADER_LEN + count as usize, 0);
             file.read_exact_at(&mut out[HEADER_LEN..], req.offset)
                 .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+            if promised.is_some() && count == size {
+                // The whole file is in memory: its CRC32 costs next to nothing.
+                if let Err(why) = integrity::check(&name, &out[HEADER_LEN..]) {
+                    st.integrity.report(name.full, &why);
+                    return Err(Fail::Reply(errno::EIO));
+                }
+            }
             conn.write_all(&out).await.map_err(|_| Fail::Close)?;
             st.stats
                 .add_bytes(counter::TOTAL_DOWNLOAD_BYTES, count, true);

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::binlog_reader::{BinlogReader, Record};
 use super::mark::{self, Mark};
 use super::{bind_addr, my_id, report_status, sync_src_req};
+use crate::integrity;
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::transfer::send_range;
@@ -526,6 +527,7 @@ impl Dispatcher {
             cmd: command,
             status: 0,
         };
+        let request_start = out.len();
         out.extend_from_slice(&header.encode());
         out.extend_from_slice(&head);
         if size <= INLINE_MAX {
@@ -534,6 +536,15 @@ impl Dispatcher {
             if let Err(e) = read_at(&mut file, 0, &mut out[start..]) {
                 // Shrunk under us (the request head is already queued): start over.
                 return Err(End::Broken(Error::Io(e)));
+            }
+            // A damaged copy is not spread: the record is skipped (counted as rejected)
+            // and the file healed here from a peer that has a good copy.
+            if let Ok(name) = RemoteName::parse(&rec.name) {
+                if let Err(why) = integrity::check(&name, &out[start..]) {
+                    out.truncate(request_start);
+                    self.st.integrity.report(&rec.name, &why);
+                    return Ok(Flight::Done(Outcome::Rejected));
+                }
             }
         } else {
             flush(conn, out).await?;

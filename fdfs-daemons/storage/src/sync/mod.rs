@@ -150,7 +150,7 @@ pub fn my_id(st: &Storage) -> Option<String> {
     st.my_ip().map(|ip| ip.to_string())
 }
 
-fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
+pub(crate) fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
     if st.cfg.client_bind {
         st.cfg.bind_addr
     } else {
