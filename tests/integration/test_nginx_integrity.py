@@ -17,6 +17,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from http.client import HTTPConnection, IncompleteRead
 
 import pytest
@@ -266,6 +267,27 @@ def test_member_source_still_fetched(env):
     """The file is only on storage A, a member of group1: nginx B fetches it from A."""
     st, _, body = http("GET", env.b.base + "/" + env.fid)
     assert st == 200 and body == env.data
+
+
+def test_no_listing_no_fetch(env, tmp_path):
+    """With no tracker answering, the module cannot tell a member from any other address:
+    a file missing here is 404, even one its (real) source holds, and the answer does not
+    hang."""
+    dead_ip = free_ip(0)
+    dead = (dead_ip, free_port_on(dead_ip))                  # nothing listens there
+    n = start_storage_nginx(tmp_path / "d", (free_ip(env.port), env.port), "group1", [env.b_store],
+                            tracker="%s:%d" % dead)
+    a_access = env.a.root / "logs" / "access.log"
+    before = a_access.read_text().count(env.fid.split("/")[-1])
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            st, _, body = http("GET", n.base + "/" + env.fid, timeout=20)
+            assert st == 404 and body != env.data
+            assert time.monotonic() - t0 < 10
+        assert a_access.read_text().count(env.fid.split("/")[-1]) == before
+    finally:
+        n.stop()
 
 
 def test_tracker_asked_only_for_missing_files(env, tmp_path):
