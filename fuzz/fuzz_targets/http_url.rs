@@ -67,6 +67,9 @@ fuzz_target!(|data: &[u8]| {
     let (path, args) = text.split_once('?').unwrap_or((&text, ""));
     let conf = &confs()[(sel & 1) as usize];
     let req = check_request(path, conf);
+    if let Some(r) = &req {
+        assert!(!fdfs_proto::http::url::is_metadata_name(r.remote));
+    }
     // nginx hands the module a decoded path; try that form too.
     check_request(&url_decode(path), conf);
 
@@ -115,7 +118,16 @@ fuzz_target!(|data: &[u8]| {
     for (i, ip) in c.iter().enumerate() {
         assert!(!ip.is_empty() && !local.contains(ip));
         assert!(!c[..i].contains(ip));
-        assert!(list.iter().any(|p| &p.ip == ip) || source.is_some_and(|s| s.to_string() == *ip));
+        // only listed members: the source in a name is never trusted by itself
+        assert!(list.iter().any(|p| &p.ip == ip));
+    }
+    if let Some(s) = source.filter(|s| peers::is_member(*s, &list)) {
+        let listed_active = list
+            .iter()
+            .any(|p| p.active && p.ip.parse::<Ipv4Addr>() == Ok(s));
+        if listed_active && !local.contains(&s.to_string()) {
+            assert_eq!(c.first().and_then(|ip| ip.parse().ok()), Some(s));
+        }
     }
     if let Some(r) = &req {
         let now = 1_800_000_000 + i64::from(sel);

@@ -11,7 +11,7 @@ use fdfs_proto::http::disposition::content_disposition;
 use fdfs_proto::http::peers::{self, Miss};
 use fdfs_proto::http::range::{flv_slice, range_count, FlvSlice, FLV_HEADER};
 use fdfs_proto::http::url::forward_uri;
-use fdfs_proto::http::{parse_query, FileRequest, ModConf, Query, ResponseMode};
+use fdfs_proto::http::{parse_query, FileRequest, ModConf, Query, ResponseMode, UrlError};
 use fdfs_proto::token::check_token;
 use ngx::core::Status;
 use ngx::ffi::*;
@@ -84,6 +84,10 @@ struct Body {
     flv: FlvSlice,
     disposition: Option<String>,
     ranges: bool,
+    /// Whether nginx's open file cache may hold the descriptor. Not for appender files:
+    /// they grow and shrink in place, and a cached descriptor comes with the size it had
+    /// when it was opened (for up to `open_file_cache_valid`).
+    cached: bool,
 }
 
 unsafe fn serve(req: &mut Request) -> Status {
@@ -114,6 +118,10 @@ unsafe fn serve(req: &mut Request) -> Status {
     };
     let file = match FileRequest::parse(uri, conf) {
         Ok(f) => f,
+        Err(UrlError::NotDataFile) => {
+            // a metadata file: served neither from here nor from another storage
+            return status(HTTPStatus::NOT_FOUND);
+        }
         Err(e) => {
             ngx_log_error!(NGX_LOG_INFO, log, "fastdfs: {}: {}", uri, e);
             return status(HTTPStatus::BAD_REQUEST);
@@ -154,6 +162,7 @@ unsafe fn serve(req: &mut Request) -> Status {
                         flv: FlvSlice::Whole,
                         disposition: None,
                         ranges: false,
+                        cached: true,
                     };
                     let bytes = path.as_os_str().as_encoded_bytes();
                     unsafe { send_file(req, &[bytes], body, true) }
@@ -199,6 +208,7 @@ unsafe fn serve(req: &mut Request) -> Status {
             },
             disposition: query.get("filename").and_then(content_disposition),
             ranges: !is_flv,
+            cached: file.info.kind != FileKind::Appender,
         };
         let rc = unsafe { send_file_with_query(req, &path, body, &query) };
         if rc != status(HTTPStatus::NOT_FOUND) {
@@ -230,7 +240,6 @@ unsafe fn send_file_with_query(
 }
 
 unsafe fn send_file_flv(req: &mut Request, path: &[&[u8]], body: Body, query: &Query) -> Status {
-    let _ = body;
     let body = Body {
         size: 0,
         mtime: 0,
@@ -238,6 +247,7 @@ unsafe fn send_file_flv(req: &mut Request, path: &[&[u8]], body: Body, query: &Q
         flv: FlvSlice::Whole,
         disposition: query.get("filename").and_then(content_disposition),
         ranges: false,
+        cached: body.cached,
     };
     let start = query.get("start").map(str::to_string);
     let end = query.get("end").map(str::to_string);
@@ -250,8 +260,8 @@ unsafe fn send_file(req: &mut Request, path: &[&[u8]], body: Body, fail_file: bo
 
 type FlvArgs = Option<(Option<String>, Option<String>)>;
 
-/// Opens `path` through nginx's open-file cache and sends it as a file buffer. Returns
-/// 404 (before any header is sent) when the file does not exist.
+/// Opens `path` (through nginx's open file cache when `body.cached`) and sends it as a
+/// file buffer. Returns 404 (before any header is sent) when the file does not exist.
 unsafe fn send_file_inner(
     req: &mut Request,
     path: &[&[u8]],
@@ -286,9 +296,12 @@ unsafe fn send_file_inner(
         of.min_uses = clcf.open_file_cache_min_uses;
         of.set_errors(clcf.open_file_cache_errors as _);
         of.set_events(clcf.open_file_cache_events as _);
-        if ngx_open_cached_file(clcf.open_file_cache, &mut name, &mut of, pool)
-            != NGX_OK as ngx_int_t
-        {
+        let cache = if body.cached {
+            clcf.open_file_cache
+        } else {
+            null_mut()
+        };
+        if ngx_open_cached_file(cache, &mut name, &mut of, pool) != NGX_OK as ngx_int_t {
             return match of.err as u32 {
                 0 => status(HTTPStatus::INTERNAL_SERVER_ERROR),
                 NGX_ENOENT | NGX_ENOTDIR | NGX_ENAMETOOLONG => status(HTTPStatus::NOT_FOUND),
@@ -445,7 +458,20 @@ unsafe fn on_miss(
     {
         return status(HTTPStatus::NOT_FOUND);
     }
-    let candidates = peers::candidates(source, &crate::peers::group_peers(file.group), &local);
+    // Only storages the trackers list for the file's group: the source in the name is
+    // whatever the requester wrote there.
+    let members = crate::peers::group_members(file.group, source, conf);
+    if let Some(s) = source.filter(|s| !peers::is_member(*s, &members)) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "fastdfs: source {} of {} is not a storage of {} as the trackers list it: not asked",
+            s,
+            file.file_id(),
+            file.group
+        );
+    }
+    let candidates = peers::candidates(source, &members, &local);
     if candidates.is_empty() {
         ngx_log_error!(
             NGX_LOG_ERR,

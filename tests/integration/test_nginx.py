@@ -250,8 +250,9 @@ def test_proxy_missing_everywhere_404(env):
 
 
 def test_redirect_mode(env, tmp_path):
+    # redirected only to a storage the tracker lists for the group
     n = start_storage_nginx(tmp_path / "r", (free_ip(env.port), env.port), "group1", env.b_stores,
-                            response_mode="redirect")
+                            tracker=env.c1.tracker_server, response_mode="redirect")
     try:
         st, h, _ = http("GET", n.base + "/" + env.fid + "?filename=x.txt")
         assert st == 302
@@ -304,7 +305,7 @@ def test_failover_to_group_member(env, tmp_path_factory):
         wait_for(c_listed, 30, what="storage C listed by the tracker")
     except TimeoutError:
         raise AssertionError("storage C did not join group1:\n" + d.logs())
-    time.sleep(2.5)  # nginx B refreshes its storage list every second
+    time.sleep(2.5)  # nginx B fetches a new storage list when its list is over 1 s old
     env.a.stop()
     try:
         st, _, body = http("GET", env.b.base + "/" + fid)

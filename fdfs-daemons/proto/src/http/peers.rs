@@ -1,6 +1,8 @@
 //! Where to get a file this node does not have: the local-miss rule (404 or forward), and
-//! the storages to try, source first, then the other members of its group as the
-//! trackers list them (so a replicated file is served while its source is down).
+//! the storages to try: members of its group as the trackers list them, the source first
+//! when it is one of them (so a replicated file is served while its source is down). The
+//! source address comes from the file name, which anyone can make up: an address the
+//! trackers do not list for the group is never contacted.
 
 use std::net::Ipv4Addr;
 
@@ -76,27 +78,32 @@ pub fn source_ip(info: &FileInfo) -> Option<Ipv4Addr> {
     }
 }
 
-/// Storages to try, in order: the source (first if the trackers do not know it as
-/// down), the group's active members, then the rest; never one of `local` (this node).
+/// Whether `ip` is one of `peers`.
+pub fn is_member(ip: Ipv4Addr, peers: &[Peer]) -> bool {
+    peers.iter().any(|p| p.ip.parse::<Ipv4Addr>() == Ok(ip))
+}
+
+/// Storages to try, in order: the source when the trackers list it as an ACTIVE member,
+/// the group's other ACTIVE members, then its other members (the source among them when
+/// it is not ACTIVE); never one of `local` (this node), never an address that is not in
+/// `peers`: a source the trackers do not list is skipped.
 pub fn candidates(source: Option<Ipv4Addr>, peers: &[Peer], local: &[String]) -> Vec<String> {
-    let src = source.map(|s| s.to_string());
-    let src_down = src
-        .as_ref()
-        .is_some_and(|s| peers.iter().any(|p| &p.ip == s && !p.active));
+    let src = source.and_then(|s| {
+        peers
+            .iter()
+            .find(|p| p.active && p.ip.parse::<Ipv4Addr>() == Ok(s))
+    });
     let mut out: Vec<String> = Vec::new();
     let mut push = |ip: &str| {
         if !ip.is_empty() && !local.iter().any(|l| l == ip) && !out.iter().any(|o| o == ip) {
             out.push(ip.to_string());
         }
     };
-    if let (Some(s), false) = (&src, src_down) {
-        push(s);
+    if let Some(s) = src {
+        push(&s.ip);
     }
     for p in peers.iter().filter(|p| p.active) {
         push(&p.ip);
-    }
-    if let Some(s) = &src {
-        push(s);
     }
     for p in peers {
         push(&p.ip);
@@ -171,7 +178,33 @@ mod tests {
             candidates(src, &up, &local),
             vec!["10.0.0.1", "10.0.0.2", "10.0.0.4"]
         );
-        assert_eq!(candidates(src, &[], &[]), vec!["10.0.0.1"]);
+        assert!(candidates(src, &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_source_no_tracker_lists_is_never_tried() {
+        let peers = vec![
+            Peer {
+                ip: "10.0.0.2".into(),
+                active: true,
+            },
+            Peer {
+                ip: "10.0.0.3".into(),
+                active: false,
+            },
+        ];
+        let outsider = Some(Ipv4Addr::new(169, 254, 169, 254));
+        assert_eq!(
+            candidates(outsider, &peers, &[]),
+            vec!["10.0.0.2", "10.0.0.3"]
+        );
+        assert!(!is_member(Ipv4Addr::new(169, 254, 169, 254), &peers));
+        assert!(is_member(Ipv4Addr::new(10, 0, 0, 3), &peers));
+        // the only member is this node: nobody to ask
+        assert!(candidates(outsider, &peers[..1], &["10.0.0.2".to_string()]).is_empty());
+        // a member that is down is still tried, after the active ones
+        let src = Some(Ipv4Addr::new(10, 0, 0, 3));
+        assert_eq!(candidates(src, &peers, &[]), vec!["10.0.0.2", "10.0.0.3"]);
     }
 
     #[test]

@@ -11,13 +11,15 @@ pub const MAX_QUERY_PAIRS: usize = 32;
 /// Longest path + query accepted (upstream answers 400 from 4096 on).
 pub const MAX_URL_LEN: usize = 4095;
 
-/// Why a URL names no file (all answered with 400).
+/// Why a URL names no file: 400, except [`UrlError::NotDataFile`] (404).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlError {
     TooLong,
     NoGroup,
     BadName(String),
     StorePathOutOfRange(u8),
+    /// A file the storage keeps next to a data file (its metadata), not a file of its own.
+    NotDataFile,
 }
 
 impl std::fmt::Display for UrlError {
@@ -27,6 +29,7 @@ impl std::fmt::Display for UrlError {
             UrlError::NoGroup => write!(f, "no group name in URL"),
             UrlError::BadName(why) => write!(f, "invalid file name: {why}"),
             UrlError::StorePathOutOfRange(i) => write!(f, "store path M{i:02X} not configured"),
+            UrlError::NotDataFile => write!(f, "not a data file (metadata)"),
         }
     }
 }
@@ -92,6 +95,9 @@ impl<'a> FileRequest<'a> {
             return Err(UrlError::BadName(format!("{remote:?} is too short")));
         }
         let info = name.info().map_err(|e| UrlError::BadName(e.to_string()))?;
+        if is_metadata_name(remote) {
+            return Err(UrlError::NotDataFile);
+        }
         let local = match conf.group(group) {
             Some(g) => {
                 let store = g
@@ -109,6 +115,30 @@ impl<'a> FileRequest<'a> {
             local,
         })
     }
+}
+
+/// Suffix of the file holding a data file's metadata (`<data file>-m`), as upstream.
+pub const META_SUFFIX: &str = "-m";
+/// Suffix of the file a storage writes new metadata into before renaming it over the
+/// metadata file (`<data file>-m.tmp`).
+pub const META_TEMP_SUFFIX: &str = "-m.tmp";
+
+/// Whether `remote` (`Mxx/XX/YY/name`) names the metadata file of a data file, or the
+/// temporary file new metadata is written into: the name minus `-m` (or `-m.tmp`) is
+/// itself a valid data file name. Exact, not a suffix test: a file uploaded with the
+/// extension `-m` (`…1234.-m`) is a data file, since `…1234.` is not a file name.
+///
+/// A slave file whose prefix ends in `-m` and that has no extension has the very name
+/// of its master's metadata file on disk; such a name is taken as metadata.
+pub fn is_metadata_name(remote: &str) -> bool {
+    let stem = match remote.strip_suffix(META_SUFFIX) {
+        Some(stem) => stem,
+        None => match remote.strip_suffix(META_TEMP_SUFFIX) {
+            Some(stem) => stem,
+            None => return false,
+        },
+    };
+    stem.len() >= NORMAL_NAME_LEN && RemoteName::parse(stem).and_then(|n| n.info()).is_ok()
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -240,6 +270,44 @@ mod tests {
             ),
             Err(UrlError::StorePathOutOfRange(1))
         );
+    }
+
+    #[test]
+    fn metadata_names_are_not_files() {
+        let (_d, conf) = conf_from("group_name=group1\nurl_have_group_name=true\n");
+        for suffix in ["-m", "-m.tmp"] {
+            let url = format!("/group1/{NAME}{suffix}");
+            assert_eq!(FileRequest::parse(&url, &conf), Err(UrlError::NotDataFile));
+            // another group's metadata is not fetched either
+            let url = format!("/group2/{NAME}{suffix}");
+            assert_eq!(FileRequest::parse(&url, &conf), Err(UrlError::NotDataFile));
+        }
+        // metadata of a file without extension, of a slave
+        for name in [
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO41234567-m",
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236_big.txt-m",
+        ] {
+            assert!(is_metadata_name(name), "{name}");
+        }
+        // data files whose names merely end in -m
+        for name in [
+            // uploaded with the extension "-m"
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO41234.-m",
+            // uploaded with the extension "-m.tmp"
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4.-m.tmp",
+            // a slave with the prefix "-m" of a master with an extension
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236-m.txt",
+        ] {
+            assert!(!is_metadata_name(name), "{name}");
+            let url = format!("/group1/{name}");
+            assert!(FileRequest::parse(&url, &conf).is_ok(), "{name}");
+        }
+        // not a data file name without the suffix either: a bad name (400), not metadata
+        assert!(!is_metadata_name("M00/00/00/short-m"));
+        assert!(matches!(
+            FileRequest::parse("/group1/M00/00/00/.tmp-0123456789abcdef0123456789", &conf),
+            Err(UrlError::BadName(_))
+        ));
     }
 
     #[test]
