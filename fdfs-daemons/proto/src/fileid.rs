@@ -177,9 +177,11 @@ pub fn ext_from_local_name(name: &str) -> &str {
 /// appender may get a name ending with it: that name belongs to another file's metadata.
 pub const METADATA_SUFFIX: &str = "-m";
 
-/// Whether a stored file name (or remote filename) is a metadata file's.
+/// Whether a stored file name (or remote filename) is, or may be taken for, a metadata
+/// file's: `<file>-m`, or `<file>-m.tmp` (where upstream writes new metadata before
+/// renaming it).
 pub fn is_metadata_name(name: &str) -> bool {
-    name.ends_with(METADATA_SUFFIX)
+    name.ends_with(METADATA_SUFFIX) || name.ends_with("-m.tmp")
 }
 
 /// A remote filename, checked so that it can only name a file inside a store path.

@@ -121,9 +121,14 @@ impl SlaveHead {
             return Err(ProtoError::field("prefix", format!("{prefix:?}")));
         }
         let ext = ext_field(&mut r)?;
-        // Without an ext the prefix ends the slave's name: `-m` there would make the
-        // slave the master's metadata file.
-        if ext.is_empty() && is_metadata_name(&prefix) {
+        // The prefix (and ext) end the slave's name: `-m` there would make the slave
+        // the master's metadata file.
+        let tail = if ext.is_empty() {
+            prefix.clone()
+        } else {
+            format!("{prefix}.{ext}")
+        };
+        if is_metadata_name(&tail) {
             return Err(ProtoError::field("prefix", format!("{prefix:?}")));
         }
         r.finish()?;
@@ -705,6 +710,7 @@ mod tests {
         assert!(slave("-m", "").is_err());
         assert!(slave("_s", "jpg-m").is_err());
         assert!(slave("_s", "-m").is_err());
+        assert!(slave(".txt-m", "tmp").is_err());
         assert!(slave("-m", "jpg").is_ok());
         assert!(slave("_s", "m").is_ok());
         let upload = |ext: &str| {

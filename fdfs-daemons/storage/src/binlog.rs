@@ -51,9 +51,19 @@ pub fn file_name(dir: &Path, index: u32) -> PathBuf {
 }
 
 fn read_index(dir: &Path) -> u32 {
-    let text = fs::read_to_string(dir.join("binlog_index.dat"))
+    let Ok(text) = fs::read_to_string(dir.join("binlog_index.dat"))
         .or_else(|_| fs::read_to_string(dir.join("binlog.index")))
-        .unwrap_or_default();
+    else {
+        // Without its index the newest binlog file is the one being written.
+        let newest = newest_file(dir);
+        if newest > 0 {
+            tracing::warn!(
+                "{}: binlog index missing, going on with binlog.{newest:03}",
+                dir.display()
+            );
+        }
+        return newest;
+    };
     text.lines()
         .find_map(|l| l.trim().strip_prefix("current_write="))
         .or_else(|| {
@@ -63,6 +73,29 @@ fn read_index(dir: &Path) -> u32 {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The highest N of the `binlog.NNN` files in `dir` (0 when there is none).
+fn newest_file(dir: &Path) -> u32 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let n = name.to_str()?.strip_prefix("binlog.")?;
+            (n.len() >= 3 && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse::<u32>().ok())
+                .flatten()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The size of `binlog.NNN`, `None` when it does not exist.
+pub fn file_size(dir: &Path, index: u32) -> Option<u64> {
+    fs::metadata(file_name(dir, index)).ok().map(|m| m.len())
 }
 
 fn write_index(dir: &Path, index: u32) -> io::Result<()> {
@@ -234,6 +267,28 @@ impl Binlog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_index_goes_on_with_the_newest_file() {
+        let base = std::env::temp_dir().join(format!("fdfs-binlog-idx-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let dir = base.join("data/sync");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("binlog.000"), "1 C M00/00/00/a\n").unwrap();
+        fs::write(dir.join("binlog.002"), "2 C M00/00/00/b\n").unwrap();
+        fs::write(dir.join("binlog.002.gz.tmp"), "").unwrap();
+        let log = Binlog::open(&base).unwrap();
+        assert_eq!(
+            log.end(),
+            BinlogPos {
+                index: 2,
+                offset: 16
+            }
+        );
+        assert_eq!(file_size(&dir, 0), Some(16));
+        assert_eq!(file_size(&dir, 1), None);
+        let _ = fs::remove_dir_all(base);
+    }
 
     #[test]
     fn records_in_upstream_format_and_torn_tail_repaired() {

@@ -18,7 +18,6 @@ use std::time::Duration;
 use fdfs_proto::fileid::{FileKind, RemoteName};
 use fdfs_proto::storage_msg::Download;
 use fdfs_proto::{cmd, Header};
-use fdfs_runtime::Connection;
 use tracing::{error, info, warn};
 
 use crate::appenders::crc32_sparse;
@@ -231,14 +230,9 @@ async fn fetch(
     crc: u32,
 ) -> Result<(), String> {
     let dir: PathBuf = path.parent().ok_or("no directory")?.to_path_buf();
-    let mut conn = Connection::connect(
-        addr,
-        crate::sync::bind_addr(st),
-        st.cfg.connect_timeout,
-        st.cfg.network_timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut conn = crate::recovery::connect(st, addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let body = Download {
         offset: 0,
         count: 0,

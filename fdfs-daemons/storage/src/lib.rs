@@ -4,6 +4,7 @@
 //! - [`binlog`]: the change log replication reads;
 //! - [`handlers`]: one module per command family;
 //! - [`sync`]: replication to the other storages of the group;
+//! - [`recovery`]: a replaced disk or a lost binlog, made whole again from the peers;
 //! - [`tracker_link`]: join and heartbeat with every tracker;
 //! - [`server`]: the per-connection request loop.
 
@@ -14,6 +15,7 @@ pub mod durability;
 pub mod handlers;
 pub mod init_flag;
 pub mod integrity;
+pub mod recovery;
 pub mod server;
 pub mod state;
 pub mod stats;
@@ -59,7 +61,9 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     if let Some((high, low, written)) = st.stats.load(&st.stat_file()) {
         st.store.restore_rotation(high, low, written);
     }
-    let init = InitFlag::load(&st.cfg.base_path).unwrap_or_else(|| {
+    let loaded = InitFlag::load(&st.cfg.base_path);
+    let joined_before = loaded.as_ref().is_some_and(|f| f.sync_old_done);
+    let init = loaded.unwrap_or_else(|| {
         let fresh = InitFlag {
             join_time: fdfs_runtime::unix_now(),
             ..Default::default()
@@ -69,6 +73,27 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
         }
         fresh
     });
+
+    // A binlog lost under the marks, and store paths on a replaced disk, are made
+    // whole before anything is served.
+    let my_ip = st.cfg.bind_addr.or_else(|| init.last_ip_addr.parse().ok());
+    let check = st.clone();
+    let to_recover = tokio::task::spawn_blocking(move || {
+        if let Err(e) = recovery::repair_binlog(&check, my_ip) {
+            warn!("cannot repair the binlog: {e}");
+        }
+        recovery::paths_to_recover(&check, joined_before)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("store paths: {e}"))?;
+    tokio::pin!(stop);
+    if !to_recover.is_empty() {
+        tokio::select! {
+            _ = recovery::recover(st.clone(), to_recover) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
 
     let listen = SocketAddr::new(
         st.cfg
@@ -124,7 +149,7 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     tokio::pin!(server);
     tokio::select! {
         _ = &mut server => {}
-        _ = stop => {
+        _ = &mut stop => {
             trigger.trigger();
             server.await;
         }

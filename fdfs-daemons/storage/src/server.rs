@@ -11,7 +11,9 @@ use fdfs_runtime::Connection;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::handlers::{appender, download, metadata, query, remove, sync, upload, Fail, Handled};
+use crate::handlers::{
+    appender, download, metadata, query, recovery, remove, sync, upload, Fail, Handled,
+};
 use crate::state::Storage;
 
 pub async fn handle_connection(
@@ -97,7 +99,11 @@ fn admit(st: &Storage, auth: &mut Responder, may_modify: bool, header: Header) -
         if header.cmd == cmd::CLUSTER_AUTH {
             return Admission::Handshake;
         }
-        if (batched(header.cmd) || header.cmd == cmd::STORAGE_REPORT_SERVER_ID) && !auth.proven() {
+        let peers_only = matches!(
+            header.cmd,
+            cmd::STORAGE_REPORT_SERVER_ID | cmd::FETCH_ONE_PATH_BINLOG
+        );
+        if (batched(header.cmd) || peers_only) && !auth.proven() {
             return Admission::Refuse("cluster_secret not proven");
         }
     }
@@ -230,6 +236,7 @@ async fn dispatch(
         cmd::SYNC_TRUNCATE_FILE => sync::truncate(st, conn, &body, sync_src).await,
         cmd::SYNC_RENAME_FILE => sync::rename(st, conn, &body, sync_src).await,
         cmd::SYNC_CREATE_LINK => sync::create_link(st, conn, &body, sync_src).await,
+        cmd::FETCH_ONE_PATH_BINLOG => recovery::fetch_one_path_binlog(st, conn, &body).await,
         cmd::ACTIVE_TEST if body.is_empty() => conn.reply(0, &[]).await.map_err(|_| Fail::Close),
         _ => Err(Fail::Reply(errno::EINVAL)),
     }

@@ -21,6 +21,8 @@ pub struct StorePath {
     pub root: PathBuf,
     pub data: PathBuf,
     pub readonly: bool,
+    /// `data/` did not exist at start: a new store path, or a replaced disk.
+    pub fresh: bool,
     total_mb: AtomicU64,
     free_mb: AtomicU64,
     /// Bytes promised to uploads in progress (not on disk yet).
@@ -104,6 +106,7 @@ impl Store {
         let mut paths = Vec::new();
         for sp in &cfg.store_paths {
             let data = sp.path.join("data");
+            let fresh = !data.exists();
             fs::create_dir_all(&data).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", data.display()))
             })?;
@@ -113,6 +116,7 @@ impl Store {
                 root: sp.path.clone(),
                 data,
                 readonly: sp.readonly,
+                fresh,
                 total_mb: AtomicU64::new(0),
                 free_mb: AtomicU64::new(0),
                 pending: AtomicU64::new(0),

@@ -5,6 +5,7 @@ pub mod appender;
 pub mod download;
 pub mod metadata;
 pub mod query;
+pub mod recovery;
 pub mod remove;
 pub mod sync;
 pub mod upload;

@@ -85,9 +85,80 @@ impl Mark {
     }
 }
 
+/// Why a saved position cannot belong to the binlog as it is now (the binlog was lost
+/// or cut under the marks), if it cannot. `end` is the end of the binlog being written,
+/// `size_of(n)` the size of `binlog.n` (`None`: missing).
+pub fn check_position(
+    pos: BinlogPos,
+    end: BinlogPos,
+    size_of: impl Fn(u32) -> Option<u64>,
+) -> Option<String> {
+    if pos > end {
+        return Some(format!(
+            "binlog.{:03} offset {} is past the binlog's end (binlog.{:03} offset {})",
+            pos.index, pos.offset, end.index, end.offset
+        ));
+    }
+    if pos.index < end.index && pos.offset > 0 {
+        return match size_of(pos.index) {
+            None => Some(format!(
+                "binlog.{:03} (offset {}) is missing",
+                pos.index, pos.offset
+            )),
+            Some(size) if pos.offset > size => Some(format!(
+                "binlog.{:03} offset {} is past that file's end ({size})",
+                pos.index, pos.offset
+            )),
+            Some(_) => None,
+        };
+    }
+    None
+}
+
+/// Names of the mark files in `sync_dir` (one per peer).
+pub fn list(sync_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(sync_dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "mark"))
+        .collect();
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_past_a_lost_binlog_are_caught() {
+        let pos = |index, offset| BinlogPos { index, offset };
+        let sizes = |n: u32| match n {
+            0 => Some(500),
+            1 => Some(100),
+            _ => None,
+        };
+        // A binlog started over (index 0, empty) under a mark of 1234.
+        let why = check_position(pos(0, 1234), pos(0, 0), sizes).unwrap();
+        assert!(why.contains("binlog.000 offset 1234"), "{why}");
+        assert!(why.contains("past the binlog's end"), "{why}");
+        // A mark at or before the end is fine.
+        assert_eq!(check_position(pos(0, 0), pos(0, 0), sizes), None);
+        assert_eq!(check_position(pos(1, 100), pos(1, 100), sizes), None);
+        assert_eq!(check_position(pos(0, 500), pos(1, 100), sizes), None);
+        // A later file index than the one being written.
+        assert!(check_position(pos(2, 0), pos(1, 100), sizes).is_some());
+        // An older file that is shorter than the mark, or gone.
+        assert!(check_position(pos(0, 501), pos(1, 100), sizes).is_some());
+        assert!(check_position(pos(0, 10), pos(3, 0), |_| None)
+            .unwrap()
+            .contains("missing"));
+        // Offset 0 of a missing older file: nothing was read from it.
+        assert_eq!(check_position(pos(0, 0), pos(3, 0), |_| None), None);
+    }
 
     #[test]
     fn round_trip_and_upstream_keys() {

@@ -150,7 +150,7 @@ pub fn my_id(st: &Storage) -> Option<String> {
     st.my_ip().map(|ip| ip.to_string())
 }
 
-pub(crate) fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
+fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
     if st.cfg.client_bind {
         st.cfg.bind_addr
     } else {
@@ -240,6 +240,27 @@ pub async fn report_status(st: &Storage, dest: &StorageBrief, new_status: u8) {
     }
 }
 
+/// A member that waits for its initial copy (new, or back after losing its data).
+fn joins_as_new(s: u8) -> bool {
+    matches!(s, status::INIT | status::WAIT_SYNC)
+}
+
+/// Removes the mark of a peer that is new to the group (as upstream ignores it): the
+/// tracker decides afresh who copies it the old files. An initial copy this storage
+/// had under way is kept (it goes on from its mark) unless `always`.
+fn discard_mark(path: &std::path::Path, always: bool) {
+    let keep = !always
+        && matches!(mark::Mark::load(path), Ok(Some(m)) if m.need_sync_old && !m.sync_old_done);
+    if keep {
+        return;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => info!("{}: removed, the peer joins as new", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
 /// A running dispatcher: its stop switch, its task, its peer.
 type Running = (
     watch::Sender<bool>,
@@ -284,8 +305,28 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
                 }
             }
             for (id, brief) in wanted {
-                if running.contains_key(&id) {
-                    continue;
+                let mark_path = mark::path(st.binlog.dir(), &brief.ip, brief.port as u16);
+                if let Some((_, _, known)) = running.get_mut(&id) {
+                    let came_back_new = joins_as_new(brief.status) && !joins_as_new(known.status);
+                    known.status = brief.status;
+                    if !came_back_new {
+                        continue;
+                    }
+                    // It lost its data and joined again as new: whatever our mark says it
+                    // has is gone. Start over, as for a new storage.
+                    warn!(
+                        "peer {}:{} ({id}) is {} again: its replication starts over",
+                        brief.ip,
+                        brief.port,
+                        status::name(brief.status)
+                    );
+                    if let Some((stop, task, _)) = running.remove(&id) {
+                        let _ = stop.send(true);
+                        let _ = task.await;
+                    }
+                    discard_mark(&mark_path, true);
+                } else if joins_as_new(brief.status) {
+                    discard_mark(&mark_path, false);
                 }
                 info!(
                     "peer {}:{} ({id}): starting replication",

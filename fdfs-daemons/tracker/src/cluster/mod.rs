@@ -424,13 +424,25 @@ impl Cluster {
         s.last_heart_beat_time = now;
         s.session = session;
         let old = s.status;
+        // A known storage that joins as new (`init_flag`: it lost its base_path) starts
+        // over: INIT, then WAIT_SYNC with a fresh source, which copies it everything.
+        // What it reported having received before no longer holds.
+        let starts_over =
+            !is_new && req.init_flag && !matches!(old, INIT | WAIT_SYNC | status::SYNCING);
+        if starts_over {
+            s.synced_from.clear();
+            s.sync_src_id.clear();
+            s.sync_until_timestamp = 0;
+        }
         let new = if is_new {
             if req.init_flag {
                 INIT
             } else {
                 ONLINE
             }
-        } else if s.is_available() {
+        } else if starts_over {
+            INIT
+        } else if s.is_available() || old == status::RECOVERY {
             ONLINE
         } else {
             old
@@ -660,7 +672,9 @@ impl Cluster {
         Ok(sync_source_of(s))
     }
 
-    /// 76 REPORT_STATUS: a source reports another storage's status (SYNCING, OFFLINE).
+    /// 76 REPORT_STATUS: a source reports another storage's status (SYNCING, OFFLINE),
+    /// or a storage its own (RECOVERY while it gets a replaced disk's files back from a
+    /// peer, OFFLINE when done).
     pub fn report_status(&mut self, group: &str, brief: &StorageBrief) -> Result<(), Refusal> {
         let g = self.group_mut(group)?;
         let id = if g.storages.contains_key(&brief.id) {
@@ -678,9 +692,10 @@ impl Cluster {
         let current = g.storage(&id)?.status;
         let allowed = match brief.status {
             status::SYNCING => matches!(current, status::INIT | status::WAIT_SYNC),
-            status::OFFLINE => {
-                matches!(current, status::INIT | status::WAIT_SYNC | status::SYNCING)
-            }
+            status::OFFLINE => matches!(
+                current,
+                status::INIT | status::WAIT_SYNC | status::SYNCING | status::RECOVERY
+            ),
             _ => true,
         };
         if !allowed {
@@ -863,6 +878,48 @@ pub(crate) mod tests {
         assert_eq!(status_of(&c, "g", "10.0.0.1"), OFFLINE);
         assert!(c.take_save_request(false));
         assert!(!c.take_save_request(false));
+    }
+
+    #[test]
+    fn storage_back_as_new_or_recovering() {
+        let mut c = Cluster::new(Placement::default());
+        active(&mut c, "g", "10.0.0.1", 1, 5000);
+        let who = active(&mut c, "g", "10.0.0.2", 1, 5000);
+        let report = SyncReport {
+            entries: vec![("10.0.0.1".into(), 90)],
+        };
+        c.sync_report(&who, &report, 101).unwrap();
+        c.disconnect(&who);
+        // Its base_path was lost: it joins as new and starts over, with a fresh source.
+        let (who, reply) = c.join(&join_req("g", 1, true), "10.0.0.2", 200).unwrap();
+        assert_eq!(reply.status, INIT);
+        assert!(c.group("g").unwrap().storages["10.0.0.2"]
+            .synced_from
+            .is_empty());
+        let src = c.sync_dest_req(&who, 200).unwrap().unwrap();
+        assert_eq!(
+            (src.src_id.as_str(), src.until_timestamp),
+            ("10.0.0.1", 200)
+        );
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), WAIT_SYNC);
+        // A replaced disk: the storage reports itself RECOVERY, beats do not make it
+        // ACTIVE; OFFLINE when done, then ACTIVE at the next beat.
+        let first = c.join(&join_req("g", 1, false), "10.0.0.1", 300).unwrap().0;
+        c.disconnect(&first);
+        let mut brief = c.group("g").unwrap().storages["10.0.0.1"].brief();
+        brief.status = status::RECOVERY;
+        c.report_status("g", &brief).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), status::RECOVERY);
+        let (first, reply) = c.join(&join_req("g", 1, false), "10.0.0.1", 301).unwrap();
+        assert_eq!(reply.status, ONLINE, "a join ends RECOVERY, as upstream");
+        c.disconnect(&first);
+        c.report_status("g", &brief).unwrap();
+        brief.status = OFFLINE;
+        c.report_status("g", &brief).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), OFFLINE);
+        let (first, _) = c.join(&join_req("g", 1, false), "10.0.0.1", 302).unwrap();
+        c.beat(&first, None, 303).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), ACTIVE);
     }
 
     #[test]
