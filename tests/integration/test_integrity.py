@@ -155,52 +155,33 @@ def test_appends_modifies_truncates_and_regenerate_race(pair):
     stop = threading.Event()
     done = {"append": 0, "modify": 0, "truncate": 0}
 
-    def appender_loop(seed):
+    r = fid.partition("/")[2].encode()
+    changes = {
+        "append": lambda i: (wire.S_APPEND, appender_request(wire.S_APPEND, fid,
+                                                             payload(20000, 100 + i))),
+        "modify": lambda i: (wire.S_MODIFY, struct.pack(">QQQ", len(r), (i * 4096) % 200000, 3000)
+                             + r + payload(3000, 300 + i)),
+        "truncate": lambda i: (wire.S_TRUNCATE, struct.pack(">QQ", len(r), 300000 + i) + r),
+    }
+
+    def change_loop(kind):
         i = 0
         while not stop.is_set():
-            st, _ = storage_call(a, wire.S_APPEND,
-                                 appender_request(wire.S_APPEND, fid, payload(20000, seed + i)))
+            st, _ = storage_call(a, *changes[kind](i))
             if st == wire.ENOENT:      # renamed by the regenerate: the end of the race
                 return
             if st != 0:
-                errors.append(("append", st))
-            done["append"] += 1
+                errors.append((kind, st))
+            done[kind] += 1
             i += 1
 
-    def modifier_loop(seed):
-        i = 0
-        while not stop.is_set():
-            r = fid.partition("/")[2].encode()
-            body = struct.pack(">QQQ", len(r), (i * 4096) % 200000, 3000) + r + payload(3000, seed + i)
-            st, _ = storage_call(a, wire.S_MODIFY, body)
-            if st == wire.ENOENT:
-                return
-            if st != 0:
-                errors.append(("modify", st))
-            done["modify"] += 1
-            i += 1
-
-    def truncator_loop():
-        i = 0
-        while not stop.is_set():
-            r = fid.partition("/")[2].encode()
-            st, _ = storage_call(a, wire.S_TRUNCATE, struct.pack(">QQ", len(r), 300000 + i) + r)
-            if st == wire.ENOENT:
-                return
-            if st != 0:
-                errors.append(("truncate", st))
-            done["truncate"] += 1
-            i += 1
-
-    threads = ([threading.Thread(target=appender_loop, args=(s,)) for s in (100, 200)]
-               + [threading.Thread(target=modifier_loop, args=(300,)),
-                  threading.Thread(target=truncator_loop)])
+    threads = [threading.Thread(target=change_loop, args=(k,))
+               for k in ("append", "append", "modify", "truncate")]
     for t in threads:
         t.start()
     # Let every writer get some changes in, then turn the appender into a normal file
     # while they are still going.
     wait_for(lambda: min(done.values()) >= 10, 60, what="every kind of change under way")
-    r = fid.partition("/")[2].encode()
     try:
         st, reply = storage_call(a, wire.S_REGENERATE, r)
     finally:

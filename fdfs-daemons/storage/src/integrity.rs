@@ -230,7 +230,7 @@ async fn fetch(
     crc: u32,
 ) -> Result<(), String> {
     let dir: PathBuf = path.parent().ok_or("no directory")?.to_path_buf();
-    let mut conn = crate::recovery::connect(st, addr)
+    let mut conn = crate::sync::connect(st, addr)
         .await
         .map_err(|e| e.to_string())?;
     let body = Download {

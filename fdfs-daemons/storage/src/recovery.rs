@@ -35,6 +35,7 @@ use crate::binlog::{self, format_record, BinlogPos};
 use crate::state::Storage;
 use crate::store::TEMP_PREFIX;
 use crate::sync::binlog_reader::parse_line;
+use crate::sync::connect;
 use crate::sync::mark::{self, Mark};
 use crate::transfer::CHUNK;
 
@@ -324,21 +325,6 @@ async fn tracker_request(st: &Storage, command: u8, body: &[u8]) -> Result<Vec<u
         }
     }
     Err(last)
-}
-
-/// A connection to a peer of the group, bound and proven as replication's are.
-pub(crate) async fn connect(st: &Storage, addr: SocketAddr) -> Result<Connection, Error> {
-    let bind = if st.cfg.client_bind {
-        st.cfg.bind_addr
-    } else {
-        None
-    };
-    let mut conn =
-        Connection::connect(addr, bind, st.cfg.connect_timeout, st.cfg.network_timeout).await?;
-    if let Some(secret) = &st.cfg.cluster_secret {
-        conn.prove_secret(secret).await?;
-    }
-    Ok(conn)
 }
 
 /// An ACTIVE peer of the group to recover from; `None` when this storage is alone in

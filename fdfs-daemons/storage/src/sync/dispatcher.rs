@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::binlog_reader::{BinlogReader, Record};
 use super::mark::{self, Mark};
-use super::{bind_addr, my_id, report_status, sync_src_req};
+use super::{my_id, report_status, sync_src_req};
 use crate::integrity;
 use crate::state::Storage;
 use crate::stats::counter;
@@ -283,16 +283,7 @@ impl Dispatcher {
             .parse()
             .map_err(|_| Error::Other(format!("bad peer address {:?}", self.peer.ip)))?;
         let addr = SocketAddr::new(ip, self.peer.port as u16);
-        let mut conn = Connection::connect(
-            addr,
-            bind_addr(&self.st),
-            self.st.cfg.connect_timeout,
-            self.st.cfg.network_timeout,
-        )
-        .await?;
-        if let Some(secret) = &self.st.cfg.cluster_secret {
-            conn.prove_secret(secret).await?;
-        }
+        let mut conn = super::connect(&self.st, addr).await?;
         conn.request(cmd::STORAGE_REPORT_SERVER_ID, &encode_server_id(&me))
             .await?;
         Ok(conn)

@@ -150,6 +150,22 @@ pub fn my_id(st: &Storage) -> Option<String> {
     st.my_ip().map(|ip| ip.to_string())
 }
 
+/// A connection to a tracker or a peer of the group: bound as `client_bind` says, and
+/// with `cluster_secret` proven.
+pub(crate) async fn connect(st: &Storage, addr: std::net::SocketAddr) -> Result<Connection, Error> {
+    let mut conn = Connection::connect(
+        addr,
+        bind_addr(st),
+        st.cfg.connect_timeout,
+        st.cfg.network_timeout,
+    )
+    .await?;
+    if let Some(secret) = &st.cfg.cluster_secret {
+        conn.prove_secret(secret).await?;
+    }
+    Ok(conn)
+}
+
 fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
     if st.cfg.client_bind {
         st.cfg.bind_addr
@@ -171,16 +187,7 @@ async fn tracker_request(
         .await?
         .next()
         .ok_or_else(|| Error::Other(format!("{host} does not resolve")))?;
-    let mut conn = Connection::connect(
-        addr,
-        bind_addr(st),
-        st.cfg.connect_timeout,
-        st.cfg.network_timeout,
-    )
-    .await?;
-    if let Some(secret) = &st.cfg.cluster_secret {
-        conn.prove_secret(secret).await?;
-    }
+    let mut conn = connect(st, addr).await?;
     let reply = conn.request(cmd, body).await;
     conn.quit().await;
     reply
