@@ -158,7 +158,7 @@ cmd_stop() {
 
 cmd_test() {
   ensure_toolchain
-  install_packages python3 python3-venv python3-pip strace procps
+  install_packages python3 python3-venv python3-pip strace procps iptables faketime
   log "building (debug)"
   cargo build --workspace --all-targets
   log "unit and crate tests"

@@ -122,8 +122,11 @@ def tail(path, max_bytes=6000):
 # ------------------------------------------------------------------ daemons
 
 class Daemon:
-    def __init__(self, name, exe, conf, base_path, log_name):
+    def __init__(self, name, exe, conf, base_path, log_name, wrapper=None):
         self.name = name
+        # A command the daemon runs under, e.g. ["env", "LD_PRELOAD=...", "FAKETIME=+400s"];
+        # it must exec the daemon, so that signals reach it.
+        self.wrapper = list(wrapper or [])
         self.exe = exe
         self.conf = conf
         self.base_path = Path(base_path)
@@ -134,7 +137,7 @@ class Daemon:
     def start(self):
         self.stderr_fh = open(self.stderr_file, "ab")
         self.proc = subprocess.Popen(
-            [str(self.exe), str(self.conf), "start", "--foreground"],
+            [*self.wrapper, str(self.exe), str(self.conf), "start", "--foreground"],
             stdin=subprocess.DEVNULL, stdout=self.stderr_fh, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(self.base_path))
 
@@ -199,10 +202,13 @@ class StorageNode:
 class Cluster:
     """One tracker + one storage (group1), each on its own 127.0.0.x.
     With storages=N (per group) and groups=[...], more storages; `nodes` lists
-    them all, `self.storage` is the first."""
+    them all, `self.storage` is the first.  tracker_wrapper / storage_wrappers
+    ({node index: command}) run daemons under a command that execs them, such as
+    `env LD_PRELOAD=... FAKETIME=...`."""
 
     def __init__(self, root, name, ip_size="auto", store_paths=2, subdirs=16, group="group1",
-                 storages=1, groups=None, storage_extra="", trackers=1, tracker_extra=""):
+                 storages=1, groups=None, storage_extra="", trackers=1, tracker_extra="",
+                 tracker_wrapper=None, storage_wrappers=None):
         self.root = Path(root)
         self.name = name
         self.ip_size = ip_size
@@ -237,7 +243,7 @@ class Cluster:
             conf.write_text(self.tracker_conf_text(ip, port, base))
             self.extra_trackers.append((ip, port, Daemon(
                 "trackerd%d@%s" % (i, name), require_binary("fdfs_trackerd"), conf, base,
-                "trackerd.log")))
+                "trackerd.log", wrapper=tracker_wrapper)))
         self.storage_conf.write_text(self.storage_conf_text(
             group, self.storage_ip, self.storage_port, self.storage_base, self.store_paths))
         self.client_conf.write_text(
@@ -249,7 +255,7 @@ class Cluster:
             "log_level = info\n"
             % (self.client_base, self.tracker_lines()))
         self.tracker = Daemon("trackerd@%s" % name, require_binary("fdfs_trackerd"), self.tracker_conf,
-                              self.tracker_base, "trackerd.log")
+                              self.tracker_base, "trackerd.log", wrapper=tracker_wrapper)
         self.storage = Daemon("storaged@%s" % name, require_binary("fdfs_storaged"), self.storage_conf,
                               self.storage_base, "storaged.log")
         # Every storage of the cluster; the first is `self.storage` (group `group`).
@@ -260,6 +266,8 @@ class Cluster:
             have = sum(1 for n in self.nodes if n.group == g)
             for _ in range(self.storages_per_group - have):
                 self._new_node(g)
+        for i, wrapper in (storage_wrappers or {}).items():
+            self.nodes[i].daemon.wrapper = list(wrapper)
 
     def tracker_conf_text(self, ip, port, base):
         return (

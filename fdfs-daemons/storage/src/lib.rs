@@ -113,6 +113,7 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     let links = Arc::new(Links {
         init: Mutex::new(init),
         first_sync: tokio::sync::Mutex::new(()),
+        leader: tokio::sync::Mutex::new(None),
     });
     let mut tasks = Vec::new();
     for tracker in st.cfg.tracker_servers.clone() {

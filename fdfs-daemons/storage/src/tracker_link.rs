@@ -1,13 +1,20 @@
 //! The storage's side of the tracker protocol: one long-lived connection per configured
 //! tracker, carrying join, heartbeat, disk usage and the first-start sync decision.
+//!
+//! The leader tracker names itself in its beat replies (flag 0x01). As upstream, a
+//! storage remembers which of its trackers leads; when a reply names another one while
+//! the one it knew still says it leads (64), there are two leaders (a network partition
+//! between trackers healed, say): it sends 68 NOTIFY_RESELECT_LEADER to both, they step
+//! down and elect one leader again.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fdfs_proto::config::{IniFile, SpaceLimit};
 use fdfs_proto::tracker_msg::{
-    BeatReply, DiskUsage, JoinReply, JoinRequest, SyncReport, SyncSource,
+    BeatReply, DiskUsage, JoinReply, JoinRequest, StorageBrief, SyncReport, SyncSource,
+    TrackerStatus,
 };
 use fdfs_proto::{cmd, status, IpSize, VERSION_TEXT};
 use fdfs_runtime::server::Shutdown;
@@ -32,7 +39,16 @@ pub struct Links {
     pub init: Mutex<InitFlag>,
     /// Held while a link settles the initial sync source with its tracker.
     pub first_sync: tokio::sync::Mutex<()>,
+    /// Which `tracker_server` entry leads, as the beat replies announced it (`None`
+    /// until one does, and after two leaders were seen). Held while a link checks an
+    /// announcement, so the links settle one at a time.
+    pub leader: tokio::sync::Mutex<Option<usize>>,
 }
+
+/// The short calls a link makes besides its session (64, 68) give up quickly: the
+/// session's beats wait for them.
+const SIDE_CALL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SIDE_CALL_NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn resolve(text: &str) -> Result<SocketAddr, Error> {
     let (host, port) = parse_host_port(text)
@@ -82,6 +98,109 @@ fn apply_parameters(st: &Storage, text: &[u8]) {
     }
 }
 
+/// Connects to a tracker from our address (`client_bind`), proving `cluster_secret`.
+async fn connect(
+    st: &Storage,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    network_timeout: Duration,
+) -> Result<Connection, Error> {
+    let bind = if st.cfg.client_bind {
+        st.cfg.bind_addr
+    } else {
+        None
+    };
+    let mut conn = Connection::connect(addr, bind, connect_timeout, network_timeout).await?;
+    if let Some(secret) = &st.cfg.cluster_secret {
+        conn.prove_secret(secret)
+            .await
+            .map_err(|e| Error::Other(format!("cluster_secret: {e}")))?;
+    }
+    Ok(conn)
+}
+
+/// One request to `tracker` on a connection of its own.
+async fn side_call(st: &Storage, tracker: &str, command: u8) -> Result<Vec<u8>, Error> {
+    let addr = resolve(tracker).await?;
+    let mut conn = connect(
+        st,
+        addr,
+        st.cfg.connect_timeout.min(SIDE_CALL_CONNECT_TIMEOUT),
+        st.cfg.network_timeout.min(SIDE_CALL_NETWORK_TIMEOUT),
+    )
+    .await?;
+    let reply = conn.request(command, &[]).await;
+    conn.quit().await;
+    reply
+}
+
+/// The `tracker_server` entry at `ip:port`, if any.
+async fn tracker_index(st: &Storage, ip: &str, port: u32) -> Option<usize> {
+    let wanted: Option<IpAddr> = ip.parse::<IpAddr>().ok().map(|a| a.to_canonical());
+    for (i, t) in st.cfg.tracker_servers.iter().enumerate() {
+        let Some((host, p)) = parse_host_port(t) else {
+            continue;
+        };
+        if u32::from(p) != port {
+            continue;
+        }
+        if host == ip {
+            return Some(i);
+        }
+        if let (Some(w), Ok(addr)) = (wanted, resolve(t).await) {
+            if addr.ip().to_canonical() == w {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+/// A beat reply from `from` named the leader (upstream's `set_tracker_leader`).
+async fn leader_announced(st: &Storage, links: &Links, from: &str, brief: &StorageBrief) {
+    let mut leader = links.leader.lock().await;
+    if brief.ip.is_empty() {
+        if let Some(old) = leader.take() {
+            warn!(
+                "tracker {from} announces no leader, {} was",
+                st.cfg.tracker_servers[old]
+            );
+        }
+        return;
+    }
+    let Some(index) = tracker_index(st, &brief.ip, brief.port).await else {
+        warn!(
+            "tracker {from} names leader {}:{}, which is not a tracker_server of ours",
+            brief.ip, brief.port
+        );
+        return;
+    };
+    if let Some(old) = *leader {
+        if old != index {
+            let old_host = &st.cfg.tracker_servers[old];
+            let new_host = &st.cfg.tracker_servers[index];
+            let still_leads = match side_call(st, old_host, cmd::TRACKER_GET_STATUS).await {
+                Ok(body) => TrackerStatus::decode(&body).is_ok_and(|s| s.if_leader),
+                Err(_) => false,
+            };
+            if still_leads {
+                warn!("two tracker leaders: {old_host} and {new_host}; asking both to elect again");
+                for host in [old_host, new_host] {
+                    if let Err(e) = side_call(st, host, cmd::TRACKER_NOTIFY_RESELECT_LEADER).await {
+                        warn!("tracker {host}: notify reselect leader: {e}");
+                    }
+                }
+                *leader = None;
+                return;
+            }
+        }
+    }
+    if *leader != Some(index) {
+        info!("tracker leader is {}", st.cfg.tracker_servers[index]);
+        *leader = Some(index);
+    }
+}
+
 async fn session(
     st: &Storage,
     links: &Links,
@@ -89,18 +208,7 @@ async fn session(
     shutdown: &mut Shutdown,
 ) -> Result<(), Error> {
     let addr = resolve(tracker).await?;
-    let bind = if st.cfg.client_bind {
-        st.cfg.bind_addr
-    } else {
-        None
-    };
-    let mut conn =
-        Connection::connect(addr, bind, st.cfg.connect_timeout, st.cfg.network_timeout).await?;
-    if let Some(secret) = &st.cfg.cluster_secret {
-        conn.prove_secret(secret)
-            .await
-            .map_err(|e| Error::Other(format!("cluster_secret: {e}")))?;
-    }
+    let mut conn = connect(st, addr, st.cfg.connect_timeout, st.cfg.network_timeout).await?;
     let my_ip = conn.local_addr()?.ip();
     st.learn_ip(my_ip);
 
@@ -179,14 +287,18 @@ async fn session(
     drop(_first_sync);
 
     // Report at once so the tracker marks us ACTIVE without waiting a whole interval.
-    report_disk_usage(st, &mut conn).await?;
+    let news = report_disk_usage(st, &mut conn).await?;
+    leader_news(st, links, tracker, news).await;
     let mut last_report = Instant::now();
     let mut sync_reported: Option<u64> = None;
     loop {
-        beat(st, &mut conn).await?;
-        sync_report(st, &mut conn, &mut sync_reported).await?;
+        let news = beat(st, &mut conn).await?;
+        leader_news(st, links, tracker, news).await;
+        let news = sync_report(st, &mut conn, &mut sync_reported).await?;
+        leader_news(st, links, tracker, news).await;
         if last_report.elapsed() >= st.cfg.stat_report_interval {
-            report_disk_usage(st, &mut conn).await?;
+            let news = report_disk_usage(st, &mut conn).await?;
+            leader_news(st, links, tracker, news).await;
             last_report = Instant::now();
         }
         tokio::select! {
@@ -199,15 +311,22 @@ async fn session(
     }
 }
 
-async fn beat(st: &Storage, conn: &mut Connection) -> Result<(), Error> {
+async fn leader_news(st: &Storage, links: &Links, tracker: &str, news: Option<StorageBrief>) {
+    if let Some(brief) = news {
+        leader_announced(st, links, tracker, &brief).await;
+    }
+}
+
+async fn beat(st: &Storage, conn: &mut Connection) -> Result<Option<StorageBrief>, Error> {
     let mut counters = st.stats.snapshot();
     counters.last_heart_beat_time = unix_now();
     let reply = conn.request(cmd::STORAGE_BEAT, &counters.encode()).await?;
     handle_beat_reply(st, &reply)
 }
 
-/// Takes the group member list a (leader) tracker sends when it changed.
-fn handle_beat_reply(st: &Storage, raw: &[u8]) -> Result<(), Error> {
+/// Takes the group member list a (leader) tracker sends when it changed; returns the
+/// leader it announced, if it did.
+fn handle_beat_reply(st: &Storage, raw: &[u8]) -> Result<Option<StorageBrief>, Error> {
     let reply = BeatReply::decode(raw)?;
     if let Some(members) = reply.group_members {
         let list: Vec<String> = members
@@ -217,7 +336,7 @@ fn handle_beat_reply(st: &Storage, raw: &[u8]) -> Result<(), Error> {
         tracing::debug!("group members: {}", list.join(", "));
         st.sync.set_members(members);
     }
-    Ok(())
+    Ok(reply.leader)
 }
 
 /// 89 SYNC_REPORT when a source's newest received timestamp moved since the last
@@ -226,10 +345,10 @@ async fn sync_report(
     st: &Storage,
     conn: &mut Connection,
     reported: &mut Option<u64>,
-) -> Result<(), Error> {
+) -> Result<Option<StorageBrief>, Error> {
     let (version, entries) = st.sync.received();
     if entries.is_empty() || *reported == Some(version) {
-        return Ok(());
+        return Ok(None);
     }
     let body = SyncReport { entries }.encode();
     let reply = conn.request(cmd::STORAGE_SYNC_REPORT, &body).await?;
@@ -237,7 +356,10 @@ async fn sync_report(
     handle_beat_reply(st, &reply)
 }
 
-async fn report_disk_usage(st: &Storage, conn: &mut Connection) -> Result<(), Error> {
+async fn report_disk_usage(
+    st: &Storage,
+    conn: &mut Connection,
+) -> Result<Option<StorageBrief>, Error> {
     st.store.refresh_usage();
     let usage = DiskUsage {
         paths: st

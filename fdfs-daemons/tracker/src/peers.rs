@@ -7,6 +7,12 @@
 //! answers (`relationship::elect`) and, when this tracker wins, announces itself with
 //! 66 NOTIFY_NEXT_LEADER then 67 COMMIT_NEXT_LEADER to every reachable peer. When an
 //! existing leader answered, it is simply adopted. Failed rounds back off 1–3 s.
+//!
+//! A leader also asks the other trackers for their 64 status every few seconds: after a
+//! network partition heals, both sides may lead. The two settle by the election order
+//! (`relationship::settle_clash`): the lower-ranked leader steps down and adopts the
+//! other, the higher-ranked one sends it 68 NOTIFY_RESELECT_LEADER (which upstream
+//! trackers also obey). Storages that see two leaders send 68 to both, as upstream's do.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -21,7 +27,7 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::persist;
-use crate::relationship::{elect, host_of, rank, Candidate};
+use crate::relationship::{elect, host_of, rank, settle_clash, Candidate, Clash};
 use crate::server::Shared;
 use crate::tracker_cmds::local_status;
 
@@ -29,6 +35,8 @@ use crate::tracker_cmds::local_status;
 pub const TICK: Duration = Duration::from_secs(1);
 /// Consecutive failed pings before the leader is forgotten.
 pub const MAX_PING_FAILURES: u32 = 3;
+/// How often a leader looks for another tracker that leads too.
+pub const RIVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Peer connections give up quickly so elections converge in seconds.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const PEER_NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +53,8 @@ struct State {
     failures: u32,
     /// Rounds spent trying to copy the sys files from a peer.
     copy_attempts: u32,
+    /// When this tracker, as leader, last asked its peers whether they lead too.
+    rivals_checked: Option<tokio::time::Instant>,
 }
 
 /// A tracker that started empty (or after a long downtime) tries this many rounds to
@@ -100,15 +110,85 @@ async fn round(shared: &Arc<Shared>, state: &mut State) -> Duration {
         Some(l) if l == me => {
             drop_link(state).await;
             state.failures = 0;
-            TICK
+            let due = state
+                .rivals_checked
+                .is_none_or(|t| t.elapsed() >= RIVAL_CHECK_INTERVAL);
+            if !due {
+                return TICK;
+            }
+            state.rivals_checked = Some(tokio::time::Instant::now());
+            check_rival_leaders(shared, &me).await
         }
         Some(l) => follow(shared, state, &l).await,
         None => {
             drop_link(state).await;
             state.failures = 0;
+            state.rivals_checked = None;
             election(shared, &me).await
         }
     }
+}
+
+/// Leader duty: another tracker that leads as well (both sides of a healed partition)
+/// is settled by the election order, the same way on both sides.
+async fn check_rival_leaders(shared: &Arc<Shared>, me: &str) -> Duration {
+    let others: Vec<String> = known_trackers(shared, me)
+        .into_iter()
+        .filter(|h| h != me)
+        .collect();
+    if others.is_empty() {
+        return TICK;
+    }
+    let rivals: Vec<Candidate> = collect_statuses(shared, me, &others)
+        .await
+        .into_iter()
+        .filter(|c| c.host != me && c.status.if_leader)
+        .collect();
+    for rival in rivals {
+        let Ok(mine) = local_status(shared) else {
+            return TICK;
+        };
+        if !mine.if_leader {
+            // Stepped down meanwhile (68 from a storage or from the rival).
+            return Duration::ZERO;
+        }
+        let myself = Candidate {
+            host: me.to_string(),
+            status: mine,
+        };
+        match settle_clash(&myself, &rival) {
+            Clash::StepDown => {
+                warn!(
+                    "tracker {} leads too and ranks higher: stepping down",
+                    rival.host
+                );
+                shared
+                    .peers()
+                    .forget_leader(me, "another tracker leads and ranks higher");
+                // The next round finds the rival leading and follows it.
+                return Duration::ZERO;
+            }
+            Clash::AskRivalToStepDown => {
+                warn!(
+                    "tracker {} leads too and ranks lower: asking it to step down",
+                    rival.host
+                );
+                match call(
+                    shared,
+                    &rival.host,
+                    cmd::TRACKER_NOTIFY_RESELECT_LEADER,
+                    &[],
+                )
+                .await
+                {
+                    // Already stepped down by itself.
+                    Ok(_) | Err(Error::Status(errno::EOPNOTSUPP)) => {}
+                    Err(e) => debug!("tracker {}: 68 failed: {e}", rival.host),
+                }
+            }
+        }
+    }
+    TICK
 }
 
 async fn drop_link(state: &mut State) {

@@ -78,6 +78,26 @@ pub fn elect(candidates: &[Candidate]) -> Option<&Candidate> {
     candidates.iter().max_by(|a, b| rank(a, b))
 }
 
+/// What a leader does on finding that `rival` leads too (after a network partition
+/// healed, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clash {
+    /// The rival ranks higher: stop leading, so the next round adopts it.
+    StepDown,
+    /// We rank higher: ask the rival to step down (68, as storages do).
+    AskRivalToStepDown,
+}
+
+/// Settles two leaders by the election order, so both sides pick the same survivor:
+/// the one `elect` would choose among the two.
+pub fn settle_clash(me: &Candidate, rival: &Candidate) -> Clash {
+    if rank(me, rival) == Ordering::Less {
+        Clash::StepDown
+    } else {
+        Clash::AskRivalToStepDown
+    }
+}
+
 /// What the leader knows about a follower.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
@@ -322,6 +342,19 @@ mod tests {
             "numeric port"
         );
         assert!(elect(&[]).is_none());
+    }
+
+    #[test]
+    fn two_leaders_settle_on_the_election_winner() {
+        let old = cand("10.0.0.1:22122", true, 900, 0);
+        let young = cand("10.0.0.2:22122", true, 300, 0);
+        assert_eq!(settle_clash(&young, &old), Clash::StepDown);
+        assert_eq!(settle_clash(&old, &young), Clash::AskRivalToStepDown);
+        // Same ranks but the address: the greater address stays, on both sides.
+        let a = cand("127.0.0.9:22122", true, 0, 0);
+        let b = cand("127.0.0.10:22122", true, 0, 0);
+        assert_eq!(settle_clash(&b, &a), Clash::StepDown);
+        assert_eq!(settle_clash(&a, &b), Clash::AskRivalToStepDown);
     }
 
     #[test]

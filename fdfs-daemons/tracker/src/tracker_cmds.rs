@@ -7,7 +7,7 @@ use fdfs_proto::tracker_msg::{
 };
 use fdfs_proto::{errno, tracker_msg::ConnCounts, VERSION_TEXT};
 use fdfs_runtime::unix_now;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::persist;
 use crate::refusal::{Refusal, Reply};
@@ -107,12 +107,20 @@ pub fn ping_leader(shared: &Shared, session: &mut Session, req: &Request<'_>) ->
     Ok(Vec::new())
 }
 
-/// 68 NOTIFY_RESELECT_LEADER: a storage saw another leader; if we lead, step down.
+/// 68 NOTIFY_RESELECT_LEADER: a storage (or another leader) saw two leaders; if we
+/// lead, step down so a new election runs. EOPNOTSUPP when we do not lead, as upstream.
 pub fn reselect_leader(shared: &Shared, req: &Request<'_>) -> Reply {
     expect_empty(req.body)?;
-    if shared.peers().reselect() {
-        info!("{} asked for a new leader election", req.peer);
+    if !shared.peers().reselect() {
+        return Err(Refusal::new(
+            errno::EOPNOTSUPP,
+            "asked to step down, but this tracker is not the leader",
+        ));
     }
+    warn!(
+        "{}: two tracker leaders seen, stepping down for a new election",
+        req.peer
+    );
     Ok(Vec::new())
 }
 

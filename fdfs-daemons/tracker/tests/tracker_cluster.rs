@@ -529,3 +529,50 @@ async fn an_empty_tracker_copies_the_sys_files_of_a_peer() {
         t.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_leaders_settle_on_one() {
+    let trackers = start_trackers("clash", 2).await;
+    let all: Vec<SocketAddr> = trackers.iter().map(|t| t.addr).collect();
+    let (t1, t2) = (all[0], all[1]);
+    // Each tracker first hears from a storage that lists only it, so each leads alone
+    // (as both sides of a partition do).
+    let _a = FakeStorage::join_all("127.0.0.51", "group1", &[t1]).await;
+    let _b = FakeStorage::join_all("127.0.0.52", "group1", &[t2]).await;
+    assert_eq!(leader_of(t1).await.unwrap(), t1.to_string());
+    assert_eq!(leader_of(t2).await.unwrap(), t2.to_string());
+    assert!(status_of_tracker(t1).await.if_leader && status_of_tracker(t2).await.if_leader);
+
+    // A storage listing both makes them learn of each other: the two leaders settle on
+    // the one the election prefers (same running times: the greatest address text).
+    let _c = FakeStorage::join_all("127.0.0.53", "group1", &all).await;
+    let expected = all
+        .iter()
+        .max_by_key(|a| (a.ip().to_string(), a.port()))
+        .unwrap()
+        .to_string();
+    let leader = agreed_leader(&all).await;
+    assert_eq!(leader, expected);
+    let follower = if addr_of(&leader) == t1 { t2 } else { t1 };
+    assert!(status_of_tracker(addr_of(&leader)).await.if_leader);
+    assert!(!status_of_tracker(follower).await.if_leader);
+    // 68 to a tracker that does not lead is refused, as upstream does.
+    assert_eq!(
+        errno_of(request(follower, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]).await),
+        errno::EOPNOTSUPP
+    );
+    // The follower joined the leader and pings it.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let list = cluster_stat(addr_of(&leader)).await.unwrap();
+        if list.len() == 2 && list.iter().all(|t| t.is_active) {
+            break;
+        }
+        assert!(Instant::now() < end, "follower never joined: {list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(agreed_leader(&all).await, leader, "still one leader");
+    for t in trackers {
+        t.stop().await;
+    }
+}

@@ -65,6 +65,13 @@ pub struct Storage {
     /// Per source storage id: the newest timestamp this storage has received from it
     /// (from 89 SYNC_REPORT, the destination's view).
     pub synced_from: BTreeMap<String, i64>,
+    /// Per source storage id: when (by this tracker's clock) `synced_from` last moved,
+    /// or was first reported since this tracker started. Only compared with this
+    /// tracker's own clock.
+    pub synced_since: BTreeMap<String, i64>,
+    /// The storage's own clock at its last heartbeat with counters; 0 when it never
+    /// sent one (upstream storages leave that field zero).
+    pub reported_clock: i64,
     pub changelog_offset: i64,
     /// The connection that joined last; only that connection's close takes it offline.
     pub(crate) session: u64,
@@ -94,6 +101,8 @@ impl Storage {
             sync_until_timestamp: 0,
             last_heart_beat_time: 0,
             synced_from: BTreeMap::new(),
+            synced_since: BTreeMap::new(),
+            reported_clock: 0,
             changelog_offset: 0,
             session: 0,
         }
@@ -535,6 +544,9 @@ impl Cluster {
     ) -> Result<(), Refusal> {
         if let Some(c) = counters {
             let s = self.group_mut(&who.group)?.storage_mut(&who.id)?;
+            if c.last_heart_beat_time > 0 {
+                s.reported_clock = c.last_heart_beat_time;
+            }
             // The last two timestamps are the tracker's own bookkeeping.
             let kept = (
                 s.counters.last_synced_timestamp,
@@ -588,7 +600,10 @@ impl Cluster {
         let s = group.storage_mut(&who.id)?;
         for (src, ts) in &report.entries {
             if !src.is_empty() && *src != who.id {
-                s.synced_from.insert(src.clone(), *ts as i64);
+                let moved = s.synced_from.insert(src.clone(), *ts as i64) != Some(*ts as i64);
+                if moved || !s.synced_since.contains_key(src) {
+                    s.synced_since.insert(src.clone(), now);
+                }
             }
         }
         s.last_heart_beat_time = now;
@@ -777,6 +792,20 @@ impl Cluster {
         info!("group {group} deleted");
         self.changed();
         Ok(())
+    }
+
+    /// A time the clock of storage `source` has certainly reached: the newest of its own
+    /// heartbeat clock, its last upload and what its peers received from it, all
+    /// stamped by that storage's clock (0 if none is known).
+    pub fn source_clock(&self, group: &Group, source: &Storage) -> i64 {
+        let received = group
+            .storages
+            .values()
+            .filter_map(|p| p.synced_from.get(&source.id).copied());
+        received
+            .chain([source.reported_clock, source.counters.last_source_update])
+            .max()
+            .unwrap_or(0)
     }
 
     /// The newest time up to which storage `s` has all files of its active peers: min

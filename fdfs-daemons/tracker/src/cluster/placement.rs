@@ -226,13 +226,39 @@ impl Cluster {
             return Err(no_server());
         }
         let timestamp = info.timestamp as i64;
-        let source_id = source.map(|s| s.id.as_str());
-        let eligible = |s: &Storage| {
-            let synced = self.last_synced_timestamp(g, s);
-            Some(s.id.as_str()) == source_id
-                || timestamp < now - self.placement.sync_file_max_delay
-                || synced > timestamp
-                || (synced + 1 >= timestamp && now - timestamp > self.placement.sync_file_max_time)
+        let max_delay = self.placement.sync_file_max_delay;
+        let max_time = self.placement.sync_file_max_time;
+        // A storage other than the source may serve the file once it has it. Times are
+        // only compared with times of the same clock, so storages and trackers whose
+        // clocks differ change nothing: the file's timestamp (from its name), the sync
+        // progress a peer reports for the source and `source_clock` are all stamped by
+        // the source storage; how long that progress has stood still is measured by
+        // this tracker. A source that never told its clock (no heartbeat clock, upload or
+        // sync progress known) is taken to share ours, as upstream does.
+        let source_clock = match source.map_or(0, |src| self.source_clock(g, src)) {
+            0 => now,
+            known => known,
+        };
+        let eligible = |s: &Storage| match source {
+            Some(src) if src.id == s.id => true,
+            Some(src) => {
+                // Everything the source stamped by then has reached its peers.
+                if timestamp < source_clock - max_delay {
+                    return true;
+                }
+                let Some(&synced) = s.synced_from.get(&src.id) else {
+                    return false;
+                };
+                // Received a change the source stamped after the file; or reached the
+                // file's second and nothing newer came for `storage_sync_file_max_time`.
+                synced > timestamp
+                    || (synced >= timestamp
+                        && s.synced_since
+                            .get(&src.id)
+                            .is_some_and(|since| now - since > max_time))
+            }
+            // The source left the group: upstream's rules, with this tracker's clock.
+            None => timestamp < now - max_delay || self.last_synced_timestamp(g, s) > timestamp,
         };
         let start = g.current_read_server % readable.len();
         let fallback = readable_source.unwrap_or(readable[start]);
@@ -360,7 +386,7 @@ mod tests {
     use super::*;
     use crate::config::Placement;
     use fdfs_proto::fileid::{normal_size_field, remote_name, PackedName, SIZE_FLAG_APPENDER};
-    use fdfs_proto::tracker_msg::{DiskUsage, SyncReport};
+    use fdfs_proto::tracker_msg::{DiskUsage, StorageCounters, SyncReport};
     use std::net::Ipv4Addr;
 
     fn placement(f: impl FnOnce(&mut Placement)) -> Placement {
@@ -555,6 +581,67 @@ mod tests {
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].ip, "10.0.0.2");
         }
+    }
+
+    #[test]
+    fn reads_do_not_depend_on_clocks() {
+        let mut c = Cluster::new(placement(|_| {}));
+        let a = active(&mut c, "g", "10.0.0.1", 1, 5000);
+        let b = active(&mut c, "g", "10.0.0.2", 1, 5000);
+        let ips = |c: &mut Cluster, name: &str, now: i64| -> Vec<String> {
+            let mut seen: Vec<String> = (0..4)
+                .map(|_| {
+                    c.select_fetch("g", name, FetchKind::One, now).unwrap()[0]
+                        .ip
+                        .clone()
+                })
+                .collect();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(
+                c.select_fetch("g", name, FetchKind::All, now)
+                    .unwrap()
+                    .len(),
+                seen.len()
+            );
+            seen
+        };
+        // The source's clock; the tracker's runs 400 s ahead of it.
+        let src_now: i64 = 1_000_000;
+        let now = src_now + 400;
+        let counters = StorageCounters {
+            last_heart_beat_time: src_now,
+            ..StorageCounters::default()
+        };
+        c.beat(&a, Some(counters), now).unwrap();
+        let fresh = file_name("10.0.0.1", src_now as u32, normal_size_field(5, 0));
+        // 10.0.0.2 received a change stamped in the file's second: maybe not the file.
+        let report = SyncReport {
+            entries: vec![("10.0.0.1".into(), src_now as i32)],
+        };
+        c.sync_report(&b, &report, now).unwrap();
+        assert_eq!(ips(&mut c, &fresh, now), ["10.0.0.1"]);
+        assert_eq!(ips(&mut c, &fresh, now + 300), ["10.0.0.1"]);
+        // Nothing newer came from the source for storage_sync_file_max_time (by the
+        // tracker's clock): the file's second is complete there.
+        assert_eq!(ips(&mut c, &fresh, now + 301), ["10.0.0.1", "10.0.0.2"]);
+        // A report of the same progress does not restart that wait; a newer one serves.
+        c.sync_report(&b, &report, now + 302).unwrap();
+        assert_eq!(ips(&mut c, &fresh, now + 302), ["10.0.0.1", "10.0.0.2"]);
+        let newer = file_name("10.0.0.1", (src_now + 1) as u32, normal_size_field(6, 0));
+        assert_eq!(ips(&mut c, &newer, now + 302), ["10.0.0.1"]);
+
+        // A tracker two days ahead does not take fresh files for old ones; the source's
+        // own clock (its heartbeats) decides what is a day old.
+        let far = src_now + 2 * 86_400;
+        let other = file_name("10.0.0.1", (src_now + 5) as u32, normal_size_field(7, 0));
+        assert_eq!(ips(&mut c, &other, far), ["10.0.0.1"]);
+        let counters = StorageCounters {
+            last_heart_beat_time: src_now + 5 + 86_401,
+            ..StorageCounters::default()
+        };
+        c.beat(&a, Some(counters), far).unwrap();
+        assert_eq!(ips(&mut c, &other, far), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]
