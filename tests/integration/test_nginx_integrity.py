@@ -13,6 +13,7 @@ Topology (loopback, every storage nginx on the same port P, as upstream):
   nginx B on B_ip:P: group1 with empty store paths (a storage files have not reached)
 """
 
+import os
 import re
 import socket
 import struct
@@ -349,12 +350,21 @@ def test_metadata_file_is_not_served(env):
 
 
 def test_names_merely_ending_in_m_are_files(env):
-    """Exact check: a file uploaded with the extension `-m` is a data file."""
+    """Exact check: a file with the extension `-m` is a data file. Our storage refuses
+    that extension, FastDFS 6.16 does not: such a file, written by a C storage before a
+    migration, is made here by linking an upload under that name."""
     data = b"a file whose extension is -m\n"
-    st, fid = wire.upload(env.c1.storage_addr, data, ext="-m")
-    assert st == 0 and fid.endswith(".-m"), fid
-    st, _, body = http("GET", env.a.base + "/" + fid)
-    assert st == 200 and body == data
+    st, fid = wire.upload(env.c1.storage_addr, data, ext="xm")
+    assert st == 0 and fid.endswith(".xm"), fid
+    remote = fid.partition("/")[2]
+    on_disk = env.c1.store_paths[int(remote[1:3], 16)] / "data" / remote[4:]
+    c_named = on_disk.with_name(on_disk.name[:-2] + "-m")
+    os.link(on_disk, c_named)
+    try:
+        st, _, body = http("GET", env.a.base + "/" + fid[:-2] + "-m")
+        assert st == 200 and body == data
+    finally:
+        c_named.unlink()
 
 
 def test_temporary_files_are_not_served(env):

@@ -46,6 +46,12 @@ pub struct SyncCounters {
 pub struct SyncState {
     /// The group members, as the leader tracker last announced them.
     members: watch::Sender<Vec<StorageBrief>>,
+    /// How many member lists the trackers sent (they send one when the group changed on
+    /// their side, even if it reads the same as the last one here).
+    lists: AtomicU64,
+    /// Per peer id: the member list count when this storage finished copying the old
+    /// files to it.
+    copied_old: Mutex<HashMap<String, u64>>,
     /// Per peer id: the binlog position up to which that peer is done.
     progress: Mutex<HashMap<String, BinlogPos>>,
     /// Bumped on every progress change.
@@ -60,6 +66,8 @@ impl Default for SyncState {
     fn default() -> Self {
         SyncState {
             members: watch::channel(Vec::new()).0,
+            lists: AtomicU64::new(0),
+            copied_old: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             tick: watch::channel(0).0,
             received: Mutex::new(BTreeMap::new()),
@@ -72,14 +80,31 @@ impl Default for SyncState {
 impl SyncState {
     /// A new member list from a beat reply.
     pub fn set_members(&self, list: Vec<StorageBrief>) {
-        self.members.send_if_modified(|cur| {
-            if *cur == list {
-                false
-            } else {
-                *cur = list;
-                true
-            }
-        });
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        // Always announced: a list that reads the same still says something changed
+        // (a peer may have left and joined again as new between two beats).
+        self.members.send_replace(list);
+    }
+
+    /// The initial copy of the old files to `peer` is done.
+    pub fn note_copied_old(&self, peer: &str) {
+        let n = self.lists.load(Ordering::Relaxed);
+        self.copied_old.lock().unwrap().insert(peer.to_string(), n);
+    }
+
+    /// Whether the trackers sent a member list after the initial copy to `peer` was
+    /// done: a peer still new in it then lost its data and joined again.
+    fn listed_since_copied_old(&self, peer: &str) -> bool {
+        let n = self.lists.load(Ordering::Relaxed);
+        self.copied_old
+            .lock()
+            .unwrap()
+            .get(peer)
+            .is_some_and(|&at| at < n)
+    }
+
+    fn forget_copied_old(&self, peer: &str) {
+        self.copied_old.lock().unwrap().remove(peer);
     }
 
     pub fn members(&self) -> Vec<StorageBrief> {
@@ -314,7 +339,8 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
             for (id, brief) in wanted {
                 let mark_path = mark::path(st.binlog.dir(), &brief.ip, brief.port as u16);
                 if let Some((_, _, known)) = running.get_mut(&id) {
-                    let came_back_new = joins_as_new(brief.status) && !joins_as_new(known.status);
+                    let came_back_new = joins_as_new(brief.status)
+                        && (!joins_as_new(known.status) || st.sync.listed_since_copied_old(&id));
                     known.status = brief.status;
                     if !came_back_new {
                         continue;
@@ -331,6 +357,7 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
                         let _ = stop.send(true);
                         let _ = task.await;
                     }
+                    st.sync.forget_copied_old(&id);
                     discard_mark(&mark_path, true);
                 } else if joins_as_new(brief.status) {
                     discard_mark(&mark_path, false);
