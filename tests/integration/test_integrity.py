@@ -83,8 +83,10 @@ def test_metadata_temp_name_is_no_slave_name(cluster):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    """A group of two storages."""
-    c = start_cluster(tmp_path_factory, "integrity-pair", storages=2)
+    """A group of two storages. No scrub: the tests that damage files on purpose see
+    what a download does before anything else notices."""
+    c = start_cluster(tmp_path_factory, "integrity-pair", storages=2,
+                      storage_extra="scrub_bytes_per_second = 0\n")
     yield c
     stop_cluster(c)
 
@@ -285,12 +287,19 @@ def flip_byte(path, at):
         f.write(bytes([b[0] ^ 0xFF]))
 
 
-def test_flipped_byte_is_refused_then_healed_from_peer(pair):
-    src, peer = pair.nodes[0], pair.nodes[1]
-    data = payload(4000, 77)
-    st, fid = wire.upload(src.addr, data, ext="jpg")
+def upload_replicated(cluster, data, ext):
+    """Uploads to the first storage; returns the file id once the second has it."""
+    src, peer = cluster.nodes[0], cluster.nodes[1]
+    st, fid = wire.upload(src.addr, data, ext=ext)
     assert st == 0
     wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="replicated")
+    return fid
+
+
+def test_flipped_byte_is_refused_then_healed_from_peer(pair):
+    src = pair.nodes[0]
+    data = payload(4000, 77)
+    fid = upload_replicated(pair, data, "jpg")
     flip_byte(disk_path(src, fid), 1234)
     st, body = wire.download(src.addr, fid)
     assert st == EIO, "damaged content must not be served as success"
@@ -299,27 +308,28 @@ def test_flipped_byte_is_refused_then_healed_from_peer(pair):
 
 
 def test_truncated_large_file_is_refused_then_healed(pair):
-    src, peer = pair.nodes[0], pair.nodes[1]
+    peer = pair.nodes[1]
     data = payload(300_000, 78)
-    st, fid = wire.upload(src.addr, data, ext="bin")
-    assert st == 0
-    wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="replicated")
+    fid = upload_replicated(pair, data, "bin")
     with open(disk_path(peer, fid), "r+b") as f:
         f.truncate(100_000)
     assert wire.download(peer.addr, fid)[0] == EIO
     wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="healed from the source")
 
 
-def test_scrub_finds_and_heals_damage_nobody_read(pair):
-    src, peer = pair.nodes[0], pair.nodes[1]
-    data = payload(200_000, 79)
-    st, fid = wire.upload(src.addr, data, ext="bin")
-    assert st == 0
-    wait_for(lambda: wire.download(peer.addr, fid) == (0, data), 30, what="replicated")
-    path = disk_path(peer, fid)
-    flip_byte(path, 150_000)
-    # Not downloaded: the scrub (8 MB/s by default) must find it by itself.
-    wait_for(lambda: open(path, "rb").read() == data, 120, what="scrub healed the copy")
+def test_scrub_finds_and_heals_damage_nobody_read(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "integrity-scrub", storages=2, store_paths=1)
+    try:
+        c.wait_active(c.nodes[1])
+        data = payload(200_000, 79)
+        fid = upload_replicated(c, data, "bin")
+        path = disk_path(c.nodes[1], fid)
+        flip_byte(path, 150_000)
+        # Not downloaded: the scrub (8 MB/s by default) must find it by itself.
+        wait_for(lambda: open(path, "rb").read() == data, 120, what="scrub healed the copy")
+        assert "healed" in c.nodes[1].daemon.logs()
+    finally:
+        stop_cluster(c)
 
 
 def test_damaged_copy_is_not_replicated(tmp_path_factory):

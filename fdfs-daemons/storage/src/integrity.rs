@@ -32,7 +32,7 @@ pub fn promised(name: &RemoteName<'_>) -> Option<(u64, u32)> {
 
 #[derive(Default)]
 pub struct Integrity {
-    /// Files found not to match their ID.
+    /// Requests and scrub checks that met a file not matching its ID.
     pub damaged: AtomicU64,
     /// Of those, the ones replaced by a good copy from a peer.
     pub healed: AtomicU64,
@@ -47,9 +47,10 @@ impl Integrity {
     /// healed in the background.
     pub fn report(&self, name: &str, why: &str) {
         self.damaged.fetch_add(1, Ordering::Relaxed);
-        error!("{name} is damaged ({why}): refused, to be healed from a peer");
         let mut q = self.queue.lock().unwrap();
+        // Logged once per healing attempt, not once per refused request.
         if q.1.insert(name.to_string()) {
+            error!("{name} is damaged ({why}): refused, to be healed from a peer");
             q.0.push_back(name.to_string());
             self.wake.notify_one();
         }
@@ -107,8 +108,9 @@ pub async fn run(st: Arc<Storage>, mut stop: fdfs_runtime::server::Shutdown) {
             Duration::from_secs(3600)
         } else {
             match scrub.step(&st).await {
-                // Paced so that reading stays under the configured rate.
-                Some(bytes) => Duration::from_secs_f64((bytes.max(4096) as f64) / rate as f64),
+                // Paced so that reading stays under the configured rate; a file counts
+                // as at least 64 KiB, for what opening it costs.
+                Some(bytes) => Duration::from_secs_f64((bytes.max(64 << 10) as f64) / rate as f64),
                 // A whole pass done: a breath before the next.
                 None => Duration::from_secs(5),
             }
@@ -148,13 +150,17 @@ impl Scrub {
                 (self.dir / subdirs) as u8,
                 (self.dir % subdirs) as u8,
             );
-            self.files = std::fs::read_dir(&dir)
-                .map(|it| {
-                    it.flatten()
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
+            self.files = tokio::task::spawn_blocking(move || {
+                std::fs::read_dir(&dir)
+                    .map(|it| {
+                        it.flatten()
+                            .filter_map(|e| e.file_name().into_string().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
             return (!pass_done).then_some(0);
         };
         let remote = format!(
@@ -201,7 +207,8 @@ async fn heal(st: &Storage, remote: &str) {
     };
     let me = crate::sync::my_id(st);
     for peer in st.sync.members() {
-        if Some(&peer.id) == me.as_ref() || Some(&peer.ip) == me.as_ref() {
+        let myself = Some(&peer.id) == me.as_ref() || Some(&peer.ip) == me.as_ref();
+        if myself || peer.status != fdfs_proto::status::ACTIVE {
             continue;
         }
         let Ok(ip) = peer.ip.parse::<std::net::IpAddr>() else {

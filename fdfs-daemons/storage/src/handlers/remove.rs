@@ -3,6 +3,7 @@
 use std::fs;
 
 use fdfs_proto::errno;
+use fdfs_proto::fileid::{FileKind, METADATA_SUFFIX};
 use fdfs_proto::storage_msg::FileRef;
 use fdfs_runtime::{unix_now, Connection};
 
@@ -15,12 +16,18 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
     let result = async {
         let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
         let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
-        // Not in the middle of an append or a regenerate of the same file.
-        let _guard = st.appenders.lock(&path).await;
-        st.appenders.forget(&path);
+        // An appender is not deleted in the middle of an append or a regenerate.
+        let is_appender = name.info().is_ok_and(|i| i.kind == FileKind::Appender);
+        let _guard = if is_appender {
+            let guard = st.appenders.lock(&path).await;
+            st.appenders.forget(&path);
+            Some(guard)
+        } else {
+            None
+        };
         fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let mut meta = path.clone().into_os_string();
-        meta.push("-m");
+        meta.push(METADATA_SUFFIX);
         let _ = fs::remove_file(meta);
         let now = unix_now();
         st.tombstones.record(name.full, now, now);
