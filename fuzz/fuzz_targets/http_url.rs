@@ -8,11 +8,12 @@ use std::path::Component;
 use std::sync::OnceLock;
 
 use fdfs_proto::config::IniFile;
-use fdfs_proto::fileid::{RemoteName, NORMAL_NAME_LEN};
+use fdfs_proto::fileid::{PackedName, RemoteName, NORMAL_NAME_LEN, REMOTE_NAME_MAX_LEN};
 use fdfs_proto::http::disposition::content_disposition;
 use fdfs_proto::http::peers::{self, Peer};
 use fdfs_proto::http::url::{forward_uri, url_decode, MAX_QUERY_PAIRS};
-use fdfs_proto::http::{parse_query, FileRequest, ModConf};
+use fdfs_proto::http::{parse_query, FileRequest, ModConf, UrlError};
+use fdfs_proto::status;
 use libfuzzer_sys::fuzz_target;
 
 /// [with the group in the URL, two store paths; without, one store path].
@@ -38,8 +39,47 @@ fn confs() -> &'static [ModConf; 2] {
     })
 }
 
+/// Whether `remote` names a data file's metadata, written out here rather than taken from
+/// the crate: `-m` or `-m.tmp` after a name of at least a normal file's length, of the form
+/// `Mxx/XX/YY/<name characters>`, whose first 27 name characters decode.
+fn names_metadata(remote: &str) -> bool {
+    let Some(stem) = remote
+        .strip_suffix("-m")
+        .or_else(|| remote.strip_suffix("-m.tmp"))
+    else {
+        return false;
+    };
+    let b = stem.as_bytes();
+    let hex = |c: &u8| c.is_ascii_digit() || (b'A'..=b'F').contains(c);
+    (NORMAL_NAME_LEN..=REMOTE_NAME_MAX_LEN).contains(&b.len())
+        && b[0] == b'M'
+        && b[1..3].iter().all(hex)
+        && b[3] == b'/'
+        && b[4..6].iter().all(hex)
+        && b[6] == b'/'
+        && b[7..9].iter().all(hex)
+        && b[9] == b'/'
+        && b[10] != b'.'
+        && b[10..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+        && PackedName::decode(&stem[10..37]).is_ok()
+}
+
 fn check_request<'a>(path: &'a str, conf: &'a ModConf) -> Option<FileRequest<'a>> {
-    let r = FileRequest::parse(path, conf).ok()?;
+    let parsed = FileRequest::parse(path, conf);
+    if parsed == Err(UrlError::NotDataFile) {
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let remote = if conf.url_have_group_name {
+            rest.split_once('/').expect("a group before the name").1
+        } else {
+            rest
+        };
+        assert!(names_metadata(remote), "{remote:?} taken for metadata");
+    }
+    let r = parsed.ok()?;
+    // only data files are served or fetched
+    assert!(!names_metadata(r.remote), "{:?} served", r.remote);
     assert!(fdfs_proto::valid_group_name(&r.group));
     assert!(r.remote.len() >= NORMAL_NAME_LEN);
     RemoteName::parse(&r.remote).expect("remote name was checked");
@@ -67,9 +107,6 @@ fuzz_target!(|data: &[u8]| {
     let (path, args) = text.split_once('?').unwrap_or((&text, ""));
     let conf = &confs()[(sel & 1) as usize];
     let req = check_request(path, conf);
-    if let Some(r) = &req {
-        assert!(!fdfs_proto::http::url::is_metadata_name(r.remote));
-    }
     // nginx hands the module a decoded path; try that form too.
     check_request(&url_decode(path), conf);
 
@@ -100,33 +137,54 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Which storages to try when the file is not here.
+    const STATUSES: [u8; 10] = [
+        status::INIT,
+        status::WAIT_SYNC,
+        status::SYNCING,
+        status::IP_CHANGED,
+        status::DELETED,
+        status::OFFLINE,
+        status::ONLINE,
+        status::ACTIVE,
+        status::RECOVERY,
+        status::NONE,
+    ];
     let list: Vec<Peer> = args
         .split(',')
         .take(16)
         .enumerate()
-        .map(|(i, ip)| Peer {
-            ip: ip.to_string(),
-            active: (sel >> (i % 8)) & 1 == 1,
+        .filter_map(|(i, ip)| {
+            Some(Peer {
+                ip: ip.parse().ok()?,
+                status: STATUSES[(usize::from(sel) + i * 7) % STATUSES.len()],
+            })
         })
         .collect();
-    let local: Vec<String> = list.iter().step_by(3).map(|p| p.ip.clone()).collect();
+    let local: Vec<Ipv4Addr> = list.iter().step_by(3).map(|p| p.ip).collect();
     let source = match &req {
         Some(r) => peers::source_ip(&r.info),
         None => rest.get(..4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3])),
     };
-    let c = peers::candidates(source, &list, &local);
-    for (i, ip) in c.iter().enumerate() {
-        assert!(!ip.is_empty() && !local.contains(ip));
-        assert!(!c[..i].contains(ip));
-        // only listed members: the source in a name is never trusted by itself
-        assert!(list.iter().any(|p| &p.ip == ip));
+    let c = peers::candidates(source, &list, |ip| local.contains(&ip));
+    assert_eq!(
+        c.source_listed,
+        source.is_some_and(|s| list.iter().any(|p| p.ip == s))
+    );
+    for (i, ip) in c.ips.iter().enumerate() {
+        assert!(!ip.is_unspecified() && !local.contains(ip));
+        assert!(!c.ips[..i].contains(ip));
+        // only listed members, never one being added, removed or moved: the source in a
+        // name is never trusted by itself
+        assert!(list.iter().any(|p| p.ip == *ip
+            && !matches!(
+                p.status,
+                status::INIT | status::IP_CHANGED | status::DELETED | status::NONE
+            )));
     }
-    if let Some(s) = source.filter(|s| peers::is_member(*s, &list)) {
-        let listed_active = list
-            .iter()
-            .any(|p| p.active && p.ip.parse::<Ipv4Addr>() == Ok(s));
-        if listed_active && !local.contains(&s.to_string()) {
-            assert_eq!(c.first().and_then(|ip| ip.parse().ok()), Some(s));
+    if let Some(s) = source {
+        let listed_active = list.iter().any(|p| p.status == status::ACTIVE && p.ip == s);
+        if listed_active && !local.contains(&s) && !s.is_unspecified() {
+            assert_eq!(c.ips.first(), Some(&s));
         }
     }
     if let Some(r) = &req {

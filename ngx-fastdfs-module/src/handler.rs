@@ -1,10 +1,16 @@
 //! The content handler (serve a local file, or forward) and the rewrite-phase handler of
 //! the internal proxy location (pick the next storage to try).
+//!
+//! A request for a missing file that arrives before this worker's first storage listing
+//! is parked without blocking the worker: it holds a reference on the request
+//! (`r->main->count`), answers `NGX_DONE`, and a timer checks every [`WAIT_POLL`] ms
+//! whether the first fetch has ended; then, or after `peers::WAIT_MAX`, the request is
+//! served again from the start (with the listing, or with none: 404).
 
 use core::ffi::c_void;
 use core::ptr::null_mut;
 use std::net::Ipv4Addr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fdfs_proto::fileid::FileKind;
 use fdfs_proto::http::disposition::content_disposition;
@@ -21,7 +27,11 @@ use ngx::http::{
 use ngx::ngx_log_error;
 
 use crate::conf::{MainConf, PROXY_LOCATION};
+use crate::peers::{Lookup, Report};
 use crate::FastdfsModule;
+
+/// How often a parked request checks for the first listing (ms).
+const WAIT_POLL: ngx_msec_t = 25;
 
 fn status(code: HTTPStatus) -> Status {
     code.into()
@@ -73,7 +83,7 @@ fn local_addr(r: *mut ngx_http_request_t) -> (Option<Ipv4Addr>, u16) {
 /// The location's content handler (`ngx_fastdfs_module;`).
 pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls the content handler with a live request.
-    unsafe { serve(Request::from_ngx_http_request(r)).0 }
+    unsafe { serve(Request::from_ngx_http_request(r), false).0 }
 }
 
 /// How a found file is sent.
@@ -90,7 +100,9 @@ struct Body {
     cached: bool,
 }
 
-unsafe fn serve(req: &mut Request) -> Status {
+/// Serves the request; `waited`: it was parked for the first listing already (it is not
+/// parked again).
+unsafe fn serve(req: &mut Request, waited: bool) -> Status {
     let r: *mut ngx_http_request_t = req.into();
     let method = unsafe { (*r).method };
     if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t == 0 {
@@ -215,7 +227,7 @@ unsafe fn serve(req: &mut Request) -> Status {
             return rc;
         }
     }
-    unsafe { on_miss(req, mcf, conf, &file, &query) }
+    unsafe { on_miss(req, mcf, conf, &file, &query, waited) }
 }
 
 fn bypass(req: &Request, conf: &ModConf) -> bool {
@@ -228,37 +240,29 @@ fn bypass(req: &Request, conf: &ModConf) -> bool {
 unsafe fn send_file_with_query(
     req: &mut Request,
     path: &[&[u8]],
-    mut body: Body,
+    body: Body,
     query: &Query,
 ) -> Status {
     if matches!(body.flv, FlvSlice::Slice { .. }) {
-        // resolved once the size is known
-        body.flv = FlvSlice::Invalid;
-        return unsafe { send_file_flv(req, path, body, query) };
+        // The slice is resolved once the size is known; until then the whole file, with
+        // the file's own mtime.
+        let body = Body {
+            mtime: 0,
+            flv: FlvSlice::Whole,
+            ..body
+        };
+        let flv = Some((query.get("start"), query.get("end")));
+        return unsafe { send_file_inner(req, path, body, false, flv) };
     }
     unsafe { send_file(req, path, body, false) }
-}
-
-unsafe fn send_file_flv(req: &mut Request, path: &[&[u8]], body: Body, query: &Query) -> Status {
-    let body = Body {
-        size: 0,
-        mtime: 0,
-        content_type: None,
-        flv: FlvSlice::Whole,
-        disposition: query.get("filename").and_then(content_disposition),
-        ranges: false,
-        cached: body.cached,
-    };
-    let start = query.get("start").map(str::to_string);
-    let end = query.get("end").map(str::to_string);
-    unsafe { send_file_inner(req, path, body, false, Some((start, end))) }
 }
 
 unsafe fn send_file(req: &mut Request, path: &[&[u8]], body: Body, fail_file: bool) -> Status {
     unsafe { send_file_inner(req, path, body, fail_file, None) }
 }
 
-type FlvArgs = Option<(Option<String>, Option<String>)>;
+/// FLV `start` and `end` arguments.
+type FlvArgs<'a> = Option<(Option<&'a str>, Option<&'a str>)>;
 
 /// Opens `path` (through nginx's open file cache when `body.cached`) and sends it as a
 /// file buffer. Returns 404 (before any header is sent) when the file does not exist.
@@ -319,7 +323,7 @@ unsafe fn send_file_inner(
         let (mut first, mut last) = (0i64, of.size);
         let mut prefix = false;
         if let Some((start, end)) = flv {
-            match flv_slice(start.as_deref(), end.as_deref(), of.size as u64) {
+            match flv_slice(start, end, of.size as u64) {
                 FlvSlice::Whole => {}
                 FlvSlice::Invalid => return status(HTTPStatus::BAD_REQUEST),
                 s @ FlvSlice::Slice { start, end } => {
@@ -416,7 +420,7 @@ unsafe fn send_file_inner(
 /// Per-request forwarding state, kept in a variable slot (it survives the internal
 /// redirects into the proxy location, unlike the module context).
 struct ForwardState {
-    candidates: Vec<String>,
+    candidates: Vec<Ipv4Addr>,
     next: usize,
     port: u16,
     uri: String,
@@ -433,6 +437,7 @@ unsafe fn on_miss(
     conf: &ModConf,
     file: &FileRequest,
     query: &Query,
+    waited: bool,
 ) -> Status {
     let r: *mut ngx_http_request_t = req.into();
     let log = req.log();
@@ -441,12 +446,9 @@ unsafe fn on_miss(
         return status(HTTPStatus::NOT_FOUND);
     }
     let (local_ip, local_port) = local_addr(r);
+    let is_local = |ip: Ipv4Addr| Some(ip) == local_ip || crate::peers::local_ips().contains(&ip);
     let source = peers::source_ip(&file.info);
-    let mut local: Vec<String> = crate::peers::local_ips().to_vec();
-    if let Some(ip) = local_ip {
-        local.push(ip.to_string());
-    }
-    let source_is_local = source.is_some_and(|s| local.contains(&s.to_string()));
+    let source_is_local = source.is_some_and(is_local);
     let same_group = file.local.is_some();
     if peers::on_local_miss(
         same_group,
@@ -460,10 +462,29 @@ unsafe fn on_miss(
     }
     // Only storages the trackers list for the file's group: the source in the name is
     // whatever the requester wrote there.
-    let members = crate::peers::group_members(file.group, source, conf);
-    if let Some(s) = source.filter(|s| !peers::is_member(*s, &members)) {
+    let created = i64::from(file.info.timestamp);
+    let members = match crate::peers::group_members(file.group, created, conf) {
+        Lookup::Ready(members) => members,
+        Lookup::Pending if !waited => return unsafe { park(r) },
+        Lookup::Pending => {
+            ngx_log_error!(
+                NGX_LOG_INFO,
+                log,
+                "fastdfs: no storage list from the trackers yet: {} not fetched",
+                file.file_id()
+            );
+            return status(HTTPStatus::NOT_FOUND);
+        }
+    };
+    let found = peers::candidates(source, &members, is_local);
+    if let Some(s) = source.filter(|_| !found.source_listed) {
+        let level = if crate::peers::source_unlisted(file.group, created, conf) {
+            NGX_LOG_WARN
+        } else {
+            NGX_LOG_INFO
+        };
         ngx_log_error!(
-            NGX_LOG_WARN,
+            level,
             log,
             "fastdfs: source {} of {} is not a storage of {} as the trackers list it: not asked",
             s,
@@ -471,10 +492,15 @@ unsafe fn on_miss(
             file.group
         );
     }
-    let candidates = peers::candidates(source, &members, &local);
+    let candidates = found.ips;
     if candidates.is_empty() {
+        let level = if crate::peers::report(Report::NoCandidate, file.group, conf) {
+            NGX_LOG_WARN
+        } else {
+            NGX_LOG_INFO
+        };
         ngx_log_error!(
-            NGX_LOG_ERR,
+            level,
             log,
             "fastdfs: no storage to fetch {} from",
             file.file_id()
@@ -491,7 +517,7 @@ unsafe fn on_miss(
 
     if conf.response_mode == ResponseMode::Redirect {
         let host = if port == 80 {
-            candidates[0].clone()
+            candidates[0].to_string()
         } else {
             format!("{}:{}", candidates[0], port)
         };
@@ -562,7 +588,7 @@ unsafe fn next_candidate(req: &mut Request) -> Status {
             return status(HTTPStatus::NOT_FOUND);
         }
         let state = &mut *(sv.data as *mut ForwardState);
-        let Some(ip) = state.candidates.get(state.next).cloned() else {
+        let Some(ip) = state.candidates.get(state.next).copied() else {
             (*r).set_error_page(1);
             return status(HTTPStatus::BAD_GATEWAY);
         };
@@ -588,4 +614,65 @@ unsafe fn next_candidate(req: &mut Request) -> Status {
         v.set_not_found(0);
     }
     Status::NGX_DECLINED
+}
+
+/// A request parked until this worker's first listing: the timer event that polls for it.
+#[repr(C)]
+struct Parked {
+    ev: ngx_event_t,
+    until: Instant,
+}
+
+unsafe extern "C" fn unpark_on_free(data: *mut c_void) {
+    // SAFETY: data is the Parked of a request whose pool is being destroyed.
+    unsafe {
+        let ev = &mut (*(data as *mut Parked)).ev;
+        if ev.timer_set() != 0 {
+            ngx_del_timer(ev);
+        }
+    }
+}
+
+/// Parks the request (see the module comment): nothing blocks, the worker serves its
+/// other connections meanwhile.
+unsafe fn park(r: *mut ngx_http_request_t) -> Status {
+    unsafe {
+        let pool = (*r).pool;
+        let p = ngx_pcalloc(pool, size_of::<Parked>()) as *mut Parked;
+        if p.is_null() {
+            return Status::NGX_ERROR;
+        }
+        let cln = ngx_pool_cleanup_add(pool, 0);
+        if cln.is_null() {
+            return Status::NGX_ERROR;
+        }
+        core::ptr::addr_of_mut!((*p).until).write(Instant::now() + crate::peers::WAIT_MAX);
+        (*cln).handler = Some(unpark_on_free);
+        (*cln).data = p as *mut c_void;
+        let ev = &mut (*p).ev;
+        ev.handler = Some(parked_tick);
+        ev.data = r as *mut c_void;
+        ev.log = (*(*r).connection).log;
+        ngx_add_timer(ev, WAIT_POLL);
+        let main = &mut *(*r).main;
+        main.set_count(main.count() + 1);
+    }
+    Status::NGX_DONE
+}
+
+unsafe extern "C" fn parked_tick(ev: *mut ngx_event_t) {
+    // SAFETY: ev is the first field of a Parked in the pool of the live request ev.data.
+    unsafe {
+        let p = ev as *mut Parked;
+        if !crate::peers::first_fetch_done() && Instant::now() < (*p).until {
+            ngx_add_timer(ev, WAIT_POLL);
+            return;
+        }
+        let r = (*ev).data as *mut ngx_http_request_t;
+        let c = (*r).connection;
+        let rc = serve(Request::from_ngx_http_request(r), true);
+        // drops the reference park took (and ends the request unless rc continues it)
+        ngx_http_finalize_request(r, rc.0);
+        ngx_http_run_posted_requests(c);
+    }
 }

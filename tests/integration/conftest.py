@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -219,6 +220,12 @@ class Cluster:
         self.subdirs = subdirs
         self.storage_extra = storage_extra
         self.tracker_extra = tracker_extra
+        # Node index -> wrapper command, given to each storage when it is created (those
+        # of add_storage too, by the index they get).
+        self.storage_wrappers = dict(storage_wrappers or {})
+        bad = [i for i in self.storage_wrappers if not isinstance(i, int) or i < 0]
+        if bad:
+            raise ValueError("storage_wrappers: bad node index %s" % bad)
         self.tracker_ip, self.tracker_port = pick_addr()
         self.storage_ip, self.storage_port = pick_addr()
         self.tracker_base = self.root / "tracker"
@@ -257,7 +264,8 @@ class Cluster:
         self.tracker = Daemon("trackerd@%s" % name, require_binary("fdfs_trackerd"), self.tracker_conf,
                               self.tracker_base, "trackerd.log", wrapper=tracker_wrapper)
         self.storage = Daemon("storaged@%s" % name, require_binary("fdfs_storaged"), self.storage_conf,
-                              self.storage_base, "storaged.log")
+                              self.storage_base, "storaged.log",
+                              wrapper=self.storage_wrappers.get(0))
         # Every storage of the cluster; the first is `self.storage` (group `group`).
         first = StorageNode(self.group, self.storage_ip, self.storage_port, self.storage_base,
                             self.store_paths, self.storage_conf, self.storage)
@@ -266,8 +274,6 @@ class Cluster:
             have = sum(1 for n in self.nodes if n.group == g)
             for _ in range(self.storages_per_group - have):
                 self._new_node(g)
-        for i, wrapper in (storage_wrappers or {}).items():
-            self.nodes[i].daemon.wrapper = list(wrapper)
 
     def tracker_conf_text(self, ip, port, base):
         return (
@@ -343,7 +349,7 @@ class Cluster:
         conf = self.root / ("storage%d.conf" % idx)
         conf.write_text(self.storage_conf_text(group, ip, port, base, paths, extra))
         daemon = Daemon("storaged%d@%s" % (idx, self.name), require_binary("fdfs_storaged"), conf,
-                        base, "storaged.log")
+                        base, "storaged.log", wrapper=self.storage_wrappers.get(idx))
         node = StorageNode(group, ip, port, base, paths, conf, daemon)
         self.nodes.append(node)
         return node
@@ -355,9 +361,10 @@ class Cluster:
             node.daemon.start()
         return node
 
-    def list_storages(self, group=None):
-        """92 LIST_STORAGE -> [{"status", "id", "ip"}] of `group`."""
-        with wire.Conn(self.tracker_addr, 5) as c:
+    def list_storages(self, group=None, tracker=None):
+        """92 LIST_STORAGE on `tracker` (default: the first) -> [{"status", "id", "ip",
+        "last_synced_timestamp"}] of `group`."""
+        with wire.Conn(tracker or self.tracker_addr, 5) as c:
             st, body = c.request(wire.T_LIST_STORAGE, wire.group_field(group or self.group))
         if st != 0:
             return []
@@ -366,9 +373,12 @@ class Cluster:
         out = []
         for off in range(0, len(body), size):
             rec = body[off:off + size]
+            # The record ends with last_synced_timestamp, last_heart_beat_time, is_trunk.
+            synced, = struct.unpack(">q", rec[size - 17:size - 9])
             out.append({"status": rec[0],
                         "id": rec[2:18].rstrip(b"\0").decode(),
-                        "ip": rec[18:18 + ipw].rstrip(b"\0").decode()})
+                        "ip": rec[18:18 + ipw].rstrip(b"\0").decode(),
+                        "last_synced_timestamp": synced})
         return out
 
     def storage_status(self, node):

@@ -241,6 +241,20 @@ def query_file_info(storage_addr, file_id, flags=0, timeout=10.0):
 
 # ---------------------------------------------------------------- file ids
 
+T_GET_LEADER = 95
+
+
+def leader_of(addr, timeout=3):
+    """95 GET_LEADER on the tracker at `addr`: the `ip:port` it names as leader, or None
+    (no leader, tracker unreachable or answering nonsense)."""
+    try:
+        with Conn(addr, timeout) as c:
+            st, body = c.request(T_GET_LEADER)
+    except (OSError, ProtoError):
+        return None
+    return body.decode() if st == 0 and body else None
+
+
 def decode_file_id(file_id):
     """Decode the 27 base64 chars of a file id (reference §4.4)."""
     _, _, remote = file_id.partition("/")

@@ -158,7 +158,11 @@ class Nginx:
                 return True
             except OSError:
                 return False
-        wait_for(up, 20, what="nginx on %s:%d" % self.addr)
+        try:
+            wait_for(up, 20, what="nginx on %s:%d" % self.addr)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def workers(self):
@@ -178,13 +182,13 @@ class Nginx:
         return tail(self.root / "logs" / "error.log")
 
 
-def storage_nginx_conf(root, addr, mod_conf_path, module=None, user="root"):
+def storage_nginx_conf(root, addr, mod_conf_path, module=None, user="root", workers=2):
     """nginx-conf/storage-nginx.conf for a test: module path, listen address, paths."""
     text = (CONF_DIR / "storage-nginx.conf").read_text()
     root = Path(root)
     text = re.sub(r"^load_module .*;$", "load_module %s;" % (module or MODULE), text, flags=re.M)
     text = text.replace("user www-data;", "user %s;" % user)
-    text = text.replace("worker_processes auto;", "worker_processes 2;")
+    text = text.replace("worker_processes auto;", "worker_processes %d;" % workers)
     text = re.sub(r"error_log \S+", "error_log %s/logs/error.log" % root, text)
     text = re.sub(r"access_log /\S+;", "access_log %s/logs/access.log;" % root, text)
     text = re.sub(r"^pid \S+;", "pid %s/nginx.pid;" % root, text, flags=re.M)
@@ -193,14 +197,15 @@ def storage_nginx_conf(root, addr, mod_conf_path, module=None, user="root"):
     return text
 
 
-def start_storage_nginx(root, addr, group, store_paths, tracker=None, module=None, binary=None, **extra):
+def start_storage_nginx(root, addr, group, store_paths, tracker=None, module=None, binary=None, workers=2,
+                        **extra):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(CONF_DIR / "http.conf", root / "http.conf")
     shutil.copy(CONF_DIR / "mime.types", root / "mime.types")
     mod_conf = root / "mod_fastdfs.conf"
     mod_conf.write_text(mod_conf_text(group, store_paths, tracker, **extra))
-    n = Nginx(root, storage_nginx_conf(root, addr, mod_conf, module), addr, binary)
+    n = Nginx(root, storage_nginx_conf(root, addr, mod_conf, module, workers=workers), addr, binary)
     return n.start()
 
 

@@ -21,6 +21,7 @@ import time
 import pytest
 
 import fdfs_wire as wire
+from fdfs_wire import leader_of
 from conftest import STATUS_ACTIVE, start_cluster, stop_cluster
 from fdfs_helpers import crc32, wait_for
 
@@ -34,7 +35,6 @@ SETTLE_DEADLINE = 30.0
 # At most this many daemons are down or paused at the same time.
 MAX_DISRUPTED = 2
 
-T_GET_LEADER = 95
 STATUS_NAMES = {0: "INIT", 1: "WAIT_SYNC", 2: "SYNCING", 3: "IP_CHANGED", 4: "DELETED",
                 5: "OFFLINE", 6: "ONLINE", 7: "ACTIVE", 9: "RECOVERY", None: "unknown"}
 
@@ -428,25 +428,9 @@ class Chaos:
 
 # ------------------------------------------------------------------ convergence
 
-def leader_of(addr):
-    try:
-        with wire.Conn(addr, 3) as c:
-            st, body = c.request(T_GET_LEADER)
-    except (OSError, wire.ProtoError):
-        return None
-    return body.decode() if st == 0 else None
-
-
-def storage_statuses(tracker_addr, group):
+def storage_statuses(c, tracker_addr, group):
     """92 LIST_STORAGE on one tracker -> {ip: status}."""
-    with wire.Conn(tracker_addr, 5) as c:
-        st, body = c.request(wire.T_LIST_STORAGE, wire.group_field(group))
-    if st != 0:
-        return {}
-    size = 487 if len(body) % 487 == 0 else 517
-    ipw = size - 471
-    return {body[off + 18:off + 18 + ipw].rstrip(b"\0").decode(): body[off]
-            for off in range(0, len(body), size)}
+    return {s["ip"]: s["status"] for s in c.list_storages(group, tracker=tracker_addr)}
 
 
 def status_name(code):
@@ -544,7 +528,7 @@ def cluster_view(c):
         view = {"leader": leader_of(t)}
         for g in c.groups:
             try:
-                view[g] = {ip: status_name(v) for ip, v in storage_statuses(t, g).items()}
+                view[g] = {ip: status_name(v) for ip, v in storage_statuses(c, t, g).items()}
             except (OSError, wire.ProtoError) as e:
                 view[g] = repr(e)
         out["%s:%d" % t] = view
@@ -564,7 +548,7 @@ def not_active(c):
     out = {}
     for t in c.tracker_addrs:
         for group in c.groups:
-            st = storage_statuses(t, group)
+            st = storage_statuses(c, t, group)
             for n in c.nodes:
                 if n.group == group and st.get(n.ip) != STATUS_ACTIVE:
                     out["%s:%d -> %s" % (t[0], t[1], node_label(n))] = status_name(st.get(n.ip))

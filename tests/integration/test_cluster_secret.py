@@ -8,6 +8,7 @@ import os
 import struct
 
 import fdfs_wire as wire
+from fdfs_wire import leader_of
 from conftest import refused_startup, start_cluster, stop_cluster
 from fdfs_helpers import payload, snapshot_tree, wait_for
 
@@ -17,15 +18,6 @@ SYNC_CREATE_FILE = 16
 REPORT_SERVER_ID = 9
 EACCES = 13
 ACTIVE_TEST = 111
-
-
-def leader_of(addr):
-    try:
-        with wire.Conn(addr, 3) as c:
-            st, body = c.request(95)
-    except OSError:
-        return None
-    return body.decode() if st == 0 and body else None
 
 
 def stored_files(node):

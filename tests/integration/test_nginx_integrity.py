@@ -2,8 +2,11 @@
 
 * Files missing here are fetched only from storages the tracker lists for the file's group:
   a file name can claim any source address, and such an address is never contacted.
-* The storage list comes from the tracker on demand: serving local files never talks to a
-  tracker, and misses within `tracker_refresh_interval` share one listing.
+* Each worker lists the storages once at start, then only when a miss needs it: serving
+  local files never talks to a tracker, misses within `tracker_refresh_interval` share one
+  listing, made-up sources and groups cost a bounded number of tracker requests, a group
+  whose list a tracker failed to send keeps its previous one, and no request makes the
+  worker wait for a tracker (a miss before the first listing is parked, not the worker).
 * Metadata files (`<file>-m`, `<file>-m.tmp`) are not served and not fetched.
 * Appender files are served with their current size and content right after an append
   or a truncate, through the shipped storage-nginx.conf (which has open_file_cache on).
@@ -25,7 +28,7 @@ import pytest
 
 import fdfs_wire as wire
 from conftest import start_cluster, stop_cluster
-from fdfs_helpers import payload
+from fdfs_helpers import payload, wait_for
 from nginx_fixtures import (CONF_DIR, free_ip, free_port_on, http, make_remote_name,
                             require_nginx, start_storage_nginx)
 
@@ -44,10 +47,11 @@ def env(tmp_path_factory):
     require_nginx()
     e = Env()
     e.nginxes = []
-    e.c1 = start_cluster(tmp_path_factory, "ngxi", store_paths=1)
-    e.port = free_port_on(e.c1.storage_ip)
-    e.root = tmp_path_factory.mktemp("nginx-integrity")
+    e.c1 = None
     try:
+        e.c1 = start_cluster(tmp_path_factory, "ngxi", store_paths=1)
+        e.port = free_port_on(e.c1.storage_ip)
+        e.root = tmp_path_factory.mktemp("nginx-integrity")
         e.a = start_storage_nginx(e.root / "a", (e.c1.storage_ip, e.port), "group1", e.c1.store_paths,
                                   tracker=e.c1.tracker_server)
         e.nginxes.append(e.a)
@@ -63,7 +67,8 @@ def env(tmp_path_factory):
     finally:
         for n in e.nginxes:
             n.stop()
-        stop_cluster(e.c1)
+        if e.c1 is not None:
+            stop_cluster(e.c1)
 
 
 # ------------------------------------------------------------------ helpers
@@ -119,12 +124,17 @@ class Catcher:
 
 
 class TrackerTap:
-    """A TCP relay in front of a tracker that records the command of each connection's
-    first request (FastDFS header: 8-byte length, command, status)."""
+    """A relay in front of a tracker that records the command of every request (FastDFS
+    header: 8-byte body length, command, status), request by request. `fail` holds
+    commands it answers itself with status 2 (ENOENT) instead of relaying them;
+    `delay` holds back the first reply of each connection."""
 
-    def __init__(self, target):
+    def __init__(self, target, delay=0.0):
         self.target = target
+        self.delay = delay
         self.commands = []
+        self.failed = []
+        self.fail = set()
         self.sock = socket.socket()
         ip = free_ip(0)
         self.sock.bind((ip, 0))
@@ -149,44 +159,91 @@ class TrackerTap:
                 return
             threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
 
-    def _relay(self, conn):
-        with conn, socket.create_connection(self.target, timeout=5) as up:
-            conn.settimeout(5)
-            first = b""
-            try:
-                while len(first) < 10:
-                    chunk = conn.recv(10 - len(first))
-                    if not chunk:
-                        return
-                    first += chunk
-                self.commands.append(first[8])
-                up.sendall(first)
+    @staticmethod
+    def _read(sock, n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
 
-                def pump(src, dst):
-                    try:
-                        while True:
-                            chunk = src.recv(65536)
-                            if not chunk:
-                                break
-                            dst.sendall(chunk)
-                        dst.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-                t = threading.Thread(target=pump, args=(up, conn), daemon=True)
-                t.start()
-                pump(conn, up)
-                t.join(10)
-            except OSError:
-                pass
+    def _message(self, sock):
+        head = self._read(sock, 10)
+        return head, self._read(sock, struct.unpack(">Q", head[:8])[0])
+
+    def _relay(self, conn):
+        try:
+            with conn, socket.create_connection(self.target, timeout=5) as up:
+                conn.settimeout(30)
+                first = True
+                while True:
+                    head, body = self._message(conn)
+                    cmd = head[8]
+                    self.commands.append(cmd)
+                    if cmd in self.fail:
+                        self.failed.append(cmd)
+                        conn.sendall(struct.pack(">QBB", 0, 100, 2))
+                        continue
+                    up.sendall(head + body)
+                    head, body = self._message(up)
+                    if first and self.delay:
+                        time.sleep(self.delay)
+                    first = False
+                    conn.sendall(head + body)
+        except (OSError, EOFError):
+            pass
+
+    def count(self, cmd):
+        return self.commands.count(cmd)
 
     def listings(self):
-        """How many storage listings were fetched (each starts with cmd 91)."""
-        return self.commands.count(wire.T_LIST_ALL_GROUPS)
+        """How many whole storage listings were fetched (each starts with cmd 91)."""
+        return self.count(wire.T_LIST_ALL_GROUPS)
 
     def close(self):
         self.stopping = True
         self.thread.join(5)
         self.sock.close()
+
+
+class SilentTracker:
+    """Accepts connections and never answers (a tracker hung, or a wrong address that
+    happens to listen)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind((free_ip(0), 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.server = "%s:%d" % self.sock.getsockname()
+        self.conns = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def error_log_count(n, text):
+    """How many times `text` is in nginx n's whole error log."""
+    path = n.root / "logs" / "error.log"
+    return path.read_text(errors="replace").count(text) if path.exists() else 0
 
 
 def free_ip_for(port, avoid=()):
@@ -223,8 +280,11 @@ def test_source_outside_the_group_is_never_contacted(env):
     """A name packing the address of a host that is no storage of group1: neither nginx
     asks that host (it is not in the tracker's list), the answer is 404."""
     ip = free_ip_for(env.port, avoid={env.c1.storage_ip, env.b.addr[0]})
-    catcher = Catcher(ip, env.port)
+    catcher = None
+    note = "is not a storage of group1"
+    noted = error_log_count(env.b, note)
     try:
+        catcher = Catcher(ip, env.port)
         remote = make_remote_name(ip, 10, ext="txt")          # created just now: forwarded
         for n in (env.b, env.a):
             st, _, body = http("GET", n.base + "/group1/" + remote)
@@ -236,17 +296,27 @@ def test_source_outside_the_group_is_never_contacted(env):
         st, _, body = http("GET", env.b.base + "/group7/" + remote)
         assert st == 404 and Catcher.BODY not in body
         assert catcher.requests == [], catcher.requests
-        assert "is not a storage of group1" in env.b.logs()
+
+        # logged (at most once per tracker_refresh_interval, 1 s here, per worker and group)
+        def logged():
+            if error_log_count(env.b, note) > noted:
+                return True
+            assert http("GET", env.b.base + "/group1/" + make_remote_name(ip, 10, ext="txt"))[0] == 404
+            return False
+        wait_for(logged, 10, interval=0.3, what="the made-up source logged")
+        assert catcher.requests == [], catcher.requests
     finally:
-        catcher.close()
+        if catcher is not None:
+            catcher.close()
 
 
 def test_redirect_mode_points_only_at_members(env, tmp_path):
     ip = free_ip_for(env.port, avoid={env.c1.storage_ip, env.b.addr[0]})
-    catcher = Catcher(ip, env.port)
-    n = start_storage_nginx(tmp_path / "r", (free_ip_for(env.port, avoid={ip}), env.port), "group1",
-                            [env.b_store], tracker=env.c1.tracker_server, response_mode="redirect")
+    catcher = n = None
     try:
+        catcher = Catcher(ip, env.port)
+        n = start_storage_nginx(tmp_path / "r", (free_ip_for(env.port, avoid={ip}), env.port), "group1",
+                                [env.b_store], tracker=env.c1.tracker_server, response_mode="redirect")
         remote = make_remote_name(ip, 10, ext="txt")
         st, h, _ = http("GET", n.base + "/group1/" + remote)
         # the group's one storage, never the address in the name
@@ -260,8 +330,10 @@ def test_redirect_mode_points_only_at_members(env, tmp_path):
         assert st == 200 and body == env.data
         assert catcher.requests == []
     finally:
-        n.stop()
-        catcher.close()
+        if n is not None:
+            n.stop()
+        if catcher is not None:
+            catcher.close()
 
 
 def test_member_source_still_fetched(env):
@@ -276,11 +348,12 @@ def test_no_listing_no_fetch(env, tmp_path):
     hang."""
     dead_ip = free_ip(0)
     dead = (dead_ip, free_port_on(dead_ip))                  # nothing listens there
-    n = start_storage_nginx(tmp_path / "d", (free_ip(env.port), env.port), "group1", [env.b_store],
-                            tracker="%s:%d" % dead)
     a_access = env.a.root / "logs" / "access.log"
     before = a_access.read_text().count(env.fid.split("/")[-1])
+    n = None
     try:
+        n = start_storage_nginx(tmp_path / "d", (free_ip(env.port), env.port), "group1", [env.b_store],
+                                tracker="%s:%d" % dead)
         for _ in range(3):
             t0 = time.monotonic()
             st, _, body = http("GET", n.base + "/" + env.fid, timeout=20)
@@ -288,16 +361,38 @@ def test_no_listing_no_fetch(env, tmp_path):
             assert time.monotonic() - t0 < 10
         assert a_access.read_text().count(env.fid.split("/")[-1]) == before
     finally:
-        n.stop()
+        if n is not None:
+            n.stop()
+
+
+def wait_for_startup_listings(tap, workers, groups=1):
+    """Every worker lists the storages once at start: cmd 91, then 92 per group."""
+    wait_for(lambda: tap.listings() >= workers and tap.count(wire.T_LIST_STORAGE) >= workers * groups,
+             15, what="each worker's first listing")
+    time.sleep(0.3)
+    assert tap.listings() == workers, tap.commands
+
+
+def first_listing(n, tap, member_ip):
+    """nginx n (one worker) has its storage list: a miss of a file of storage member_ip
+    needs it (the worker took it at start, or takes it now)."""
+    st, _, _ = http("GET", n.base + "/group1/" + make_remote_name(member_ip, 10, ext="txt"))
+    assert st == 404
+    wait_for(lambda: tap.listings() >= 1 and tap.count(wire.T_LIST_STORAGE) >= 1, 15,
+             what="the worker's listing")
+    time.sleep(0.3)
 
 
 def test_tracker_asked_only_for_missing_files(env, tmp_path):
     """Local files never cause tracker traffic; misses within tracker_refresh_interval
-    share one storage listing."""
-    tap = TrackerTap(env.c1.tracker_addr)
-    n = start_storage_nginx(tmp_path / "t", (free_ip(env.port), env.port), "group1", env.c1.store_paths,
-                            tracker=tap.server, tracker_refresh_interval=3600)
+    share the listing each worker took at start."""
+    tap = n = None
     try:
+        tap = TrackerTap(env.c1.tracker_addr)
+        n = start_storage_nginx(tmp_path / "t", (free_ip(env.port), env.port), "group1", env.c1.store_paths,
+                                tracker=tap.server, tracker_refresh_interval=3600)
+        wait_for_startup_listings(tap, 2)
+        at_start = list(tap.commands)
         url = n.base + "/" + env.fid
         for _ in range(20):                                   # new connections: any worker
             st, _, body = http("GET", url)
@@ -306,17 +401,138 @@ def test_tracker_asked_only_for_missing_files(env, tmp_path):
         for _ in range(20):
             st, _, body = ka.request("GET", "/" + env.fid, {"Range": "bytes=0-99"})
             assert st == 206 and body == env.data[:100]
-        assert tap.commands == []
-        # missing here, from storage A (a member): the worker needs the list once
+        assert tap.commands == at_start
+        # missing here, from storage A (a member): the listing taken at start serves
         for _ in range(10):
             remote = make_remote_name(env.c1.storage_ip, 10, ext="txt")
             st, _, _ = ka.request("GET", "/group1/" + remote)
             assert st == 404
         ka.close()
-        assert tap.listings() == 1, tap.commands
+        assert tap.commands == at_start, tap.commands
     finally:
-        n.stop()
-        tap.close()
+        if n is not None:
+            n.stop()
+        if tap is not None:
+            tap.close()
+
+
+def test_made_up_names_cost_the_tracker_little(env, tmp_path):
+    """Many misses naming made-up sources, and a group no tracker knows, over several
+    seconds: at most one relisting of group1 (cmd 92: a source may have joined since the
+    listing) and one whole listing (91 + 92: a group may have been created), none at all
+    for names older than the listing, and each kind of warning logged at most once per
+    group."""
+    tap = n = None
+    try:
+        tap = TrackerTap(env.c1.tracker_addr)
+        n = start_storage_nginx(tmp_path / "m", (free_ip(env.port), env.port), "group1", [env.b_store],
+                                tracker=tap.server, tracker_refresh_interval=3600, workers=1)
+        first_listing(n, tap, env.c1.storage_ip)
+        at_start = len(tap.commands)
+        noted = (error_log_count(n, "is not a storage of"), error_log_count(n, "no storage to fetch"))
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < 4:
+            i += 1
+            fake = "10.%d.%d.%d" % (i % 250 + 1, (i * 7) % 250 + 1, (i * 13) % 250 + 1)
+            for url in ("/group1/" + make_remote_name(fake, 10, ext="txt"),                 # new
+                        "/group1/" + make_remote_name(fake, 10, ts=int(time.time()) - 3600),  # old
+                        "/group7/" + make_remote_name(fake, 10, ext="txt")):                # no such group
+                st, _, _ = http("GET", n.base + url)
+                assert st == 404, (url, st)
+            time.sleep(0.05)
+        time.sleep(1.5)                                       # fetches asked for are done
+        new = tap.commands[at_start:]
+        assert i > 30
+        assert new.count(wire.T_LIST_ALL_GROUPS) <= 1, new
+        assert len(new) <= 3, new
+        assert error_log_count(n, "is not a storage of") - noted[0] <= 2       # group1, group7
+        assert error_log_count(n, "no storage to fetch") - noted[1] <= 1       # group7
+    finally:
+        if n is not None:
+            n.stop()
+        if tap is not None:
+            tap.close()
+
+
+def test_a_failed_group_listing_keeps_the_last_one(env, tmp_path):
+    """The trackers answer the list of groups but not group1's storages: nginx keeps
+    group1's previous list and still fetches from storage A."""
+    tap = n = None
+    try:
+        tap = TrackerTap(env.c1.tracker_addr)
+        n = start_storage_nginx(tmp_path / "f", (free_ip(env.port), env.port), "group1", [env.b_store],
+                                tracker=tap.server, tracker_refresh_interval=1, workers=1)
+        first_listing(n, tap, env.c1.storage_ip)
+        tap.fail.add(wire.T_LIST_STORAGE)
+        time.sleep(1.2)                                       # the listing is out of date
+        st, _, body = http("GET", n.base + "/" + env.fid)     # served from it, a new one asked for
+        assert st == 200 and body == env.data
+        wait_for(lambda: tap.failed, 10, what="a refused group listing")
+        time.sleep(0.3)
+        for _ in range(3):
+            st, _, body = http("GET", n.base + "/" + env.fid)
+            assert st == 200 and body == env.data
+    finally:
+        if n is not None:
+            n.stop()
+        if tap is not None:
+            tap.close()
+
+
+def test_a_miss_before_the_first_listing_does_not_block_the_worker(env, tmp_path):
+    """The tracker accepts connections and never answers. A file missing here waits (at
+    most 3 s) for the worker's first listing, then is 404; meanwhile the one worker serves
+    local files at once."""
+    silent = n = None
+    try:
+        silent = SilentTracker()
+        n = start_storage_nginx(tmp_path / "s", (free_ip(env.port), env.port), "group1", env.c1.store_paths,
+                                tracker=silent.server, workers=1, network_timeout=30)
+        miss = {}
+
+        def get_missing():
+            t = time.monotonic()
+            miss["status"] = http("GET", n.base + "/group1/" + make_remote_name(env.c1.storage_ip, 10),
+                                  timeout=30)[0]
+            miss["took"] = time.monotonic() - t
+        th = threading.Thread(target=get_missing)
+        th.start()
+        time.sleep(0.3)
+        assert th.is_alive(), miss                            # parked
+        for _ in range(3):
+            t = time.monotonic()
+            st, _, body = http("GET", n.base + "/" + env.fid, timeout=30)
+            took = time.monotonic() - t
+            assert st == 200 and body == env.data
+            assert took < 0.5, "a local file took %.2f s while a miss waited" % took
+        th.join(30)
+        assert miss["status"] == 404 and 2 < miss["took"] < 10, miss
+    finally:
+        if n is not None:
+            n.stop()
+        if silent is not None:
+            silent.close()
+
+
+def test_a_miss_before_the_first_listing_is_served_once_it_comes(env, tmp_path):
+    """The first listing comes late (the tracker's first reply is held back 1 s): a
+    request for a file of storage A that arrived before it is served from A."""
+    tap = n = None
+    try:
+        tap = TrackerTap(env.c1.tracker_addr, delay=1.0)
+        n = start_storage_nginx(tmp_path / "l", (free_ip(env.port), env.port), "group1", [env.b_store],
+                                tracker=tap.server, workers=1)
+        assert tap.listings() <= 1
+        st, _, body = http("GET", n.base + "/" + env.fid)
+        assert st == 200 and body == env.data
+        st, _, body = http("GET", n.base + "/" + env.fid, {"Range": "bytes=10-19"})
+        assert st == 206 and body == env.data[10:20]
+    finally:
+        if n is not None:
+            n.stop()
+        if tap is not None:
+            tap.close()
 
 
 # ------------------------------------------------------------------ metadata files
@@ -360,25 +576,36 @@ def test_names_merely_ending_in_m_are_files(env):
     on_disk = env.c1.store_paths[int(remote[1:3], 16)] / "data" / remote[4:]
     c_named = on_disk.with_name(on_disk.name[:-2] + "-m")
     os.link(on_disk, c_named)
+    c_meta = c_named.with_name(c_named.name + "-m")
     try:
         st, _, body = http("GET", env.a.base + "/" + fid[:-2] + "-m")
         assert st == 200 and body == data
+        # the storage takes it for a data file too: it can have metadata of its own
+        assert wire.set_meta(env.c1.storage_addr, fid[:-2] + "-m", {"kind": "c-written"}) == 0
+        assert b"c-written" in c_meta.read_bytes()
+        st, _, _ = http("GET", env.a.base + "/" + fid[:-2] + "-m-m")
+        assert st == 404
     finally:
         c_named.unlink()
+        if c_meta.exists():
+            c_meta.unlink()
 
 
 def test_temporary_files_are_not_served(env):
     """The storage receives content in `.tmp-…` files: no URL reaches them."""
     d = env.c1.store_paths[0] / "data" / "00" / "00"
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / (".tmp-" + "0123456789abcdef" * 2)
-    tmp.write_bytes(b"half an upload")
+    tmps = [d / (".tmp-" + "0123456789abcdef" * 2), d / (".tmp-" + "0123456789abcdef" * 2 + "1234567")]
     try:
-        for name in (tmp.name, tmp.name + "1234567"):
-            st, _, body = http("GET", env.a.base + "/group1/M00/00/00/" + name)
-            assert st in (400, 404) and b"half an upload" not in body, (name, st)
+        for tmp in tmps:
+            tmp.write_bytes(b"half an upload")
+        for tmp in tmps:
+            st, _, body = http("GET", env.a.base + "/group1/M00/00/00/" + tmp.name)
+            assert st in (400, 404) and b"half an upload" not in body, (tmp.name, st)
     finally:
-        tmp.unlink()
+        for tmp in tmps:
+            if tmp.exists():
+                tmp.unlink()
 
 
 # ------------------------------------------------------------------ appender files

@@ -6,7 +6,12 @@
     (the peer's old mark for it is dropped);
 (c) its binlog lost under its marks: the binlog is rebuilt from the store paths and the
     peer gets what it lacks;
-(d) its mark file for the peer lost: replication to the peer starts over.
+(d) its mark file for the peer lost: replication to the peer starts over;
+(e) killed in the middle of a recovery: it goes on where it stopped when restarted;
+(f) a store path this storage initialised is missing (an unmounted disk): it refuses
+    to start, and recovers onto the disk underneath once the directory is created.
+26 FETCH_ONE_PATH_BINLOG is also checked over a raw socket: the reply layout, EINVAL,
+and its refusal without the cluster_secret handshake.
 
 Each test uploads files (normal, appenders with appends, metadata), makes the fault,
 restarts the storage and, while it comes back, keeps reading every file through the
@@ -298,6 +303,14 @@ def lose_while_peer_down(tmp_path_factory, name, fault):
         wait_not_active(c, peer)
         lonely = Files()
         lonely.put(node, 4, "lonely", appenders=1)
+        # An appender the peer has already grows while the peer is down: the peer must
+        # end with all of it.
+        mine = sorted(f for f in files.appenders
+                      if wire.decode_file_id(f)["source_ip"] == node.ip)
+        assert mine
+        more = payload(4321, "grown-while-peer-down")
+        append(node, mine[0], more)
+        files.data[mine[0]] += more
         node.daemon.stop()
         wait_not_active(c, node)
         fault(node, peer)
@@ -337,3 +350,131 @@ def test_mark_file_lost(tmp_path_factory):
         assert mark.exists()
         os.remove(mark)
     lose_while_peer_down(tmp_path_factory, "rec-mark", fault)
+
+
+def test_killed_during_recovery_resumes(tmp_path_factory):
+    """(e) kill -9 while the files come back; the restart goes on from the saved mark."""
+    c = start_cluster(tmp_path_factory, "rec-kill", storages=2)
+    try:
+        peer, node = c.nodes[:2]
+        files = Files()
+        files.put(peer, 2, "many", appenders=2, meta=2)
+        for i in range(600):
+            data = payload(100 + i, "small-%d" % i)
+            files.data[upload(peer, data)] = data
+        wait_same(c, files, "initial files on both storages")
+        node.daemon.stop()
+        wait_not_active(c, node)
+        for p in node.store_paths:
+            empty_dir(p)
+        node.daemon.start()
+        marks = [os.path.join(p, "data", ".recovery.mark.0") for p in node.store_paths]
+        wait_for(lambda: any(os.path.exists(m) for m in marks), DEADLINE, interval=0.005,
+                 what="a recovery under way")
+        node.kill()
+        flags = [os.path.join(p, "data", ".recovery.flag") for p in node.store_paths]
+        cut_short = any(os.path.exists(f) for f in flags)
+        reader = Reader(c, files, node)
+        reader.start()
+        node.daemon.start()
+        after_recovery(c, files, node, peer, reader)
+        if cut_short:
+            assert "store path" in log_text(node)
+        for p in node.store_paths:
+            left = [f for f in os.listdir(os.path.join(p, "data")) if "recovery" in f]
+            assert not left, "recovery files left: %s" % left
+    finally:
+        stop_cluster(c)
+
+
+def test_missing_store_path_is_refused(tmp_path_factory):
+    """(f) A store path directory that is gone (its disk not mounted) stops the start;
+    created again (empty), the storage recovers onto it."""
+    c, files = setup_group(tmp_path_factory, "rec-unmounted")
+    try:
+        peer, node = c.nodes[:2]
+        node.daemon.stop()
+        wait_not_active(c, node)
+        gone = node.store_paths[1]
+        shutil.rmtree(gone)
+        node.daemon.start()
+        wait_for(lambda: not node.daemon.alive(), 30, what="the storage refusing to start")
+        assert node.daemon.proc.returncode != 0
+        assert "is missing" in log_text(node) and "mounted" in log_text(node)
+        assert not os.path.exists(gone), "the missing store path was created"
+        node.daemon.stderr_fh.close()
+        os.mkdir(gone)
+        reader = Reader(c, files, node)
+        reader.start()
+        node.daemon.start()
+        after_recovery(c, files, node, peer, reader)
+    finally:
+        stop_cluster(c)
+
+
+FETCH_ONE_PATH_BINLOG = 26
+INFINITE = 1 << 58
+
+
+def fetch_list(addr, group, index):
+    """-> (status, lines, trailer ok, closed)"""
+    body = wire.group_field(group) + bytes([index])
+    with wire.Conn(addr, 10) as conn:
+        conn.send(wire.header(len(body), FETCH_ONE_PATH_BINLOG) + body)
+        pkg_len, cmd, st = conn.recv_header()
+        assert cmd == 100
+        if st != 0:
+            assert pkg_len == 0
+            return st, None, None, None
+        assert pkg_len == INFINITE, pkg_len
+        data, closed = conn.read_until_closed(30)
+    assert len(data) >= 8
+    lines, trailer = data[:-8], data[-8:]
+    return 0, lines, struct.unpack(">Q", trailer)[0] == len(lines), closed
+
+
+def test_fetch_one_path_binlog_raw(tmp_path_factory):
+    c = start_cluster(tmp_path_factory, "rec-raw26")
+    try:
+        node = c.nodes[0]
+        fids = [upload(node, payload(100 + i, "raw26-%d" % i)) for i in range(6)]
+        gone = fids.pop()
+        assert wire.delete(node.addr, gone) == 0
+        by_path = {}
+        for f in fids:
+            r = remote_of(f)
+            by_path.setdefault(int(r[1:3], 16), set()).add(r)
+        for index in range(len(node.store_paths)):
+            st, lines, trailer_ok, closed = fetch_list(node.addr, "group1", index)
+            assert st == 0 and trailer_ok and closed
+            names = set()
+            for line in lines.decode().splitlines():
+                ts, op, name = line.split(" ")[:3]
+                assert int(ts) > 0 and op in "CcLl", line
+                names.add(name)
+            # Every file of the path that exists, no deleted one, none of another path.
+            assert names == by_path.get(index, set()), (index, names)
+        # A store path it does not have, another group, a short body: EINVAL.
+        assert fetch_list(node.addr, "group1", len(node.store_paths))[0] == 22
+        assert fetch_list(node.addr, "group9", 0)[0] == 22
+        with wire.Conn(node.addr, 10) as conn:
+            assert conn.request(FETCH_ONE_PATH_BINLOG, wire.group_field("group1"))[0] == 22
+    finally:
+        stop_cluster(c)
+
+
+def test_fetch_one_path_binlog_needs_the_secret(tmp_path_factory):
+    line = "cluster_secret = %s\n" % ("s" * 32)
+    c = start_cluster(tmp_path_factory, "rec-raw26-secret", store_paths=1,
+                      storage_extra=line, tracker_extra=line)
+    try:
+        node = c.nodes[0]
+        upload(node, b"secret list")
+        with wire.Conn(node.addr, 10) as conn:
+            body = wire.group_field("group1") + b"\0"
+            st, _ = conn.request(FETCH_ONE_PATH_BINLOG, body)
+            assert st == 13
+            data, closed = conn.read_until_closed(10)
+            assert closed and data == b""
+    finally:
+        stop_cluster(c)

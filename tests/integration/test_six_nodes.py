@@ -7,19 +7,10 @@ import subprocess
 import pytest
 
 import fdfs_wire as wire
+from fdfs_wire import leader_of
 from conftest import require_binary, start_cluster, stop_cluster
 from fdfs_helpers import payload, wait_for
 
-T_GET_LEADER = 95
-
-
-def leader_of(addr):
-    try:
-        with wire.Conn(addr, 3) as c:
-            st, body = c.request(T_GET_LEADER)
-    except OSError:
-        return None
-    return body.decode() if st == 0 else None
 
 
 def agreed_leader(addrs):

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import fdfs_wire as wire
+from fdfs_wire import leader_of
 from conftest import pick_addr, require_binary
 from fdfs_helpers import payload, wait_for
 
 
-T_GET_LEADER = 95
 T_GET_STATUS = 64
 DEADLINE = 30.0
 
@@ -97,11 +97,6 @@ class TwoTrackers:
 def request(addr, cmd, body=b""):
     with wire.Conn(addr, 5) as c:
         return c.request(cmd, body)
-
-
-def leader_of(addr):
-    st, body = request(addr, T_GET_LEADER)
-    return body.decode() if st == 0 else None
 
 
 def storage_ready(addr):

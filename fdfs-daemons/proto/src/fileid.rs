@@ -176,12 +176,16 @@ pub fn ext_from_local_name(name: &str) -> &str {
 /// Suffix of a file's metadata file, stored beside it as `<file>-m`. No upload, slave or
 /// appender may get a name ending with it: that name belongs to another file's metadata.
 pub const METADATA_SUFFIX: &str = "-m";
+/// Suffix of the file new metadata is written into before it replaces `<file>-m`
+/// (`<file>-m.tmp`, as upstream).
+pub const METADATA_TEMP_SUFFIX: &str = "-m.tmp";
 
-/// Whether a stored file name (or remote filename) is, or may be taken for, a metadata
-/// file's: `<file>-m`, or `<file>-m.tmp` (where upstream writes new metadata before
-/// renaming it).
-pub fn is_metadata_name(name: &str) -> bool {
-    name.ends_with(METADATA_SUFFIX) || name.ends_with("-m.tmp")
+/// Whether a name being made (an upload's extension, a slave's prefix and extension)
+/// ends like a metadata file's name (`-m`, `-m.tmp`). Broad on purpose: a new name must
+/// not even look like metadata. Existing names are judged by
+/// [`RemoteName::is_metadata`].
+pub fn ends_like_metadata(name: &str) -> bool {
+    name.ends_with(METADATA_SUFFIX) || name.ends_with(METADATA_TEMP_SUFFIX)
 }
 
 /// A remote filename, checked so that it can only name a file inside a store path.
@@ -241,9 +245,23 @@ impl<'a> RemoteName<'a> {
         })
     }
 
-    /// Whether this names a metadata file (`<file>-m`) rather than a file's content.
+    /// Whether this names the metadata file of a data file (`<file>-m`), or the file new
+    /// metadata is written into (`<file>-m.tmp`): the name without that suffix is itself
+    /// a data file's name (at least a normal file name's length, and its 27 characters
+    /// decode). Exact, not a suffix test: a file whose extension is `-m` (`…1234.-m`,
+    /// which a C storage accepts) is a data file, since `…1234.` is not a file name.
+    ///
+    /// A slave whose prefix ends in `-m` and that has no extension has the very name of
+    /// its master's metadata file on disk; such a name is taken as metadata.
     pub fn is_metadata(&self) -> bool {
-        is_metadata_name(self.base)
+        let stem = match self.full.strip_suffix(METADATA_SUFFIX) {
+            Some(stem) => stem,
+            None => match self.full.strip_suffix(METADATA_TEMP_SUFFIX) {
+                Some(stem) => stem,
+                None => return false,
+            },
+        };
+        stem.len() >= NORMAL_NAME_LEN && RemoteName::parse(stem).and_then(|n| n.packed()).is_ok()
     }
 
     /// `XX/YY/base`, relative to `<store path>/data`.
@@ -457,6 +475,38 @@ mod tests {
             assert_eq!(rel.components().count(), 3);
         }
         assert_eq!(formatted_ext(".jpg", || 1), "11..jpg");
+    }
+
+    #[test]
+    fn metadata_names_exactly() {
+        for name in [
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt-m",
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt-m.tmp",
+            // of a file without extension, of a slave
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO41234567-m",
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236_big.txt-m",
+        ] {
+            assert!(RemoteName::parse(name).unwrap().is_metadata(), "{name}");
+        }
+        for name in [
+            EXAMPLE,
+            // data files whose extension is "-m" or "-m.tmp" (a C storage takes them)
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO41234.-m",
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4.-m.tmp",
+            // a slave with the prefix "-m" of a master with an extension
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236-m.txt",
+            // the rest is too short for a file name
+            "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4-m",
+        ] {
+            assert!(!RemoteName::parse(name).unwrap().is_metadata(), "{name}");
+        }
+        // new names: anything ending like metadata is refused
+        for tail in ["-m", "x-m", "-m.tmp", "_s-m.tmp"] {
+            assert!(ends_like_metadata(tail), "{tail}");
+        }
+        for tail in ["m", "-mx", "jpg", "-m.tm"] {
+            assert!(!ends_like_metadata(tail), "{tail}");
+        }
     }
 
     #[test]

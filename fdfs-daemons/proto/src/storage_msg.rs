@@ -4,14 +4,14 @@
 //! the content, which the server streams straight to disk and never holds in memory.
 
 use crate::codec::{ProtoError, Reader, Writer};
-use crate::fileid::{is_metadata_name, REMOTE_NAME_MAX_LEN};
+use crate::fileid::{ends_like_metadata, REMOTE_NAME_MAX_LEN};
 use crate::tracker_msg::get_group;
 use crate::{valid_name_part, IpSize, EXT_NAME_MAX_LEN, GROUP_NAME_LEN, PREFIX_MAX_LEN};
 
 fn ext_field(r: &mut Reader<'_>) -> Result<String, ProtoError> {
     let ext = r.fixed_str(EXT_NAME_MAX_LEN, "ext name")?;
     // A name ending with `-m` would be taken for another file's metadata.
-    if !valid_name_part(&ext) || is_metadata_name(&ext) {
+    if !valid_name_part(&ext) || ends_like_metadata(&ext) {
         return Err(ProtoError::field("ext name", format!("{ext:?}")));
     }
     Ok(ext)
@@ -128,7 +128,7 @@ impl SlaveHead {
         } else {
             format!("{prefix}.{ext}")
         };
-        if is_metadata_name(&tail) {
+        if ends_like_metadata(&tail) {
             return Err(ProtoError::field("prefix", format!("{prefix:?}")));
         }
         r.finish()?;
@@ -906,5 +906,58 @@ mod tests {
         assert_eq!(&raw[80..], r.second.as_bytes());
         assert_eq!(SyncTwoNames::decode(&raw).unwrap(), r);
         assert!(SyncTwoNames::decode(&raw[..100]).is_err());
+    }
+}
+
+/// Body length of a reply streamed without a known length (26 FETCH_ONE_PATH_BINLOG):
+/// 2^58. The stream ends with its 8-byte big-endian length, then the connection closes.
+pub const INFINITE_LEN: u64 = 256 << 50;
+
+/// 26 FETCH_ONE_PATH_BINLOG request: group (16 bytes) and store path index (1 byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOnePathBinlog {
+    pub group: String,
+    pub store_path: u8,
+}
+
+impl FetchOnePathBinlog {
+    pub const LEN: usize = GROUP_NAME_LEN + 1;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed_str(&self.group, GROUP_NAME_LEN).u8(self.store_path);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() != Self::LEN {
+            return Err(ProtoError::length("17", body.len()));
+        }
+        let mut r = Reader::new(body);
+        let group = r.fixed_str(GROUP_NAME_LEN, "group")?;
+        Ok(FetchOnePathBinlog {
+            group,
+            store_path: r.u8()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod fetch_one_path_binlog_tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let q = FetchOnePathBinlog {
+            group: "group1".into(),
+            store_path: 3,
+        };
+        let raw = q.encode();
+        assert_eq!(raw.len(), 17);
+        assert_eq!(&raw[..6], b"group1");
+        assert_eq!(raw[16], 3);
+        assert_eq!(FetchOnePathBinlog::decode(&raw).unwrap(), q);
+        assert!(FetchOnePathBinlog::decode(&raw[..16]).is_err());
+        assert_eq!(INFINITE_LEN, 1 << 58);
     }
 }

@@ -121,6 +121,12 @@ impl Connection {
         self.timeout
     }
 
+    /// Changes how long a read or a write may wait from now on (a peer that may think
+    /// for long before it answers).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// The raw stream. Input already read ahead and queued output are not in it: use
     /// it only on a connection that has done neither.
     pub fn stream_mut(&mut self) -> &mut TcpStream {

@@ -15,15 +15,16 @@ use crate::binlog::BinlogPos;
 use crate::state::Storage;
 
 /// Runs blocking disk work off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
+        .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Flushes a directory's entries (names added or removed).
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

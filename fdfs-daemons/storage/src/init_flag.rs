@@ -1,7 +1,11 @@
 //! `base_path/data/.data_init_flag`: facts about this storage that outlive restarts
-//! (first join time, whether the initial copy from a peer is done, its source).
+//! (first join time, whether the initial copy from a peer is done, its source, and the
+//! mark of each store path this storage initialised: `store_path_mark<N>`, as upstream
+//! keeps them; see [`crate::store`]).
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use fdfs_proto::config::IniFile;
@@ -14,7 +18,11 @@ pub struct InitFlag {
     pub sync_until_timestamp: i64,
     pub last_ip_addr: String,
     pub last_server_port: u16,
+    /// Per store path index: the mark written into that path when it was initialised.
+    pub store_path_marks: BTreeMap<usize, String>,
 }
+
+const MARK_KEY: &str = "store_path_mark";
 
 pub fn path(base_path: &Path) -> PathBuf {
     base_path.join("data").join(".data_init_flag")
@@ -32,11 +40,20 @@ impl InitFlag {
             sync_until_timestamp: g.int("sync_until_timestamp", 0).unwrap_or(0),
             last_ip_addr: g.str("last_ip_addr").unwrap_or("").to_string(),
             last_server_port: g.int("last_server_port", 0).unwrap_or(0) as u16,
+            store_path_marks: g
+                .keys()
+                .into_iter()
+                .filter_map(|k| {
+                    let i = k.strip_prefix(MARK_KEY)?.parse().ok()?;
+                    let v = g.str(k).filter(|v| !v.is_empty())?;
+                    Some((i, v.to_string()))
+                })
+                .collect(),
         })
     }
 
     pub fn save(&self, base_path: &Path) -> std::io::Result<()> {
-        let text = format!(
+        let mut text = format!(
             "storage_join_time={}\nsync_old_done={}\nsync_src_server={}\n\
              sync_until_timestamp={}\nlast_ip_addr={}\nlast_server_port={}\n",
             self.join_time,
@@ -46,10 +63,16 @@ impl InitFlag {
             self.last_ip_addr,
             self.last_server_port
         );
+        for (i, m) in &self.store_path_marks {
+            text.push_str(&format!("{MARK_KEY}{i}={m}\n"));
+        }
         let target = path(base_path);
         let tmp = target.with_extension("tmp");
-        fs::write(&tmp, text)?;
-        fs::rename(tmp, target)
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(tmp, &target)?;
+        crate::durability::sync_dir(target.parent().expect("in data/"))
     }
 }
 
@@ -69,6 +92,7 @@ mod tests {
             sync_until_timestamp: 5,
             last_ip_addr: "127.0.0.62".into(),
             last_server_port: 23000,
+            store_path_marks: [(0, "abc".to_string()), (2, "def".to_string())].into(),
         };
         f.save(&base).unwrap();
         assert_eq!(InitFlag::load(&base), Some(f));

@@ -199,9 +199,9 @@ async fn heal(st: &Storage, remote: &str) {
     let Ok(name) = RemoteName::parse(remote) else {
         return;
     };
-    let Some((size, crc)) = promised(&name) else {
+    if promised(&name).is_none() {
         return;
-    };
+    }
     let Ok(path) = st.store.resolve(&name) else {
         return;
     };
@@ -215,7 +215,7 @@ async fn heal(st: &Storage, remote: &str) {
             continue;
         };
         let addr = std::net::SocketAddr::new(ip, peer.port as u16);
-        match fetch(st, addr, remote, &path, size, crc).await {
+        match fetch(st, addr, remote, &path).await {
             Ok(()) => {
                 st.integrity.healed.fetch_add(1, Ordering::Relaxed);
                 info!("{remote} healed with a good copy from {addr}");
@@ -227,19 +227,77 @@ async fn heal(st: &Storage, remote: &str) {
     error!("{remote} stays damaged: no member of the group has a good copy");
 }
 
-/// Downloads `remote` from `addr` next to `path`, checks it, and puts it in place.
+/// Downloads `remote` from `addr`, checks it, and puts it in place of `path`.
 async fn fetch(
     st: &Storage,
     addr: std::net::SocketAddr,
     remote: &str,
     path: &Path,
-    size: u64,
-    crc: u32,
 ) -> Result<(), String> {
     let dir: PathBuf = path.parent().ok_or("no directory")?.to_path_buf();
     let mut conn = crate::sync::connect(st, addr)
         .await
         .map_err(|e| e.to_string())?;
+    let dest = path.to_path_buf();
+    download(st, &mut conn, remote, dir, move |temp| {
+        // Deleted here while it was fetched: it stays deleted.
+        if !dest.is_file() {
+            return Err(std::io::Error::other("deleted meanwhile"));
+        }
+        temp.commit_replace(&dest)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    conn.quit().await;
+    Ok(())
+}
+
+/// Why [`download`] got no file.
+#[derive(Debug)]
+pub enum DownloadError {
+    /// The peer answered this errno (ENOENT: it does not have the file).
+    Peer(u8),
+    /// The content does not match what the file ID promises.
+    Mismatch(String),
+    /// The connection failed (it is unusable now).
+    Net(fdfs_runtime::Error),
+    /// Writing here failed, or the `commit` step did.
+    Disk(std::io::Error),
+}
+
+impl std::fmt::Display for DownloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownloadError::Peer(s) => write!(f, "the peer answered errno {s}"),
+            DownloadError::Mismatch(why) => write!(f, "the copy does not match its ID: {why}"),
+            DownloadError::Net(e) => write!(f, "{e}"),
+            DownloadError::Disk(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What the blocking writer of [`download`] ends with.
+enum Written<R> {
+    Done(R),
+    Mismatch(String),
+}
+
+/// Downloads the whole file `remote` from the peer on `conn` (14 DOWNLOAD_FILE) into a
+/// new unnamed file in `dir`. One blocking task writes it (the content goes to it in
+/// bounded chunks: memory stays flat, no disk write on the async workers), checks it
+/// against what the file ID promises ([`promised`]), flushes it with
+/// `fsync_before_reply`, then hands it to `commit`, which names it. Returns the size
+/// and what `commit` returned. On `Net` and `Disk` errors the connection must not be
+/// used again.
+pub async fn download<R: Send + 'static>(
+    st: &Storage,
+    conn: &mut fdfs_runtime::Connection,
+    remote: &str,
+    dir: PathBuf,
+    commit: impl FnOnce(&mut NewFile) -> std::io::Result<R> + Send + 'static,
+) -> Result<(u64, R), DownloadError> {
+    use std::io::Write;
+    let expect = RemoteName::parse(remote).ok().and_then(|n| promised(&n));
     let body = Download {
         offset: 0,
         count: 0,
@@ -249,31 +307,81 @@ async fn fetch(
     .encode();
     conn.send(Header::request(cmd::DOWNLOAD_FILE, body.len()), &body)
         .await
-        .map_err(|e| e.to_string())?;
-    let len = conn
-        .read_reply_header(i64::MAX as u64)
-        .await
-        .map_err(|e| e.to_string())?;
-    if len != size {
-        return Err(format!("{len} bytes, the ID says {size}"));
+        .map_err(|e| DownloadError::Net(e.into()))?;
+    let len = match conn.read_reply_header(i64::MAX as u64).await {
+        Ok(n) => n,
+        Err(fdfs_runtime::Error::Status(s)) => return Err(DownloadError::Peer(s)),
+        Err(e) => return Err(DownloadError::Net(e)),
+    };
+    if let Some((size, _)) = expect {
+        if len != size {
+            // The content is still on the wire: the connection is given up.
+            return Err(DownloadError::Mismatch(format!(
+                "{len} bytes, the ID says {size}"
+            )));
+        }
     }
-    let mut temp = NewFile::create(&dir).map_err(|e| e.to_string())?;
-    let mut h = crc32fast::Hasher::new();
-    crate::transfer::receive_into(&mut conn, &mut temp.file, len, Some(&mut h))
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    let got = h.finalize();
-    if got != crc {
-        return Err(format!("CRC32 {got:08X}, the ID says {crc:08X}"));
+    let flush = st.cfg.fsync_before_reply;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Written<R>> {
+        let mut temp = NewFile::create(&dir)?;
+        let mut h = crc32fast::Hasher::new();
+        let mut got = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            h.update(&chunk);
+            got += chunk.len() as u64;
+            temp.file.write_all(&chunk)?;
+        }
+        if got != len {
+            // Cut short: the unnamed file goes away.
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some((_, want)) = expect {
+            let crc = h.finalize();
+            if crc != want {
+                return Ok(Written::Mismatch(format!(
+                    "CRC32 {crc:08X}, the ID says {want:08X}"
+                )));
+            }
+        }
+        if flush {
+            temp.file.sync_data()?;
+        }
+        commit(&mut temp).map(Written::Done)
+    });
+    let mut left = len;
+    let mut net = None;
+    while left > 0 {
+        let mut buf = vec![0u8; (left as usize).min(crate::transfer::CHUNK)];
+        match conn.read_some(&mut buf).await {
+            Ok(0) => {
+                net = Some(std::io::ErrorKind::UnexpectedEof.into());
+                break;
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                left -= n as u64;
+                if tx.send(buf).await.is_err() {
+                    // The writer failed: its error says why.
+                    break;
+                }
+            }
+            Err(e) => {
+                net = Some(e);
+                break;
+            }
+        }
     }
-    st.durable_data(&temp.file)
+    drop(tx);
+    let written = writer
         .await
-        .map_err(|e| e.to_string())?;
-    // Deleted here while it was fetched: it stays deleted.
-    if !path.is_file() {
-        return Err("deleted meanwhile".into());
+        .map_err(|e| DownloadError::Disk(std::io::Error::other(e.to_string())))?;
+    if let Some(e) = net {
+        return Err(DownloadError::Net(e.into()));
     }
-    temp.commit_replace(path).map_err(|e| e.to_string())?;
-    conn.quit().await;
-    Ok(())
+    match written {
+        Ok(Written::Done(r)) => Ok((len, r)),
+        Ok(Written::Mismatch(why)) => Err(DownloadError::Mismatch(why)),
+        Err(e) => Err(DownloadError::Disk(e)),
+    }
 }

@@ -21,6 +21,8 @@ pub mod state;
 pub mod stats;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod test_support;
 pub mod tombstones;
 pub mod tracker_link;
 pub mod transfer;
@@ -42,11 +44,25 @@ use crate::tracker_link::Links;
 
 /// Runs the storage until `stop` resolves.
 pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(), String> {
-    let store_cfg = cfg.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_cfg))
+    // The init flag comes first: it says whether this storage had joined its group
+    // (a store path found empty then lost its files) and which store paths it made.
+    let base = cfg.base_path.clone();
+    let loaded = tokio::task::spawn_blocking(move || InitFlag::load(&base))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("store paths: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let init_existed = loaded.is_some();
+    let joined_before = loaded.as_ref().is_some_and(|f| f.sync_old_done);
+    let mut init = loaded.unwrap_or_else(|| InitFlag {
+        join_time: fdfs_runtime::unix_now(),
+        ..Default::default()
+    });
+    let store_cfg = cfg.clone();
+    let (store, init) = tokio::task::spawn_blocking(move || {
+        Store::open(&store_cfg, &mut init, init_existed, joined_before).map(|s| (s, init))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("store paths: {e}"))?;
     let binlog = Binlog::open(&cfg.base_path).map_err(|e| format!("binlog: {e}"))?;
     let st = Arc::new(Storage::new(cfg, store, binlog));
     let current = binlog::file_name(st.binlog.dir(), st.binlog.end().index);
@@ -61,18 +77,11 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     if let Some((high, low, written)) = st.stats.load(&st.stat_file()) {
         st.store.restore_rotation(high, low, written);
     }
-    let loaded = InitFlag::load(&st.cfg.base_path);
-    let joined_before = loaded.as_ref().is_some_and(|f| f.sync_old_done);
-    let init = loaded.unwrap_or_else(|| {
-        let fresh = InitFlag {
-            join_time: fdfs_runtime::unix_now(),
-            ..Default::default()
-        };
-        if let Err(e) = fresh.save(&st.cfg.base_path) {
+    if !init_existed {
+        if let Err(e) = init.save(&st.cfg.base_path) {
             warn!("cannot save init flag: {e}");
         }
-        fresh
-    });
+    }
 
     // A binlog lost under the marks, and store paths on a replaced disk, are made
     // whole before anything is served.
@@ -82,7 +91,7 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
         if let Err(e) = recovery::repair_binlog(&check, my_ip) {
             warn!("cannot repair the binlog: {e}");
         }
-        recovery::paths_to_recover(&check, joined_before)
+        recovery::paths_to_recover(&check)
     })
     .await
     .map_err(|e| e.to_string())?

@@ -1,21 +1,27 @@
 //! Getting back what this storage lost, from the other storages of its group.
 //!
-//! **A replaced disk.** A store path whose `data/` directory is missing at start, on a
-//! storage that had already joined its group (`.data_init_flag` says its initial copy
-//! is done), lost its files. Before the storage serves anything or joins its trackers
-//! it reports itself RECOVERY (76), asks an ACTIVE peer for the path's file list
-//! (26 FETCH_ONE_PATH_BINLOG, as upstream) and downloads every file in it (14), each
+//! **A replaced disk.** A store path whose data is gone at start (see [`crate::store`]
+//! for how a replaced disk is told from an unmounted one), on a storage that had
+//! already joined its group (`.data_init_flag` says its initial copy is done), lost its
+//! files. Before the storage serves anything or joins its trackers it reports itself
+//! RECOVERY (76), asks an ACTIVE peer for the path's file list (26
+//! FETCH_ONE_PATH_BINLOG, as upstream) and downloads every file in it (14), each
 //! streamed into an unnamed file that is named only once it is whole and, where the
-//! file ID carries them, its size and CRC32 match. Then it reports itself OFFLINE and
-//! starts as usual: the trackers make it ACTIVE at its first beat. Progress lives in
-//! `<store path>/data/.recovery.flag`, `.binlog.recovery` (the list) and
-//! `.recovery.mark` (how far the list is done), so a restart goes on where it stopped.
+//! file ID carries them, its size and CRC32 match. Then it flushes the path and
+//! reports itself OFFLINE; the trackers make it ACTIVE at its first beat. Progress
+//! lives in upstream's files and keys, so either implementation can go on with a
+//! recovery the other began: `<store path>/data/.recovery.flag` (`fetch_binlog_done`,
+//! `saved_storage_status`, `recovery_threads`; present while the recovery is not
+//! done, removed first when it is), `.binlog.recovery.0` (the list) and
+//! `.recovery.mark.0` (`binlog_offset`: how far the list is done).
 //!
 //! **A lost binlog.** A mark file pointing past the end of the binlog (the binlog was
 //! removed or cut under it) would never see the new records. The binlog is then rebuilt
-//! from the store paths (one create record per file: uppercase for files this storage
-//! is the source of, lowercase for replicas) and those marks start over from its
-//! beginning, so every peer gets what it lacks (what it has is answered EEXIST).
+//! from the store paths and those marks start over from its beginning, so every peer
+//! gets what it lacks (what it has is answered EEXIST): one create record per file
+//! (uppercase for files this storage is the source of, lowercase for replicas), an
+//! update record for its own appenders (sent whole, replacing an older copy), a link
+//! record per symbolic link. Deletes made before the loss cannot be replayed.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -25,26 +31,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use fdfs_proto::fileid::{FileKind, RemoteName, Source};
-use fdfs_proto::storage_msg::Download;
-use fdfs_proto::tracker_msg::{StorageBrief, StorageSelector, StorageStat};
+use fdfs_proto::storage_msg::{FetchOnePathBinlog, INFINITE_LEN};
+use fdfs_proto::tracker_msg::{GroupStat, StorageBrief, StorageSelector, StorageStat};
 use fdfs_proto::{cmd, errno, status, Header, GROUP_NAME_LEN};
 use fdfs_runtime::{Connection, Error};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::binlog::{self, format_record, BinlogPos};
+use crate::durability::{blocking, sync_dir};
+use crate::integrity::{self, DownloadError};
 use crate::state::Storage;
-use crate::store::TEMP_PREFIX;
+use crate::store::{write_flushed, TEMP_PREFIX};
 use crate::sync::binlog_reader::parse_line;
 use crate::sync::connect;
 use crate::sync::mark::{self, Mark};
 use crate::transfer::CHUNK;
 
 const FLAG: &str = ".recovery.flag";
-const LIST: &str = ".binlog.recovery";
-const LIST_MARK: &str = ".recovery.mark";
-/// List entries handled between two saves of `.recovery.mark`.
+const LIST: &str = ".binlog.recovery.0";
+const LIST_MARK: &str = ".recovery.mark.0";
+/// What an earlier version of this storage named the list and its mark.
+const OLD_NAMES: [&str; 2] = [".binlog.recovery", ".recovery.mark"];
+/// List entries handled between two saves of `.recovery.mark.0`.
 const MARK_EVERY: u64 = 200;
 const RETRY: Duration = Duration::from_secs(1);
+/// The least time the file list may take to come (the peer reads its whole binlog).
+const LIST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Attempts at one file the peer refuses with an errno other than ENOENT.
+const REFUSALS: u32 = 3;
 
 // ----- lost binlog -------------------------------------------------------------------
 
@@ -74,7 +88,9 @@ pub fn repair_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<()> {
     }
     let empty = end == BinlogPos::default();
     let fresh = st.store.paths().iter().any(|p| p.fresh);
-    let orphan_files = stale.is_empty() && empty && !fresh && store_has_files(st);
+    // Whether files are there was seen by the walk of Store::open.
+    let has_files = st.store.paths().iter().any(|p| p.has_files);
+    let orphan_files = stale.is_empty() && empty && !fresh && has_files;
     if orphan_files {
         warn!(
             "{}: the binlog is empty but the store paths hold files: it is rebuilt from them",
@@ -90,6 +106,11 @@ pub fn repair_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<()> {
         st.binlog.end().index,
         st.binlog.end().offset
     );
+    error!(
+        "the binlog was lost: files deleted here before the loss cannot be deleted on the \
+         peers by replication (delete them there again); appenders this storage is the \
+         source of are sent whole"
+    );
     for (path, mut m) in stale {
         m.set_position(BinlogPos::default());
         m.scan_row_count = 0;
@@ -104,22 +125,14 @@ fn subdir_names(st: &Storage) -> impl Iterator<Item = (u8, u8)> {
     (0..n).flat_map(move |h| (0..n).map(move |l| (h as u8, l as u8)))
 }
 
-fn store_has_files(st: &Storage) -> bool {
-    st.store.paths().iter().enumerate().any(|(i, _)| {
-        subdir_names(st).any(|(h, l)| {
-            fs::read_dir(st.store.dir(i, h, l))
-                .map(|mut d| d.any(|e| e.is_ok_and(|e| listed(&e.file_name()))))
-                .unwrap_or(false)
-        })
-    })
-}
-
 fn listed(name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .is_some_and(|n| !n.starts_with('.') && !n.starts_with(TEMP_PREFIX))
 }
 
-/// Appends one create (or link) record per file of the store paths to the binlog.
+/// Appends one record per file of the store paths to the binlog: a link record for a
+/// symbolic link, an update record (sent whole, replacing) for an appender this
+/// storage is the source of (its peers may hold an older copy), else a create record.
 fn rebuild_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<u64> {
     let mut out = Vec::with_capacity(CHUNK + 512);
     let mut count = 0u64;
@@ -160,7 +173,13 @@ fn rebuild_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<u64> {
                         format_record(&mut out, ts, op, &remote, Some(&t));
                     }
                     None => {
-                        let op = if ours { 'C' } else { 'c' };
+                        let appender = !name.is_metadata()
+                            && name.info().is_ok_and(|i| i.kind == FileKind::Appender);
+                        let op = match (ours, appender) {
+                            (true, true) => 'U',
+                            (true, false) => 'C',
+                            (false, _) => 'c',
+                        };
                         format_record(&mut out, ts, op, &remote, None);
                     }
                 }
@@ -178,7 +197,7 @@ fn rebuild_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<u64> {
 }
 
 /// The remote name a symbolic link in store path `index` points at, if it is one.
-fn link_target(data: &Path, index: u8, link: &Path) -> Option<String> {
+pub(crate) fn link_target(data: &Path, index: u8, link: &Path) -> Option<String> {
     let target = fs::read_link(link).ok()?;
     let rel = target.strip_prefix(data).ok()?.to_str()?;
     let remote = format!("M{index:02X}/{rel}");
@@ -192,75 +211,110 @@ fn flag_path(data: &Path) -> PathBuf {
     data.join(FLAG)
 }
 
-/// Whether the file list of a path being recovered is complete on disk.
-fn list_fetched(data: &Path) -> bool {
-    fs::read_to_string(flag_path(data))
-        .map(|t| t.lines().any(|l| l.trim() == "fetch_binlog_done=1"))
-        .unwrap_or(false)
+/// What `.recovery.flag` says: `None` when there is none (no recovery under way), else
+/// whether the file list is complete on disk.
+fn read_flag(data: &Path) -> io::Result<Option<bool>> {
+    match fs::read_to_string(flag_path(data)) {
+        Ok(t) => Ok(Some(t.lines().any(|l| {
+            l.trim()
+                .strip_prefix("fetch_binlog_done=")
+                .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes" | "on"))
+        }))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn write_flag(data: &Path, fetched: bool) -> io::Result<()> {
-    let tmp = data.join(format!("{FLAG}.tmp"));
-    fs::write(&tmp, format!("fetch_binlog_done={}\n", fetched as u8))?;
-    fs::rename(tmp, flag_path(data))
+    // Upstream's keys: the status to report when done, whether the list is complete,
+    // and into how many lists it was split (-1: none yet).
+    let text = format!(
+        "saved_storage_status={}\nfetch_binlog_done={}\nrecovery_threads={}\n",
+        status::OFFLINE,
+        fetched as u8,
+        if fetched { 1 } else { -1 }
+    );
+    write_flushed(data, FLAG, &text)
 }
 
-fn read_list_mark(data: &Path) -> u64 {
-    fs::read_to_string(data.join(LIST_MARK))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.trim().strip_prefix("binlog_offset="))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+/// Starts the recovery of store path data directory `data`, whose files are gone: its
+/// flag is written and flushed before anything else goes into the path. Blocking.
+pub fn begin(data: &Path) -> io::Result<()> {
+    if read_flag(data)?.is_some() {
+        return Ok(());
+    }
+    warn!(
+        "{}: no data (a replaced disk?): its files are recovered from a peer of the group \
+         before this storage serves",
+        data.display()
+    );
+    write_flag(data, false)?;
+    match data.parent() {
+        Some(root) => sync_dir(root),
+        None => Ok(()),
+    }
+}
+
+fn read_list_mark(data: &Path) -> io::Result<u64> {
+    match fs::read_to_string(data.join(LIST_MARK)) {
+        Ok(t) => Ok(t
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("binlog_offset="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 fn write_list_mark(data: &Path, offset: u64) -> io::Result<()> {
-    let tmp = data.join(format!("{LIST_MARK}.tmp"));
-    fs::write(&tmp, format!("binlog_offset={offset}\n"))?;
-    fs::rename(tmp, data.join(LIST_MARK))
+    write_flushed(data, LIST_MARK, &format!("binlog_offset={offset}\n"))
 }
 
-fn finish(data: &Path) -> io::Result<()> {
-    for name in [LIST, LIST_MARK] {
-        match fs::remove_file(data.join(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
-    fs::remove_file(flag_path(data))
 }
 
-/// The store paths that need their files back: replaced since the last start (while
-/// the storage had joined its group), or whose recovery was cut short. Blocking.
-pub fn paths_to_recover(st: &Storage, joined_before: bool) -> io::Result<Vec<usize>> {
+/// Ends the recovery of a path. The flag goes first: it is the commit point (without
+/// it the path counts as whole), so a crash later leaves at most a stale list behind.
+fn finish(data: &Path) -> io::Result<()> {
+    remove_if_there(&flag_path(data))?;
+    sync_dir(data)?;
+    for name in [LIST, LIST_MARK].into_iter().chain(OLD_NAMES) {
+        remove_if_there(&data.join(name))?;
+    }
+    Ok(())
+}
+
+/// Flushes everything written to the file system of `data` (the recovered files and
+/// their directories) before the recovery is declared done.
+fn flush_path(data: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(data)?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The store paths whose recovery is under way (their flag was written when their
+/// data was found gone, see [`begin`]). Blocking.
+pub fn paths_to_recover(st: &Storage) -> io::Result<Vec<usize>> {
     let mut out = Vec::new();
     for (i, p) in st.store.paths().iter().enumerate() {
-        if flag_path(&p.data).exists() {
+        if read_flag(&p.data)?.is_some() {
             info!(
-                "store path {i} ({}): recovery from a peer not finished, going on",
+                "store path {i} ({}): its files are recovered from a peer",
                 p.root.display()
             );
-            out.push(i);
-        } else if p.fresh && joined_before {
-            warn!(
-                "store path {i} ({}) has no data directory (a new disk?): its files are \
-                 recovered from a peer of the group before this storage serves",
-                p.root.display()
-            );
-            write_flag(&p.data, false)?;
             out.push(i);
         }
     }
     Ok(out)
-}
-
-/// Runs `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Recovers the store paths `paths` (see the module doc); retries until done.
@@ -300,42 +354,41 @@ fn my_brief(st: &Storage) -> Option<StorageBrief> {
     })
 }
 
-/// One request on a short connection to the first tracker that answers; learns our
-/// own address from the connection.
-async fn tracker_request(st: &Storage, command: u8, body: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut last = Error::Other("no tracker configured".into());
-    for t in &st.cfg.tracker_servers {
-        let r = async {
-            let (host, port) = crate::tracker_link::parse_host_port(t)
-                .ok_or_else(|| Error::Other(format!("bad tracker address {t:?}")))?;
-            let addr = tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .next()
-                .ok_or_else(|| Error::Other(format!("{host} does not resolve")))?;
-            let mut conn = connect(st, addr).await?;
-            st.learn_ip(conn.local_addr()?.ip());
-            let reply = conn.request(command, body).await;
-            conn.quit().await;
-            reply
-        }
-        .await;
-        match r {
-            Ok(reply) => return Ok(reply),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+/// Where to recover a store path from.
+enum RecoverFrom {
+    /// Nothing to recover, and why.
+    Nothing(String),
+    Peer(SocketAddr),
 }
 
-/// An ACTIVE peer of the group to recover from; `None` when this storage is alone in
-/// its group (nothing to recover).
-async fn find_source(st: &Storage) -> Result<Option<SocketAddr>, Error> {
+/// An ACTIVE peer of the group to recover store path `index` from.
+async fn find_source(st: &Storage, index: usize) -> Result<RecoverFrom, Error> {
+    let mut group = st.cfg.group_name.as_bytes().to_vec();
+    group.resize(GROUP_NAME_LEN, 0);
+    match crate::sync::first_tracker_request(st, cmd::SERVER_LIST_ONE_GROUP, &group).await {
+        Ok(reply) => {
+            let n = GroupStat::decode_list(&reply)?
+                .first()
+                .map_or(0, |g| g.store_path_count);
+            // A path the group's storages do not have (added here before them) is new.
+            if n > 0 && index as i64 >= n {
+                return Ok(RecoverFrom::Nothing(format!(
+                    "the group has {n} store path(s), this one is new to it"
+                )));
+            }
+        }
+        Err(Error::Status(s)) => warn!(
+            "group {}: the tracker answered errno {s}",
+            st.cfg.group_name
+        ),
+        Err(e) => return Err(e),
+    }
     let body = StorageSelector {
         group: st.cfg.group_name.clone(),
         storage_id: None,
     }
     .encode();
-    let reply = tracker_request(st, cmd::SERVER_LIST_STORAGE, &body).await?;
+    let reply = crate::sync::first_tracker_request(st, cmd::SERVER_LIST_STORAGE, &body).await?;
     let list = StorageStat::decode_list(&reply)?;
     let me = crate::sync::my_id(st).unwrap_or_default();
     let others: Vec<&StorageStat> = list
@@ -344,7 +397,9 @@ async fn find_source(st: &Storage) -> Result<Option<SocketAddr>, Error> {
         .filter(|s| !matches!(s.status, status::DELETED | status::IP_CHANGED))
         .collect();
     if others.is_empty() {
-        return Ok(None);
+        return Ok(RecoverFrom::Nothing(
+            "no other storage in the group".to_string(),
+        ));
     }
     let Some(src) = others.iter().find(|s| s.status == status::ACTIVE) else {
         return Err(Error::Other(format!(
@@ -356,16 +411,22 @@ async fn find_source(st: &Storage) -> Result<Option<SocketAddr>, Error> {
         .ip
         .parse()
         .map_err(|_| Error::Other(format!("bad peer address {:?}", src.ip)))?;
-    Ok(Some(SocketAddr::new(ip, src.storage_port as u16)))
+    Ok(RecoverFrom::Peer(SocketAddr::new(
+        ip,
+        src.storage_port as u16,
+    )))
 }
 
 async fn recover_path(st: &Arc<Storage>, index: usize, reported: &mut bool) -> Result<(), Error> {
     let data = st.store.paths()[index].data.clone();
-    let Some(src) = find_source(st).await? else {
-        info!("store path {index}: no other storage in the group, nothing to recover");
-        let d = data.clone();
-        blocking(move || finish(&d)).await??;
-        return Ok(());
+    let src = match find_source(st, index).await? {
+        RecoverFrom::Nothing(why) => {
+            info!("store path {index}: {why}: nothing to recover");
+            let d = data.clone();
+            blocking(move || finish(&d)).await?;
+            return Ok(());
+        }
+        RecoverFrom::Peer(a) => a,
     };
     if !*reported {
         if let Some(me) = my_brief(st) {
@@ -374,38 +435,58 @@ async fn recover_path(st: &Arc<Storage>, index: usize, reported: &mut bool) -> R
         }
     }
     let d = data.clone();
-    if !blocking(move || list_fetched(&d)).await? {
+    let (fetched, list_there) =
+        blocking(move || Ok((read_flag(&d)? == Some(true), d.join(LIST).is_file()))).await?;
+    if !fetched || !list_there {
+        if fetched {
+            warn!("store path {index}: its file list is missing: fetched again");
+            let d = data.clone();
+            blocking(move || write_flag(&d, false)).await?;
+        }
         info!("store path {index}: fetching its file list from {src}");
-        let n = fetch_list(st, src, index as u8, &data.join(LIST)).await?;
+        let Some(n) = fetch_list(st, src, index as u8, &data.join(LIST)).await? else {
+            warn!(
+                "store path {index}: {src} has no such store path (answered EINVAL): \
+                 nothing to recover"
+            );
+            let d = data.clone();
+            blocking(move || finish(&d)).await?;
+            return Ok(());
+        };
         let d = data.clone();
         blocking(move || {
             write_list_mark(&d, 0)?;
             write_flag(&d, true)
         })
-        .await??;
+        .await?;
         info!("store path {index}: file list from {src}: {n} bytes");
     }
     let counts = download_all(st, src, index, &data).await?;
     let d = data.clone();
-    blocking(move || finish(&d)).await??;
+    blocking(move || {
+        flush_path(&d)?;
+        finish(&d)
+    })
+    .await?;
     info!(
-        "store path {index}: recovered from {src}: {} file(s) ({} bytes) copied, {} already \
-         here, {} gone on the peer, {} failed verification",
-        counts.copied, counts.bytes, counts.present, counts.gone, counts.bad
+        "store path {index}: recovered from {src}: {} file(s) ({} bytes) copied, {} link(s) \
+         made, {} already here, {} gone on the peer, {} skipped (bad entries or copies that \
+         failed verification)",
+        counts.copied, counts.bytes, counts.linked, counts.present, counts.gone, counts.bad
     );
     Ok(())
 }
 
 /// Splits a stream that ends with an 8-byte big-endian count of the bytes before it.
 #[derive(Default)]
-pub struct TrailedStream {
+struct TrailedStream {
     tail: Vec<u8>,
-    pub body_len: u64,
+    body_len: u64,
 }
 
 impl TrailedStream {
     /// Takes the next received bytes; returns those that are certainly body.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+    fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         self.tail.extend_from_slice(chunk);
         let keep = self.tail.len().saturating_sub(8);
         let body: Vec<u8> = self.tail.drain(..keep).collect();
@@ -414,76 +495,130 @@ impl TrailedStream {
     }
 
     /// At the end of the stream: whether the trailer is there and matches.
-    pub fn complete(&self) -> bool {
+    fn complete(&self) -> bool {
         self.tail.len() == 8
             && u64::from_be_bytes(self.tail[..].try_into().expect("8 bytes")) == self.body_len
     }
 }
 
-/// 26 FETCH_ONE_PATH_BINLOG into `dest`; returns the list's length.
-async fn fetch_list(st: &Storage, src: SocketAddr, index: u8, dest: &Path) -> Result<u64, Error> {
+/// 26 FETCH_ONE_PATH_BINLOG into `dest`; returns the list's length, or `None` when the
+/// peer answers EINVAL (it has no such store path). The peer reads its whole binlog
+/// before and while it answers: the wait is at least [`LIST_TIMEOUT`].
+async fn fetch_list(
+    st: &Storage,
+    src: SocketAddr,
+    index: u8,
+    dest: &Path,
+) -> Result<Option<u64>, Error> {
     let mut conn = connect(st, src).await?;
-    let mut body = Vec::with_capacity(GROUP_NAME_LEN + 1);
-    let mut group = st.cfg.group_name.as_bytes().to_vec();
-    group.resize(GROUP_NAME_LEN, 0);
-    body.extend_from_slice(&group);
-    body.push(index);
+    conn.set_timeout(st.cfg.network_timeout.max(LIST_TIMEOUT));
+    let body = FetchOnePathBinlog {
+        group: st.cfg.group_name.clone(),
+        store_path: index,
+    }
+    .encode();
     conn.send(
         Header::request(cmd::FETCH_ONE_PATH_BINLOG, body.len()),
         &body,
     )
     .await?;
-    conn.read_reply_header(u64::MAX).await?;
+    let len = match conn.read_reply_header(u64::MAX).await {
+        Ok(n) => n,
+        Err(Error::Status(errno::EINVAL)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // One blocking writer; the chunks go to it through a short queue.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let dest = dest.to_path_buf();
-    let mut file = Some(blocking(move || File::create(dest)).await??);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let mut f = File::create(dest)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()
+    });
     let mut split = TrailedStream::default();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = conn.read_some(&mut buf).await?;
-        if n == 0 {
-            break;
+    // A finite length (no trailer) is taken as is.
+    let mut left = (len != INFINITE_LEN).then_some(len);
+    let read = async {
+        loop {
+            let want = left.map_or(CHUNK, |l| (l as usize).min(CHUNK));
+            if want == 0 {
+                return Ok(true);
+            }
+            let mut buf = vec![0u8; want];
+            let n = conn.read_some(&mut buf).await?;
+            if n == 0 {
+                return Ok(left.is_none() && split.complete());
+            }
+            buf.truncate(n);
+            let part = match &mut left {
+                Some(l) => {
+                    *l -= n as u64;
+                    split.body_len += n as u64;
+                    buf
+                }
+                None => split.push(&buf),
+            };
+            if !part.is_empty() && tx.send(part).await.is_err() {
+                return Ok(false);
+            }
         }
-        let part = split.push(&buf[..n]);
-        if !part.is_empty() {
-            let mut f = file.take().expect("file");
-            let (f, r) = blocking(move || {
-                let r = f.write_all(&part);
-                (f, r)
-            })
-            .await?;
-            file = Some(f);
-            r?;
-        }
-    }
-    if !split.complete() {
+    };
+    let whole: Result<bool, Error> = read.await;
+    drop(tx);
+    let written = writer.await.map_err(|e| io::Error::other(e.to_string()))?;
+    if !whole? {
+        written?;
         return Err(Error::Other(format!(
             "file list from {src} is incomplete ({} bytes)",
             split.body_len
         )));
     }
-    let f = file.take().expect("file");
-    blocking(move || f.sync_all()).await??;
-    Ok(split.body_len)
+    written?;
+    Ok(Some(split.body_len))
 }
 
-/// One line of the file list.
+/// What one line of the file list asks for.
+enum What {
+    /// A file (`C`/`c`): where it goes, and whether it is here already.
+    File { path: PathBuf, present: bool },
+    /// A symbolic link (`L`/`l`) and its target.
+    Link { link: PathBuf, target: PathBuf },
+    /// A line that is not for this path, or not understood: skipped.
+    Bad,
+}
+
 struct Entry {
     timestamp: i64,
-    op: char,
     name: String,
-    target: Option<String>,
+    what: What,
     /// Offset just after the line.
     end: u64,
 }
 
-/// Up to `max` entries of the list from `offset`.
-fn read_list(path: &Path, offset: u64, max: usize) -> io::Result<Vec<Entry>> {
+/// Up to `max` entries of the list from `offset`, with what they need resolved and
+/// whether their file is here looked up (one blocking call per batch). `resolve` turns
+/// a remote name of store path `index` into its local path.
+fn read_list(
+    path: &Path,
+    offset: u64,
+    max: usize,
+    resolve: impl Fn(&RemoteName<'_>) -> Option<PathBuf>,
+    index: u8,
+) -> io::Result<Vec<Entry>> {
     let mut f = File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut r = BufReader::new(f);
     let mut out = Vec::new();
     let mut pos = offset;
     let mut line = Vec::new();
+    let local = |name: &str| {
+        RemoteName::parse(name)
+            .ok()
+            .filter(|n| n.store_path == index)
+            .and_then(|n| resolve(&n))
+    };
     while out.len() < max {
         line.clear();
         let n = r.read_until(b'\n', &mut line)?;
@@ -492,25 +627,31 @@ fn read_list(path: &Path, offset: u64, max: usize) -> io::Result<Vec<Entry>> {
         }
         pos += n as u64;
         let text = String::from_utf8_lossy(&line[..n - 1]);
-        match parse_line(&text) {
-            Some((timestamp, op, name, extra)) if "CcLl".contains(op) => out.push(Entry {
-                timestamp,
-                op,
-                name,
-                target: extra,
-                end: pos,
-            }),
-            _ => {
-                warn!("file list: line {text:?} skipped");
-                out.push(Entry {
-                    timestamp: 0,
-                    op: '-',
-                    name: String::new(),
-                    target: None,
-                    end: pos,
-                });
-            }
+        let parsed = parse_line(&text);
+        let what = match &parsed {
+            Some((_, 'C' | 'c', name, _)) => match local(name) {
+                Some(path) => What::File {
+                    present: fs::symlink_metadata(&path).is_ok(),
+                    path,
+                },
+                None => What::Bad,
+            },
+            Some((_, 'L' | 'l', name, Some(target))) => match (local(name), local(target)) {
+                (Some(link), Some(target)) => What::Link { link, target },
+                _ => What::Bad,
+            },
+            _ => What::Bad,
+        };
+        if matches!(what, What::Bad) {
+            warn!("file list: line {text:?} skipped");
         }
+        let (timestamp, name) = parsed.map(|(t, _, n, _)| (t, n)).unwrap_or_default();
+        out.push(Entry {
+            timestamp,
+            name,
+            what,
+            end: pos,
+        });
     }
     Ok(out)
 }
@@ -519,17 +660,10 @@ fn read_list(path: &Path, offset: u64, max: usize) -> io::Result<Vec<Entry>> {
 struct Counts {
     copied: u64,
     bytes: u64,
+    linked: u64,
     present: u64,
     gone: u64,
     bad: u64,
-}
-
-/// What became of one file.
-enum Got {
-    Copied(u64),
-    Present,
-    Gone,
-    Bad,
 }
 
 async fn download_all(
@@ -542,168 +676,137 @@ async fn download_all(
     let d = data.to_path_buf();
     let mut offset = blocking(move || read_list_mark(&d)).await?;
     let mut counts = Counts::default();
-    let mut conn = connect(st, src).await?;
+    let mut conn: Option<Connection> = None;
     let mut since_mark = 0u64;
     let mut last_log = Instant::now();
-    loop {
-        let l = list.clone();
-        let batch = blocking(move || read_list(&l, offset, 256)).await??;
-        if batch.is_empty() {
-            break;
-        }
-        for e in batch {
-            let got = match e.op {
-                'C' | 'c' => fetch_file(st, &mut conn, index, &e).await?,
-                'L' | 'l' => {
-                    let st2 = st.clone();
-                    blocking(move || make_link(&st2, &e.name, e.target.as_deref())).await?
-                }
-                _ => Got::Bad,
-            };
-            match got {
-                Got::Copied(n) => {
-                    counts.copied += 1;
-                    counts.bytes += n;
-                }
-                Got::Present => counts.present += 1,
-                Got::Gone => counts.gone += 1,
-                Got::Bad => counts.bad += 1,
+    let run = async {
+        loop {
+            let (l, s) = (list.clone(), st.clone());
+            let batch = blocking(move || {
+                read_list(&l, offset, 256, |n| s.store.resolve(n).ok(), index as u8)
+            })
+            .await?;
+            if batch.is_empty() {
+                return Ok::<(), Error>(());
             }
-            offset = e.end;
-            since_mark += 1;
-            if since_mark >= MARK_EVERY {
-                since_mark = 0;
-                let d = data.to_path_buf();
-                blocking(move || write_list_mark(&d, offset)).await??;
+            for e in batch {
+                match e.what {
+                    What::Bad => counts.bad += 1,
+                    What::File { present: true, .. } => counts.present += 1,
+                    What::File { path, .. } => {
+                        let mut refusals = 0;
+                        loop {
+                            let c = match conn.as_mut() {
+                                Some(c) => c,
+                                None => conn.insert(connect(st, src).await?),
+                            };
+                            match fetch_file(st, c, &e.name, e.timestamp, path.clone()).await {
+                                Ok(Some(n)) => {
+                                    counts.copied += 1;
+                                    counts.bytes += n;
+                                }
+                                Ok(None) => counts.present += 1,
+                                Err(DownloadError::Peer(errno::ENOENT)) => counts.gone += 1,
+                                Err(DownloadError::Peer(s)) => {
+                                    // Asked again on a new connection, a few times.
+                                    conn = None;
+                                    refusals += 1;
+                                    if refusals < REFUSALS {
+                                        tokio::time::sleep(RETRY).await;
+                                        continue;
+                                    }
+                                    warn!("{}: {src} answered errno {s}; skipped", e.name);
+                                    counts.bad += 1;
+                                }
+                                Err(DownloadError::Mismatch(why)) => {
+                                    conn = None;
+                                    warn!("{}: the copy from {src} is not kept: {why}", e.name);
+                                    counts.bad += 1;
+                                }
+                                Err(DownloadError::Net(e)) => return Err(e),
+                                Err(DownloadError::Disk(e)) => return Err(Error::Io(e)),
+                            }
+                            break;
+                        }
+                    }
+                    What::Link { link, target } => {
+                        match blocking(move || Ok(make_link(&link, &target))).await? {
+                            Linked::Made => counts.linked += 1,
+                            Linked::Present => counts.present += 1,
+                            Linked::Failed => counts.bad += 1,
+                        }
+                    }
+                }
+                offset = e.end;
+                since_mark += 1;
+                if since_mark >= MARK_EVERY {
+                    since_mark = 0;
+                    let d = data.to_path_buf();
+                    blocking(move || write_list_mark(&d, offset)).await?;
+                }
+            }
+            if last_log.elapsed() >= Duration::from_secs(10) {
+                last_log = Instant::now();
+                info!(
+                    "store path {index}: recovering from {src}: {} file(s) copied so far",
+                    counts.copied
+                );
             }
         }
-        if last_log.elapsed() >= Duration::from_secs(10) {
-            last_log = Instant::now();
-            info!(
-                "store path {index}: recovering from {src}: {} file(s) copied so far",
-                counts.copied
-            );
-        }
-    }
-    conn.quit().await;
+    };
+    let r = run.await;
+    // The progress is kept whatever happened.
     let d = data.to_path_buf();
-    blocking(move || write_list_mark(&d, offset)).await??;
+    let saved = blocking(move || write_list_mark(&d, offset)).await;
+    if let (Some(c), Ok(())) = (conn, &r) {
+        c.quit().await;
+    }
+    r?;
+    saved?;
     Ok(counts)
 }
 
-/// Downloads one file of the list into place, unless it is here already.
+/// Downloads one file of the list into `path` unless a file got there meanwhile:
+/// its size, or `None` then.
 async fn fetch_file(
     st: &Storage,
     conn: &mut Connection,
-    index: usize,
-    e: &Entry,
-) -> Result<Got, Error> {
-    let Ok(name) = RemoteName::parse(&e.name) else {
-        warn!("file list: bad name {:?} skipped", e.name);
-        return Ok(Got::Bad);
-    };
-    if name.store_path as usize != index {
-        return Ok(Got::Bad);
-    }
-    let Ok(path) = st.store.resolve(&name) else {
-        return Ok(Got::Bad);
-    };
-    let p = path.clone();
-    if blocking(move || fs::symlink_metadata(p).is_ok()).await? {
-        return Ok(Got::Present);
-    }
-    // What the name says about the content: normal files carry size and CRC32.
-    let expect = name
-        .info()
-        .ok()
-        .filter(|i| i.kind == FileKind::Normal)
-        .map(|i| (i.file_size, i.crc32));
-    let req = Download {
-        offset: 0,
-        count: 0,
-        group: st.cfg.group_name.clone(),
-        filename: e.name.clone(),
-    }
-    .encode();
-    conn.send(Header::request(cmd::DOWNLOAD_FILE, req.len()), &req)
-        .await?;
-    let len = match conn.read_reply_header(u64::MAX).await {
-        Ok(n) => n,
-        Err(Error::Status(errno::ENOENT)) => return Ok(Got::Gone),
-        Err(Error::Status(s)) => {
-            warn!("{}: the peer answered errno {s}; skipped", e.name);
-            return Ok(Got::Bad);
-        }
-        Err(e) => return Err(e),
-    };
+    name: &str,
+    timestamp: i64,
+    path: PathBuf,
+) -> Result<Option<u64>, DownloadError> {
     let dir = path.parent().expect("a file in a directory").to_path_buf();
-    let mut new = Some(blocking(move || crate::store::NewFile::create(&dir)).await??);
-    let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; (len as usize).clamp(1, CHUNK)];
-    let mut left = len;
-    while left > 0 {
-        let want = (left as usize).min(buf.len());
-        let n = conn.read_some(&mut buf[..want]).await?;
-        if n == 0 {
-            return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-        }
-        crc.update(&buf[..n]);
-        left -= n as u64;
-        let mut f = new.take().expect("file");
-        let b = std::mem::take(&mut buf);
-        let (f, b, r) = blocking(move || {
-            let r = f.file.write_all(&b[..n]);
-            (f, b, r)
-        })
-        .await?;
-        new = Some(f);
-        buf = b;
-        r?;
-    }
-    let crc = crc.finalize();
-    if let Some((size, want_crc)) = expect {
-        if size != len || want_crc != crc {
-            warn!(
-                "{}: the copy from the peer does not match its name (size {len}, CRC32 \
-                 {crc:08X}; the name says size {size}, CRC32 {want_crc:08X}); not kept",
-                e.name
-            );
-            return Ok(Got::Bad);
-        }
-    }
-    let mut f = new.take().expect("file");
-    let mtime = UNIX_EPOCH + Duration::from_secs(e.timestamp.max(0) as u64);
-    let committed = blocking(move || {
+    let mtime = UNIX_EPOCH + Duration::from_secs(timestamp.max(0) as u64);
+    let (len, named) = integrity::download(st, conn, name, dir, move |f| {
         f.file.set_modified(mtime)?;
-        f.commit_no_replace(&path)
+        match f.commit_no_replace(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
     })
     .await?;
-    match committed {
-        Ok(()) => Ok(Got::Copied(len)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Got::Present),
-        Err(e) => Err(Error::Io(e)),
-    }
+    Ok(named.then_some(len))
+}
+
+enum Linked {
+    Made,
+    Present,
+    Failed,
 }
 
 /// Recreates a symbolic link of the list. Blocking.
-fn make_link(st: &Storage, name: &str, target: Option<&str>) -> Got {
-    let (Ok(link), Some(Ok(target))) = (RemoteName::parse(name), target.map(RemoteName::parse))
-    else {
-        return Got::Bad;
-    };
-    let (Ok(link), Ok(target)) = (st.store.resolve(&link), st.store.resolve(&target)) else {
-        return Got::Bad;
-    };
-    match std::os::unix::fs::symlink(&target, &link) {
-        Ok(()) => Got::Copied(0),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Got::Present,
+fn make_link(link: &Path, target: &Path) -> Linked {
+    match std::os::unix::fs::symlink(target, link) {
+        Ok(()) => Linked::Made,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Linked::Present,
         Err(e) => {
             warn!(
                 "cannot link {} to {}: {e}",
                 link.display(),
                 target.display()
             );
-            Got::Bad
+            Linked::Failed
         }
     }
 }
@@ -711,6 +814,24 @@ fn make_link(st: &Storage, name: &str, target: Option<&str>) -> Got {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A temporary directory removed when the test ends, passed or failed.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let d = std::env::temp_dir().join(format!("fdfs-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&d);
+            fs::create_dir_all(&d).unwrap();
+            TempDir(d)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
 
     #[test]
     fn trailer_is_split_off_whatever_the_chunks() {
@@ -738,31 +859,83 @@ mod tests {
 
     #[test]
     fn list_is_read_in_batches_with_offsets() {
-        let d = std::env::temp_dir().join(format!("fdfs-rlist-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
+        let t = TempDir::new("rlist");
+        let d = &t.0;
         let p = d.join(LIST);
-        let text = "1 C M00/00/00/a\n2 l M00/00/00/b M00/00/00/a\nbad\n3 c M00/00/00/c\n4 c M0";
+        let a = "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt";
+        let b = "M00/00/00/fwAAPWsEx3-AJPpFAAAADwL5vO4702.txt";
+        let c = "M00/00/00/fwAAPWsEx4uAEgtOAAAAHpBT5lw141.txt";
+        let other = "M01/00/00/fwAAPWsEx4uAEgtOAAAAHpBT5lw141.txt";
+        fs::write(d.join("present"), b"x").unwrap();
+        let text = format!("1 C {a}\n2 l {b} {a}\nbad\n3 c {c}\n4 c {other}\n5 C M0");
         fs::write(&p, text).unwrap();
-        let first = read_list(&p, 0, 2).unwrap();
+        let resolve = |n: &RemoteName<'_>| {
+            Some(if n.base.starts_with("fwAAPWsEx4") {
+                d.join("present")
+            } else {
+                d.join(n.data_relative())
+            })
+        };
+        let first = read_list(&p, 0, 2, resolve, 0).unwrap();
         assert_eq!(first.len(), 2);
-        assert_eq!(first[1].op, 'l');
-        assert_eq!(first[1].target.as_deref(), Some("M00/00/00/a"));
-        let rest = read_list(&p, first[1].end, 10).unwrap();
-        // The bad line is passed over; the torn last one is not read.
-        assert_eq!(rest.len(), 2);
-        assert_eq!(rest[0].op, '-');
-        assert_eq!(rest[1].name, "M00/00/00/c");
+        assert!(matches!(first[0].what, What::File { present: false, .. }));
+        assert!(matches!(&first[1].what, What::Link { target, .. } if target.ends_with(&a[4..])));
+        let rest = read_list(&p, first[1].end, 10, resolve, 0).unwrap();
+        // The bad line and the other path's line are skipped; the torn last one is not
+        // read.
+        assert_eq!(rest.len(), 3);
+        assert!(matches!(rest[0].what, What::Bad));
+        assert!(matches!(rest[1].what, What::File { present: true, .. }));
+        assert_eq!(rest[1].name, c);
         assert_eq!(rest[1].timestamp, 3);
-        assert!(read_list(&p, rest[1].end, 10).unwrap().is_empty());
-        write_list_mark(&d, 77).unwrap();
-        assert_eq!(read_list_mark(&d), 77);
-        write_flag(&d, false).unwrap();
-        assert!(!list_fetched(&d));
-        write_flag(&d, true).unwrap();
-        assert!(list_fetched(&d));
-        finish(&d).unwrap();
-        assert!(!flag_path(&d).exists() && !d.join(LIST).exists());
-        let _ = fs::remove_dir_all(d);
+        assert!(matches!(rest[2].what, What::Bad));
+        assert!(read_list(&p, rest[2].end, 10, resolve, 0)
+            .unwrap()
+            .is_empty());
+        write_list_mark(d, 77).unwrap();
+        assert_eq!(read_list_mark(d).unwrap(), 77);
+    }
+
+    #[test]
+    fn flag_uses_upstream_keys() {
+        let t = TempDir::new("rflag");
+        let d = &t.0;
+        assert_eq!(read_flag(d).unwrap(), None);
+        begin(d).unwrap();
+        assert_eq!(read_flag(d).unwrap(), Some(false));
+        let text = fs::read_to_string(d.join(".recovery.flag")).unwrap();
+        assert!(text.contains("fetch_binlog_done=0\n"), "{text}");
+        assert!(text.contains("saved_storage_status="), "{text}");
+        assert!(text.contains("recovery_threads=-1\n"), "{text}");
+        write_flag(d, true).unwrap();
+        // A second begin (a restart) keeps the progress.
+        begin(d).unwrap();
+        assert_eq!(read_flag(d).unwrap(), Some(true));
+        // Written by upstream.
+        fs::write(
+            d.join(FLAG),
+            "saved_storage_status=7\nfetch_binlog_done=1\nrecovery_threads=1\n",
+        )
+        .unwrap();
+        assert_eq!(read_flag(d).unwrap(), Some(true));
+        fs::write(d.join(".recovery.mark.0"), "binlog_offset=12\n").unwrap();
+        assert_eq!(read_list_mark(d).unwrap(), 12);
+    }
+
+    #[test]
+    fn finish_removes_the_flag_first() {
+        let t = TempDir::new("rfinish");
+        let d = &t.0;
+        write_flag(d, true).unwrap();
+        write_list_mark(d, 5).unwrap();
+        // A list that cannot be removed (a crash at that point): the flag, the commit
+        // point, is gone already, so the path is not recovered again and again.
+        fs::create_dir_all(d.join(LIST).join("x")).unwrap();
+        assert!(finish(d).is_err());
+        assert_eq!(read_flag(d).unwrap(), None);
+        fs::remove_dir_all(d.join(LIST)).unwrap();
+        fs::write(d.join(LIST), "1 C M00/00/00/a\n").unwrap();
+        finish(d).unwrap();
+        assert!(!d.join(LIST).exists() && !d.join(LIST_MARK).exists());
     }
 }

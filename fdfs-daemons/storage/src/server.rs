@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::handlers::{
-    appender, download, metadata, query, recovery, remove, sync, upload, Fail, Handled,
+    appender, download, metadata, path_list, query, remove, sync, upload, Fail, Handled,
 };
 use crate::state::Storage;
 
@@ -236,7 +236,7 @@ async fn dispatch(
         cmd::SYNC_TRUNCATE_FILE => sync::truncate(st, conn, &body, sync_src).await,
         cmd::SYNC_RENAME_FILE => sync::rename(st, conn, &body, sync_src).await,
         cmd::SYNC_CREATE_LINK => sync::create_link(st, conn, &body, sync_src).await,
-        cmd::FETCH_ONE_PATH_BINLOG => recovery::fetch_one_path_binlog(st, conn, &body).await,
+        cmd::FETCH_ONE_PATH_BINLOG => path_list::fetch_one_path_binlog(st, conn, &body).await,
         cmd::ACTIVE_TEST if body.is_empty() => conn.reply(0, &[]).await.map_err(|_| Fail::Close),
         _ => Err(Fail::Reply(errno::EINVAL)),
     }

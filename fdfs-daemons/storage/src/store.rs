@@ -13,6 +13,7 @@ use fdfs_proto::errno;
 use fdfs_proto::fileid::RemoteName;
 
 use crate::config::StorageConfig;
+use crate::init_flag::InitFlag;
 
 /// Prefix of files being written; never a valid remote filename, so never served.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -21,8 +22,10 @@ pub struct StorePath {
     pub root: PathBuf,
     pub data: PathBuf,
     pub readonly: bool,
-    /// `data/` did not exist at start: a new store path, or a replaced disk.
+    /// Its data was gone at start: a new store path, or a replaced disk.
     pub fresh: bool,
+    /// Files were found in it at start.
+    pub has_files: bool,
     total_mb: AtomicU64,
     free_mb: AtomicU64,
     /// Bytes promised to uploads in progress (not on disk yet).
@@ -99,24 +102,231 @@ fn statvfs_bytes(path: &Path) -> io::Result<(u64, u64)> {
     Ok((st.f_blocks as u64 * block, st.f_bavail as u64 * block))
 }
 
+/// `<store path>/data/.fastdfs_vars`: the mark a store path got when this storage
+/// initialised it (upstream's file and key); `base_path/data/.data_init_flag` records
+/// it too (`store_path_mark<N>`).
+const PATH_MARK_FILE: &str = ".fastdfs_vars";
+const PATH_MARK_KEY: &str = "store_path_mark=";
+
+fn read_path_mark(data: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(data.join(PATH_MARK_FILE)) {
+        Ok(t) => Ok(t
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(PATH_MARK_KEY))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", data.join(PATH_MARK_FILE).display()),
+        )),
+    }
+}
+
+/// Writes a small file in `dir` under `name`, flushed, in one rename.
+pub(crate) fn write_flushed(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    crate::durability::sync_dir(dir)
+}
+
+/// Whether `data` holds nothing but dot files (or does not exist).
+fn holds_nothing(data: &Path) -> io::Result<bool> {
+    match fs::read_dir(data) {
+        Ok(mut it) => {
+            Ok(!it.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// A mount point `/etc/fstab` lists for `path` (the path itself or a directory above
+/// it) that is not mounted now: the store path would land on the disk underneath.
+fn unmounted_mount_point(path: &Path) -> Option<PathBuf> {
+    let unescape = |s: &str| PathBuf::from(s.replace("\\040", " ").replace("\\011", "\t"));
+    let fstab = fs::read_to_string("/etc/fstab").ok()?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mounted: std::collections::HashSet<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .collect();
+    let abs = std::path::absolute(path).ok()?;
+    fstab
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with('/') && *m != "/")
+        .map(unescape)
+        .filter(|m| abs.starts_with(m) && !mounted.contains(m))
+        .max_by_key(|m| m.as_os_str().len())
+}
+
+/// What [`Store::open`] found in one store path.
+struct Found {
+    /// The path's data is gone (a new path, or a replaced disk).
+    fresh: bool,
+    /// The mark to record and write, when it changes.
+    new_mark: Option<String>,
+}
+
+/// Decides, before anything is created, what store path `i` is. Refuses a path whose
+/// disk looks absent (see the README, "Lost data on one storage").
+fn inspect(
+    i: usize,
+    root: &Path,
+    recorded: Option<&String>,
+    init_existed: bool,
+    flag: &Path,
+) -> io::Result<Found> {
+    let data = root.join("data");
+    let here = if root.is_dir() {
+        read_path_mark(&data)?
+    } else {
+        None
+    };
+    let refused = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let refuse = |why: String| -> io::Result<Found> { Err(refused(why)) };
+    let fresh_ok = |fresh: bool| -> io::Result<()> {
+        if let Some(m) = fresh.then(|| unmounted_mount_point(root)).flatten() {
+            return Err(refused(format!(
+                "store path {i} ({}) holds no data and {} (listed in /etc/fstab) is not \
+                 mounted: mount it and start again",
+                root.display(),
+                m.display()
+            )));
+        }
+        Ok(())
+    };
+    match (recorded, here) {
+        (Some(r), Some(h)) if *r == h => Ok(Found {
+            fresh: false,
+            new_mark: None,
+        }),
+        (None, Some(h)) if !init_existed => {
+            // base_path was lost, the store path kept: it is ours by its mark.
+            Ok(Found {
+                fresh: false,
+                new_mark: Some(h),
+            })
+        }
+        (_, Some(h)) => refuse(format!(
+            "store path {i} ({}) carries the mark {h:?} of another storage or store path \
+             ({} says {:?}); if it is not used by another storage, remove {} and start again",
+            root.display(),
+            flag.display(),
+            recorded.map(String::as_str).unwrap_or(""),
+            data.join(PATH_MARK_FILE).display()
+        )),
+        (Some(_), None) if !root.is_dir() => refuse(format!(
+            "store path {i} ({}) is missing, yet this storage initialised it \
+             (store_path_mark{i} in {}): is its disk mounted? Mount it and start again. To \
+             recover the path's files from the group onto the disk that holds its parent \
+             directory instead, create the directory (empty) and start again",
+            root.display(),
+            flag.display()
+        )),
+        (Some(_), None) => {
+            let fresh = holds_nothing(&data)?;
+            fresh_ok(fresh)?;
+            if !fresh {
+                tracing::warn!(
+                    "store path {i} ({}): its mark file {PATH_MARK_FILE} is missing; written again",
+                    root.display()
+                );
+            }
+            Ok(Found {
+                fresh,
+                new_mark: Some(new_mark(i)),
+            })
+        }
+        (None, None) => {
+            let fresh = holds_nothing(&data)?;
+            fresh_ok(fresh)?;
+            Ok(Found {
+                fresh,
+                new_mark: Some(new_mark(i)),
+            })
+        }
+    }
+}
+
+fn new_mark(i: usize) -> String {
+    format!(
+        "{:x}-{i}-{:016x}",
+        fdfs_runtime::unix_now(),
+        rand::random::<u64>()
+    )
+}
+
 impl Store {
     /// Opens every store path, creating `data/` and its XX/YY directories as upstream does
-    /// on first start.
-    pub fn open(cfg: &StorageConfig) -> io::Result<Store> {
-        let mut paths = Vec::new();
-        for sp in &cfg.store_paths {
+    /// on first start. Decides first, before creating anything, which paths lost their
+    /// data (`fresh`); on a storage that had joined its group (`joined_before`) such a
+    /// path gets its recovery flag (flushed) before anything else is written to it, so a
+    /// crash cannot leave it looking complete. Records each path's mark in `init`
+    /// (saved) before it is written into the path. Blocking.
+    pub fn open(
+        cfg: &StorageConfig,
+        init: &mut InitFlag,
+        init_existed: bool,
+        joined_before: bool,
+    ) -> io::Result<Store> {
+        let flag_file = crate::init_flag::path(&cfg.base_path);
+        let mut found = Vec::new();
+        for (i, sp) in cfg.store_paths.iter().enumerate() {
+            found.push(inspect(
+                i,
+                &sp.path,
+                init.store_path_marks.get(&i),
+                init_existed,
+                &flag_file,
+            )?);
+        }
+        let cannot = |d: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot create {}: {e}", d.display()))
+        };
+        for (sp, f) in cfg.store_paths.iter().zip(&found) {
             let data = sp.path.join("data");
-            let fresh = !data.exists();
-            fs::create_dir_all(&data).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create {}: {e}", data.display()))
-            })?;
+            fs::create_dir_all(&data).map_err(|e| cannot(&data, e))?;
+            if f.fresh && joined_before {
+                crate::recovery::begin(&data)?;
+            }
+        }
+        let mut marks_changed = false;
+        for (i, f) in found.iter().enumerate() {
+            if let Some(m) = &f.new_mark {
+                init.store_path_marks.insert(i, m.clone());
+                marks_changed = true;
+            }
+        }
+        if marks_changed {
+            let d = cfg.base_path.join("data");
+            fs::create_dir_all(&d).map_err(|e| cannot(&d, e))?;
+            init.save(&cfg.base_path)?;
+        }
+        let mut paths = Vec::new();
+        for (sp, f) in cfg.store_paths.iter().zip(found) {
+            let data = sp.path.join("data");
+            if let Some(m) = &f.new_mark {
+                write_flushed(&data, PATH_MARK_FILE, &format!("{PATH_MARK_KEY}{m}\n"))?;
+            }
             create_subdirs(&data, cfg.subdir_count_per_path)?;
-            remove_temp_files(&data, cfg.subdir_count_per_path);
+            // One walk: uploads a crash cut short go, and whether files are here is
+            // noted (a fresh path has neither).
+            let has_files = !f.fresh && remove_temp_files(&data, cfg.subdir_count_per_path);
             paths.push(StorePath {
                 root: sp.path.clone(),
                 data,
                 readonly: sp.readonly,
-                fresh,
+                fresh: f.fresh,
+                has_files,
                 total_mb: AtomicU64::new(0),
                 free_mb: AtomicU64::new(0),
                 pending: AtomicU64::new(0),
@@ -350,7 +560,9 @@ fn create_subdirs(data: &Path, subdirs: u32) -> io::Result<()> {
 }
 
 /// Removes uploads that a crash left half-written: they never got a final name.
-fn remove_temp_files(data: &Path, subdirs: u32) {
+/// Returns whether other files are there.
+fn remove_temp_files(data: &Path, subdirs: u32) -> bool {
+    let mut has_files = false;
     for high in 0..subdirs {
         for low in 0..subdirs {
             let d = data.join(format!("{high:02X}")).join(format!("{low:02X}"));
@@ -358,12 +570,17 @@ fn remove_temp_files(data: &Path, subdirs: u32) {
                 continue;
             };
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(TEMP_PREFIX) {
                     let _ = fs::remove_file(e.path());
+                } else if !name.starts_with('.') {
+                    has_files = true;
                 }
             }
         }
     }
+    has_files
 }
 
 /// Renames `from` to `to` unless `to` exists (one atomic step where the file system
@@ -602,6 +819,82 @@ mod tests {
         assert_eq!(pjw_hash(b""), 0);
         assert_eq!(pjw_hash(b"a"), 97);
         assert_eq!(pjw_hash(b"ab"), 97 * 16 + 98);
+    }
+
+    /// A temporary directory removed when the test ends, passed or failed.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config(base: &Path) -> StorageConfig {
+        fs::create_dir_all(base).unwrap();
+        let conf = base.join("storage.conf");
+        fs::write(
+            &conf,
+            format!(
+                "group_name = group1\nbase_path = {0}/base\nstore_path_count = 2\n\
+                 store_path0 = {0}/s0\nstore_path1 = {0}/s1\nsubdir_count_per_path = 2\n\
+                 tracker_server = 127.0.0.1:22122\n",
+                base.display()
+            ),
+        )
+        .unwrap();
+        StorageConfig::load(&conf).unwrap()
+    }
+
+    #[test]
+    fn replaced_and_missing_store_paths() {
+        let t = TempDir(std::env::temp_dir().join(format!("fdfs-open-{}", std::process::id())));
+        let _ = fs::remove_dir_all(&t.0);
+        let cfg = config(&t.0);
+        let (s0, s1) = (t.0.join("s0"), t.0.join("s1"));
+        // First start: both paths made, marked, recorded; nothing to recover.
+        let mut init = InitFlag::default();
+        let store = Store::open(&cfg, &mut init, false, false).unwrap();
+        assert!(store.paths().iter().all(|p| p.fresh && !p.has_files));
+        assert_eq!(init.store_path_marks.len(), 2);
+        assert!(s0.join("data/01/01").is_dir());
+        assert!(!s0.join("data/.recovery.flag").exists());
+        assert_eq!(InitFlag::load(&cfg.base_path).unwrap(), init);
+        fs::write(s0.join("data/00/01/somefile"), b"x").unwrap();
+        drop(store);
+        // Started again: nothing fresh, files seen.
+        let store = Store::open(&cfg, &mut init, true, true).unwrap();
+        assert!(store.paths().iter().all(|p| !p.fresh));
+        assert!(store.paths()[0].has_files && !store.paths()[1].has_files);
+        drop(store);
+        // A replaced disk (the path is there, empty): recovered, its flag written
+        // before anything else.
+        fs::remove_dir_all(s1.join("data")).unwrap();
+        let before = init.store_path_marks[&1].clone();
+        let store = Store::open(&cfg, &mut init, true, true).unwrap();
+        assert!(store.paths()[1].fresh && !store.paths()[0].fresh);
+        assert!(s1.join("data/.recovery.flag").is_file());
+        assert!(!s0.join("data/.recovery.flag").exists());
+        assert_ne!(init.store_path_marks[&1], before);
+        drop(store);
+        // A path that is gone (an unmounted disk): refused, nothing created.
+        fs::remove_dir_all(&s1).unwrap();
+        let e = Store::open(&cfg, &mut init, true, true)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("is missing"), "{e}");
+        assert!(!s1.exists());
+        // A path holding another storage's mark: refused.
+        fs::create_dir_all(s1.join("data")).unwrap();
+        fs::write(
+            s1.join("data/.fastdfs_vars"),
+            "store_path_mark=someone-else\n",
+        )
+        .unwrap();
+        let e = Store::open(&cfg, &mut init, true, true)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("another storage"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use fdfs_proto::tracker_msg::{
     BeatReply, DiskUsage, JoinReply, JoinRequest, StorageBrief, SyncReport, SyncSource,
     TrackerStatus,
 };
-use fdfs_proto::{cmd, status, IpSize, VERSION_TEXT};
+use fdfs_proto::{cmd, errno, status, IpSize, VERSION_TEXT};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::{unix_now, Connection, Error};
 use tracing::{info, warn};
@@ -27,11 +27,27 @@ use crate::state::Storage;
 /// Splits `host:port` (also `[v6]:port` and the dual-address form `ip1,ip2:port`, of
 /// which the first address is used).
 pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.trim().rsplit_once(':')?;
+    let (hosts, port) = parse_hosts(text)?;
+    Some((hosts.into_iter().next()?, port))
+}
+
+/// Every address of a `tracker_server` entry (`host:port`, `[v6]:port`,
+/// `ip1,ip2:port`) and its port.
+pub fn parse_hosts(text: &str) -> Option<(Vec<String>, u16)> {
+    let (hosts, port) = text.trim().rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = host.split(',').next()?.trim();
-    (!host.is_empty()).then(|| (host.to_string(), port))
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(|h| {
+            h.trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+        })
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    (!hosts.is_empty()).then_some((hosts, port))
 }
 
 /// State shared by all tracker links of one storage.
@@ -45,16 +61,37 @@ pub struct Links {
     pub leader: tokio::sync::Mutex<Option<usize>>,
 }
 
-/// The short calls a link makes besides its session (64, 68) give up quickly: the
-/// session's beats wait for them.
-const SIDE_CALL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const SIDE_CALL_NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The short calls to a tracker besides the sessions (64 and 68 when two trackers lead,
+/// 92 for a peer's join time) give up quickly: a session or the sync manager waits for
+/// them.
+const SHORT_CALL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SHORT_CALL_NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn resolve(text: &str) -> Result<SocketAddr, Error> {
     let (host, port) = parse_host_port(text)
         .ok_or_else(|| Error::Other(format!("bad tracker address {text:?}")))?;
     let found = tokio::net::lookup_host((host.as_str(), port)).await?.next();
     found.ok_or_else(|| Error::Other(format!("{host} does not resolve")))
+}
+
+/// One request to `tracker` on a connection of its own, with short timeouts.
+pub(crate) async fn short_call(
+    st: &Storage,
+    tracker: &str,
+    command: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let addr = resolve(tracker).await?;
+    let mut conn = crate::sync::connect_with(
+        st,
+        addr,
+        st.cfg.connect_timeout.min(SHORT_CALL_CONNECT_TIMEOUT),
+        st.cfg.network_timeout.min(SHORT_CALL_NETWORK_TIMEOUT),
+    )
+    .await?;
+    let reply = conn.request(command, body).await;
+    conn.quit().await;
+    reply
 }
 
 /// Keeps a session with one tracker alive until shutdown, reconnecting with back-off.
@@ -98,66 +135,42 @@ fn apply_parameters(st: &Storage, text: &[u8]) {
     }
 }
 
-/// Connects to a tracker from our address (`client_bind`), proving `cluster_secret`.
-async fn connect(
-    st: &Storage,
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    network_timeout: Duration,
-) -> Result<Connection, Error> {
-    let bind = if st.cfg.client_bind {
-        st.cfg.bind_addr
-    } else {
-        None
-    };
-    let mut conn = Connection::connect(addr, bind, connect_timeout, network_timeout).await?;
-    if let Some(secret) = &st.cfg.cluster_secret {
-        conn.prove_secret(secret)
-            .await
-            .map_err(|e| Error::Other(format!("cluster_secret: {e}")))?;
-    }
-    Ok(conn)
-}
-
-/// One request to `tracker` on a connection of its own.
-async fn side_call(st: &Storage, tracker: &str, command: u8) -> Result<Vec<u8>, Error> {
-    let addr = resolve(tracker).await?;
-    let mut conn = connect(
-        st,
-        addr,
-        st.cfg.connect_timeout.min(SIDE_CALL_CONNECT_TIMEOUT),
-        st.cfg.network_timeout.min(SIDE_CALL_NETWORK_TIMEOUT),
-    )
-    .await?;
-    let reply = conn.request(command, &[]).await;
-    conn.quit().await;
-    reply
-}
-
-/// The `tracker_server` entry at `ip:port`, if any.
-async fn tracker_index(st: &Storage, ip: &str, port: u32) -> Option<usize> {
+/// The entry of `trackers` (`tracker_server` lines) that `ip:port` is one of: any
+/// address of an entry counts (`ip1,ip2:port`, as upstream's `fdfs_server_contain`),
+/// host names by what they resolve to.
+async fn tracker_index(trackers: &[String], ip: &str, port: u32) -> Option<usize> {
     let wanted: Option<IpAddr> = ip.parse::<IpAddr>().ok().map(|a| a.to_canonical());
-    for (i, t) in st.cfg.tracker_servers.iter().enumerate() {
-        let Some((host, p)) = parse_host_port(t) else {
+    let same = |host: &str| match (host.parse::<IpAddr>(), wanted) {
+        (Ok(h), Some(w)) => h.to_canonical() == w,
+        _ => host == ip,
+    };
+    for (i, t) in trackers.iter().enumerate() {
+        let Some((hosts, p)) = parse_hosts(t) else {
             continue;
         };
         if u32::from(p) != port {
             continue;
         }
-        if host == ip {
+        if hosts.iter().any(|h| same(h)) {
             return Some(i);
         }
-        if let (Some(w), Ok(addr)) = (wanted, resolve(t).await) {
-            if addr.ip().to_canonical() == w {
-                return Some(i);
+        let Some(w) = wanted else {
+            continue;
+        };
+        for host in hosts.iter().filter(|h| h.parse::<IpAddr>().is_err()) {
+            if let Ok(mut addrs) = tokio::net::lookup_host((host.as_str(), p)).await {
+                if addrs.any(|a| a.ip().to_canonical() == w) {
+                    return Some(i);
+                }
             }
         }
     }
     None
 }
 
-/// A beat reply from `from` named the leader (upstream's `set_tracker_leader`).
-async fn leader_announced(st: &Storage, links: &Links, from: &str, brief: &StorageBrief) {
+/// A beat reply from `from` named the leader (upstream's `set_tracker_leader`). Runs
+/// apart from the session, whose beats must not wait for the calls it may make.
+async fn leader_announced(st: Arc<Storage>, links: Arc<Links>, from: String, brief: StorageBrief) {
     let mut leader = links.leader.lock().await;
     if brief.ip.is_empty() {
         if let Some(old) = leader.take() {
@@ -168,7 +181,7 @@ async fn leader_announced(st: &Storage, links: &Links, from: &str, brief: &Stora
         }
         return;
     }
-    let Some(index) = tracker_index(st, &brief.ip, brief.port).await else {
+    let Some(index) = tracker_index(&st.cfg.tracker_servers, &brief.ip, brief.port).await else {
         warn!(
             "tracker {from} names leader {}:{}, which is not a tracker_server of ours",
             brief.ip, brief.port
@@ -179,15 +192,24 @@ async fn leader_announced(st: &Storage, links: &Links, from: &str, brief: &Stora
         if old != index {
             let old_host = &st.cfg.tracker_servers[old];
             let new_host = &st.cfg.tracker_servers[index];
-            let still_leads = match side_call(st, old_host, cmd::TRACKER_GET_STATUS).await {
+            let still_leads = match short_call(&st, old_host, cmd::TRACKER_GET_STATUS, &[]).await {
                 Ok(body) => TrackerStatus::decode(&body).is_ok_and(|s| s.if_leader),
                 Err(_) => false,
             };
             if still_leads {
                 warn!("two tracker leaders: {old_host} and {new_host}; asking both to elect again");
-                for host in [old_host, new_host] {
-                    if let Err(e) = side_call(st, host, cmd::TRACKER_NOTIFY_RESELECT_LEADER).await {
-                        warn!("tracker {host}: notify reselect leader: {e}");
+                let (a, b) = tokio::join!(
+                    short_call(&st, old_host, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]),
+                    short_call(&st, new_host, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]),
+                );
+                for (host, result) in [(old_host, a), (new_host, b)] {
+                    match result {
+                        Ok(_) => {}
+                        // It stepped down already (asked by another storage, say).
+                        Err(Error::Status(errno::EOPNOTSUPP)) => {
+                            info!("tracker {host}: no longer leads")
+                        }
+                        Err(e) => warn!("tracker {host}: notify reselect leader: {e}"),
                     }
                 }
                 *leader = None;
@@ -202,13 +224,13 @@ async fn leader_announced(st: &Storage, links: &Links, from: &str, brief: &Stora
 }
 
 async fn session(
-    st: &Storage,
-    links: &Links,
+    st: &Arc<Storage>,
+    links: &Arc<Links>,
     tracker: &str,
     shutdown: &mut Shutdown,
 ) -> Result<(), Error> {
     let addr = resolve(tracker).await?;
-    let mut conn = connect(st, addr, st.cfg.connect_timeout, st.cfg.network_timeout).await?;
+    let mut conn = crate::sync::connect(st, addr).await?;
     let my_ip = conn.local_addr()?.ip();
     st.learn_ip(my_ip);
 
@@ -311,9 +333,19 @@ async fn session(
     }
 }
 
-async fn leader_news(st: &Storage, links: &Links, tracker: &str, news: Option<StorageBrief>) {
+async fn leader_news(
+    st: &Arc<Storage>,
+    links: &Arc<Links>,
+    tracker: &str,
+    news: Option<StorageBrief>,
+) {
     if let Some(brief) = news {
-        leader_announced(st, links, tracker, &brief).await;
+        tokio::spawn(leader_announced(
+            st.clone(),
+            links.clone(),
+            tracker.to_string(),
+            brief,
+        ));
     }
 }
 
@@ -378,6 +410,7 @@ async fn report_disk_usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{eventually, storage, FakeTracker};
 
     #[test]
     fn host_port_forms() {
@@ -397,5 +430,137 @@ mod tests {
         assert_eq!(parse_host_port("nohost"), None);
         assert_eq!(parse_host_port(":22122"), None);
         assert_eq!(parse_host_port("h:0"), None);
+        assert_eq!(
+            parse_hosts("10.0.0.1, 192.168.0.1:22122"),
+            Some((vec!["10.0.0.1".into(), "192.168.0.1".into()], 22122))
+        );
+    }
+
+    #[tokio::test]
+    async fn leader_matches_every_address_of_an_entry() {
+        let trackers: Vec<String> = [
+            "tracker.invalid:22122",
+            "localhost:22123",
+            "[::1]:22124",
+            "10.0.0.1,127.0.0.5:22125",
+            "10.0.0.2:22126",
+        ]
+        .map(String::from)
+        .to_vec();
+        let at = |ip: &'static str, port: u32| tracker_index(&trackers, ip, port);
+        // By name: whatever the name resolves to.
+        assert_eq!(at("127.0.0.1", 22123).await, Some(1));
+        assert_eq!(at("::ffff:127.0.0.1", 22123).await, Some(1));
+        // Bracketed IPv6.
+        assert_eq!(at("::1", 22124).await, Some(2));
+        assert_eq!(at("0:0:0:0:0:0:0:1", 22124).await, Some(2));
+        // Dual addresses: either one.
+        assert_eq!(at("10.0.0.1", 22125).await, Some(3));
+        assert_eq!(at("127.0.0.5", 22125).await, Some(3));
+        // The port must match too.
+        assert_eq!(at("10.0.0.2", 22126).await, Some(4));
+        assert_eq!(at("10.0.0.2", 22125).await, None);
+        assert_eq!(at("127.0.0.1", 22122).await, None);
+        assert_eq!(at("tracker.invalid", 22122).await, Some(0));
+    }
+
+    /// A fake tracker that says it leads: in its first beat reply on each session, and
+    /// in its answer to 64.
+    async fn leading_tracker() -> FakeTracker {
+        let announced = Mutex::new(std::collections::HashSet::new());
+        let port = Arc::new(std::sync::OnceLock::<u32>::new());
+        let my_port = port.clone();
+        let t = FakeTracker::start(move |conn, command, _body| match command {
+            cmd::STORAGE_PARAMETER_REQ => (0, Vec::new()),
+            cmd::STORAGE_JOIN => (
+                0,
+                JoinReply {
+                    status: status::ACTIVE,
+                    sync_src_id: String::new(),
+                }
+                .encode(),
+            ),
+            cmd::STORAGE_BEAT | cmd::STORAGE_REPORT_DISK_USAGE => {
+                let leader = announced
+                    .lock()
+                    .unwrap()
+                    .insert(conn)
+                    .then(|| StorageBrief {
+                        status: status::ACTIVE,
+                        port: *my_port.get().unwrap(),
+                        id: "127.0.0.1".into(),
+                        ip: "127.0.0.1".into(),
+                    });
+                let reply = BeatReply {
+                    leader,
+                    ..Default::default()
+                };
+                (0, reply.encode())
+            }
+            cmd::TRACKER_GET_STATUS => (
+                0,
+                TrackerStatus {
+                    if_leader: true,
+                    running_time: 0,
+                    restart_interval: 0,
+                }
+                .encode(),
+            ),
+            cmd::TRACKER_NOTIFY_RESELECT_LEADER => (0, Vec::new()),
+            _ => (errno::ENOENT, Vec::new()),
+        })
+        .await;
+        let p: u32 = t.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        port.set(p).unwrap();
+        t
+    }
+
+    #[tokio::test]
+    async fn two_leaders_are_both_told_to_elect_again() {
+        let a = leading_tracker().await;
+        let b = leading_tracker().await;
+        let st = storage("two-leaders", &[a.addr.clone(), b.addr.clone()]);
+        let links = Arc::new(Links {
+            init: Mutex::new(InitFlag {
+                sync_old_done: true,
+                ..Default::default()
+            }),
+            first_sync: tokio::sync::Mutex::new(()),
+            leader: tokio::sync::Mutex::new(None),
+        });
+        let (trigger, shutdown) = fdfs_runtime::server::ShutdownTrigger::new();
+        let mut tasks = Vec::new();
+        for t in [&a, &b] {
+            tasks.push(tokio::spawn(run(
+                st.clone(),
+                links.clone(),
+                t.addr.clone(),
+                trigger.subscribe(),
+            )));
+        }
+        drop(shutdown);
+        let told = eventually(15, || {
+            a.count(cmd::TRACKER_NOTIFY_RESELECT_LEADER) >= 1
+                && b.count(cmd::TRACKER_NOTIFY_RESELECT_LEADER) >= 1
+        })
+        .await;
+        assert!(told, "68 to both: {:?} / {:?}", a.commands, b.commands);
+        assert!(a.count(cmd::TRACKER_GET_STATUS) + b.count(cmd::TRACKER_GET_STATUS) >= 1);
+        let mut forgot = false;
+        for _ in 0..100 {
+            if links.leader.lock().await.is_none() {
+                forgot = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(forgot, "the storage still follows a leader");
+        // The beats went on meanwhile.
+        assert!(a.count(cmd::STORAGE_BEAT) >= 1 && b.count(cmd::STORAGE_BEAT) >= 1);
+        trigger.trigger();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&st.cfg.base_path);
     }
 }

@@ -10,9 +10,10 @@
 //!
 //! A leader also asks the other trackers for their 64 status every few seconds: after a
 //! network partition heals, both sides may lead. The two settle by the election order
-//! (`relationship::settle_clash`): the lower-ranked leader steps down and adopts the
-//! other, the higher-ranked one sends it 68 NOTIFY_RESELECT_LEADER (which upstream
-//! trackers also obey). Storages that see two leaders send 68 to both, as upstream's do.
+//! (`relationship::rank`): the lower-ranked leader steps down and adopts the other, the
+//! higher-ranked one sends it 68 NOTIFY_RESELECT_LEADER (which upstream trackers also
+//! obey). Trackers that follow (pinged within `FOLLOWER_ACTIVE_SECS`) are not asked.
+//! Storages that see two leaders send 68 to both, as upstream's do.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -27,7 +28,7 @@ use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::persist;
-use crate::relationship::{elect, host_of, rank, settle_clash, Candidate, Clash};
+use crate::relationship::{elect, host_of, rank, Candidate, FOLLOWER_ACTIVE_SECS};
 use crate::server::Shared;
 use crate::tracker_cmds::local_status;
 
@@ -130,19 +131,30 @@ async fn round(shared: &Arc<Shared>, state: &mut State) -> Duration {
 }
 
 /// Leader duty: another tracker that leads as well (both sides of a healed partition)
-/// is settled by the election order, the same way on both sides.
+/// is settled by the election order, the same way on both sides. Trackers that pinged
+/// us as followers within `FOLLOWER_ACTIVE_SECS` follow us: they are not asked.
 async fn check_rival_leaders(shared: &Arc<Shared>, me: &str) -> Duration {
-    let others: Vec<String> = known_trackers(shared, me)
+    let now = fdfs_runtime::unix_now();
+    let following: Vec<String> = shared
+        .peers()
+        .followers()
+        .iter()
+        .filter(|(_, f)| now - f.last_ping <= FOLLOWER_ACTIVE_SECS)
+        .map(|(host, _)| host.clone())
+        .collect();
+    let others: Vec<(String, SocketAddr)> = resolve_others(shared, me)
+        .await
         .into_iter()
-        .filter(|h| h != me)
+        .filter(|(host, _)| !following.contains(host))
         .collect();
     if others.is_empty() {
         return TICK;
     }
-    let rivals: Vec<Candidate> = collect_statuses(shared, me, &others)
+    let rivals: Vec<Candidate> = collect_statuses(shared, &others)
         .await
         .into_iter()
-        .filter(|c| c.host != me && c.status.if_leader)
+        .filter(|(c, _)| c.status.if_leader)
+        .map(|(c, _)| c)
         .collect();
     for rival in rivals {
         let Ok(mine) = local_status(shared) else {
@@ -156,36 +168,29 @@ async fn check_rival_leaders(shared: &Arc<Shared>, me: &str) -> Duration {
             host: me.to_string(),
             status: mine,
         };
-        match settle_clash(&myself, &rival) {
-            Clash::StepDown => {
-                warn!(
-                    "tracker {} leads too and ranks higher: stepping down",
-                    rival.host
-                );
-                shared
-                    .peers()
-                    .forget_leader(me, "another tracker leads and ranks higher");
-                // The next round finds the rival leading and follows it.
-                return Duration::ZERO;
-            }
-            Clash::AskRivalToStepDown => {
-                warn!(
-                    "tracker {} leads too and ranks lower: asking it to step down",
-                    rival.host
-                );
-                match call(
-                    shared,
-                    &rival.host,
-                    cmd::TRACKER_NOTIFY_RESELECT_LEADER,
-                    &[],
-                )
-                .await
-                {
-                    // Already stepped down by itself.
-                    Ok(_) | Err(Error::Status(errno::EOPNOTSUPP)) => {}
-                    Err(e) => debug!("tracker {}: 68 failed: {e}", rival.host),
-                }
-            }
+        // Both sides keep the one `elect` would choose among the two.
+        if rank(&myself, &rival).is_lt() {
+            warn!(
+                "tracker {} leads too and ranks higher: stepping down",
+                rival.host
+            );
+            shared
+                .peers()
+                .forget_leader(me, "another tracker leads and ranks higher");
+            // The next round finds the rival leading and follows it.
+            return Duration::ZERO;
+        }
+        warn!(
+            "tracker {} leads too and ranks lower: asking it to step down",
+            rival.host
+        );
+        let Some(&(_, addr)) = others.iter().find(|(h, _)| *h == rival.host) else {
+            continue;
+        };
+        match call(shared, addr, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]).await {
+            // Already stepped down by itself.
+            Ok(_) | Err(Error::Status(errno::EOPNOTSUPP)) => {}
+            Err(e) => debug!("tracker {}: 68 failed: {e}", rival.host),
         }
     }
     TICK
@@ -197,12 +202,8 @@ async fn drop_link(state: &mut State) {
     }
 }
 
-/// Resolves `host` (`ip:port`) and connects, from our bind address when we have one.
-async fn connect(shared: &Shared, host: &str) -> Result<Connection, Error> {
-    let addr: SocketAddr = tokio::net::lookup_host(host)
-        .await?
-        .next()
-        .ok_or_else(|| Error::Other(format!("cannot resolve {host}")))?;
+/// Connects to a tracker, from our bind address when we have one.
+async fn connect(shared: &Shared, addr: SocketAddr) -> Result<Connection, Error> {
     let bind = shared
         .config
         .bind_addr
@@ -213,14 +214,19 @@ async fn connect(shared: &Shared, host: &str) -> Result<Connection, Error> {
     if let Some(secret) = &shared.config.cluster_secret {
         conn.prove_secret(secret)
             .await
-            .map_err(|e| Error::Other(format!("tracker {host}: {e}")))?;
+            .map_err(|e| Error::Other(format!("tracker {addr}: {e}")))?;
     }
     Ok(conn)
 }
 
 /// One request on a fresh connection.
-async fn call(shared: &Shared, host: &str, command: u8, body: &[u8]) -> Result<Vec<u8>, Error> {
-    let mut conn = connect(shared, host).await?;
+async fn call(
+    shared: &Shared,
+    addr: SocketAddr,
+    command: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let mut conn = connect(shared, addr).await?;
     let reply = conn.request(command, body).await;
     conn.quit().await;
     reply
@@ -281,7 +287,10 @@ async fn follow(shared: &Arc<Shared>, state: &mut State, leader: &str) -> Durati
 }
 
 async fn join_leader(shared: &Shared, leader: &str) -> Result<Connection, Error> {
-    let mut conn = connect(shared, leader).await?;
+    let addr = resolve(leader)
+        .await
+        .ok_or_else(|| Error::Other(format!("cannot resolve {leader}")))?;
+    let mut conn = connect(shared, addr).await?;
     let body = JoinLeader {
         up_time: shared.started,
         version: VERSION_TEXT.into(),
@@ -297,65 +306,67 @@ async fn join_leader(shared: &Shared, leader: &str) -> Result<Connection, Error>
     }
 }
 
-/// Every tracker we know of, ourselves included.
-fn known_trackers(shared: &Shared, me: &str) -> Vec<String> {
-    let mut hosts: Vec<String> = shared.cluster().trackers().iter().cloned().collect();
-    if !hosts.iter().any(|h| h == me) {
-        hosts.push(me.to_string());
-    }
-    hosts
+/// `host` (`ip:port`, or a name) resolved.
+async fn resolve(host: &str) -> Option<SocketAddr> {
+    tokio::net::lookup_host(host).await.ok()?.next()
 }
 
-/// `host` as `ip:port` (trackers may be listed by name); `None` if it does not resolve.
-async fn resolve(host: &str) -> Option<String> {
-    let addr = tokio::net::lookup_host(host).await.ok()?.next()?;
-    Some(host_of(addr.ip(), addr.port()))
-}
-
-/// 64 from every tracker that answers (those without groups answer ENOENT), each named
-/// by its resolved `ip:port` so every tracker ranks the same addresses.
-async fn collect_statuses(shared: &Shared, me: &str, hosts: &[String]) -> Vec<Candidate> {
-    let mut out: Vec<Candidate> = Vec::new();
-    let mut resolved = Vec::new();
-    for host in hosts {
-        let name = if host == me {
-            Some(host.clone())
-        } else {
-            resolve(host).await
+/// Every other tracker we know of, each resolved once and named by its `ip:port` (so
+/// every tracker ranks the same addresses); names that resolve to us are left out.
+async fn resolve_others(shared: &Shared, me: &str) -> Vec<(String, SocketAddr)> {
+    let hosts: Vec<String> = shared.cluster().trackers().iter().cloned().collect();
+    let mut out: Vec<(String, SocketAddr)> = Vec::new();
+    for host in hosts.iter().filter(|h| *h != me) {
+        let Some(addr) = resolve(host).await else {
+            debug!("tracker {host} does not resolve");
+            continue;
         };
-        match name {
-            Some(n) if !resolved.contains(&n) => resolved.push(n),
-            Some(_) => {}
-            None => debug!("tracker {host} does not resolve"),
+        let name = host_of(addr.ip(), addr.port());
+        if name != me && !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, addr));
         }
     }
-    for host in &resolved {
-        let status = if host == me {
-            local_status(shared).ok()
-        } else {
-            match call(shared, host, cmd::TRACKER_GET_STATUS, &[]).await {
-                Ok(body) => TrackerStatus::decode(&body)
-                    .map_err(|e| debug!("tracker {host}: bad status reply: {e}"))
-                    .ok(),
-                Err(e) => {
-                    debug!("tracker {host}: no status: {e}");
-                    None
-                }
-            }
-        };
-        if let Some(status) = status {
-            out.push(Candidate {
-                host: host.clone(),
-                status,
-            });
+    out
+}
+
+/// 64 from every tracker of `others` that answers (those without groups answer
+/// ENOENT).
+async fn collect_statuses(
+    shared: &Shared,
+    others: &[(String, SocketAddr)],
+) -> Vec<(Candidate, SocketAddr)> {
+    let mut out = Vec::new();
+    for (host, addr) in others {
+        match call(shared, *addr, cmd::TRACKER_GET_STATUS, &[]).await {
+            Ok(body) => match TrackerStatus::decode(&body) {
+                Ok(status) => out.push((
+                    Candidate {
+                        host: host.clone(),
+                        status,
+                    },
+                    *addr,
+                )),
+                Err(e) => debug!("tracker {host}: bad status reply: {e}"),
+            },
+            Err(e) => debug!("tracker {host}: no status: {e}"),
         }
     }
     out
 }
 
 async fn election(shared: &Arc<Shared>, me: &str) -> Duration {
-    let hosts = known_trackers(shared, me);
-    let candidates = collect_statuses(shared, me, &hosts).await;
+    let others = resolve_others(shared, me).await;
+    let mut candidates: Vec<Candidate> = collect_statuses(shared, &others)
+        .await
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    if let Ok(status) = local_status(shared) {
+        candidates.push(Candidate {
+            host: me.to_string(),
+            status,
+        });
+    }
     let Some(best) = elect(&candidates).cloned() else {
         return backoff();
     };
@@ -364,7 +375,7 @@ async fn election(shared: &Arc<Shared>, me: &str) -> Duration {
         return TICK;
     }
     if best.host == me {
-        match announce(shared, me, &hosts).await {
+        match announce(shared, me, &others).await {
             Ok(()) => {
                 let mut p = shared.peers();
                 p.set_leader(Some(me.to_string()), "won the election");
@@ -388,25 +399,30 @@ async fn election(shared: &Arc<Shared>, me: &str) -> Duration {
 }
 
 /// 66 then 67 to every other tracker; unreachable ones are skipped, a refusal fails.
-async fn announce(shared: &Shared, me: &str, hosts: &[String]) -> Result<(), String> {
-    let mut others = Vec::new();
-    for host in hosts {
-        if host != me && resolve(host).await.as_deref() != Some(me) {
-            others.push(host);
-        }
-    }
+async fn announce(
+    shared: &Shared,
+    me: &str,
+    others: &[(String, SocketAddr)],
+) -> Result<(), String> {
     let mut notified = Vec::new();
-    for host in others {
-        match call(shared, host, cmd::TRACKER_NOTIFY_NEXT_LEADER, me.as_bytes()).await {
-            Ok(_) => notified.push(host),
+    for (host, addr) in others {
+        match call(
+            shared,
+            *addr,
+            cmd::TRACKER_NOTIFY_NEXT_LEADER,
+            me.as_bytes(),
+        )
+        .await
+        {
+            Ok(_) => notified.push((host, *addr)),
             Err(Error::Status(e)) => {
                 return Err(format!("{host} refused {me} as next leader (errno {e})"))
             }
             Err(e) => debug!("tracker {host} unreachable for the notification: {e}"),
         }
     }
-    for host in notified {
-        match call(shared, host, cmd::TRACKER_COMMIT_NEXT_LEADER, me.as_bytes()).await {
+    for (host, addr) in notified {
+        match call(shared, addr, cmd::TRACKER_COMMIT_NEXT_LEADER, me.as_bytes()).await {
             Ok(_) => {}
             Err(Error::Status(e)) => {
                 return Err(format!("{host} refused the commit of {me} (errno {e})"))
@@ -421,17 +437,14 @@ async fn announce(shared: &Shared, me: &str, hosts: &[String]) -> Result<(), Str
 /// peer's sys files (61, 63…, 62) and merges what it did not know. `Some(true)` when
 /// done, `None` while no peer is known.
 async fn copy_sys_files(shared: &Arc<Shared>, me: &str) -> Option<bool> {
-    let hosts: Vec<String> = known_trackers(shared, me)
-        .into_iter()
-        .filter(|h| h != me)
-        .collect();
-    if hosts.is_empty() {
+    let others = resolve_others(shared, me).await;
+    if others.is_empty() {
         return None;
     }
-    let mut peers = collect_statuses(shared, me, &hosts).await;
-    peers.sort_by(|a, b| rank(b, a));
-    for peer in peers {
-        match fetch_sys_files(shared, &peer.host).await {
+    let mut peers = collect_statuses(shared, &others).await;
+    peers.sort_by(|(a, _), (b, _)| rank(b, a));
+    for (peer, addr) in peers {
+        match fetch_sys_files(shared, addr).await {
             Ok(groups) => {
                 let added = shared.cluster().merge_missing(groups);
                 info!(
@@ -446,8 +459,11 @@ async fn copy_sys_files(shared: &Arc<Shared>, me: &str) -> Option<bool> {
     Some(false)
 }
 
-async fn fetch_sys_files(shared: &Shared, host: &str) -> Result<Vec<crate::cluster::Group>, Error> {
-    let mut conn = connect(shared, host).await?;
+async fn fetch_sys_files(
+    shared: &Shared,
+    addr: SocketAddr,
+) -> Result<Vec<crate::cluster::Group>, Error> {
+    let mut conn = connect(shared, addr).await?;
     conn.request(cmd::TRACKER_GET_SYS_FILES_START, &[]).await?;
     let dir = shared.config.data_dir().join("sys_files_copy");
     std::fs::create_dir_all(&dir)?;

@@ -16,7 +16,7 @@ use fdfs_proto::config::{IniFile, Section};
 use fdfs_proto::status;
 use fdfs_proto::tracker_msg::COUNTER_NAMES;
 
-use crate::cluster::{Cluster, Group, Storage};
+use crate::cluster::{Cluster, Group, Storage, Synced};
 
 pub const GROUPS_FILE: &str = "storage_groups_new.dat";
 pub const SERVERS_FILE: &str = "storage_servers_new.dat";
@@ -99,7 +99,7 @@ pub fn render(cluster: &Cluster, up_time: i64, now: i64) -> Files {
         for src in g.storages.keys() {
             let _ = write!(sync_timestamps, "{},{src}", g.name);
             for dest in g.storages.values() {
-                let ts = dest.synced_from.get(src).copied().unwrap_or(0);
+                let ts = dest.synced_from.get(src).map_or(0, |s| s.ts);
                 let _ = write!(sync_timestamps, ",{ts}");
             }
             sync_timestamps.push('\n');
@@ -272,7 +272,11 @@ pub fn load(dir: &Path) -> io::Result<Vec<Group>> {
 
     let sync_path = dir.join(SYNC_TIMESTAMP_FILE);
     if sync_path.exists() {
-        load_sync_timestamps(&fs::read_to_string(&sync_path)?, &mut groups);
+        load_sync_timestamps(
+            &fs::read_to_string(&sync_path)?,
+            &mut groups,
+            fdfs_runtime::unix_now(),
+        );
     }
     Ok(groups)
 }
@@ -302,7 +306,7 @@ fn load_storage(sec: &Section<'_>) -> io::Result<Storage> {
     Ok(s)
 }
 
-fn load_sync_timestamps(text: &str, groups: &mut [Group]) {
+fn load_sync_timestamps(text: &str, groups: &mut [Group], now: i64) {
     for line in text.lines() {
         let fields: Vec<&str> = line.trim().split(',').collect();
         if fields.len() < 2 {
@@ -315,7 +319,10 @@ fn load_sync_timestamps(text: &str, groups: &mut [Group]) {
         for (dest, ts) in group.storages.values_mut().zip(&fields[2..]) {
             match ts.parse::<i64>() {
                 Ok(ts) if ts > 0 && dest.id != src => {
-                    dest.synced_from.insert(src.to_string(), ts);
+                    // Known from now on: a storage reports again only when its
+                    // progress moves.
+                    dest.synced_from
+                        .insert(src.to_string(), Synced { ts, since: now });
                 }
                 _ => {}
             }
@@ -374,8 +381,14 @@ mod tests {
         assert_eq!(load_last_check_time(&dir), Some(30));
         assert!(!dir.join(format!("{GROUPS_FILE}.tmp")).exists());
 
+        let before = fdfs_runtime::unix_now();
         let loaded = load(&dir).unwrap();
         let r = Cluster::restore(Placement::default(), loaded);
+        // Progress loaded counts as known since the load: storages report it again
+        // only when it moves.
+        assert!(
+            r.group("group1").unwrap().storages["10.0.0.2"].synced_from["10.0.0.1"].since >= before
+        );
         let g1 = r.group("group1").unwrap();
         assert_eq!((g1.store_path_count, g1.storage_port), (2, 23000));
         let sa = &g1.storages["10.0.0.1"];
@@ -384,7 +397,7 @@ mod tests {
         assert_eq!(sa.counters.last_source_update, 77);
         assert_eq!(sa.version, "6.16.1");
         assert_eq!((sa.total_mb, sa.free_mb), (200_000, 10_000));
-        assert_eq!(g1.storages["10.0.0.2"].synced_from["10.0.0.1"], 1234);
+        assert_eq!(g1.storages["10.0.0.2"].synced_from["10.0.0.1"].ts, 1234);
         let late = &r.group("group2").unwrap().storages["10.0.0.4"];
         assert_eq!(late.status, WAIT_SYNC);
         assert_eq!(late.sync_src_id, "10.0.0.3");

@@ -78,26 +78,6 @@ pub fn elect(candidates: &[Candidate]) -> Option<&Candidate> {
     candidates.iter().max_by(|a, b| rank(a, b))
 }
 
-/// What a leader does on finding that `rival` leads too (after a network partition
-/// healed, say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clash {
-    /// The rival ranks higher: stop leading, so the next round adopts it.
-    StepDown,
-    /// We rank higher: ask the rival to step down (68, as storages do).
-    AskRivalToStepDown,
-}
-
-/// Settles two leaders by the election order, so both sides pick the same survivor:
-/// the one `elect` would choose among the two.
-pub fn settle_clash(me: &Candidate, rival: &Candidate) -> Clash {
-    if rank(me, rival) == Ordering::Less {
-        Clash::StepDown
-    } else {
-        Clash::AskRivalToStepDown
-    }
-}
-
 /// What the leader knows about a follower.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Follower {
@@ -228,12 +208,13 @@ impl Relationship {
         Ok(())
     }
 
-    /// 68: a storage saw two leaders; a leader steps down so a new election runs.
-    pub fn reselect(&mut self) -> bool {
+    /// 68: a storage or another leader saw two leaders (`why`); a leader steps down so
+    /// a new election runs.
+    pub fn reselect(&mut self, why: &str) -> bool {
         if !self.is_leader() {
             return false;
         }
-        self.set_leader(None, "a storage asked for a new election");
+        self.set_leader(None, why);
         true
     }
 
@@ -346,15 +327,17 @@ mod tests {
 
     #[test]
     fn two_leaders_settle_on_the_election_winner() {
+        // A leader that ranks lower than its rival (`rank(me, rival).is_lt()`) steps
+        // down; the other keeps leading: both sides agree.
         let old = cand("10.0.0.1:22122", true, 900, 0);
         let young = cand("10.0.0.2:22122", true, 300, 0);
-        assert_eq!(settle_clash(&young, &old), Clash::StepDown);
-        assert_eq!(settle_clash(&old, &young), Clash::AskRivalToStepDown);
+        assert!(rank(&young, &old).is_lt());
+        assert!(rank(&old, &young).is_gt());
         // Same ranks but the address: the greater address stays, on both sides.
         let a = cand("127.0.0.9:22122", true, 0, 0);
         let b = cand("127.0.0.10:22122", true, 0, 0);
-        assert_eq!(settle_clash(&b, &a), Clash::StepDown);
-        assert_eq!(settle_clash(&a, &b), Clash::AskRivalToStepDown);
+        assert!(rank(&b, &a).is_lt());
+        assert!(rank(&a, &b).is_gt());
     }
 
     #[test]
@@ -405,7 +388,7 @@ mod tests {
                 .errno,
             errno::EOPNOTSUPP
         );
-        assert!(!r.reselect());
+        assert!(!r.reselect("test"));
         // Becoming the leader ourselves.
         r.notify_next("10.0.0.1:22122", false).unwrap();
         r.commit_next("10.0.0.1:22122").unwrap();
@@ -427,7 +410,7 @@ mod tests {
         assert_eq!(r.followers()["10.0.0.3:22122"].last_ping, 9);
         assert_eq!(r.followers()["10.0.0.3:22122"].connections, counts);
         // 68: step down; followers are forgotten.
-        assert!(r.reselect());
+        assert!(r.reselect("test"));
         assert_eq!(r.leader(), None);
         assert!(r.followers().is_empty());
         // forget_leader only forgets the named leader.

@@ -285,8 +285,12 @@ fn cluster_command(command: u8) -> bool {
 }
 
 fn log_refusal(req: &Request<'_>, refusal: &Refusal) {
-    // Lookups that find nothing are routine for clients; everything else is worth a warning.
-    if matches!(refusal.errno, errno::ENOENT | errno::ENOSPC | errno::EBUSY) {
+    // Lookups that find nothing are routine for clients, and so is a 68 that reaches a
+    // tracker which no longer leads (storages tell both leaders); everything else is
+    // worth a warning.
+    let routine = matches!(refusal.errno, errno::ENOENT | errno::ENOSPC | errno::EBUSY)
+        || (req.cmd == cmd::TRACKER_NOTIFY_RESELECT_LEADER && refusal.errno == errno::EOPNOTSUPP);
+    if routine {
         info!("{}: command {}: {refusal}", req.peer, req.cmd);
     } else {
         warn!("{}: command {}: {refusal}", req.peer, req.cmd);

@@ -111,16 +111,14 @@ pub fn ping_leader(shared: &Shared, session: &mut Session, req: &Request<'_>) ->
 /// lead, step down so a new election runs. EOPNOTSUPP when we do not lead, as upstream.
 pub fn reselect_leader(shared: &Shared, req: &Request<'_>) -> Reply {
     expect_empty(req.body)?;
-    if !shared.peers().reselect() {
+    let why = format!("{} saw two leaders and asked for a new election", req.peer);
+    if !shared.peers().reselect(&why) {
         return Err(Refusal::new(
             errno::EOPNOTSUPP,
             "asked to step down, but this tracker is not the leader",
         ));
     }
-    warn!(
-        "{}: two tracker leaders seen, stepping down for a new election",
-        req.peer
-    );
+    warn!("{why}: stepped down");
     Ok(Vec::new())
 }
 

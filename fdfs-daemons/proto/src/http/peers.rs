@@ -12,11 +12,28 @@ use crate::header::Header;
 use crate::status;
 use crate::tracker_msg::{StorageSelector, StorageStat};
 
-/// A storage of a group as a tracker lists it (cmd 92).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A storage of a group as a tracker lists it (cmd 92): its address, parsed once when the
+/// listing is read, and its status (`crate::status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
-    pub ip: String,
-    pub active: bool,
+    pub ip: Ipv4Addr,
+    pub status: u8,
+}
+
+impl Peer {
+    /// Whether a file may be fetched from this storage at all. Not from one that is being
+    /// added (INIT), was removed (DELETED) or moved (IP_CHANGED): the address listed for
+    /// it may belong to another host by now.
+    pub fn usable(&self) -> bool {
+        !matches!(
+            self.status,
+            status::INIT | status::IP_CHANGED | status::DELETED | status::NONE
+        )
+    }
+
+    pub fn active(&self) -> bool {
+        self.status == status::ACTIVE
+    }
 }
 
 /// The bytes of a "list storages of `group`" request (cmd 92).
@@ -33,13 +50,16 @@ pub fn list_storage_request(group: &str) -> Vec<u8> {
     out
 }
 
-/// Decodes the body of the reply to cmd 92.
+/// Decodes the body of the reply to cmd 92. Storages listed with an address that is not
+/// IPv4 are left out (files are fetched by IPv4 address only).
 pub fn parse_list_storage(body: &[u8]) -> Result<Vec<Peer>, crate::ProtoError> {
     Ok(StorageStat::decode_list(body)?
         .into_iter()
-        .map(|s| Peer {
-            active: s.status == status::ACTIVE,
-            ip: s.ip,
+        .filter_map(|s| {
+            Some(Peer {
+                ip: s.ip.parse().ok()?,
+                status: s.status,
+            })
         })
         .collect())
 }
@@ -78,35 +98,40 @@ pub fn source_ip(info: &FileInfo) -> Option<Ipv4Addr> {
     }
 }
 
-/// Whether `ip` is one of `peers`.
-pub fn is_member(ip: Ipv4Addr, peers: &[Peer]) -> bool {
-    peers.iter().any(|p| p.ip.parse::<Ipv4Addr>() == Ok(ip))
+/// The storages to try for a file, and whether its source is in the listing at all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Candidates {
+    pub ips: Vec<Ipv4Addr>,
+    /// The source named by the file is one of the listed storages (whatever its status).
+    pub source_listed: bool,
 }
 
-/// Storages to try, in order: the source when the trackers list it as an ACTIVE member,
-/// the group's other ACTIVE members, then its other members (the source among them when
-/// it is not ACTIVE); never one of `local` (this node), never an address that is not in
-/// `peers`: a source the trackers do not list is skipped.
-pub fn candidates(source: Option<Ipv4Addr>, peers: &[Peer], local: &[String]) -> Vec<String> {
-    let src = source.and_then(|s| {
-        peers
-            .iter()
-            .find(|p| p.active && p.ip.parse::<Ipv4Addr>() == Ok(s))
-    });
-    let mut out: Vec<String> = Vec::new();
-    let mut push = |ip: &str| {
-        if !ip.is_empty() && !local.iter().any(|l| l == ip) && !out.iter().any(|o| o == ip) {
-            out.push(ip.to_string());
+/// Storages to try, in order: the source when the trackers list it as ACTIVE, the
+/// group's other ACTIVE members, then its other usable members ([`Peer::usable`]: the
+/// source among them when it is not ACTIVE); never one for which `is_local` holds (this
+/// node), never an address that is not in `peers`: a source the trackers do not list is
+/// skipped.
+pub fn candidates(
+    source: Option<Ipv4Addr>,
+    peers: &[Peer],
+    is_local: impl Fn(Ipv4Addr) -> bool,
+) -> Candidates {
+    let mut out = Candidates::default();
+    let listed_source = source.and_then(|s| peers.iter().find(|p| p.ip == s));
+    out.source_listed = listed_source.is_some();
+    let mut push = |ip: Ipv4Addr| {
+        if !ip.is_unspecified() && !is_local(ip) && !out.ips.contains(&ip) {
+            out.ips.push(ip);
         }
     };
-    if let Some(s) = src {
-        push(&s.ip);
+    if let Some(s) = listed_source.filter(|p| p.active()) {
+        push(s.ip);
     }
-    for p in peers.iter().filter(|p| p.active) {
-        push(&p.ip);
+    for p in peers.iter().filter(|p| p.active()) {
+        push(p.ip);
     }
-    for p in peers {
-        push(&p.ip);
+    for p in peers.iter().filter(|p| p.usable()) {
+        push(p.ip);
     }
     out
 }
@@ -141,70 +166,80 @@ mod tests {
         );
     }
 
+    fn peer(last: u8, status: u8) -> Peer {
+        Peer {
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            status,
+        }
+    }
+
+    fn ips(c: &Candidates) -> Vec<u8> {
+        c.ips.iter().map(|ip| ip.octets()[3]).collect()
+    }
+
     #[test]
     fn candidate_order() {
         let peers = vec![
-            Peer {
-                ip: "10.0.0.1".into(),
-                active: false,
-            },
-            Peer {
-                ip: "10.0.0.2".into(),
-                active: true,
-            },
-            Peer {
-                ip: "10.0.0.3".into(),
-                active: true,
-            },
-            Peer {
-                ip: "10.0.0.4".into(),
-                active: false,
-            },
+            peer(1, status::OFFLINE),
+            peer(2, status::ACTIVE),
+            peer(3, status::ACTIVE),
+            peer(4, status::ONLINE),
         ];
         let src = Some(Ipv4Addr::new(10, 0, 0, 1));
-        let local = vec!["10.0.0.3".to_string()];
-        assert_eq!(
-            candidates(src, &peers, &local),
-            vec!["10.0.0.2", "10.0.0.1", "10.0.0.4"]
-        );
+        let local = |ip: Ipv4Addr| ip == Ipv4Addr::new(10, 0, 0, 3);
+        let c = candidates(src, &peers, local);
+        assert_eq!(ips(&c), vec![2, 1, 4]);
+        assert!(c.source_listed);
         let up: Vec<Peer> = peers
             .iter()
             .map(|p| Peer {
-                active: true,
-                ..p.clone()
+                status: status::ACTIVE,
+                ..*p
             })
             .collect();
-        assert_eq!(
-            candidates(src, &up, &local),
-            vec!["10.0.0.1", "10.0.0.2", "10.0.0.4"]
-        );
-        assert!(candidates(src, &[], &[]).is_empty());
+        assert_eq!(ips(&candidates(src, &up, local)), vec![1, 2, 4]);
+        let none = candidates(src, &[], |_| false);
+        assert!(none.ips.is_empty() && !none.source_listed);
     }
 
     #[test]
     fn a_source_no_tracker_lists_is_never_tried() {
-        let peers = vec![
-            Peer {
-                ip: "10.0.0.2".into(),
-                active: true,
-            },
-            Peer {
-                ip: "10.0.0.3".into(),
-                active: false,
-            },
-        ];
+        let peers = vec![peer(2, status::ACTIVE), peer(3, status::OFFLINE)];
         let outsider = Some(Ipv4Addr::new(169, 254, 169, 254));
-        assert_eq!(
-            candidates(outsider, &peers, &[]),
-            vec!["10.0.0.2", "10.0.0.3"]
-        );
-        assert!(!is_member(Ipv4Addr::new(169, 254, 169, 254), &peers));
-        assert!(is_member(Ipv4Addr::new(10, 0, 0, 3), &peers));
+        let c = candidates(outsider, &peers, |_| false);
+        assert_eq!(ips(&c), vec![2, 3]);
+        assert!(!c.source_listed);
         // the only member is this node: nobody to ask
-        assert!(candidates(outsider, &peers[..1], &["10.0.0.2".to_string()]).is_empty());
+        let c = candidates(outsider, &peers[..1], |ip| ip == peers[0].ip);
+        assert!(c.ips.is_empty());
         // a member that is down is still tried, after the active ones
         let src = Some(Ipv4Addr::new(10, 0, 0, 3));
-        assert_eq!(candidates(src, &peers, &[]), vec!["10.0.0.2", "10.0.0.3"]);
+        let c = candidates(src, &peers, |_| false);
+        assert_eq!(ips(&c), vec![2, 3]);
+        assert!(c.source_listed);
+    }
+
+    #[test]
+    fn storages_being_added_removed_or_moved_are_never_tried() {
+        // their address may be another host's by now
+        let peers = vec![
+            peer(1, status::DELETED),
+            peer(2, status::IP_CHANGED),
+            peer(3, status::INIT),
+            peer(4, status::NONE),
+            peer(5, status::WAIT_SYNC),
+            peer(6, status::SYNCING),
+            peer(7, status::RECOVERY),
+            peer(8, status::ACTIVE),
+        ];
+        for src in 1..=4 {
+            let c = candidates(Some(Ipv4Addr::new(10, 0, 0, src)), &peers, |_| false);
+            assert_eq!(ips(&c), vec![8, 5, 6, 7], "source .{src}");
+            // listed all the same: no reason to ask the trackers again
+            assert!(c.source_listed);
+        }
+        assert!(peers[..4].iter().all(|p| !p.usable()));
+        assert!(peers[4..].iter().all(Peer::usable));
     }
 
     #[test]

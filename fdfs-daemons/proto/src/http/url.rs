@@ -91,13 +91,13 @@ impl<'a> FileRequest<'a> {
             (conf.groups[0].name.as_str(), path)
         };
         let name = RemoteName::parse(remote).map_err(|e| UrlError::BadName(e.to_string()))?;
+        if name.is_metadata() {
+            return Err(UrlError::NotDataFile);
+        }
         if remote.len() < NORMAL_NAME_LEN {
             return Err(UrlError::BadName(format!("{remote:?} is too short")));
         }
         let info = name.info().map_err(|e| UrlError::BadName(e.to_string()))?;
-        if is_metadata_name(remote) {
-            return Err(UrlError::NotDataFile);
-        }
         let local = match conf.group(group) {
             Some(g) => {
                 let store = g
@@ -115,30 +115,6 @@ impl<'a> FileRequest<'a> {
             local,
         })
     }
-}
-
-/// Suffix of the file holding a data file's metadata (`<data file>-m`), as upstream.
-pub const META_SUFFIX: &str = "-m";
-/// Suffix of the file a storage writes new metadata into before renaming it over the
-/// metadata file (`<data file>-m.tmp`).
-pub const META_TEMP_SUFFIX: &str = "-m.tmp";
-
-/// Whether `remote` (`Mxx/XX/YY/name`) names the metadata file of a data file, or the
-/// temporary file new metadata is written into: the name minus `-m` (or `-m.tmp`) is
-/// itself a valid data file name. Exact, not a suffix test: a file uploaded with the
-/// extension `-m` (`…1234.-m`) is a data file, since `…1234.` is not a file name.
-///
-/// A slave file whose prefix ends in `-m` and that has no extension has the very name
-/// of its master's metadata file on disk; such a name is taken as metadata.
-pub fn is_metadata_name(remote: &str) -> bool {
-    let stem = match remote.strip_suffix(META_SUFFIX) {
-        Some(stem) => stem,
-        None => match remote.strip_suffix(META_TEMP_SUFFIX) {
-            Some(stem) => stem,
-            None => return false,
-        },
-    };
-    stem.len() >= NORMAL_NAME_LEN && RemoteName::parse(stem).and_then(|n| n.info()).is_ok()
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -287,7 +263,8 @@ mod tests {
             "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO41234567-m",
             "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236_big.txt-m",
         ] {
-            assert!(is_metadata_name(name), "{name}");
+            let url = format!("/group1/{name}");
+            assert_eq!(FileRequest::parse(&url, &conf), Err(UrlError::NotDataFile));
         }
         // data files whose names merely end in -m
         for name in [
@@ -298,12 +275,14 @@ mod tests {
             // a slave with the prefix "-m" of a master with an extension
             "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236-m.txt",
         ] {
-            assert!(!is_metadata_name(name), "{name}");
             let url = format!("/group1/{name}");
             assert!(FileRequest::parse(&url, &conf).is_ok(), "{name}");
         }
         // not a data file name without the suffix either: a bad name (400), not metadata
-        assert!(!is_metadata_name("M00/00/00/short-m"));
+        assert!(matches!(
+            FileRequest::parse("/group1/M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4-m", &conf),
+            Err(UrlError::BadName(_))
+        ));
         assert!(matches!(
             FileRequest::parse("/group1/M00/00/00/.tmp-0123456789abcdef0123456789", &conf),
             Err(UrlError::BadName(_))

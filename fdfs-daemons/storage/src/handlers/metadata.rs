@@ -37,7 +37,8 @@ fn write_atomic(path: &Path, content: &[u8], flush: bool) -> io::Result<()> {
 }
 
 /// Finds the file a metadata request names: metadata of a metadata file is no such
-/// thing (`<file>-m-m` would be a file of its own).
+/// thing (`<file>-m-m` would be a file of its own). The test is exact: a data file whose
+/// name merely ends in `-m` (a C storage's `…1234.-m`) has metadata of its own.
 fn locate_for_metadata(st: &Storage, group: &str, filename: &str) -> Result<PathBuf, Fail> {
     let (name, path) = locate(st, group, filename).map_err(Fail::Reply)?;
     if name.is_metadata() {

@@ -4,8 +4,8 @@
 pub mod appender;
 pub mod download;
 pub mod metadata;
+pub mod path_list;
 pub mod query;
-pub mod recovery;
 pub mod remove;
 pub mod sync;
 pub mod upload;

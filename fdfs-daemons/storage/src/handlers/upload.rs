@@ -8,8 +8,8 @@ use std::path::Path;
 
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{
-    appender_size_field, formatted_ext, normal_size_field, remote_name, PackedName, RemoteName,
-    BASE64_LEN, NORMAL_NAME_LEN,
+    appender_size_field, ends_like_metadata, formatted_ext, normal_size_field, remote_name,
+    PackedName, RemoteName, BASE64_LEN, NORMAL_NAME_LEN,
 };
 use fdfs_proto::storage_msg::{SlaveHead, StoredFile, UploadHead};
 use fdfs_runtime::{unix_now, Connection};
@@ -243,10 +243,10 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         &slave_base(master.base, &head.prefix, &head.ext),
     );
     let slave_name = RemoteName::parse(&slave).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
-    // The head's checks already keep `-m` off the end of the name; a slave must never
-    // become some file's metadata, nor look like a normal file: its ID would promise
-    // the master's size and CRC32.
-    if slave_name.is_metadata() || slave.len() == NORMAL_NAME_LEN {
+    // The head's checks already keep `-m` off the end of the name; a new slave's name must
+    // never even look like some file's metadata, nor like a normal file: its ID would
+    // promise the master's size and CRC32.
+    if ends_like_metadata(&slave) || slave.len() == NORMAL_NAME_LEN {
         return Err(Fail::ReplyAndClose(errno::EINVAL));
     }
     let slave_path = st.store.resolve(&slave_name).map_err(Fail::ReplyAndClose)?;

@@ -398,7 +398,7 @@ impl Dispatcher {
                 self.mark.sync_old_done = true;
                 self.save_mark();
                 info!("old files copied to {}:{}", self.peer.ip, self.peer.port);
-                self.st.sync.note_copied_old(&self.peer.id);
+                super::note_copied_old(&self.st, &self.peer).await;
                 report_status(&self.st, &self.peer, status::OFFLINE).await;
             }
             // Saved later (the wait below ends within a second) if saved just now.

@@ -46,12 +46,10 @@ pub struct SyncCounters {
 pub struct SyncState {
     /// The group members, as the leader tracker last announced them.
     members: watch::Sender<Vec<StorageBrief>>,
-    /// How many member lists the trackers sent (they send one when the group changed on
-    /// their side, even if it reads the same as the last one here).
-    lists: AtomicU64,
-    /// Per peer id: the member list count when this storage finished copying the old
-    /// files to it.
-    copied_old: Mutex<HashMap<String, u64>>,
+    /// Per peer id: the peer's join time (its `storage_join_time`, as the trackers list
+    /// it) when this storage finished copying the old files to it; `None` when no
+    /// tracker told it then.
+    copied_old: Mutex<HashMap<String, Option<i64>>>,
     /// Per peer id: the binlog position up to which that peer is done.
     progress: Mutex<HashMap<String, BinlogPos>>,
     /// Bumped on every progress change.
@@ -66,7 +64,6 @@ impl Default for SyncState {
     fn default() -> Self {
         SyncState {
             members: watch::channel(Vec::new()).0,
-            lists: AtomicU64::new(0),
             copied_old: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             tick: watch::channel(0).0,
@@ -80,27 +77,24 @@ impl Default for SyncState {
 impl SyncState {
     /// A new member list from a beat reply.
     pub fn set_members(&self, list: Vec<StorageBrief>) {
-        self.lists.fetch_add(1, Ordering::Relaxed);
         // Always announced: a list that reads the same still says something changed
         // (a peer may have left and joined again as new between two beats).
         self.members.send_replace(list);
     }
 
-    /// The initial copy of the old files to `peer` is done.
-    pub fn note_copied_old(&self, peer: &str) {
-        let n = self.lists.load(Ordering::Relaxed);
-        self.copied_old.lock().unwrap().insert(peer.to_string(), n);
-    }
-
-    /// Whether the trackers sent a member list after the initial copy to `peer` was
-    /// done: a peer still new in it then lost its data and joined again.
-    fn listed_since_copied_old(&self, peer: &str) -> bool {
-        let n = self.lists.load(Ordering::Relaxed);
+    /// The initial copy of the old files to `peer` is done; `join_time`: the peer's
+    /// join time then, if a tracker told it.
+    fn note_copied_old(&self, peer: &str, join_time: Option<i64>) {
         self.copied_old
             .lock()
             .unwrap()
-            .get(peer)
-            .is_some_and(|&at| at < n)
+            .insert(peer.to_string(), join_time);
+    }
+
+    /// `Some(join time)` if this storage copied the old files to `peer` (the join time
+    /// `None` when unknown).
+    fn copied_old(&self, peer: &str) -> Option<Option<i64>> {
+        self.copied_old.lock().unwrap().get(peer).copied()
     }
 
     fn forget_copied_old(&self, peer: &str) {
@@ -178,13 +172,18 @@ pub fn my_id(st: &Storage) -> Option<String> {
 /// A connection to a tracker or a peer of the group: bound as `client_bind` says, and
 /// with `cluster_secret` proven.
 pub(crate) async fn connect(st: &Storage, addr: std::net::SocketAddr) -> Result<Connection, Error> {
-    let mut conn = Connection::connect(
-        addr,
-        bind_addr(st),
-        st.cfg.connect_timeout,
-        st.cfg.network_timeout,
-    )
-    .await?;
+    connect_with(st, addr, st.cfg.connect_timeout, st.cfg.network_timeout).await
+}
+
+/// [`connect`] with other timeouts (short calls that must not keep their caller long).
+pub(crate) async fn connect_with(
+    st: &Storage,
+    addr: std::net::SocketAddr,
+    connect_timeout: Duration,
+    network_timeout: Duration,
+) -> Result<Connection, Error> {
+    let mut conn =
+        Connection::connect(addr, bind_addr(st), connect_timeout, network_timeout).await?;
     if let Some(secret) = &st.cfg.cluster_secret {
         conn.prove_secret(secret).await?;
     }
@@ -199,8 +198,9 @@ fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
     }
 }
 
-/// One request on a short connection to a tracker.
-async fn tracker_request(
+/// One request on a short connection to a tracker; learns our own address from the
+/// connection's local end.
+pub(crate) async fn tracker_request(
     st: &Storage,
     tracker: &str,
     cmd: u8,
@@ -213,9 +213,28 @@ async fn tracker_request(
         .next()
         .ok_or_else(|| Error::Other(format!("{host} does not resolve")))?;
     let mut conn = connect(st, addr).await?;
+    if let Ok(local) = conn.local_addr() {
+        st.learn_ip(local.ip());
+    }
     let reply = conn.request(cmd, body).await;
     conn.quit().await;
     reply
+}
+
+/// One request to the first tracker that answers it (in configuration order).
+pub(crate) async fn first_tracker_request(
+    st: &Storage,
+    cmd: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let mut last = Error::Other("no tracker configured".into());
+    for t in &st.cfg.tracker_servers {
+        match tracker_request(st, t, cmd, body).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// 86 SYNC_SRC_REQ: who copies the old files to `dest`, asked of the trackers in turn.
@@ -269,6 +288,57 @@ pub async fn report_status(st: &Storage, dest: &StorageBrief, new_status: u8) {
                 status::name(new_status)
             ),
         }
+    }
+}
+
+/// The join time of `peer` (its `storage_join_time`, which a storage that lost its data
+/// and joined again as new has anew) as the trackers list it (92): the newest any
+/// tracker reports, `None` if none did.
+async fn peer_join_time(st: &Storage, peer: &StorageBrief) -> Option<i64> {
+    let body = fdfs_proto::tracker_msg::StorageSelector {
+        group: st.cfg.group_name.clone(),
+        storage_id: Some(peer.id.clone()),
+    }
+    .encode();
+    let mut newest = None;
+    for t in &st.cfg.tracker_servers {
+        let reply = crate::tracker_link::short_call(st, t, cmd::SERVER_LIST_STORAGE, &body).await;
+        match reply.map(|r| fdfs_proto::tracker_msg::StorageStat::decode_list(&r)) {
+            Ok(Ok(list)) => {
+                let found = list.iter().filter(|s| s.id == peer.id).map(|s| s.join_time);
+                newest = newest.max(found.max());
+            }
+            Ok(Err(e)) => warn!("tracker {t}: bad storage list: {e}"),
+            Err(e) => tracing::debug!("tracker {t}: cannot list {}: {e}", peer.id),
+        }
+    }
+    newest
+}
+
+/// The initial copy of the old files to `peer` is done: remembers its join time then,
+/// to tell later whether it joined again as new.
+pub(crate) async fn note_copied_old(st: &Storage, peer: &StorageBrief) {
+    let join_time = peer_join_time(st, peer).await;
+    if join_time.is_none() {
+        warn!(
+            "no tracker lists the join time of {}:{}",
+            peer.ip, peer.port
+        );
+    }
+    st.sync.note_copied_old(&peer.id, join_time);
+}
+
+/// Whether a peer listed as new again after this storage copied it the old files
+/// joined again since: its join time changed. `then`: its join time when the copy was
+/// done; `now`: as the trackers list it now. A trackers' list that is late (one that
+/// missed the peer's new status) changes no join time.
+fn joined_again(then: Option<i64>, now: Option<i64>) -> bool {
+    match (then, now) {
+        (Some(then), Some(now)) => now != then,
+        // Not known when the copy was done: start over rather than miss it.
+        (None, _) => true,
+        // No tracker answered: asked again with the next list.
+        (Some(_), None) => false,
     }
 }
 
@@ -339,9 +409,18 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
             for (id, brief) in wanted {
                 let mark_path = mark::path(st.binlog.dir(), &brief.ip, brief.port as u16);
                 if let Some((_, _, known)) = running.get_mut(&id) {
-                    let came_back_new = joins_as_new(brief.status)
-                        && (!joins_as_new(known.status) || st.sync.listed_since_copied_old(&id));
+                    let was_new = joins_as_new(known.status);
                     known.status = brief.status;
+                    if !joins_as_new(brief.status) {
+                        continue;
+                    }
+                    // Listed as new: it lost its data and joined again if its join time
+                    // changed since we copied it the old files; without such a copy, if
+                    // it was not new before.
+                    let came_back_new = match st.sync.copied_old(&id) {
+                        Some(then) => joined_again(then, peer_join_time(&st, &brief).await),
+                        None => !was_new,
+                    };
                     if !came_back_new {
                         continue;
                     }
@@ -383,5 +462,76 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
     }
     for (_, (_, task, _)) in running {
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use fdfs_proto::tracker_msg::StorageStat;
+    use fdfs_proto::IpSize;
+
+    use super::*;
+    use crate::test_support::{eventually, storage, FakeTracker};
+
+    #[test]
+    fn join_time_decides() {
+        assert!(!joined_again(Some(100), Some(100)));
+        assert!(joined_again(Some(100), Some(200)));
+        assert!(!joined_again(Some(100), None));
+        assert!(joined_again(None, Some(100)));
+    }
+
+    /// A peer still listed as new after this storage copied it the old files (a tracker
+    /// missed the report that the copy is done) is not copied everything again; one
+    /// whose join time changed (it lost its data and joined again) is.
+    #[tokio::test]
+    async fn a_late_list_does_not_restart_the_replication() {
+        let join_time = Arc::new(AtomicI64::new(100));
+        let jt = join_time.clone();
+        let tracker = FakeTracker::start(move |_, command, _| match command {
+            cmd::SERVER_LIST_STORAGE => {
+                let stat = StorageStat {
+                    status: status::WAIT_SYNC,
+                    id: "127.0.0.9".into(),
+                    ip: "127.0.0.9".into(),
+                    join_time: jt.load(Ordering::Relaxed),
+                    ..Default::default()
+                };
+                let mut w = fdfs_proto::codec::Writer::new();
+                stat.encode_into(&mut w, IpSize::V4);
+                (0, w.finish())
+            }
+            _ => (fdfs_proto::errno::ENOENT, Vec::new()),
+        })
+        .await;
+        let st = storage("late-list", std::slice::from_ref(&tracker.addr));
+        st.learn_ip("127.0.0.1".parse().unwrap());
+        let (trigger, shutdown) = fdfs_runtime::server::ShutdownTrigger::new();
+        let manager = tokio::spawn(run_manager(st.clone(), shutdown));
+        let peer = StorageBrief {
+            status: status::WAIT_SYNC,
+            port: 9,
+            id: "127.0.0.9".into(),
+            ip: "127.0.0.9".into(),
+        };
+        st.sync.set_members(vec![peer.clone()]);
+        // The copy is done, at the peer's join time 100.
+        note_copied_old(&st, &peer).await;
+        assert_eq!(st.sync.copied_old("127.0.0.9"), Some(Some(100)));
+        let asked = tracker.count(cmd::SERVER_LIST_STORAGE);
+        // A list that still shows it waiting: same join time, nothing starts over.
+        st.sync.set_members(vec![peer.clone()]);
+        assert!(eventually(10, || tracker.count(cmd::SERVER_LIST_STORAGE) > asked).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(st.sync.copied_old("127.0.0.9"), Some(Some(100)));
+        // It joined again as new: its replication starts over.
+        join_time.store(200, Ordering::Relaxed);
+        st.sync.set_members(vec![peer.clone()]);
+        assert!(eventually(10, || st.sync.copied_old("127.0.0.9").is_none()).await);
+        trigger.trigger();
+        manager.await.unwrap();
+        let _ = std::fs::remove_dir_all(&st.cfg.base_path);
     }
 }

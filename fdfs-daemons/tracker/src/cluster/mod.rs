@@ -35,6 +35,17 @@ pub struct PathSpace {
     pub free_mb: i64,
 }
 
+/// How far a storage has received the changes of one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// The newest timestamp received from the source (stamped by the source's clock).
+    pub ts: i64,
+    /// When (by this tracker's clock, and only ever compared with it) `ts` last moved,
+    /// or was first known to this tracker: reported, loaded from the sys files or copied
+    /// from a peer tracker.
+    pub since: i64,
+}
+
 /// One storage server as the tracker knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
@@ -62,13 +73,9 @@ pub struct Storage {
     pub sync_src_id: String,
     pub sync_until_timestamp: i64,
     pub last_heart_beat_time: i64,
-    /// Per source storage id: the newest timestamp this storage has received from it
-    /// (from 89 SYNC_REPORT, the destination's view).
-    pub synced_from: BTreeMap<String, i64>,
-    /// Per source storage id: when (by this tracker's clock) `synced_from` last moved,
-    /// or was first reported since this tracker started. Only compared with this
-    /// tracker's own clock.
-    pub synced_since: BTreeMap<String, i64>,
+    /// Per source storage id: how far this storage has received its changes (from 89
+    /// SYNC_REPORT, the destination's view).
+    pub synced_from: BTreeMap<String, Synced>,
     /// The storage's own clock at its last heartbeat with counters; 0 when it never
     /// sent one (upstream storages leave that field zero).
     pub reported_clock: i64,
@@ -101,7 +108,6 @@ impl Storage {
             sync_until_timestamp: 0,
             last_heart_beat_time: 0,
             synced_from: BTreeMap::new(),
-            synced_since: BTreeMap::new(),
             reported_clock: 0,
             changelog_offset: 0,
             session: 0,
@@ -163,6 +169,20 @@ impl Group {
             current_read_server: 0,
             version: 0,
         }
+    }
+
+    /// A time the clock of storage `source` has certainly reached: the newest of its own
+    /// heartbeat clock, its last upload and what its peers received from it, all
+    /// stamped by that storage's clock (0 if none is known).
+    pub fn source_clock(&self, source: &Storage) -> i64 {
+        let received = self
+            .storages
+            .values()
+            .filter_map(|p| p.synced_from.get(&source.id).map(|s| s.ts));
+        received
+            .chain([source.reported_clock, source.counters.last_source_update])
+            .max()
+            .unwrap_or(0)
     }
 
     /// Changes a member's status; true if it changed.
@@ -600,10 +620,15 @@ impl Cluster {
         let s = group.storage_mut(&who.id)?;
         for (src, ts) in &report.entries {
             if !src.is_empty() && *src != who.id {
-                let moved = s.synced_from.insert(src.clone(), *ts as i64) != Some(*ts as i64);
-                if moved || !s.synced_since.contains_key(src) {
-                    s.synced_since.insert(src.clone(), now);
-                }
+                let ts = *ts as i64;
+                s.synced_from
+                    .entry(src.clone())
+                    .and_modify(|e| {
+                        if e.ts != ts {
+                            *e = Synced { ts, since: now };
+                        }
+                    })
+                    .or_insert(Synced { ts, since: now });
             }
         }
         s.last_heart_beat_time = now;
@@ -794,20 +819,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// A time the clock of storage `source` has certainly reached: the newest of its own
-    /// heartbeat clock, its last upload and what its peers received from it, all
-    /// stamped by that storage's clock (0 if none is known).
-    pub fn source_clock(&self, group: &Group, source: &Storage) -> i64 {
-        let received = group
-            .storages
-            .values()
-            .filter_map(|p| p.synced_from.get(&source.id).copied());
-        received
-            .chain([source.reported_clock, source.counters.last_source_update])
-            .max()
-            .unwrap_or(0)
-    }
-
     /// The newest time up to which storage `s` has all files of its active peers: min
     /// over the sources with round-robin uploads, max otherwise (§6.4).
     pub fn last_synced_timestamp(&self, group: &Group, s: &Storage) -> i64 {
@@ -815,7 +826,7 @@ impl Cluster {
             .synced_from
             .iter()
             .filter(|(src, _)| group.storages.get(*src).is_some_and(Storage::is_active))
-            .map(|(_, ts)| *ts);
+            .map(|(_, synced)| synced.ts);
         let value = if self.placement.store_server == crate::config::StoreServer::RoundRobin {
             active_sources.min()
         } else {
@@ -919,9 +930,16 @@ pub(crate) mod tests {
         };
         c.sync_report(&who, &report, 101).unwrap();
         c.disconnect(&who);
-        // Its base_path was lost: it joins as new and starts over, with a fresh source.
-        let (who, reply) = c.join(&join_req("g", 1, true), "10.0.0.2", 200).unwrap();
+        // Its base_path was lost: it joins as new and starts over, with a fresh source
+        // and its new join time (peers tell by it that it joined again).
+        let mut again = join_req("g", 1, true);
+        again.join_time = 1500;
+        let (who, reply) = c.join(&again, "10.0.0.2", 200).unwrap();
         assert_eq!(reply.status, INIT);
+        assert_eq!(
+            c.storage_stats("g", Some("10.0.0.2")).unwrap()[0].join_time,
+            1500
+        );
         assert!(c.group("g").unwrap().storages["10.0.0.2"]
             .synced_from
             .is_empty());
@@ -1092,7 +1110,7 @@ pub(crate) mod tests {
         assert_eq!(status_of(&c, "h", "10.0.0.3"), OFFLINE);
         let g = c.group("g").unwrap();
         assert_eq!(g.storages["10.0.0.1"].free_mb, 6000);
-        assert_eq!(g.storages["10.0.0.1"].synced_from["10.0.0.2"], 77);
+        assert_eq!(g.storages["10.0.0.1"].synced_from["10.0.0.2"].ts, 77);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use fdfs_proto::errno;
 use fdfs_proto::fileid::{FileKind, RemoteName, Source};
 use fdfs_proto::tracker_msg::ServerAddr;
 
-use super::{Cluster, Group, PathSpace, Storage};
+use super::{Cluster, Group, PathSpace, Storage, Synced};
 use crate::config::{DownloadServer, StoreLookup, StorePath, StoreServer};
 use crate::refusal::Refusal;
 
@@ -235,27 +235,31 @@ impl Cluster {
         // the source storage; how long that progress has stood still is measured by
         // this tracker. A source that never told its clock (no heartbeat clock, upload or
         // sync progress known) is taken to share ours, as upstream does.
-        let source_clock = match source.map_or(0, |src| self.source_clock(g, src)) {
-            0 => now,
-            known => known,
+        //
+        // Upstream (`tracker_mem.c`) lets a storage serve the file when
+        // `last_synced_timestamp > file_timestamp`, or when `last_synced_timestamp + 1 >=
+        // file_timestamp && now - file_timestamp > storage_sync_file_max_time`: one
+        // progress value over all sources, a second of slack, and the tracker's clock
+        // compared with the source's. Here the progress is the one for the file's own
+        // source, there is no slack (a peer that reached the second before the file's has
+        // not necessarily got it), and the wait is how long that progress has not moved,
+        // by this tracker's clock (`may_serve`).
+        // Scanned for only when a storage other than the source is considered.
+        let clock = std::cell::OnceCell::new();
+        let source_clock = |src: &Storage| {
+            *clock.get_or_init(|| match g.source_clock(src) {
+                0 => now,
+                known => known,
+            })
         };
         let eligible = |s: &Storage| match source {
             Some(src) if src.id == s.id => true,
             Some(src) => {
                 // Everything the source stamped by then has reached its peers.
-                if timestamp < source_clock - max_delay {
-                    return true;
-                }
-                let Some(&synced) = s.synced_from.get(&src.id) else {
-                    return false;
-                };
-                // Received a change the source stamped after the file; or reached the
-                // file's second and nothing newer came for `storage_sync_file_max_time`.
-                synced > timestamp
-                    || (synced >= timestamp
-                        && s.synced_since
-                            .get(&src.id)
-                            .is_some_and(|since| now - since > max_time))
+                timestamp < source_clock(src) - max_delay
+                    || s.synced_from
+                        .get(&src.id)
+                        .is_some_and(|synced| may_serve(synced, timestamp, now, max_time))
             }
             // The source left the group: upstream's rules, with this tracker's clock.
             None => timestamp < now - max_delay || self.last_synced_timestamp(g, s) > timestamp,
@@ -292,6 +296,14 @@ impl Cluster {
         }
         Ok(chosen)
     }
+}
+
+/// Whether a storage that received its source's changes as far as `synced` has the
+/// file the source stamped `timestamp`: it received a change stamped after the file, or
+/// it reached the file's second and nothing newer came for more than `max_time` seconds
+/// (by this tracker's clock, `now`).
+fn may_serve(synced: &Synced, timestamp: i64, now: i64, max_time: i64) -> bool {
+    synced.ts > timestamp || (synced.ts >= timestamp && now - synced.since > max_time)
 }
 
 fn first_writable(g: &Group) -> Option<String> {
@@ -642,6 +654,26 @@ mod tests {
         };
         c.beat(&a, Some(counters), far).unwrap();
         assert_eq!(ips(&mut c, &other, far), ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[test]
+    fn may_serve_boundaries() {
+        let (file, max_time, now) = (1000, 300, 5000);
+        let at = |ts, since| Synced { ts, since };
+        // A change stamped after the file came: at once.
+        assert!(may_serve(&at(1001, now), file, now, max_time));
+        // The file's own second: only once the progress stood still for more than
+        // max_time by this tracker's clock.
+        assert!(!may_serve(&at(1000, now - max_time), file, now, max_time));
+        assert!(may_serve(
+            &at(1000, now - max_time - 1),
+            file,
+            now,
+            max_time
+        ));
+        // The second before the file's never suffices (upstream's `+ 1` slack would
+        // accept it).
+        assert!(!may_serve(&at(999, 0), file, now, max_time));
     }
 
     #[test]

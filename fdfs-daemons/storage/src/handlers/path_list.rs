@@ -5,56 +5,56 @@
 //! size 2^58, then binlog lines (`<ts> C|c <name>` for files, `<ts> L|l <name>
 //! <target>` for symbolic links), then the 8-byte length of those lines, then the
 //! connection is closed. Only files that exist here now are listed: the creates and
-//! renames of the whole binlog, filtered by store path and by a look at the disk.
-//! The binlog is read on a blocking thread and sent in chunks, so memory stays flat
-//! whatever its size.
+//! renames of the whole binlog up to its end when the request came, filtered by store
+//! path and by a look at the disk (a link whose target is gone is left out). A look
+//! that fails otherwise than "not found" breaks the list off (no length is sent, so
+//! the peer asks again). The binlog is read on a blocking thread and sent in chunks, so
+//! memory stays flat whatever its size; at most [`SCANS`] lists are made at once, and
+//! a list is given up as soon as its peer is gone.
 
 use std::fs;
+use std::io;
 use std::path::Path;
 
-use fdfs_proto::codec::Reader;
 use fdfs_proto::fileid::RemoteName;
-use fdfs_proto::{errno, Header, GROUP_NAME_LEN};
+use fdfs_proto::storage_msg::{FetchOnePathBinlog, INFINITE_LEN};
+use fdfs_proto::{errno, Header};
 use fdfs_runtime::Connection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
 use super::{Fail, Handled};
-use crate::binlog::BinlogPos;
+use crate::binlog::{format_record, BinlogPos};
 use crate::state::Storage;
 use crate::sync::binlog_reader::{BinlogReader, Record};
 
-/// Body length of the "infinite" reply upstream uses for a stream of unknown length.
-pub const INFINITE_LEN: u64 = 256 << 50;
 /// Output gathered before it is handed to the connection.
 const CHUNK: usize = 64 * 1024;
-
-/// The request: group (16 bytes) and the store path index (1 byte).
-pub fn decode_request(body: &[u8]) -> Option<(String, u8)> {
-    if body.len() != GROUP_NAME_LEN + 1 {
-        return None;
-    }
-    let mut r = Reader::new(body);
-    let group = r.fixed_str(GROUP_NAME_LEN, "group").ok()?;
-    Some((group, r.u8().ok()?))
-}
+/// Lists made at once (each reads the whole binlog).
+pub const SCANS: usize = 2;
+static SCANNING: Semaphore = Semaphore::const_new(SCANS);
 
 pub async fn fetch_one_path_binlog(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
-    let Some((group, index)) = decode_request(body) else {
+    let Ok(req) = FetchOnePathBinlog::decode(body) else {
         return Err(Fail::Reply(errno::EINVAL));
     };
-    if group != st.cfg.group_name || index as usize >= st.store.paths().len() {
+    let index = req.store_path;
+    if req.group != st.cfg.group_name || index as usize >= st.store.paths().len() {
         return Err(Fail::Reply(errno::EINVAL));
     }
     let peer = conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let end = st.binlog.end();
+    let Ok(_permit) = SCANNING.acquire().await else {
+        return Err(Fail::Close);
+    };
     info!("{peer}: sending the file list of store path {index}");
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
     let dir = st.binlog.dir().to_path_buf();
-    let end = st.binlog.end();
     let data = st.store.paths()[index as usize].data.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        list_path(&dir, end, index, &data, |chunk| {
-            tx.blocking_send(chunk).is_ok()
+        list_path(&dir, end, index, &data, |chunk| match chunk {
+            Some(c) => tx.blocking_send(c).is_ok(),
+            None => !tx.is_closed(),
         })
     });
     conn.send(Header::response(0, INFINITE_LEN), &[])
@@ -83,20 +83,23 @@ pub async fn fetch_one_path_binlog(st: &Storage, conn: &mut Connection, body: &[
     Err(Fail::Close)
 }
 
-/// Reads the whole binlog up to `end` and hands `emit` chunks of list lines for store
-/// path `index` whose files exist under `data`. Stops early when `emit` says false.
-/// Returns how many lines were listed.
+/// Reads the binlog up to `end` and hands `emit` chunks of list lines for store path
+/// `index` whose files exist under `data`. `emit(None)` asks whether to go on; `emit`
+/// returning false stops the scan early. Returns how many lines were listed.
 pub fn list_path(
     dir: &Path,
     end: BinlogPos,
     index: u8,
     data: &Path,
-    mut emit: impl FnMut(Vec<u8>) -> bool,
-) -> std::io::Result<u64> {
+    mut emit: impl FnMut(Option<Vec<u8>>) -> bool,
+) -> io::Result<u64> {
     let mut reader = BinlogReader::new(dir, BinlogPos::default());
     let mut out = Vec::with_capacity(CHUNK + 512);
     let mut listed = 0u64;
     loop {
+        if !emit(None) {
+            return Ok(listed);
+        }
         let batch = reader.read_batch(512, end.index)?;
         if batch.is_empty() {
             break;
@@ -106,13 +109,12 @@ pub fn list_path(
             if rec.end > end {
                 break;
             }
-            if let Some(line) = list_line(rec, index, data) {
-                out.extend_from_slice(line.as_bytes());
+            if list_line(&mut out, rec, index, data)? {
                 listed += 1;
             }
         }
         if out.len() >= CHUNK {
-            if !emit(std::mem::take(&mut out)) {
+            if !emit(Some(std::mem::take(&mut out))) {
                 return Ok(listed);
             }
             out.reserve(CHUNK + 512);
@@ -122,50 +124,70 @@ pub fn list_path(
         }
     }
     if !out.is_empty() {
-        emit(out);
+        emit(Some(out));
     }
     Ok(listed)
 }
 
-/// The list line for one binlog record, if it names a file of store path `index` that
-/// is here now: creates and renames become `C`/`c` (the case says who the source is),
-/// symbolic links `L`/`l` with their target.
-fn list_line(rec: &Record, index: u8, data: &Path) -> Option<String> {
+/// Appends the list line for one binlog record, if it names a file of store path
+/// `index` that is here now: creates and renames become `C`/`c` (the case says who
+/// the source is), symbolic links `L`/`l` with their target (left out when the target
+/// is gone). Fails when the file cannot be looked at.
+fn list_line(out: &mut Vec<u8>, rec: &Record, index: u8, data: &Path) -> io::Result<bool> {
     let op = match rec.op {
         'C' | 'R' => 'C',
         'c' | 'r' => 'c',
         'L' => 'L',
         'l' => 'l',
-        _ => return None,
+        _ => return Ok(false),
     };
-    let name = RemoteName::parse(&rec.name).ok()?;
+    let Ok(name) = RemoteName::parse(&rec.name) else {
+        return Ok(false);
+    };
     if name.store_path != index {
-        return None;
+        return Ok(false);
     }
     let path = data.join(name.data_relative());
-    let meta = fs::symlink_metadata(&path).ok()?;
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
     let upper = op.is_ascii_uppercase();
     if meta.file_type().is_symlink() {
-        // The target as a remote name of the same store path, when it is one.
-        let target = fs::read_link(&path).ok()?;
-        let rel = target.strip_prefix(data).ok()?.to_str()?.to_string();
-        let remote = format!("M{index:02X}/{rel}");
-        RemoteName::parse(&remote).ok()?;
+        let Some(target) = crate::recovery::link_target(data, index, &path) else {
+            return Ok(false);
+        };
+        // The target must be here too (a dangling link is not recreated).
+        if fs::metadata(&path).is_err() {
+            return Ok(false);
+        }
         let op = if upper { 'L' } else { 'l' };
-        return Some(format!("{} {op} {} {remote}\n", rec.timestamp, rec.name));
+        format_record(out, rec.timestamp, op, &rec.name, Some(&target));
+        return Ok(true);
     }
     let op = if upper { 'C' } else { 'c' };
-    Some(format!("{} {op} {}\n", rec.timestamp, rec.name))
+    format_record(out, rec.timestamp, op, &rec.name, None);
+    Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn lists_existing_files_of_one_path() {
-        let base = std::env::temp_dir().join(format!("fdfs-list-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&base);
+        let t = TempDir(std::env::temp_dir().join(format!("fdfs-list-{}", std::process::id())));
+        let base = &t.0;
+        let _ = fs::remove_dir_all(base);
         let sync = base.join("sync");
         let data = base.join("data");
         fs::create_dir_all(&sync).unwrap();
@@ -174,27 +196,42 @@ mod tests {
         let b = "M00/00/01/fwAAPWsEx3-AJPpFAAAADwL5vO4702.txt";
         let c = "M00/00/01/fwAAPWsEx4uAEgtOAAAAHpBT5lw141.txt";
         let other = "M01/00/01/fwAAPWsEx2iADTARAAAADwL5vO4236.txt";
+        let link = "M00/00/01/fwAAPWsEx5uAEgtOAAAAHpBT5lw141_s.txt";
+        let dangling = "M00/00/01/fwAAPWsEx6uAEgtOAAAAHpBT5lw141_s.txt";
+        let late = "M00/00/01/fwAAPWsEx7uAEgtOAAAAHpBT5lw141.txt";
         fs::write(data.join(&a[4..]), b"a").unwrap();
         fs::write(data.join(&c[4..]), b"c").unwrap();
-        let text = format!("1 C {a}\n2 c {b}\n3 A {a} 1 1\n4 R {c} {b}\n5 C {other}\n6 D {b}\n");
-        fs::write(sync.join("binlog.000"), &text).unwrap();
+        fs::write(data.join(&late[4..]), b"late").unwrap();
+        std::os::unix::fs::symlink(data.join(&a[4..]), data.join(&link[4..])).unwrap();
+        std::os::unix::fs::symlink(data.join(&b[4..]), data.join(&dangling[4..])).unwrap();
+        let text = format!(
+            "1 C {a}\n2 c {b}\n3 A {a} 1 1\n4 R {c} {b}\n5 C {other}\n6 D {b}\n\
+             7 L {link} {a}\n8 l {dangling} {b}\n"
+        );
         let end = BinlogPos {
             index: 0,
             offset: text.len() as u64,
         };
+        // A record written after the request came is not listed.
+        fs::write(sync.join("binlog.000"), format!("{text}9 C {late}\n")).unwrap();
         let mut got = Vec::new();
         let n = list_path(&sync, end, 0, &data, |c| {
-            got.extend(c);
+            got.extend(c.unwrap_or_default());
             true
         })
         .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
         assert_eq!(
             String::from_utf8(got).unwrap(),
-            format!("1 C {a}\n4 C {c}\n")
+            format!("1 C {a}\n4 C {c}\n7 L {link} {a}\n")
         );
-        assert_eq!(decode_request(&[0u8; 17]), Some((String::new(), 0)));
-        assert_eq!(decode_request(&[0u8; 16]), None);
-        let _ = fs::remove_dir_all(base);
+        // A peer that is gone stops the scan.
+        let mut asked = 0;
+        list_path(&sync, end, 0, &data, |_| {
+            asked += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(asked, 1);
     }
 }
