@@ -177,6 +177,38 @@ mod tests {
         c.ips.iter().map(|ip| ip.octets()[3]).collect()
     }
 
+    /// Found by fuzzing: a listing whose storage has no IPv4 address (here `.0.0.`)
+    /// leaves that storage out, and keeps the others with their status.
+    #[test]
+    fn listing_leaves_out_storages_without_an_ipv4_address() {
+        use crate::codec::Writer;
+        use crate::tracker_msg::StorageStat;
+        use crate::IpSize;
+        let mut w = Writer::new();
+        for (ip, st) in [
+            ("127.0.0.61", status::ACTIVE),
+            (".0.0.", status::ACTIVE),
+            ("127.0.0.62", status::OFFLINE),
+        ] {
+            StorageStat {
+                status: st,
+                id: ip.into(),
+                ip: ip.into(),
+                ..Default::default()
+            }
+            .encode_into(&mut w, IpSize::V4);
+        }
+        let peers = parse_list_storage(&w.finish()).unwrap();
+        let got: Vec<_> = peers.iter().map(|p| (p.ip, p.status)).collect();
+        assert_eq!(
+            got,
+            [
+                (Ipv4Addr::new(127, 0, 0, 61), status::ACTIVE),
+                (Ipv4Addr::new(127, 0, 0, 62), status::OFFLINE)
+            ]
+        );
+    }
+
     #[test]
     fn candidate_order() {
         let peers = vec![
