@@ -223,8 +223,10 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn temp_file(tag: &str) -> (PathBuf, File) {
-        let p = std::env::temp_dir().join(format!("fdfs-crc-{tag}-{}", std::process::id()));
+    /// A file in a scratch directory (the directory goes with the guard).
+    fn temp_file(tag: &str) -> (tempfile::TempDir, PathBuf, File) {
+        let dir = crate::test_support::scratch(tag);
+        let p = dir.path().join("f");
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -232,7 +234,7 @@ mod tests {
             .truncate(true)
             .open(&p)
             .unwrap();
-        (p, f)
+        (dir, p, f)
     }
 
     #[test]
@@ -248,7 +250,7 @@ mod tests {
 
     #[test]
     fn sparse_crc_matches_a_full_read() {
-        let (p, mut f) = temp_file("sparse");
+        let (_dir, p, mut f) = temp_file("sparse");
         f.write_all(b"head").unwrap();
         f.seek(SeekFrom::Start(3 << 20)).unwrap();
         f.write_all(b"middle").unwrap();
@@ -265,7 +267,7 @@ mod tests {
     #[test]
     fn extended_crc_is_the_crc_of_the_whole() {
         let a = Appenders::default();
-        let (p, mut f) = temp_file("extend");
+        let (_dir, p, mut f) = temp_file("extend");
         f.write_all(b"first part").unwrap();
         let before = Version::of(&f.metadata().unwrap());
         a.remember_crc(&p, before, crc32fast::hash(b"first part"));
@@ -278,7 +280,6 @@ mod tests {
         );
         // A version it was not told about is unknown.
         assert_eq!(a.known_crc(&p, before), None);
-        let _ = std::fs::remove_file(p);
     }
 
     #[tokio::test]

@@ -815,24 +815,6 @@ fn make_link(link: &Path, target: &Path) -> Linked {
 mod tests {
     use super::*;
 
-    /// A temporary directory removed when the test ends, passed or failed.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let d = std::env::temp_dir().join(format!("fdfs-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&d);
-            fs::create_dir_all(&d).unwrap();
-            TempDir(d)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn trailer_is_split_off_whatever_the_chunks() {
         let body = b"1 C M00/00/00/a\n2 c M00/00/00/b\n";
@@ -859,8 +841,8 @@ mod tests {
 
     #[test]
     fn list_is_read_in_batches_with_offsets() {
-        let t = TempDir::new("rlist");
-        let d = &t.0;
+        let t = crate::test_support::scratch("rlist");
+        let d = t.path();
         let p = d.join(LIST);
         let a = "M00/00/00/fwAAPWsEx2iADTARAAAADwL5vO4236.txt";
         let b = "M00/00/00/fwAAPWsEx3-AJPpFAAAADwL5vO4702.txt";
@@ -898,8 +880,8 @@ mod tests {
 
     #[test]
     fn flag_uses_upstream_keys() {
-        let t = TempDir::new("rflag");
-        let d = &t.0;
+        let t = crate::test_support::scratch("rflag");
+        let d = t.path();
         assert_eq!(read_flag(d).unwrap(), None);
         begin(d).unwrap();
         assert_eq!(read_flag(d).unwrap(), Some(false));
@@ -924,8 +906,8 @@ mod tests {
 
     #[test]
     fn finish_removes_the_flag_first() {
-        let t = TempDir::new("rfinish");
-        let d = &t.0;
+        let t = crate::test_support::scratch("rfinish");
+        let d = t.path();
         write_flag(d, true).unwrap();
         write_list_mark(d, 5).unwrap();
         // A list that cannot be removed (a crash at that point): the flag, the commit

@@ -821,15 +821,6 @@ mod tests {
         assert_eq!(pjw_hash(b"ab"), 97 * 16 + 98);
     }
 
-    /// A temporary directory removed when the test ends, passed or failed.
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn config(base: &Path) -> StorageConfig {
         fs::create_dir_all(base).unwrap();
         let conf = base.join("storage.conf");
@@ -848,10 +839,9 @@ mod tests {
 
     #[test]
     fn replaced_and_missing_store_paths() {
-        let t = TempDir(std::env::temp_dir().join(format!("fdfs-open-{}", std::process::id())));
-        let _ = fs::remove_dir_all(&t.0);
-        let cfg = config(&t.0);
-        let (s0, s1) = (t.0.join("s0"), t.0.join("s1"));
+        let t = crate::test_support::scratch("open");
+        let cfg = config(t.path());
+        let (s0, s1) = (t.path().join("s0"), t.path().join("s1"));
         // First start: both paths made, marked, recorded; nothing to recover.
         let mut init = InitFlag::default();
         let store = Store::open(&cfg, &mut init, false, false).unwrap();

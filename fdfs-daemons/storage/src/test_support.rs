@@ -1,8 +1,6 @@
 //! Test helpers: a storage opened on a scratch directory, and fake trackers that answer
 //! each command with what a test tells them.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,23 +13,20 @@ use crate::init_flag::InitFlag;
 use crate::state::Storage;
 use crate::store::Store;
 
-/// A fresh scratch directory.
-pub fn scratch(tag: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "fdfs-test-{tag}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory, removed when dropped (whether the test passed or not).
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("fdfs-test-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A storage of group `group1` in a scratch directory, with these `tracker_server`
 /// lines; beats every second. Not listening: only its tracker side is exercised.
-pub fn storage(tag: &str, trackers: &[String]) -> Arc<Storage> {
-    let base = scratch(tag);
+/// The directory goes when the returned guard is dropped.
+pub fn storage(tag: &str, trackers: &[String]) -> (Arc<Storage>, tempfile::TempDir) {
+    let dir = scratch(tag);
+    let base = dir.path();
     let mut conf = format!(
         "group_name = group1\nbase_path = {}\nport = 1\nsubdir_count_per_path = 1\n\
          heart_beat_interval = 1\nconnect_timeout = 2\nnetwork_timeout = 5\n",
@@ -50,7 +45,7 @@ pub fn storage(tag: &str, trackers: &[String]) -> Arc<Storage> {
     };
     let store = Store::open(&cfg, &mut init, false, false).unwrap();
     let binlog = Binlog::open(&cfg.base_path).unwrap();
-    Arc::new(Storage::new(cfg, store, binlog))
+    (Arc::new(Storage::new(cfg, store, binlog)), dir)
 }
 
 /// What a fake tracker answers: status (0 or an errno) and body.

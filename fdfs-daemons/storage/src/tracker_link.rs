@@ -519,7 +519,7 @@ mod tests {
     async fn two_leaders_are_both_told_to_elect_again() {
         let a = leading_tracker().await;
         let b = leading_tracker().await;
-        let st = storage("two-leaders", &[a.addr.clone(), b.addr.clone()]);
+        let (st, _dir) = storage("two-leaders", &[a.addr.clone(), b.addr.clone()]);
         let links = Arc::new(Links {
             init: Mutex::new(InitFlag {
                 sync_old_done: true,

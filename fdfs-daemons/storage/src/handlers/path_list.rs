@@ -175,19 +175,10 @@ fn list_line(out: &mut Vec<u8>, rec: &Record, index: u8, data: &Path) -> io::Res
 mod tests {
     use super::*;
 
-    struct TempDir(std::path::PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[test]
     fn lists_existing_files_of_one_path() {
-        let t = TempDir(std::env::temp_dir().join(format!("fdfs-list-{}", std::process::id())));
-        let base = &t.0;
-        let _ = fs::remove_dir_all(base);
+        let t = crate::test_support::scratch("list");
+        let base = t.path();
         let sync = base.join("sync");
         let data = base.join("data");
         fs::create_dir_all(&sync).unwrap();

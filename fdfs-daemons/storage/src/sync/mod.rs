@@ -506,7 +506,7 @@ mod tests {
             _ => (fdfs_proto::errno::ENOENT, Vec::new()),
         })
         .await;
-        let st = storage("late-list", std::slice::from_ref(&tracker.addr));
+        let (st, _dir) = storage("late-list", std::slice::from_ref(&tracker.addr));
         st.learn_ip("127.0.0.1".parse().unwrap());
         let (trigger, shutdown) = fdfs_runtime::server::ShutdownTrigger::new();
         let manager = tokio::spawn(run_manager(st.clone(), shutdown));
