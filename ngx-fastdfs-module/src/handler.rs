@@ -478,13 +478,8 @@ unsafe fn on_miss(
     };
     let found = peers::candidates(source, &members, is_local);
     if let Some(s) = source.filter(|_| !found.source_listed) {
-        let level = if crate::peers::source_unlisted(file.group, created, conf) {
-            NGX_LOG_WARN
-        } else {
-            NGX_LOG_INFO
-        };
         ngx_log_error!(
-            level,
+            warn_first(crate::peers::source_unlisted(file.group, created, conf)),
             log,
             "fastdfs: source {} of {} is not a storage of {} as the trackers list it: not asked",
             s,
@@ -494,13 +489,8 @@ unsafe fn on_miss(
     }
     let candidates = found.ips;
     if candidates.is_empty() {
-        let level = if crate::peers::report(Report::NoCandidate, file.group, conf) {
-            NGX_LOG_WARN
-        } else {
-            NGX_LOG_INFO
-        };
         ngx_log_error!(
-            level,
+            warn_first(crate::peers::report(Report::NoCandidate, file.group, conf)),
             log,
             "fastdfs: no storage to fetch {} from",
             file.file_id()
@@ -674,5 +664,15 @@ unsafe extern "C" fn parked_tick(ev: *mut ngx_event_t) {
         // drops the reference park took (and ends the request unless rc continues it)
         ngx_http_finalize_request(r, rc.0);
         ngx_http_run_posted_requests(c);
+    }
+}
+
+/// The log level of a report that is a warning the first time in an interval and
+/// information after that (so a flood of bad requests does not flood the log).
+fn warn_first(first: bool) -> u32 {
+    if first {
+        NGX_LOG_WARN
+    } else {
+        NGX_LOG_INFO
     }
 }

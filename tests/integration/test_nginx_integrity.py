@@ -73,72 +73,15 @@ def env(tmp_path_factory):
 
 # ------------------------------------------------------------------ helpers
 
-class Catcher:
-    """A plain HTTP listener on ip:port that records every request line it gets and
-    answers 200 (what an unrelated web server reachable from the storage would do)."""
+class Listener:
+    """A TCP listener on (ip, port) whose thread hands each accepted connection to
+    `serve` until `close`."""
 
-    BODY = b"answer of a host outside the cluster"
-
-    def __init__(self, ip, port):
-        self.requests = []
+    def __init__(self, ip, port, backlog=16):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.addr = (ip, port)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                try:
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    pass
-                self.requests.append(data.split(b"\r\n", 1)[0].decode("latin-1"))
-                try:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                                 b"Connection: close\r\n\r\n%s" % (len(self.BODY), self.BODY))
-                except OSError:
-                    pass
-
-    def close(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
-
-
-class TrackerTap:
-    """A relay in front of a tracker that records the command of every request (FastDFS
-    header: 8-byte body length, command, status), request by request. `fail` holds
-    commands it answers itself with status 2 (ENOENT) instead of relaying them;
-    `delay` holds back the first reply of each connection."""
-
-    def __init__(self, target, delay=0.0):
-        self.target = target
-        self.delay = delay
-        self.commands = []
-        self.failed = []
-        self.fail = set()
-        self.sock = socket.socket()
-        ip = free_ip(0)
-        self.sock.bind((ip, 0))
-        self.sock.listen(16)
+        self.sock.listen(backlog)
         self.sock.settimeout(0.2)
         self.addr = self.sock.getsockname()
         self.stopping = False
@@ -157,7 +100,63 @@ class TrackerTap:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+            self.serve(conn)
+
+    def serve(self, conn):
+        raise NotImplementedError
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+class Catcher(Listener):
+    """A plain HTTP listener on ip:port that records every request line it gets and
+    answers 200 (what an unrelated web server reachable from the storage would do)."""
+
+    BODY = b"answer of a host outside the cluster"
+
+    def __init__(self, ip, port):
+        self.requests = []
+        super().__init__(ip, port)
+
+    def serve(self, conn):
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            self.requests.append(data.split(b"\r\n", 1)[0].decode("latin-1"))
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                             b"Connection: close\r\n\r\n%s" % (len(self.BODY), self.BODY))
+            except OSError:
+                pass
+
+
+class TrackerTap(Listener):
+    """A relay in front of a tracker that records the command of every request (FastDFS
+    header: 8-byte body length, command, status), request by request. `fail` holds
+    commands it answers itself with status 2 (ENOENT) instead of relaying them;
+    `delay` holds back the first reply of each connection."""
+
+    def __init__(self, target, delay=0.0):
+        self.target = target
+        self.delay = delay
+        self.commands = []
+        self.failed = []
+        self.fail = set()
+        super().__init__(free_ip(0), 0)
+
+    def serve(self, conn):
+        threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _read(sock, n):
@@ -202,42 +201,22 @@ class TrackerTap:
         """How many whole storage listings were fetched (each starts with cmd 91)."""
         return self.count(wire.T_LIST_ALL_GROUPS)
 
-    def close(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
 
-
-class SilentTracker:
+class SilentTracker(Listener):
     """Accepts connections and never answers (a tracker hung, or a wrong address that
     happens to listen)."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind((free_ip(0), 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.server = "%s:%d" % self.sock.getsockname()
         self.conns = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__(free_ip(0), 0, backlog=64)
 
-    def _run(self):
-        while not self.stopping:
-            try:
-                self.conns.append(self.sock.accept()[0])
-            except socket.timeout:
-                continue
-            except OSError:
-                return
+    def serve(self, conn):
+        self.conns.append(conn)
 
     def close(self):
-        self.stopping = True
-        self.thread.join(5)
+        super().close()
         for c in self.conns:
             c.close()
-        self.sock.close()
 
 
 def error_log_count(n, text):
