@@ -3,6 +3,7 @@ layouts and semantics from the protocol reference, including the operations
 that no PyPI client can perform correctly (slave upload, metadata merge,
 regenerate, tracker listings)."""
 
+import os
 import struct
 import time
 
@@ -327,3 +328,50 @@ def test_slave_without_ext(cluster):
         st, reply = c.request(wire.S_UPLOAD_SLAVE, body)
     assert st == 0
     assert reply[16:].decode() == mr.decode()[:-4] + "_s", "empty ext => slave has no extension"
+
+
+def test_refusals_keep_the_connection(cluster):
+    """An errno reply other than EINVAL leaves the connection usable, as upstream's does:
+    the rest of the refused request is read first (pooled clients, like the Java SDK's,
+    send their next request on the same connection)."""
+    a = cluster.storage_addr
+    st, master = wire.upload(a, b"the master", ext="jpg")
+    assert st == 0
+    st, appender = wire.upload(a, b"app", ext="txt", cmd=wire.S_UPLOAD_APPENDER)
+    assert st == 0
+    g, _, mremote = master.partition("/")
+    missing = mremote[:-5] + ("A" if mremote[-5] != "A" else "B") + mremote[-4:]
+    big = os.urandom(3 << 20)
+
+    def slave_body(master_remote, content):
+        m = master_remote.encode()
+        return (struct.pack(">QQ", len(m), len(content)) + b"_s".ljust(16, b"\0")
+                + b"jpg".ljust(6, b"\0") + m + content)
+
+    def file_body(remote, content, offset=None):
+        r = remote.encode()
+        head = struct.pack(">QQ", len(r), len(content)) if offset is None else \
+            struct.pack(">QQQ", len(r), offset, len(content))
+        return head + r + content
+
+    ar = appender.partition("/")[2]
+    assert wire.delete(a, appender) == 0
+    with wire.Conn(a, timeout=30) as c:
+        # a slave of a missing master, small and large
+        assert c.request(wire.S_UPLOAD_SLAVE, slave_body(missing, b"x" * 100))[0] == wire.ENOENT
+        assert c.request(wire.S_UPLOAD_SLAVE, slave_body(missing, big))[0] == wire.ENOENT
+        # the same slave twice
+        assert c.request(wire.S_UPLOAD_SLAVE, slave_body(mremote, b"thumb"))[0] == 0
+        assert c.request(wire.S_UPLOAD_SLAVE, slave_body(mremote, big))[0] == 17          # EEXIST
+        # append to and modify a deleted appender, small and large
+        assert c.request(wire.S_APPEND, file_body(ar, b"more"))[0] == wire.ENOENT
+        assert c.request(wire.S_APPEND, file_body(ar, big))[0] == wire.ENOENT
+        assert c.request(wire.S_MODIFY, file_body(ar, big, offset=0))[0] == wire.ENOENT
+        # the connection still serves
+        assert c.request(wire.S_DOWNLOAD, wire.download_body(g, mremote)) == (0, b"the master")
+        st, body = c.request(wire.S_UPLOAD, wire.upload_body(b"after", "txt"))
+        assert st == 0
+    # nothing of the refused content was stored
+    fid = body[:16].rstrip(b"\0").decode() + "/" + body[16:].decode()
+    assert wire.download(a, fid) == (0, b"after")
+    assert wire.download(a, g + "/" + missing)[0] == wire.ENOENT

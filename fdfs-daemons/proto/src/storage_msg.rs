@@ -395,6 +395,13 @@ fn sync_group(r: &mut Reader<'_>) -> Result<String, ProtoError> {
     get_group(r)
 }
 
+/// Header status of a 9 REPORT_SERVER_ID request by which a sender asks whether the
+/// receiver answers pipelined replication requests. Upstream storages ignore a request's
+/// status and answer with an empty body; this implementation answers
+/// [`PIPELINE_ANSWER`] as the body, and only then may requests be pipelined to it.
+pub const PIPELINE_ASK: u8 = b'P';
+pub const PIPELINE_ANSWER: &[u8] = b"pipeline";
+
 /// Body of 9 REPORT_SERVER_ID: the sender's id, NUL padded to 16 bytes (an empty id is
 /// invalid).
 pub fn encode_server_id(id: &str) -> Vec<u8> {

@@ -521,7 +521,8 @@ pub struct JoinRequest {
     /// The storage's last known own status (−1 if unknown).
     pub status: i8,
     pub storage_id: String,
-    pub ip: String,
+    /// The address of the tracker this request goes to (`current_tracker_ip`).
+    pub tracker_ip: String,
     pub trackers: Vec<String>,
 }
 
@@ -541,7 +542,7 @@ impl JoinRequest {
             .u8(self.init_flag as u8)
             .u8(self.status as u8)
             .fixed_str(&self.storage_id, STORAGE_ID_LEN)
-            .fixed_str(&self.ip, IP_ADDRESS_SIZE)
+            .fixed_str(&self.tracker_ip, IP_ADDRESS_SIZE)
             .i64(self.trackers.len() as i64);
         for t in &self.trackers {
             w.bytes(t.as_bytes()).u8(b'\n');
@@ -571,7 +572,7 @@ impl JoinRequest {
         let init_flag = r.u8()? != 0;
         let status = r.u8()? as i8;
         let storage_id = r.fixed_str(STORAGE_ID_LEN, "storage id")?;
-        let ip = r.fixed_str(IP_ADDRESS_SIZE, "ip")?;
+        let tracker_ip = r.fixed_str(IP_ADDRESS_SIZE, "tracker ip")?;
         let count = r.len_field("tracker count", 16)?;
         if count == 0 {
             return Err(ProtoError::field("tracker count", "zero"));
@@ -601,7 +602,7 @@ impl JoinRequest {
             init_flag,
             status,
             storage_id,
-            ip,
+            tracker_ip,
             trackers,
         })
     }
@@ -964,7 +965,7 @@ mod tests {
             init_flag: false,
             status: 0,
             storage_id: String::new(),
-            ip: "127.0.0.61".into(),
+            tracker_ip: "127.0.0.61".into(),
             trackers: vec!["127.0.0.60:22422".into()],
         };
         let raw = j.encode();
@@ -1344,6 +1345,344 @@ impl TrackerInfo {
             return Err(ProtoError::length(1 + count * Self::LEN, body.len()));
         }
         (0..count).map(|_| Self::decode_from(&mut r)).collect()
+    }
+}
+
+/// Request of 97 STORAGE_CLUSTER_STAT (4 bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageClusterFilter {
+    /// Bit 1: filter on `is_trunk_server`; bit 2: filter on `status`.
+    pub filter_by: u8,
+    /// `=` (status equals) or `!` (status differs); anything else matches nothing.
+    pub op: u8,
+    pub status: u8,
+    pub is_trunk_server: bool,
+}
+
+impl StorageClusterFilter {
+    pub const LEN: usize = 4;
+    pub const BY_TRUNK_SERVER: u8 = 1;
+    pub const BY_STATUS: u8 = 2;
+
+    pub fn encode(&self) -> Vec<u8> {
+        vec![
+            self.filter_by,
+            self.op,
+            self.status,
+            self.is_trunk_server as u8,
+        ]
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        match body {
+            [filter_by, op, status, is_trunk_server] => Ok(StorageClusterFilter {
+                filter_by: *filter_by,
+                op: *op,
+                status: *status,
+                is_trunk_server: *is_trunk_server != 0,
+            }),
+            _ => Err(ProtoError::length(Self::LEN, body.len())),
+        }
+    }
+
+    /// Whether a storage in `status` is listed (trunk servers only exist with trunk
+    /// files, where the filter on them applies; without, it is ignored, as upstream does).
+    pub fn accepts(&self, status: u8, is_trunk_server: bool, trunk_files: bool) -> bool {
+        if trunk_files
+            && self.filter_by & Self::BY_TRUNK_SERVER != 0
+            && is_trunk_server != self.is_trunk_server
+        {
+            return false;
+        }
+        if self.filter_by & Self::BY_STATUS == 0 {
+            return true;
+        }
+        match self.op {
+            b'=' => status == self.status,
+            b'!' => status != self.status,
+            _ => false,
+        }
+    }
+}
+
+/// One storage in the reply to 97 (106 bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageClusterEntry {
+    pub id: String,
+    /// `ip:port` (`[ip]:port` for IPv6).
+    pub host: String,
+    pub is_trunk_server: bool,
+    pub status: u8,
+    pub connections: ConnCounts,
+    pub version: String,
+    pub up_time: i64,
+    pub last_heartbeat: i64,
+}
+
+/// Reply to 97: `use_storage_id`, `use_trunk_file`, a 4-byte count, then the entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageClusterStat {
+    pub use_storage_id: bool,
+    pub use_trunk_file: bool,
+    pub storages: Vec<StorageClusterEntry>,
+}
+
+impl StorageClusterStat {
+    pub const HEAD_LEN: usize = 6;
+    pub const ENTRY_LEN: usize =
+        STORAGE_ID_LEN + IP_PORT_SIZE + 2 + ConnCounts::LEN + VERSION_SIZE + 16;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::HEAD_LEN + self.storages.len() * Self::ENTRY_LEN);
+        w.u8(self.use_storage_id as u8)
+            .u8(self.use_trunk_file as u8)
+            .u32(self.storages.len() as u32);
+        for s in &self.storages {
+            w.fixed_str(&s.id, STORAGE_ID_LEN)
+                .fixed_str(&s.host, IP_PORT_SIZE)
+                .u8(s.is_trunk_server as u8)
+                .u8(s.status);
+            s.connections.encode_into(&mut w);
+            w.fixed_str(&s.version, VERSION_SIZE)
+                .i64(s.up_time)
+                .i64(s.last_heartbeat);
+        }
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(body);
+        let use_storage_id = r.u8()? != 0;
+        let use_trunk_file = r.u8()? != 0;
+        let count = r.u32()? as usize;
+        if r.remaining() != count * Self::ENTRY_LEN {
+            return Err(ProtoError::length(
+                Self::HEAD_LEN + count * Self::ENTRY_LEN,
+                body.len(),
+            ));
+        }
+        let storages = (0..count)
+            .map(|_| {
+                Ok(StorageClusterEntry {
+                    id: r.fixed_str(STORAGE_ID_LEN, "storage id")?,
+                    host: r.fixed_str(IP_PORT_SIZE, "host")?,
+                    is_trunk_server: r.u8()? != 0,
+                    status: r.u8()?,
+                    connections: ConnCounts::decode_from(&mut r)?,
+                    version: r.fixed_str(VERSION_SIZE, "version")?,
+                    up_time: r.i64()?,
+                    last_heartbeat: r.i64()?,
+                })
+            })
+            .collect::<Result<_, ProtoError>>()?;
+        Ok(StorageClusterStat {
+            use_storage_id,
+            use_trunk_file,
+            storages,
+        })
+    }
+}
+
+/// Request of 98 STORAGE_VOLUMN_STAT (4 bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VolumeFilter {
+    /// Bit 1: filter on disk space, 2: on trunk space, 4: on either.
+    pub filter_by: u8,
+    pub is_disk_available: bool,
+    pub is_trunk_available: bool,
+    pub is_space_available: bool,
+}
+
+impl VolumeFilter {
+    pub const LEN: usize = 4;
+    pub const BY_DISK: u8 = 1;
+    pub const BY_TRUNK: u8 = 2;
+    pub const BY_SPACE: u8 = 4;
+
+    pub fn encode(&self) -> Vec<u8> {
+        vec![
+            self.filter_by,
+            self.is_disk_available as u8,
+            self.is_trunk_available as u8,
+            self.is_space_available as u8,
+        ]
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        match body {
+            [filter_by, disk, trunk, space] => Ok(VolumeFilter {
+                filter_by: *filter_by,
+                is_disk_available: *disk != 0,
+                is_trunk_available: *trunk != 0,
+                is_space_available: *space != 0,
+            }),
+            _ => Err(ProtoError::length(Self::LEN, body.len())),
+        }
+    }
+
+    /// Whether a group is listed (the trunk filter applies only with trunk files).
+    pub fn accepts(&self, v: &VolumeEntry, trunk_files: bool) -> bool {
+        (self.filter_by & Self::BY_DISK == 0 || v.is_disk_available == self.is_disk_available)
+            && (!trunk_files
+                || self.filter_by & Self::BY_TRUNK == 0
+                || v.is_trunk_available == self.is_trunk_available)
+            && (self.filter_by & Self::BY_SPACE == 0
+                || (v.is_disk_available || v.is_trunk_available) == self.is_space_available)
+    }
+}
+
+/// One group in the reply to 98 (59 bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeEntry {
+    pub group: String,
+    pub total_mb: i64,
+    pub free_mb: i64,
+    pub reserved_mb: i64,
+    /// Free beyond the reserved space; 0 when the disk space is not available.
+    pub avail_mb: i64,
+    pub trunk_free_mb: i64,
+    pub is_disk_available: bool,
+    pub is_trunk_available: bool,
+}
+
+/// Reply to 98: `use_trunk_file`, a 4-byte count, then the groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeStat {
+    pub use_trunk_file: bool,
+    pub groups: Vec<VolumeEntry>,
+}
+
+impl VolumeStat {
+    pub const HEAD_LEN: usize = 5;
+    pub const ENTRY_LEN: usize = GROUP_FIELD_17 + 5 * 8 + 2;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::HEAD_LEN + self.groups.len() * Self::ENTRY_LEN);
+        w.u8(self.use_trunk_file as u8)
+            .u32(self.groups.len() as u32);
+        for g in &self.groups {
+            w.fixed_str(&g.group, GROUP_FIELD_17)
+                .i64(g.total_mb)
+                .i64(g.free_mb)
+                .i64(g.reserved_mb)
+                .i64(g.avail_mb)
+                .i64(g.trunk_free_mb)
+                .u8(g.is_disk_available as u8)
+                .u8(g.is_trunk_available as u8);
+        }
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let mut r = Reader::new(body);
+        let use_trunk_file = r.u8()? != 0;
+        let count = r.u32()? as usize;
+        if r.remaining() != count * Self::ENTRY_LEN {
+            return Err(ProtoError::length(
+                Self::HEAD_LEN + count * Self::ENTRY_LEN,
+                body.len(),
+            ));
+        }
+        let groups = (0..count)
+            .map(|_| {
+                Ok(VolumeEntry {
+                    group: r.fixed_str(GROUP_FIELD_17, "group name")?,
+                    total_mb: r.i64()?,
+                    free_mb: r.i64()?,
+                    reserved_mb: r.i64()?,
+                    avail_mb: r.i64()?,
+                    trunk_free_mb: r.i64()?,
+                    is_disk_available: r.u8()? != 0,
+                    is_trunk_available: r.u8()? != 0,
+                })
+            })
+            .collect::<Result<_, ProtoError>>()?;
+        Ok(VolumeStat {
+            use_trunk_file,
+            groups,
+        })
+    }
+}
+
+#[cfg(test)]
+mod stat_tests {
+    use super::*;
+
+    #[test]
+    fn storage_cluster_stat_layout() {
+        let stat = StorageClusterStat {
+            use_storage_id: false,
+            use_trunk_file: false,
+            storages: vec![StorageClusterEntry {
+                id: "127.0.0.5".into(),
+                host: "127.0.0.5:23000".into(),
+                is_trunk_server: false,
+                status: 7,
+                connections: ConnCounts {
+                    alloc: 3,
+                    current: 2,
+                    max: 4,
+                },
+                version: "6.16.1".into(),
+                up_time: 1_700_000_000,
+                last_heartbeat: 1_700_000_100,
+            }],
+        };
+        let raw = stat.encode();
+        assert_eq!(StorageClusterStat::ENTRY_LEN, 106);
+        assert_eq!(raw.len(), 6 + 106);
+        assert_eq!(&raw[..6], &[0, 0, 0, 0, 0, 1]);
+        assert_eq!(&raw[6..15], b"127.0.0.5");
+        assert_eq!(raw[6 + 16 + 52 + 1], 7);
+        assert_eq!(StorageClusterStat::decode(&raw).unwrap(), stat);
+        assert!(StorageClusterStat::decode(&raw[..raw.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn volume_stat_layout() {
+        let stat = VolumeStat {
+            use_trunk_file: false,
+            groups: vec![VolumeEntry {
+                group: "group1".into(),
+                total_mb: 1000,
+                free_mb: 400,
+                reserved_mb: 100,
+                avail_mb: 300,
+                trunk_free_mb: 0,
+                is_disk_available: true,
+                is_trunk_available: false,
+            }],
+        };
+        let raw = stat.encode();
+        assert_eq!(VolumeStat::ENTRY_LEN, 59);
+        assert_eq!(raw.len(), 5 + 59);
+        assert_eq!(VolumeStat::decode(&raw).unwrap(), stat);
+    }
+
+    #[test]
+    fn filters() {
+        let f = StorageClusterFilter::decode(&[2, b'=', 7, 0]).unwrap();
+        assert!(f.accepts(7, false, false));
+        assert!(!f.accepts(1, false, false));
+        let f = StorageClusterFilter::decode(&[2, b'!', 7, 0]).unwrap();
+        assert!(!f.accepts(7, false, false));
+        let f = StorageClusterFilter::decode(&[2, b'?', 7, 0]).unwrap();
+        assert!(!f.accepts(7, false, false));
+        // Without trunk files the trunk filter does not apply.
+        let f = StorageClusterFilter::decode(&[1, 0, 0, 1]).unwrap();
+        assert!(f.accepts(7, false, false));
+        assert!(StorageClusterFilter::decode(&[0; 3]).is_err());
+        let v = VolumeEntry {
+            is_disk_available: false,
+            ..VolumeEntry::default()
+        };
+        assert!(!VolumeFilter::decode(&[1, 1, 0, 0])
+            .unwrap()
+            .accepts(&v, false));
+        assert!(VolumeFilter::decode(&[4, 0, 0, 0])
+            .unwrap()
+            .accepts(&v, false));
+        assert!(VolumeFilter::decode(&[0; 5]).is_err());
     }
 }
 

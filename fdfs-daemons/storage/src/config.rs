@@ -121,7 +121,7 @@ impl StorageConfig {
             client_bind: g.bool("client_bind", true)?,
             port: g.int_in("port", DEFAULT_STORAGE_PORT as i64, 1, 65535)? as u16,
             connect_timeout: secs("connect_timeout", 10, 1)?,
-            network_timeout: secs("network_timeout", 30, 1)?,
+            network_timeout: secs("network_timeout", 60, 1)?,
             heart_beat_interval: secs("heart_beat_interval", 30, 1)?,
             stat_report_interval: secs("stat_report_interval", 300, 1)?,
             base_path,
@@ -196,6 +196,21 @@ mod tests {
         assert_eq!(c.store_paths.len(), 2);
         assert!(c.store_paths[1].readonly);
         assert_eq!(c.tracker_servers.len(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn timeouts_default_as_upstream() {
+        // Upstream storages send ACTIVE_TEST on an idle replication connection every 30 s:
+        // a shorter default timeout would drop theirs between two tests.
+        let dir = std::env::temp_dir().join(format!("fdfs-stcfg-def-{}", std::process::id()));
+        let p = write(
+            &dir,
+            "group_name = g1\nbase_path = /tmp\ntracker_server = a:1\n",
+        );
+        let c = StorageConfig::load(&p).unwrap();
+        assert_eq!(c.network_timeout, Duration::from_secs(60));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -15,6 +15,7 @@ use crate::handlers::{
     appender, download, metadata, path_list, query, remove, sync, upload, Fail, Handled,
 };
 use crate::state::Storage;
+use crate::transfer::discard;
 
 pub async fn handle_connection(
     st: Arc<Storage>,
@@ -47,6 +48,10 @@ pub async fn handle_connection(
             let _ = conn.reply(errno::EINVAL, &[]).await;
             break;
         };
+        if (conn.buffered().len() as u64) < body_len {
+            // The rest of the request is still coming (see `Connection::ack_now`).
+            conn.ack_now();
+        }
         if sync_sess.has_unwritten() && !batched(header.cmd) && !write_binlog(&st, &mut sync_sess) {
             break;
         }
@@ -54,6 +59,7 @@ pub async fn handle_connection(
             Admission::Go => dispatch(&st, &mut conn, header, body_len, &mut sync_sess).await,
             Admission::Handshake => cluster_auth(&st, &mut conn, &mut auth, header, body_len).await,
             Admission::Refuse(why) => {
+                // Who may not ask is not heard further.
                 warn!("{peer}: command {} refused: {why}", header.cmd);
                 Err(Fail::ReplyAndClose(errno::EACCES))
             }
@@ -61,12 +67,26 @@ pub async fn handle_connection(
         let close = match outcome {
             Ok(()) => false,
             Err(Fail::Close) => break,
-            Err(Fail::Reply(e)) | Err(Fail::ReplyAndClose(e)) => {
-                if e == errno::EINVAL {
-                    warn!("{peer}: invalid request (command {})", header.cmd);
+            Err(Fail::ReplyAndClose(e)) => {
+                conn.queue_reply(e, &[]);
+                true
+            }
+            Err(Fail::Reply(errno::EINVAL)) => {
+                // As upstream: an invalid request ends the connection after its errno.
+                warn!("{peer}: invalid request (command {})", header.cmd);
+                conn.queue_reply(errno::EINVAL, &[]);
+                true
+            }
+            Err(Fail::Reply(e)) => {
+                // Any other refusal keeps the connection, as upstream does: what the
+                // handler left of the request is read and dropped first, so the next
+                // request starts where it should (pooled clients reuse the connection).
+                let unread = body_len.saturating_sub(conn.body_read());
+                if discard(&mut conn, unread).await.is_err() {
+                    break;
                 }
                 conn.queue_reply(e, &[]);
-                e == errno::EINVAL || matches!(outcome, Err(Fail::ReplyAndClose(_)))
+                false
             }
         };
         // Replies of a burst of pipelined requests wait until it is handled; then the
@@ -131,10 +151,10 @@ async fn cluster_auth(
     body_len: u64,
 ) -> Handled {
     let Some(secret) = &st.cfg.cluster_secret else {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     };
     if body_len > 256 {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let body = conn
         .read_body(body_len as usize)
@@ -217,7 +237,7 @@ async fn dispatch(
         _ => {}
     }
     if body_len > st.cfg.buff_size as u64 {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let body = conn
         .read_body(body_len as usize)
@@ -231,7 +251,9 @@ async fn dispatch(
         cmd::QUERY_FILE_INFO => query::query_file_info(st, conn, header.status, &body).await,
         cmd::TRUNCATE_FILE => appender::truncate(st, conn, &body).await,
         cmd::REGENERATE_APPENDER_FILENAME => appender::regenerate(st, conn, &body).await,
-        cmd::STORAGE_REPORT_SERVER_ID => sync::report_server_id(conn, &body, sync_src).await,
+        cmd::STORAGE_REPORT_SERVER_ID => {
+            sync::report_server_id(conn, header.status, &body, sync_src).await
+        }
         cmd::SYNC_DELETE_FILE => sync::delete(st, conn, &body, sync_src).await,
         cmd::SYNC_TRUNCATE_FILE => sync::truncate(st, conn, &body, sync_src).await,
         cmd::SYNC_RENAME_FILE => sync::rename(st, conn, &body, sync_src).await,

@@ -250,13 +250,13 @@ async fn session(
         init_flag: !init.sync_old_done,
         status: status::INIT as i8,
         storage_id: String::new(),
-        ip: st.my_ip().unwrap_or(my_ip).to_string(),
+        tracker_ip: addr.ip().to_canonical().to_string(),
         trackers: st.cfg.tracker_servers.clone(),
     };
     let reply = JoinReply::decode(&conn.request(cmd::STORAGE_JOIN, &join.encode()).await?)?;
     info!(
         "joined tracker {tracker} as {} in {}, status {}",
-        join.ip,
+        st.my_ip().unwrap_or(my_ip),
         st.cfg.group_name,
         status::name(reply.status)
     );
@@ -300,7 +300,7 @@ async fn session(
                 src.src_id, src.until_timestamp
             );
         }
-        flag.last_ip_addr = join.ip.clone();
+        flag.last_ip_addr = st.my_ip().unwrap_or(my_ip).to_string();
         flag.last_server_port = st.cfg.port;
         if let Err(e) = flag.save(&st.cfg.base_path) {
             warn!("cannot save init flag: {e}");

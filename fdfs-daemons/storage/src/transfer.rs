@@ -6,28 +6,21 @@ use std::io::{self, Write};
 
 use fdfs_runtime::Connection;
 
-/// Most content read and dropped after a refusal so the client still reads the errno on
-/// a live connection; beyond it the connection is closed after the errno.
-pub const DRAIN_LIMIT: u64 = 64 << 20;
-
 /// Largest chunk moved at once.
 pub const CHUNK: usize = 256 * 1024;
 
 /// Which side of a transfer failed: the network (close the connection) or the disk
-/// (answer with an errno, then close).
+/// (answer with an errno; the connection goes on once the rest of the request is read).
 #[derive(Debug)]
 pub enum TransferError {
     Net(io::Error),
     Disk(io::Error),
-    /// A write failed; the rest of the content was still read (and dropped), so the
-    /// client can be told the errno and the connection goes on.
-    DiskAfterBody(io::Error),
 }
 
 impl TransferError {
     pub fn into_io(self) -> io::Error {
         match self {
-            TransferError::Net(e) | TransferError::Disk(e) | TransferError::DiskAfterBody(e) => e,
+            TransferError::Net(e) | TransferError::Disk(e) => e,
         }
     }
 }
@@ -54,33 +47,9 @@ pub async fn receive_into(
             h.update(&buf[..n]);
         }
         left -= n as u64;
-        if let Err(e) = file.write_all(&buf[..n]) {
-            if left > DRAIN_LIMIT {
-                return Err(TransferError::Disk(e));
-            }
-            discard(conn, left).await.map_err(TransferError::Net)?;
-            return Err(TransferError::DiskAfterBody(e));
-        }
+        file.write_all(&buf[..n]).map_err(TransferError::Disk)?;
     }
     Ok(())
-}
-
-/// Refuses a request whose `unread` content bytes are still on the wire: drops them
-/// (up to `limit`) so the connection goes on, else answers and closes.
-pub async fn refuse_content(
-    conn: &mut Connection,
-    unread: u64,
-    code: u8,
-    limit: u64,
-) -> crate::handlers::Fail {
-    use crate::handlers::Fail;
-    if unread > limit {
-        return Fail::ReplyAndClose(code);
-    }
-    match discard(conn, unread).await {
-        Ok(()) => Fail::Reply(code),
-        Err(_) => Fail::Close,
-    }
 }
 
 /// Reads and throws away `len` bytes, so a rejected request leaves the stream in sync.

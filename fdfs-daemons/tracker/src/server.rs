@@ -316,6 +316,8 @@ fn dispatch(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
         cmd::SERVER_DELETE_GROUP => service::delete_group(shared, req),
         cmd::SERVER_GET_LEADER => tracker_cmds::get_leader(shared, req),
         tracker_cmds::SERVER_TRACKER_CLUSTER_STAT => tracker_cmds::cluster_stat(shared, req),
+        cmd::SERVER_STORAGE_CLUSTER_STAT => service::storage_cluster_stat(shared, req),
+        cmd::SERVER_STORAGE_VOLUMN_STAT => service::volume_stat(shared, req),
         cmd::SERVER_SET_TRUNK_SERVER => service::set_trunk_server(shared, req),
         cmd::ACTIVE_TEST => Ok(Vec::new()),
 

@@ -4,8 +4,8 @@
 
 use fdfs_proto::codec::{Reader, Writer};
 use fdfs_proto::tracker_msg::{
-    get_group, FetchTargets, FileQuery, GroupStat, StorageSelector, StorageStat, StoreTarget,
-    StoreTargets,
+    get_group, FetchTargets, FileQuery, GroupStat, StorageClusterFilter, StorageSelector,
+    StorageStat, StoreTarget, StoreTargets, VolumeFilter,
 };
 use fdfs_proto::{cmd, errno, GROUP_NAME_LEN, STORAGE_ID_LEN};
 use fdfs_runtime::unix_now;
@@ -111,6 +111,18 @@ pub fn list_storages(shared: &Shared, req: &Request<'_>) -> Reply {
         s.encode_into(&mut w, ip_size);
     }
     Ok(w.finish())
+}
+
+/// 97 STORAGE_CLUSTER_STAT (6.16, `fdfs_storage_stat`): every storage of the cluster.
+pub fn storage_cluster_stat(shared: &Shared, req: &Request<'_>) -> Reply {
+    let filter = StorageClusterFilter::decode(req.body)?;
+    Ok(shared.cluster().storage_cluster_stat(&filter).encode())
+}
+
+/// 98 STORAGE_VOLUMN_STAT (6.16, `fdfs_volumn_stat`): every group's space.
+pub fn volume_stat(shared: &Shared, req: &Request<'_>) -> Reply {
+    let filter = VolumeFilter::decode(req.body)?;
+    Ok(shared.cluster().volume_stat(&filter).encode())
 }
 
 /// 93: group + storage id (1..15 bytes).

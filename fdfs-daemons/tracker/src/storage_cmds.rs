@@ -342,15 +342,17 @@ pub fn get_server_id(shared: &Shared, req: &Request<'_>) -> Reply {
     Ok(id.into_bytes())
 }
 
-/// 69: storage ids are off: EOPNOTSUPP, or an empty list if the asker allows it.
+/// 69: storage ids are off: EOPNOTSUPP, or an empty list if the asker allows it. The
+/// body is the start index and the allow-empty flag, 5 bytes as in 6.x (the 4-byte
+/// body of older releases is EINVAL, as upstream answers it).
 pub fn fetch_storage_ids(_shared: &Shared, req: &Request<'_>) -> Reply {
     match req.body {
         [_, _, _, _, allow_empty] if *allow_empty != 0 => Ok(vec![0; 8]),
-        [_, _, _, _] | [_, _, _, _, _] => Err(Refusal::new(
+        [_, _, _, _, _] => Err(Refusal::new(
             errno::EOPNOTSUPP,
             "storage ids are not supported",
         )),
-        _ => Err(Refusal::invalid("body is not 4 or 5 bytes")),
+        _ => Err(Refusal::invalid("body is not 5 bytes")),
     }
 }
 

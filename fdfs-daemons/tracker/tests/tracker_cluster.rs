@@ -171,7 +171,7 @@ fn join_request(group: &str, trackers: &[SocketAddr]) -> JoinRequest {
         init_flag: false,
         status: 0,
         storage_id: String::new(),
-        ip: String::new(),
+        tracker_ip: String::new(),
         trackers: trackers.iter().map(|a| a.to_string()).collect(),
     }
 }

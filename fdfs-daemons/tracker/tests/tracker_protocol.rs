@@ -12,7 +12,8 @@ use fdfs_proto::fileid::{normal_size_field, remote_name, PackedName, Source, SIZ
 use fdfs_proto::status::{ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
 use fdfs_proto::tracker_msg::{
     BeatReply, DiskUsage, FetchTargets, FileQuery, GroupStat, JoinReply, JoinRequest,
-    StorageSelector, StorageStat, StoreTarget, StoreTargets, SyncSource,
+    StorageClusterFilter, StorageClusterStat, StorageSelector, StorageStat, StoreTarget,
+    StoreTargets, SyncSource, VolumeFilter, VolumeStat,
 };
 use fdfs_proto::{cmd, errno, Header};
 use fdfs_runtime::server::ShutdownTrigger;
@@ -104,7 +105,7 @@ fn join_request(group: &str, paths: u32, init: bool) -> JoinRequest {
         init_flag: init,
         status: 0,
         storage_id: String::new(),
-        ip: String::new(),
+        tracker_ip: String::new(),
         trackers: Vec::new(),
     }
 }
@@ -389,6 +390,57 @@ async fn storages_join_and_clients_are_placed() {
     assert_eq!(list[0].storage_port, 23000);
     assert_eq!(list[0].join_time, 1_700_000_000);
     assert!(list[0].counters.last_heart_beat_time > 0);
+
+    // 6.16's fdfs_storage_stat (97) and fdfs_volumn_stat (98): the whole cluster.
+    let all = StorageClusterFilter::default();
+    let body = c
+        .request(cmd::SERVER_STORAGE_CLUSTER_STAT, &all.encode())
+        .await
+        .unwrap();
+    let stat = StorageClusterStat::decode(&body).unwrap();
+    let hosts: Vec<&str> = stat.storages.iter().map(|s| s.host.as_str()).collect();
+    assert!(hosts.contains(&"127.0.0.11:23000"), "{hosts:?}");
+    assert_eq!(
+        stat.storages.len(),
+        list_storages(&mut c, "group1").await.len() + 1
+    );
+    assert!(stat
+        .storages
+        .iter()
+        .all(|s| s.version == "6.16.1" && s.last_heartbeat > 0));
+    let not_active = StorageClusterFilter {
+        filter_by: StorageClusterFilter::BY_STATUS,
+        op: b'!',
+        status: ACTIVE,
+        is_trunk_server: false,
+    };
+    let body = c
+        .request(cmd::SERVER_STORAGE_CLUSTER_STAT, &not_active.encode())
+        .await
+        .unwrap();
+    assert!(StorageClusterStat::decode(&body)
+        .unwrap()
+        .storages
+        .is_empty());
+    let r = c.request(cmd::SERVER_STORAGE_CLUSTER_STAT, &[0; 3]).await;
+    assert_eq!(status_errno(r), errno::EINVAL);
+    let body = c
+        .request(
+            cmd::SERVER_STORAGE_VOLUMN_STAT,
+            &VolumeFilter::default().encode(),
+        )
+        .await
+        .unwrap();
+    let volumes = VolumeStat::decode(&body).unwrap();
+    let names: Vec<&str> = volumes.groups.iter().map(|g| g.group.as_str()).collect();
+    assert_eq!(names, ["group1", "group2"]);
+    let g1 = &volumes.groups[0];
+    assert_eq!(
+        (g1.total_mb, g1.free_mb, g1.reserved_mb),
+        (100_000, 40_000, 10)
+    );
+    assert_eq!(g1.avail_mb, 40_000 - 10);
+    assert!(g1.is_disk_available);
     let one = StorageSelector {
         group: "group1".into(),
         storage_id: Some("127.0.0.99".into()),
@@ -555,6 +607,11 @@ async fn malformed_requests_get_errnos() {
         .request(cmd::STORAGE_FETCH_STORAGE_IDS, &[0, 0, 0, 0, 1])
         .await;
     assert_eq!(r.unwrap(), [0u8; 8]);
+    // The 4-byte body of releases before 6.x is invalid, as upstream answers it.
+    let r = c
+        .request(cmd::STORAGE_FETCH_STORAGE_IDS, &[0, 0, 0, 0])
+        .await;
+    assert_eq!(status_errno(r), errno::EINVAL);
     c.quit().await;
 
     // Negative, huge and garbage headers: EINVAL, then the connection is closed.

@@ -57,7 +57,7 @@ async fn open_streamed<H>(
     decode: impl Fn(&[u8]) -> Option<(H, usize, u64)>,
     append: bool,
 ) -> Result<Streamed<H>, Fail> {
-    let invalid = || Fail::ReplyAndClose(errno::EINVAL);
+    let invalid = || Fail::Reply(errno::EINVAL);
     if body_len < head_len as u64 {
         return Err(invalid());
     }
@@ -68,15 +68,15 @@ async fn open_streamed<H>(
     }
     let raw = conn.read_body(name_len).await.map_err(|_| Fail::Close)?;
     let filename = String::from_utf8(raw).map_err(|_| invalid())?;
-    let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
+    let path = appender_path(st, &filename).map_err(Fail::Reply)?;
     let guard = st.appenders.lock(&path).await;
     // Checked again under the lock: a regenerate or delete may have just taken it.
-    let path = appender_path(st, &filename).map_err(Fail::ReplyAndClose)?;
+    let path = appender_path(st, &filename).map_err(Fail::Reply)?;
     let file = OpenOptions::new()
         .append(append)
         .write(!append)
         .open(&path)
-        .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+        .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
     Ok(Streamed {
         head,
         size,
@@ -111,10 +111,10 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         } = open_streamed(st, conn, body_len, AppendHead::LEN, decode, true).await?;
         let before = file
             .metadata()
-            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let offset = file
             .seek(SeekFrom::End(0))
-            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let mut crc = crc32fast::Hasher::new();
         if let Err(e) = receive_into(conn, &mut file, size, Some(&mut crc)).await {
             // A broken append leaves the file as it was, never half-extended.
@@ -172,13 +172,13 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         st.appenders.forget(&path);
         let current = file
             .metadata()
-            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?
             .len();
         if offset > current {
-            return Err(Fail::ReplyAndClose(errno::EINVAL));
+            return Err(Fail::Reply(errno::EINVAL));
         }
         file.seek(SeekFrom::Start(offset))
-            .map_err(|e| Fail::ReplyAndClose(errno::from_io(&e)))?;
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         receive_into(conn, &mut file, size, None).await?;
         st.stats.add_bytes(counter::TOTAL_MODIFY_BYTES, size, true);
         st.durable_data(&file).await.map_err(flush_failed)?;

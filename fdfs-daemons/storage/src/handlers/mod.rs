@@ -21,10 +21,11 @@ use crate::transfer::TransferError;
 /// How a failed request ends.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fail {
-    /// Answer with this errno; the request was read whole, so the connection can go on
-    /// (except after EINVAL, which always ends it, as upstream does).
+    /// Answer with this errno. The connection goes on, as upstream's does: the server
+    /// reads and drops whatever the handler left of the request first. EINVAL (the
+    /// request cannot be trusted to say where it ends) always ends it, as upstream does.
     Reply(u8),
-    /// Answer with this errno, then close: part of the request is still unread.
+    /// Answer with this errno, then close whatever the request was.
     ReplyAndClose(u8),
     /// Close without an answer: the connection broke or a reply was half sent.
     Close,
@@ -37,10 +38,6 @@ impl From<TransferError> for Fail {
         match e {
             TransferError::Net(_) => Fail::Close,
             TransferError::Disk(e) => {
-                tracing::error!("disk error: {e}");
-                Fail::ReplyAndClose(errno::from_io(&e))
-            }
-            TransferError::DiskAfterBody(e) => {
                 tracing::error!("disk error: {e}");
                 Fail::Reply(errno::from_io(&e))
             }

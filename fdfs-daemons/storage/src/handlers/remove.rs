@@ -25,11 +25,25 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
         } else {
             None
         };
-        fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        if let Err(e) = fs::symlink_metadata(&path) {
+            return Err(Fail::Reply(errno::from_io(&e)));
+        }
+        let now = unix_now();
+        // Its metadata goes first, with a record of its own, as upstream writes it:
+        // upstream peers delete only what a record names.
         let mut meta = path.clone().into_os_string();
         meta.push(METADATA_SUFFIX);
-        let _ = fs::remove_file(meta);
-        let now = unix_now();
+        match fs::remove_file(meta) {
+            Ok(()) => {
+                let meta_name = format!("{}{METADATA_SUFFIX}", name.full);
+                st.binlog
+                    .append(now, op::DELETE, &meta_name, None)
+                    .map_err(binlog_failed)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
+        }
+        fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         st.tombstones.record(name.full, now, now);
         let pos = st
             .binlog

@@ -15,6 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use fdfs_proto::errno;
 use fdfs_proto::storage_msg::{
     decode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
+    PIPELINE_ANSWER, PIPELINE_ASK,
 };
 use fdfs_runtime::{unix_now, Connection};
 
@@ -23,7 +24,7 @@ use crate::binlog::format_record;
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
-use crate::transfer::{discard, receive_into, refuse_content};
+use crate::transfer::{discard, receive_into};
 
 /// A replication connection's state: the peer it replicates from (set by 9
 /// REPORT_SERVER_ID) and the binlog records of changes applied but not written yet.
@@ -94,29 +95,33 @@ fn ok(conn: &mut Connection) -> Handled {
     Ok(())
 }
 
-/// Skips the unread content of a refused request so the connection stays usable.
-async fn refuse(conn: &mut Connection, unread: u64, status: u8) -> Handled {
-    // A replication stream never ends over one refused record: all of it is read.
-    Err(refuse_content(conn, unread, status, u64::MAX).await)
-}
-
 async fn read_name(conn: &mut Connection, len: usize) -> Result<String, Fail> {
     let raw = conn.read_body(len).await.map_err(|_| Fail::Close)?;
-    String::from_utf8(raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))
+    String::from_utf8(raw).map_err(|_| Fail::Reply(errno::EINVAL))
 }
 
 fn io_fail(e: io::Error) -> Fail {
     Fail::Reply(errno::from_io(&e))
 }
 
+/// 9: who replicates on this connection. A sender that asks (header status
+/// [`PIPELINE_ASK`]) is told that its requests may be pipelined; upstream senders do not
+/// ask and get the empty reply they expect.
 pub async fn report_server_id(
     conn: &mut Connection,
+    header_status: u8,
     body: &[u8],
     sess: &mut SyncSession,
 ) -> Handled {
     let id = decode_server_id(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     sess.src = Some(id);
-    ok(conn)
+    let answer = if header_status == PIPELINE_ASK {
+        PIPELINE_ANSWER
+    } else {
+        &[]
+    };
+    conn.queue_reply(0, answer);
+    Ok(())
 }
 
 /// 16 / 18: a whole file. With header status EEXIST the content is left out and the
@@ -130,20 +135,20 @@ pub async fn create_or_update(
     sess: &mut SyncSession,
 ) -> Handled {
     if body_len < SyncFileHead::LEN as u64 {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let mut raw = [0u8; SyncFileHead::LEN];
     conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
-    let head = SyncFileHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let head = SyncFileHead::decode(&raw).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let no_content = header_status == errno::EEXIST;
     let content = if no_content { 0 } else { head.file_size };
     if body_len != (SyncFileHead::LEN + head.filename_len) as u64 + content {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let filename = read_name(conn, head.filename_len).await?;
     let path = match locate(st, &head.group, &filename) {
         Ok((_, p)) => p,
-        Err(e) => return refuse(conn, content, e).await,
+        Err(e) => return Err(Fail::Reply(e)),
     };
     if st
         .tombstones
@@ -167,7 +172,7 @@ pub async fn create_or_update(
         Ok(t) => t,
         Err(e) => {
             tracing::error!("cannot create a file in {}: {e}", dir.display());
-            return Err(Fail::ReplyAndClose(errno::from_io(&e)));
+            return Err(Fail::Reply(errno::from_io(&e)));
         }
     };
     receive_into(conn, &mut temp.file, head.file_size, None).await?;
@@ -212,33 +217,33 @@ pub async fn append_or_modify(
     sess: &mut SyncSession,
 ) -> Handled {
     if body_len < SyncRangeHead::LEN as u64 {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let mut raw = [0u8; SyncRangeHead::LEN];
     conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
-    let head = SyncRangeHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let head = SyncRangeHead::decode(&raw).map_err(|_| Fail::Reply(errno::EINVAL))?;
     if body_len != (SyncRangeHead::LEN + head.filename_len) as u64 + head.length {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let filename = read_name(conn, head.filename_len).await?;
     let path = match locate(st, &head.group, &filename) {
         Ok((_, p)) => p,
-        Err(e) => return refuse(conn, head.length, e).await,
+        Err(e) => return Err(Fail::Reply(e)),
     };
     let mut file = match OpenOptions::new().write(true).open(&path) {
         Ok(f) => f,
-        Err(e) => return refuse(conn, head.length, errno::from_io(&e)).await,
+        Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
     };
     let size = match file.metadata() {
         Ok(m) => m.len(),
-        Err(e) => return refuse(conn, head.length, errno::from_io(&e)).await,
+        Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
     };
     if head.offset > size {
         // A change before this one is missing here: the sender sends the whole file.
-        return refuse(conn, head.length, errno::ENOENT).await;
+        return Err(Fail::Reply(errno::ENOENT));
     }
     if let Err(e) = file.seek(SeekFrom::Start(head.offset)) {
-        return refuse(conn, head.length, errno::from_io(&e)).await;
+        return Err(Fail::Reply(errno::from_io(&e)));
     }
     receive_into(conn, &mut file, head.length, None).await?;
     st.durable_data(&file).await.map_err(io_fail)?;

@@ -21,7 +21,7 @@ use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
-use crate::transfer::{receive_into, refuse_content, TransferError, DRAIN_LIMIT};
+use crate::transfer::{receive_into, TransferError};
 
 /// Logs a failed write in `dir`, taking its store path out of service if the disk is
 /// broken; returns the errno for the client.
@@ -44,8 +44,7 @@ pub(crate) async fn receive_temp(
     match receive_into(conn, &mut temp.file, size, Some(&mut crc)).await {
         Ok(()) => {}
         Err(TransferError::Net(_)) => return Err(Fail::Close),
-        Err(TransferError::Disk(e)) => return Err(Fail::ReplyAndClose(disk_failed(st, dir, e))),
-        Err(TransferError::DiskAfterBody(e)) => return Err(Fail::Reply(disk_failed(st, dir, e))),
+        Err(TransferError::Disk(e)) => return Err(Fail::Reply(disk_failed(st, dir, e))),
     }
     if let Err(e) = st.durable_data(&temp.file).await {
         return Err(Fail::Reply(disk_failed(st, dir, e)));
@@ -94,13 +93,13 @@ async fn upload_inner(
     appender: bool,
 ) -> Handled {
     if body_len < UploadHead::LEN as u64 {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let mut raw = [0u8; UploadHead::LEN];
     conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
-    let head = UploadHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let head = UploadHead::decode(&raw).map_err(|_| Fail::Reply(errno::EINVAL))?;
     if body_len != UploadHead::LEN as u64 + head.file_size {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let local_ip = conn.local_addr().map_err(|_| Fail::Close)?.ip();
     let source = st.source(local_ip);
@@ -126,7 +125,7 @@ async fn upload_inner(
                         head.file_size
                     );
                 }
-                return Err(refuse_content(conn, head.file_size, e, DRAIN_LIMIT).await);
+                return Err(Fail::Reply(e));
             }
         };
         let dir = st.store.dir(reservation.index, high, low);
@@ -136,7 +135,7 @@ async fn upload_inner(
                 let code = disk_failed(st, &dir, e);
                 tries -= 1;
                 if tries == 0 || !st.store.paths()[reservation.index].is_failed() {
-                    return Err(refuse_content(conn, head.file_size, code, DRAIN_LIMIT).await);
+                    return Err(Fail::Reply(code));
                 }
             }
         }
@@ -213,28 +212,27 @@ pub async fn upload_slave(st: &Storage, conn: &mut Connection, body_len: u64) ->
 
 async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
     if body_len < SlaveHead::LEN as u64 {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let mut raw = [0u8; SlaveHead::LEN];
     conn.read_exact(&mut raw).await.map_err(|_| Fail::Close)?;
-    let head = SlaveHead::decode(&raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let head = SlaveHead::decode(&raw).map_err(|_| Fail::Reply(errno::EINVAL))?;
     if body_len != (SlaveHead::LEN + head.master_len) as u64 + head.file_size {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
     let master_raw = conn
         .read_body(head.master_len)
         .await
         .map_err(|_| Fail::Close)?;
-    let master_text =
-        String::from_utf8(master_raw).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
-    let master = RemoteName::parse(&master_text).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let master_text = String::from_utf8(master_raw).map_err(|_| Fail::Reply(errno::EINVAL))?;
+    let master = RemoteName::parse(&master_text).map_err(|_| Fail::Reply(errno::EINVAL))?;
     // A metadata file is no master: its slaves would pass for files of their own.
     if master.is_metadata() {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
-    let master_path = st.store.resolve(&master).map_err(Fail::ReplyAndClose)?;
+    let master_path = st.store.resolve(&master).map_err(Fail::Reply)?;
     if !master_path.is_file() {
-        return Err(Fail::ReplyAndClose(errno::ENOENT));
+        return Err(Fail::Reply(errno::ENOENT));
     }
     let slave = remote_name(
         master.store_path,
@@ -242,16 +240,16 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         master.low,
         &slave_base(master.base, &head.prefix, &head.ext),
     );
-    let slave_name = RemoteName::parse(&slave).map_err(|_| Fail::ReplyAndClose(errno::EINVAL))?;
+    let slave_name = RemoteName::parse(&slave).map_err(|_| Fail::Reply(errno::EINVAL))?;
     // The head's checks already keep `-m` off the end of the name; a new slave's name must
     // never even look like some file's metadata, nor like a normal file: its ID would
     // promise the master's size and CRC32.
     if ends_like_metadata(&slave) || slave.len() == NORMAL_NAME_LEN {
-        return Err(Fail::ReplyAndClose(errno::EINVAL));
+        return Err(Fail::Reply(errno::EINVAL));
     }
-    let slave_path = st.store.resolve(&slave_name).map_err(Fail::ReplyAndClose)?;
+    let slave_path = st.store.resolve(&slave_name).map_err(Fail::Reply)?;
     if slave_path.exists() {
-        return Err(Fail::ReplyAndClose(errno::EEXIST));
+        return Err(Fail::Reply(errno::EEXIST));
     }
     let dir = slave_path
         .parent()
@@ -261,7 +259,7 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         Ok(t) => t,
         Err(e) => {
             let code = disk_failed(st, &dir, e);
-            return Err(refuse_content(conn, head.file_size, code, DRAIN_LIMIT).await);
+            return Err(Fail::Reply(code));
         }
     };
     let (mut temp, _crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;

@@ -15,6 +15,7 @@ use fdfs_proto::fileid::RemoteName;
 use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::storage_msg::{
     encode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
+    PIPELINE_ANSWER, PIPELINE_ASK,
 };
 use fdfs_proto::tracker_msg::StorageBrief;
 use fdfs_proto::{cmd, errno, status, Header};
@@ -61,11 +62,8 @@ impl From<io::Error> for End {
     }
 }
 
-/// Requests on the wire before the first reply is awaited.
+/// Requests on the wire before the first reply is awaited (to a peer that pipelines).
 const WINDOW: usize = 128;
-/// With more requests than this awaiting replies, no new ones are sent; at or below
-/// it, the window is filled up again.
-const LOW_WATER: usize = WINDOW / 2;
 /// Queued request bytes are written once they reach this size.
 const FLUSH_AT: usize = 256 * 1024;
 
@@ -110,6 +108,8 @@ struct Dispatcher {
     /// file had already been renamed (regenerated): the peer's copy is behind, so their
     /// rename sends the renamed file whole instead.
     behind: HashSet<String>,
+    /// Whether the peer (as of the last connection) takes pipelined requests.
+    pipelined: bool,
     stop: watch::Receiver<bool>,
 }
 
@@ -160,6 +160,7 @@ pub async fn run(st: Arc<Storage>, peer: StorageBrief, mut stop: watch::Receiver
         reader,
         pending: VecDeque::new(),
         behind: HashSet::new(),
+        pipelined: false,
         unsaved: 0,
         last_saved: Instant::now(),
         progress_unpublished: false,
@@ -235,7 +236,8 @@ impl Dispatcher {
                 return;
             }
             let result = match self.connect().await {
-                Ok(mut conn) => {
+                Ok((mut conn, pipelined)) => {
+                    self.pipelined = pipelined;
                     if failing {
                         info!("replication to {}:{} resumed", self.peer.ip, self.peer.port);
                     }
@@ -275,7 +277,10 @@ impl Dispatcher {
         }
     }
 
-    async fn connect(&self) -> Result<Connection, Error> {
+    /// Connects and says who we are; true if the peer may be sent pipelined requests
+    /// (it answered [`PIPELINE_ASK`]). Upstream storages read one request at a time:
+    /// they get each request only after the reply to the one before.
+    async fn connect(&self) -> Result<(Connection, bool), Error> {
         let me = my_id(&self.st).ok_or_else(|| Error::Other("own address unknown".into()))?;
         let ip: std::net::IpAddr = self
             .peer
@@ -284,9 +289,27 @@ impl Dispatcher {
             .map_err(|_| Error::Other(format!("bad peer address {:?}", self.peer.ip)))?;
         let addr = SocketAddr::new(ip, self.peer.port as u16);
         let mut conn = super::connect(&self.st, addr).await?;
-        conn.request(cmd::STORAGE_REPORT_SERVER_ID, &encode_server_id(&me))
+        let answer = conn
+            .request_with_status(
+                cmd::STORAGE_REPORT_SERVER_ID,
+                PIPELINE_ASK,
+                &encode_server_id(&me),
+            )
             .await?;
-        Ok(conn)
+        let pipelined = answer == PIPELINE_ANSWER;
+        if pipelined != self.pipelined {
+            info!(
+                "replication to {}:{}: {}",
+                self.peer.ip,
+                self.peer.port,
+                if pipelined {
+                    "requests pipelined"
+                } else {
+                    "one request at a time (the peer does not pipeline)"
+                }
+            );
+        }
+        Ok((conn, pipelined))
     }
 
     /// Streams records until stopped or the connection breaks. Creates, updates and
@@ -295,6 +318,10 @@ impl Dispatcher {
     /// the peer never blocks). Records that may need a fallback (append, modify,
     /// truncate, rename, link) wait for the pipeline to drain and go one by one.
     async fn stream(&mut self, conn: &mut Connection) -> End {
+        let window = if self.pipelined { WINDOW } else { 1 };
+        // With more requests than this awaiting replies, no new ones are sent; at or
+        // below it, the window is filled up again.
+        let low_water = window / 2;
         let mut end_rx = self.st.binlog.subscribe();
         let mut last_traffic = Instant::now();
         // flight[i] describes pending[i], for the records already handled.
@@ -310,14 +337,14 @@ impl Dispatcher {
                 flight.pop_front();
                 self.confirm(outcome);
             }
-            if self.pending.len() == flight.len() && flight.len() < WINDOW {
+            if self.pending.len() == flight.len() && flight.len() < window {
                 end_rx.borrow_and_update();
                 self.read_more();
             }
             // Put more requests on the wire: only once half the window is answered, so
             // they go out (and the peer reads them) in large writes, not one per reply.
-            let refill = flight.len() <= LOW_WATER;
-            while refill && flight.len() < WINDOW && flight.len() < self.pending.len() {
+            let refill = flight.len() <= low_water;
+            while refill && flight.len() < window && flight.len() < self.pending.len() {
                 let rec = &self.pending[flight.len()];
                 if !self.wanted(rec) {
                     flight.push_back(Flight::Done(Outcome::Skipped));
@@ -615,7 +642,9 @@ impl Dispatcher {
                 }
                 .encode();
                 match status_of(conn, cmd::SYNC_TRUNCATE_FILE, &body).await? {
-                    0 => Outcome::Applied,
+                    // EEXIST: the peer's size is not the one before the truncate; done,
+                    // as for upstream senders (see `send_range`).
+                    0 | errno::EEXIST => Outcome::Applied,
                     errno::ENOENT => {
                         self.send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
                             .await?
@@ -784,7 +813,10 @@ impl Dispatcher {
             .send_content(conn, command, &head, &mut file, offset, length)
             .await?
         {
-            0 => Ok(Outcome::Applied),
+            // EEXIST: the peer's copy is not at this offset (upstream peers answer so
+            // when theirs is already longer, or is no regular file) and will not take
+            // the change; upstream senders count it as done, and so do we.
+            0 | errno::EEXIST => Ok(Outcome::Applied),
             // The peer misses the file or the part before: send it whole.
             errno::ENOENT => {
                 self.send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)

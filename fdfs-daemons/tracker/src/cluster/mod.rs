@@ -861,7 +861,7 @@ pub(crate) mod tests {
             init_flag: init,
             status: 0,
             storage_id: String::new(),
-            ip: String::new(),
+            tracker_ip: String::new(),
             trackers: vec!["127.0.0.1:22122".into()],
         }
     }

@@ -1,6 +1,10 @@
-//! The records of the admin listings: 90/91 (groups) and 92 (storages).
+//! The records of the admin listings: 90/91 (groups), 92 (storages), and the cluster
+//! wide 97 (every storage) and 98 (every group's space) of 6.16's stat tools.
 
-use fdfs_proto::tracker_msg::{GroupStat, StorageStat};
+use fdfs_proto::tracker_msg::{
+    ConnCounts, GroupStat, StorageClusterEntry, StorageClusterFilter, StorageClusterStat,
+    StorageStat, VolumeEntry, VolumeFilter, VolumeStat,
+};
 
 use super::placement::{group_space, reserved_mb};
 use super::{Cluster, Group, Storage};
@@ -58,6 +62,72 @@ impl Cluster {
             storage_port: s.port as i64,
             counters,
             is_trunk_server: false,
+        }
+    }
+
+    /// 97: every storage of every group (groups by name, storages by id) that `filter`
+    /// accepts. Trunk files and storage ids are not used here, so their flags are 0.
+    pub fn storage_cluster_stat(&self, filter: &StorageClusterFilter) -> StorageClusterStat {
+        let storages = self
+            .groups
+            .values()
+            .flat_map(|g| g.storages.values())
+            .filter(|s| filter.accepts(s.status, false, false))
+            .map(|s| StorageClusterEntry {
+                id: s.id.clone(),
+                host: if s.ip.contains(':') {
+                    format!("[{}]:{}", s.ip, s.port)
+                } else {
+                    format!("{}:{}", s.ip, s.port)
+                },
+                is_trunk_server: false,
+                status: s.status,
+                connections: ConnCounts {
+                    alloc: s.counters.conn_alloc,
+                    current: s.counters.conn_current,
+                    max: s.counters.conn_max,
+                },
+                version: s.version.clone(),
+                up_time: s.up_time,
+                last_heartbeat: s.last_heart_beat_time,
+            })
+            .collect();
+        StorageClusterStat {
+            use_storage_id: false,
+            use_trunk_file: false,
+            storages,
+        }
+    }
+
+    /// 98: the space of every group that `filter` accepts, as 91 reports it; a group's
+    /// disk is available while its free space is above the reserved space.
+    pub fn volume_stat(&self, filter: &VolumeFilter) -> VolumeStat {
+        let groups = self
+            .groups
+            .values()
+            .map(|g| {
+                let stat = self.group_stat(g);
+                let available = stat.free_mb > stat.reserved_mb;
+                VolumeEntry {
+                    group: stat.group,
+                    total_mb: stat.total_mb,
+                    free_mb: stat.free_mb,
+                    reserved_mb: stat.reserved_mb,
+                    avail_mb: if available {
+                        stat.free_mb - stat.reserved_mb
+                    } else {
+                        0
+                    },
+                    trunk_free_mb: 0,
+                    is_disk_available: available,
+                    is_trunk_available: false,
+                }
+            })
+            .filter(|v| filter.accepts(v, false))
+            .collect();
+        VolumeStat {
+            use_trunk_file: false,
+            groups,
         }
     }
 
