@@ -66,7 +66,7 @@ def java_sdk_classes():
         sources = sorted(str(p) for p in (src).rglob("src/main/java/**/*.java"))
         assert sources, "no Java sources in %s" % JAVA_SDK_ARCHIVE
         subprocess.run(
-            [javac, "-nowarn", "-encoding", "UTF-8", "-d", str(classes)] + sources,
+            [javac, "-J-XX:-UsePerfData", "-nowarn", "-encoding", "UTF-8", "-d", str(classes)] + sources,
             check=True,
             capture_output=True,
         )

@@ -290,17 +290,22 @@ def test_on_disk_layout_and_binlog(cluster):
             r"^\d+ C %s-m$" % re.escape(remote),
             r"^\d+ C %s$" % re.escape(arem.decode()),
             r"^\d+ A %s 3 2$" % re.escape(arem.decode()),
+            # as upstream: the metadata's own delete record first (upstream peers
+            # delete only what a record names), then the file's
+            r"^\d+ D %s-m$" % re.escape(remote),
             r"^\d+ D %s$" % re.escape(remote)]
 
-    def binlog_has_all():
+    def binlog_lines():
         text = ""
         for f in sorted(os.listdir(sync_dir)):
             if re.fullmatch(r"binlog\.\d{3}", f):
                 text += (sync_dir / f).read_text()
         lines = text.splitlines()
-        return all(any(re.match(w, ln) for ln in lines) for w in want) and lines
+        found = [next((i for i, ln in enumerate(lines) if re.match(w, ln)), None) for w in want]
+        return found if None not in found else None
     from fdfs_helpers import wait_for
-    wait_for(binlog_has_all, 10, interval=0.2, what="binlog records %s in %s" % (want, sync_dir))
+    found = wait_for(binlog_lines, 10, interval=0.2, what="binlog records %s in %s" % (want, sync_dir))
+    assert found[-2] < found[-1], "D <file>-m must come before D <file>"
 
 
 def test_truncate_extends_and_file_info_flags(cluster):
