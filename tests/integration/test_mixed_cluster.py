@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters, file_path
-from conftest import STATUS_ACTIVE
+from c_daemons import Clusters, c_tracker, file_path
+from conftest import STATUS_ACTIVE, Daemon, require_binary
 from fdfs_helpers import payload, wait_for
 
 THREADS = 24
@@ -355,6 +355,45 @@ def test_storage_started_on_other_implementations_data(clusters, report, first, 
     # And back: the first implementation serves everything, the new file included.
     switch_storage(c, node, first)
     check_serves(c, node, files, metas)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("first,then", [("c", "rust"), ("rust", "c")],
+                         ids=["rust-on-c-state", "c-on-rust-state-rollback"])
+def test_tracker_started_on_other_implementations_state(clusters, first, then):
+    """A tracker written by one implementation, stopped, and started as the other on the
+    same config and base_path knows the groups and storages the first one saved, before
+    any storage joins again; then the cluster works as before."""
+    c = clusters.new("tstate-%s-then-%s" % (first, then), storages=2,
+                     c_trackers={0} if first == "c" else ())
+    for node in c.nodes:
+        c.wait_active(node)
+    fid, addr = upload_via_tracker(c.tracker_addr, b"saved state", "txt")
+    want = sorted(n.ip for n in c.nodes)
+    for node in c.nodes:
+        c.stop_daemon(node.daemon)
+    # The first tracker has seen them go (and saved its state as it does).
+    wait_for(lambda: all(c.storage_status(n) not in (STATUS_ACTIVE, None) for n in c.nodes),
+             60.0, 0.1, "tracker to see the storages stopped")
+    c.stop_daemon(c.tracker)
+    old = c.tracker
+    if getattr(old, "stderr_fh", None) is not None and not old.stderr_fh.closed:
+        old.stderr_fh.close()
+    c.tracker = c_tracker(old.name, old.conf, old.base_path) if then == "c" else \
+        Daemon(old.name, require_binary("fdfs_trackerd"), old.conf, old.base_path, "trackerd.log")
+    c.start_daemon(c.tracker)
+    # No storage is running: what the tracker lists, it loaded from the first one's files.
+    listed = wait_for(lambda: sorted(s["ip"] for s in c.list_storages(c.group)), 30.0, 0.1,
+                      "%s tracker to list %s from the saved state" % (then, c.group))
+    assert listed == want, "%s tracker on %s state lists %s, expected %s" % (
+        then, first, listed, want)
+    for node in c.nodes:
+        c.start_daemon(node.daemon)
+    for node in c.nodes:
+        c.wait_active(node)
+    assert wire.download(addr, fid) == (0, b"saved state")
+    fid2, addr2 = upload_via_tracker(c.tracker_addr, b"after the swap", "txt")
+    assert wire.download(addr2, fid2) == (0, b"after the swap")
 
 
 # ------------------------------------------------------------------ 4. C + Rust trackers
