@@ -380,3 +380,44 @@ def test_refusals_keep_the_connection(cluster):
     fid = body[:16].rstrip(b"\0").decode() + "/" + body[16:].decode()
     assert wire.download(a, fid) == (0, b"after")
     assert wire.download(a, g + "/" + missing)[0] == wire.ENOENT
+
+
+def test_pipelined_copies_keep_their_order(cluster):
+    """A peer's pipelined burst (as our senders send it): with fsync_before_reply the
+    whole-file copies of a burst are flushed together before they are named, and every
+    reply still comes in request order; a request on a held name sees it named first."""
+    a = cluster.storage_addr
+    st, fid = wire.upload(a, b"x", ext="bin")
+    assert st == 0
+    group, _, remote = fid.partition("/")
+    # other names in the same directory: the random base64 part changed
+    names = [remote[:12] + c + remote[13:] for c in "QRS" if c != remote[12]][:2]
+    names.append(remote[:13] + ("Z" if remote[13] != "Z" else "Y") + remote[14:])
+    a_name, b_name, c_name = names
+
+    def create(name, content, grp=group):
+        n = name.encode()
+        body = (struct.pack(">qqi", len(n), len(content), int(time.time()))
+                + grp.encode().ljust(16, b"\0") + n + content)
+        return wire.header(len(body), 16) + body
+
+    def delete(name):
+        body = struct.pack(">i", int(time.time())) + group.encode().ljust(16, b"\0") + name.encode()
+        return wire.header(len(body), 17) + body
+
+    # The names carry the size and CRC32 of b"x" (served only if the content matches).
+    burst = (create(a_name, b"x") + create(b_name, b"x") + delete(a_name)
+             + create(b_name, b"x") + create(c_name, b"x")
+             + create(c_name, b"x", grp="nogroup"))
+    with wire.Conn(a, timeout=20) as c:
+        assert c.request(9, b"127.0.0.250".ljust(16, b"\0")) == (0, b"")
+        c.send(burst)
+        got = [c.response()[0] for _ in range(6)]
+        data, closed = c.read_until_closed(10)
+    # create a, create b, delete a (a named first), b again (already here), create c,
+    # then the invalid one (c named before its EINVAL, which ends the connection)
+    assert got == [0, 0, 0, 17, 0, wire.EINVAL], got
+    assert closed and data == b""
+    assert wire.download(a, group + "/" + a_name)[0] == wire.ENOENT
+    assert wire.download(a, group + "/" + b_name) == (0, b"x")
+    assert wire.download(a, group + "/" + c_name) == (0, b"x")

@@ -52,7 +52,15 @@ pub async fn handle_connection(
             // The rest of the request is still coming (see `Connection::ack_now`).
             conn.ack_now();
         }
-        if sync_sess.has_unwritten() && !batched(header.cmd) && !write_binlog(&st, &mut sync_sess) {
+        if sync_sess.holds_replies()
+            && !sync::may_join_held(&sync_sess, header.cmd, conn.buffered())
+        {
+            sync_sess.settle(&st, &mut conn).await;
+        }
+        if sync_sess.has_unwritten()
+            && !batched(header.cmd)
+            && !write_binlog(&st, &mut sync_sess).await
+        {
             break;
         }
         let outcome = match admit(&st, &mut auth, may_modify, header) {
@@ -68,12 +76,15 @@ pub async fn handle_connection(
             Ok(()) => false,
             Err(Fail::Close) => break,
             Err(Fail::ReplyAndClose(e)) => {
+                // The replies before it go first, in order.
+                sync_sess.settle(&st, &mut conn).await;
                 conn.queue_reply(e, &[]);
                 true
             }
             Err(Fail::Reply(errno::EINVAL)) => {
                 // As upstream: an invalid request ends the connection after its errno.
                 warn!("{peer}: invalid request (command {})", header.cmd);
+                sync_sess.settle(&st, &mut conn).await;
                 conn.queue_reply(errno::EINVAL, &[]);
                 true
             }
@@ -85,7 +96,7 @@ pub async fn handle_connection(
                 if discard(&mut conn, unread).await.is_err() {
                     break;
                 }
-                conn.queue_reply(e, &[]);
+                sync_sess.reply(&mut conn, e);
                 false
             }
         };
@@ -95,13 +106,16 @@ pub async fn handle_connection(
             // A peer's replication stream is never closed to make room for clients.
             shutdown.pin();
         }
-        let flush_now = close || conn.queued() > 0 && !next_request_buffered(&conn);
-        if flush_now && (!write_binlog(&st, &mut sync_sess) || conn.flush().await.is_err() || close)
-        {
-            break;
+        let waiting = conn.queued() > 0 || sync_sess.holds_replies();
+        if close || waiting && !next_request_buffered(&conn) {
+            sync_sess.settle(&st, &mut conn).await;
+            if !write_binlog(&st, &mut sync_sess).await || conn.flush().await.is_err() || close {
+                break;
+            }
         }
     }
-    write_binlog(&st, &mut sync_sess);
+    // Copies still held are dropped unnamed: the peer sends them again.
+    write_binlog(&st, &mut sync_sess).await;
     st.stats.connection_closed();
 }
 
@@ -200,8 +214,8 @@ fn next_request_buffered(conn: &Connection) -> bool {
 
 /// Writes a session's gathered binlog records; false (the connection must end without
 /// its queued replies) if that fails.
-fn write_binlog(st: &Storage, sess: &mut sync::SyncSession) -> bool {
-    match sess.write_binlog(st) {
+async fn write_binlog(st: &Storage, sess: &mut sync::SyncSession) -> bool {
+    match sess.write_binlog(st).await {
         Ok(()) => true,
         Err(e) => {
             tracing::error!("cannot write binlog: {e}");

@@ -34,6 +34,12 @@ use crate::transfer::{discard, receive_into};
 /// here. The server loop writes the records (one write) and then the replies (one
 /// write) before it waits for more input: a peer never hears of a change that is not
 /// in the binlog.
+///
+/// With `fsync_before_reply`, whole files of a burst are flushed together: each copy
+/// waits, still unnamed, in `held` (and every reply after it waits with it, to keep
+/// their order) until [`SyncSession::settle`] flushes them side by side, names them and
+/// queues the replies. A burst of copies then costs about one flush, not one each, so
+/// replication keeps pace with uploads that are flushed concurrently.
 #[derive(Default)]
 pub struct SyncSession {
     pub src: Option<String>,
@@ -41,6 +47,24 @@ pub struct SyncSession {
     /// Directories that gained or lost a name since the last binlog write (flushed
     /// with it under `fsync_before_reply`).
     dirs: Vec<std::path::PathBuf>,
+    /// The replies of the burst from the first copy held back on, in request order.
+    held: Vec<Held>,
+}
+
+/// A reply held back behind a copy that waits for its flush.
+enum Held {
+    Reply(u8),
+    Copy(Copy),
+}
+
+/// A received whole file, flushed with the others of its burst before it is named.
+struct Copy {
+    temp: NewFile,
+    path: std::path::PathBuf,
+    filename: String,
+    timestamp: i32,
+    size: u64,
+    update: bool,
 }
 
 impl SyncSession {
@@ -52,6 +76,26 @@ impl SyncSession {
         !self.records.is_empty()
     }
 
+    /// Whether replies wait for held copies (see [`SyncSession::settle`]).
+    pub fn holds_replies(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Queues a reply, or holds it behind the held copies.
+    pub fn reply(&mut self, conn: &mut Connection, status: u8) {
+        if self.held.is_empty() {
+            conn.queue_reply(status, &[]);
+        } else {
+            self.held.push(Held::Reply(status));
+        }
+    }
+
+    fn holds_copy_of(&self, name: &str) -> bool {
+        self.held
+            .iter()
+            .any(|h| matches!(h, Held::Copy(c) if c.filename == name))
+    }
+
     fn touched(&mut self, dir: Option<&std::path::Path>) {
         if let Some(d) = dir {
             if !self.dirs.iter().any(|x| x == d) {
@@ -60,9 +104,80 @@ impl SyncSession {
         }
     }
 
+    /// Flushes the held copies side by side, names them in order, and queues every held
+    /// reply in request order. Records of the named copies join the session's, to be
+    /// written (and flushed) before the replies go out.
+    pub async fn settle(&mut self, st: &Storage, conn: &mut Connection) {
+        let held = std::mem::take(&mut self.held);
+        // Every flush starts before the first is awaited: the file system commits them
+        // together.
+        let flushes: Vec<_> = held
+            .iter()
+            .map(|h| match h {
+                Held::Copy(c) => Some(
+                    c.temp
+                        .file
+                        .try_clone()
+                        .map(|f| tokio::task::spawn_blocking(move || f.sync_data())),
+                ),
+                Held::Reply(_) => None,
+            })
+            .collect();
+        for (h, flush) in held.into_iter().zip(flushes) {
+            let status = match (h, flush) {
+                (Held::Reply(status), _) => status,
+                (Held::Copy(copy), Some(flush)) => {
+                    let flushed = match flush {
+                        Ok(task) => task
+                            .await
+                            .unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
+                        Err(e) => Err(e),
+                    };
+                    match flushed {
+                        Ok(()) => self.name_copy(st, copy),
+                        Err(e) => {
+                            tracing::error!("cannot flush a copy of {}: {e}", copy.filename);
+                            errno::from_io(&e)
+                        }
+                    }
+                }
+                (Held::Copy(_), None) => unreachable!("a copy has its flush"),
+            };
+            conn.queue_reply(status, &[]);
+        }
+    }
+
+    /// Gives a received (and, when asked for, flushed) copy its name; the reply status.
+    fn name_copy(&mut self, st: &Storage, mut copy: Copy) -> u8 {
+        let committed = if copy.update {
+            copy.temp.commit_replace(&copy.path)
+        } else {
+            match copy.temp.commit_no_replace(&copy.path) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if fs::metadata(&copy.path).is_ok_and(|m| m.is_file() && m.len() == copy.size) {
+                        // Already here (a replay after a restart): nothing to do.
+                        applied(st, self, copy.timestamp);
+                        return errno::EEXIST;
+                    }
+                    copy.temp.commit_replace(&copy.path)
+                }
+                other => other,
+            }
+        };
+        if let Err(e) = committed {
+            return errno::from_io(&e);
+        }
+        let op = if copy.update { 'u' } else { 'c' };
+        self.touched(copy.path.parent());
+        self.log(copy.timestamp, op, &copy.filename, None);
+        applied(st, self, copy.timestamp);
+        0
+    }
+
     /// Writes the gathered records to the binlog; with `fsync_before_reply`, flushes
-    /// them and the directories they changed (the replies are sent after this).
-    pub fn write_binlog(&mut self, st: &Storage) -> io::Result<()> {
+    /// them and the directories they changed, side by side and off the async threads
+    /// (the replies are sent after this).
+    pub async fn write_binlog(&mut self, st: &Storage) -> io::Result<()> {
         if self.records.is_empty() {
             return Ok(());
         }
@@ -71,10 +186,14 @@ impl SyncSession {
         let dirs = std::mem::take(&mut self.dirs);
         let pos = r?;
         if st.cfg.fsync_before_reply {
-            for d in &dirs {
-                fs::File::open(d)?.sync_all()?;
+            let flushes: Vec<_> = dirs
+                .into_iter()
+                .map(|d| tokio::task::spawn_blocking(move || fs::File::open(d)?.sync_all()))
+                .collect();
+            st.durable_names(None, pos).await?;
+            for f in flushes {
+                f.await.map_err(|e| io::Error::other(e.to_string()))??;
             }
-            st.binlog.sync_through(pos)?;
         }
         Ok(())
     }
@@ -89,9 +208,9 @@ fn applied(st: &Storage, sess: &SyncSession, timestamp: i32) {
         .store(unix_now(), Ordering::Relaxed);
 }
 
-/// Success: the reply is queued (see [`SyncSession`]).
-fn ok(conn: &mut Connection) -> Handled {
-    conn.queue_reply(0, &[]);
+/// Success: the reply is queued, or held (see [`SyncSession`]).
+fn ok(conn: &mut Connection, sess: &mut SyncSession) -> Handled {
+    sess.reply(conn, 0);
     Ok(())
 }
 
@@ -158,14 +277,14 @@ pub async fn create_or_update(
         tracing::info!("{filename}: deleted here after this copy was made; copy ignored");
         discard(conn, content).await.map_err(|_| Fail::Close)?;
         applied(st, sess, head.timestamp);
-        return ok(conn);
+        return ok(conn, sess);
     }
     if no_content {
         if !path.is_file() {
             return Err(Fail::Reply(errno::ENOENT));
         }
         applied(st, sess, head.timestamp);
-        return ok(conn);
+        return ok(conn, sess);
     }
     let dir = path.parent().expect("file has a directory");
     let mut temp = match NewFile::create(dir) {
@@ -176,7 +295,6 @@ pub async fn create_or_update(
         }
     };
     receive_into(conn, &mut temp.file, head.file_size, None).await?;
-    st.durable_data(&temp.file).await.map_err(io_fail)?;
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
     // The copy keeps the source's time.
@@ -185,27 +303,42 @@ pub async fn create_or_update(
             .file
             .set_modified(UNIX_EPOCH + Duration::from_secs(head.timestamp as u64));
     }
-    if update {
-        temp.commit_replace(&path).map_err(io_fail)?;
-    } else {
-        match temp.commit_no_replace(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == head.file_size) {
-                    // Already here (a replay after a restart): nothing to do.
-                    applied(st, sess, head.timestamp);
-                    return Err(Fail::Reply(errno::EEXIST));
-                }
-                temp.commit_replace(&path).map_err(io_fail)?;
-            }
-            Err(e) => return Err(io_fail(e)),
-        }
+    let copy = Copy {
+        temp,
+        path,
+        filename,
+        timestamp: head.timestamp,
+        size: head.file_size,
+        update,
+    };
+    if st.cfg.fsync_before_reply {
+        // Flushed and named with the rest of its burst (see `SyncSession::settle`).
+        sess.held.push(Held::Copy(copy));
+        return Ok(());
     }
-    let op = if update { 'u' } else { 'c' };
-    sess.touched(path.parent());
-    sess.log(head.timestamp, op, &filename, None);
-    applied(st, sess, head.timestamp);
-    ok(conn)
+    match sess.name_copy(st, copy) {
+        0 => ok(conn, sess),
+        status => Err(Fail::Reply(status)),
+    }
+}
+
+/// Whether a request may be handled while copies are held: another whole file of a
+/// name not held. Anything else sees the held copies named first.
+pub fn may_join_held(sess: &SyncSession, command: u8, buffered: &[u8]) -> bool {
+    use fdfs_proto::cmd;
+    if command != cmd::SYNC_CREATE_FILE && command != cmd::SYNC_UPDATE_FILE {
+        return false;
+    }
+    // The name follows the fixed head; an unreadable one is handled (and refused) in turn.
+    let name = buffered
+        .get(..SyncFileHead::LEN)
+        .and_then(|raw| SyncFileHead::decode(raw).ok())
+        .and_then(|h| buffered.get(SyncFileHead::LEN..SyncFileHead::LEN + h.filename_len))
+        .and_then(|n| std::str::from_utf8(n).ok());
+    match name {
+        Some(n) => !sess.holds_copy_of(n),
+        None => false,
+    }
 }
 
 /// 25 / 35: `length` bytes written at `offset` of an existing file.
@@ -257,7 +390,7 @@ pub async fn append_or_modify(
         Some(&format!("{} {}", head.offset, head.length)),
     );
     applied(st, sess, head.timestamp);
-    ok(conn)
+    ok(conn, sess)
 }
 
 pub async fn delete(
@@ -287,7 +420,7 @@ pub async fn delete(
     }
     sess.log(req.timestamp, 'd', name.full, None);
     applied(st, sess, req.timestamp);
-    ok(conn)
+    ok(conn, sess)
 }
 
 pub async fn truncate(
@@ -311,7 +444,7 @@ pub async fn truncate(
         Some(&format!("{} {}", req.old_size, req.new_size)),
     );
     applied(st, sess, req.timestamp);
-    ok(conn)
+    ok(conn, sess)
 }
 
 /// 40: appender renamed to its normal name (first = new, second = old).
@@ -329,7 +462,7 @@ pub async fn rename(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if new_path.is_file() {
                 applied(st, sess, req.timestamp);
-                return ok(conn);
+                return ok(conn, sess);
             }
             return Err(Fail::Reply(errno::ENOENT));
         }
@@ -338,7 +471,7 @@ pub async fn rename(
     sess.touched(new_path.parent());
     sess.log(req.timestamp, 'r', &req.first, Some(&req.second));
     applied(st, sess, req.timestamp);
-    ok(conn)
+    ok(conn, sess)
 }
 
 /// 19: a symbolic link (first = link, second = its target).
@@ -361,5 +494,5 @@ pub async fn create_link(
     sess.touched(link.parent());
     sess.log(req.timestamp, 'l', &req.first, Some(&req.second));
     applied(st, sess, req.timestamp);
-    ok(conn)
+    ok(conn, sess)
 }
