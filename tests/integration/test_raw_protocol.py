@@ -290,10 +290,10 @@ def test_on_disk_layout_and_binlog(cluster):
             r"^\d+ C %s-m$" % re.escape(remote),
             r"^\d+ C %s$" % re.escape(arem.decode()),
             r"^\d+ A %s 3 2$" % re.escape(arem.decode()),
-            # as upstream: the metadata's own delete record first (upstream peers
-            # delete only what a record names), then the file's
-            r"^\d+ D %s-m$" % re.escape(remote),
-            r"^\d+ D %s$" % re.escape(remote)]
+            # as upstream: the file's delete record, then its metadata's (upstream
+            # peers delete only what a record names)
+            r"^\d+ D %s$" % re.escape(remote),
+            r"^\d+ D %s-m$" % re.escape(remote)]
 
     def binlog_lines():
         text = ""
@@ -305,7 +305,7 @@ def test_on_disk_layout_and_binlog(cluster):
         return found if None not in found else None
     from fdfs_helpers import wait_for
     found = wait_for(binlog_lines, 10, interval=0.2, what="binlog records %s in %s" % (want, sync_dir))
-    assert found[-2] < found[-1], "D <file>-m must come before D <file>"
+    assert found[-2] < found[-1], "D <file> must come before D <file>-m"
 
 
 def test_truncate_extends_and_file_info_flags(cluster):

@@ -25,30 +25,30 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
         } else {
             None
         };
-        if let Err(e) = fs::symlink_metadata(&path) {
-            return Err(Fail::Reply(errno::from_io(&e)));
-        }
+        fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let now = unix_now();
-        // Its metadata goes first, with a record of its own, as upstream writes it:
-        // upstream peers delete only what a record names.
+        st.tombstones.record(name.full, now, now);
+        let mut pos = st
+            .binlog
+            .append(now, op::DELETE, name.full, None)
+            .map_err(binlog_failed)?;
+        // Then its metadata, with a record of its own, as upstream writes them: upstream
+        // peers delete only what a record names.
         let mut meta = path.clone().into_os_string();
         meta.push(METADATA_SUFFIX);
         match fs::remove_file(meta) {
             Ok(()) => {
                 let meta_name = format!("{}{METADATA_SUFFIX}", name.full);
-                st.binlog
+                pos = st
+                    .binlog
                     .append(now, op::DELETE, &meta_name, None)
                     .map_err(binlog_failed)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
+            Err(e) => {
+                tracing::error!("cannot delete the metadata of {}: {e}", name.full);
+            }
         }
-        fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-        st.tombstones.record(name.full, now, now);
-        let pos = st
-            .binlog
-            .append(now, op::DELETE, name.full, None)
-            .map_err(binlog_failed)?;
         st.durable_names(path.parent(), pos)
             .await
             .map_err(flush_failed)?;

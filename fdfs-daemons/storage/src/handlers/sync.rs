@@ -51,11 +51,15 @@ pub struct SyncSession {
     held: Vec<Held>,
 }
 
-/// A reply held back behind a copy that waits for its flush.
+/// A reply held back behind a copy that waits for its flush (with the source timestamp
+/// it confirms as received, told once the copies before it are named).
 enum Held {
-    Reply(u8),
+    Reply(u8, Option<i32>),
     Copy(Copy),
 }
+
+/// Most copies held at once (our senders keep at most this many requests in flight).
+const HELD_MAX: usize = 128;
 
 /// A received whole file, flushed with the others of its burst before it is named.
 struct Copy {
@@ -86,7 +90,18 @@ impl SyncSession {
         if self.held.is_empty() {
             conn.queue_reply(status, &[]);
         } else {
-            self.held.push(Held::Reply(status));
+            self.held.push(Held::Reply(status, None));
+        }
+    }
+
+    /// Success of a change already here (or deliberately not applied) up to the
+    /// source's `timestamp`: recorded as received once the replies before it are.
+    fn received(&mut self, st: &Storage, conn: &mut Connection, timestamp: i32) {
+        if self.held.is_empty() {
+            applied(st, self, timestamp);
+            conn.queue_reply(0, &[]);
+        } else {
+            self.held.push(Held::Reply(0, Some(timestamp)));
         }
     }
 
@@ -120,12 +135,17 @@ impl SyncSession {
                         .try_clone()
                         .map(|f| tokio::task::spawn_blocking(move || f.sync_data())),
                 ),
-                Held::Reply(_) => None,
+                Held::Reply(..) => None,
             })
             .collect();
         for (h, flush) in held.into_iter().zip(flushes) {
             let status = match (h, flush) {
-                (Held::Reply(status), _) => status,
+                (Held::Reply(status, timestamp), _) => {
+                    if let Some(ts) = timestamp {
+                        applied(st, self, ts);
+                    }
+                    status
+                }
                 (Held::Copy(copy), Some(flush)) => {
                     let flushed = match flush {
                         Ok(task) => task
@@ -155,7 +175,10 @@ impl SyncSession {
             match copy.temp.commit_no_replace(&copy.path) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if fs::metadata(&copy.path).is_ok_and(|m| m.is_file() && m.len() == copy.size) {
-                        // Already here (a replay after a restart): nothing to do.
+                        // Already here (a replay after a restart). Its record is written
+                        // again: the first one may have been lost with the replies.
+                        let op = if copy.update { 'u' } else { 'c' };
+                        self.log(copy.timestamp, op, &copy.filename, None);
                         applied(st, self, copy.timestamp);
                         return errno::EEXIST;
                     }
@@ -276,15 +299,15 @@ pub async fn create_or_update(
         // A replay of a copy made before this storage deleted the file: keep it deleted.
         tracing::info!("{filename}: deleted here after this copy was made; copy ignored");
         discard(conn, content).await.map_err(|_| Fail::Close)?;
-        applied(st, sess, head.timestamp);
-        return ok(conn, sess);
+        sess.received(st, conn, head.timestamp);
+        return Ok(());
     }
     if no_content {
         if !path.is_file() {
             return Err(Fail::Reply(errno::ENOENT));
         }
-        applied(st, sess, head.timestamp);
-        return ok(conn, sess);
+        sess.received(st, conn, head.timestamp);
+        return Ok(());
     }
     let dir = path.parent().expect("file has a directory");
     let mut temp = match NewFile::create(dir) {
@@ -326,7 +349,9 @@ pub async fn create_or_update(
 /// name not held. Anything else sees the held copies named first.
 pub fn may_join_held(sess: &SyncSession, command: u8, buffered: &[u8]) -> bool {
     use fdfs_proto::cmd;
-    if command != cmd::SYNC_CREATE_FILE && command != cmd::SYNC_UPDATE_FILE {
+    if command != cmd::SYNC_CREATE_FILE && command != cmd::SYNC_UPDATE_FILE
+        || sess.held.len() >= HELD_MAX
+    {
         return false;
     }
     // The name follows the fixed head; an unreadable one is handled (and refused) in turn.
