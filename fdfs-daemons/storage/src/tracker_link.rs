@@ -98,8 +98,12 @@ pub(crate) async fn short_call(
 pub async fn run(st: Arc<Storage>, links: Arc<Links>, tracker: String, mut shutdown: Shutdown) {
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
+    // Whether this tracker has been told of our initial copy: as at the start for every
+    // link (a new storage joins every tracker as new, `init_flag` set, whichever link
+    // arranges the copy first), then true once this link has settled it with its tracker.
+    let mut told = links.init.lock().unwrap().sync_old_done;
     loop {
-        match session(&st, &links, &tracker, &mut shutdown).await {
+        match session(&st, &links, &tracker, &mut told, &mut shutdown).await {
             Ok(()) => return,
             Err(e) => {
                 if !failing {
@@ -227,6 +231,7 @@ async fn session(
     st: &Arc<Storage>,
     links: &Arc<Links>,
     tracker: &str,
+    told: &mut bool,
     shutdown: &mut Shutdown,
 ) -> Result<(), Error> {
     let addr = resolve(tracker).await?;
@@ -247,7 +252,7 @@ async fn session(
         join_time: init.join_time,
         up_time: st.up_time,
         version: VERSION_TEXT.to_string(),
-        init_flag: !init.sync_old_done,
+        init_flag: !*told,
         status: status::INIT as i8,
         storage_id: String::new(),
         tracker_ip: addr.ip().to_canonical().to_string(),
@@ -272,7 +277,7 @@ async fn session(
         && reply.status != status::ACTIVE
         && reply.status != status::INIT
         && SyncSource::decode(&conn.request(cmd::STORAGE_SYNC_DEST_QUERY, &[]).await?)?.is_none();
-    if init.sync_old_done && (reply.status == status::INIT || source_unknown) {
+    if init.sync_old_done && (!*told || reply.status == status::INIT || source_unknown) {
         let src = (!init.sync_src_server.is_empty()).then(|| SyncSource {
             src_id: init.sync_src_server.clone(),
             until_timestamp: init.sync_until_timestamp,
@@ -306,6 +311,7 @@ async fn session(
             warn!("cannot save init flag: {e}");
         }
     }
+    *told = true;
     drop(_first_sync);
 
     // Report at once so the tracker marks us ACTIVE without waiting a whole interval.

@@ -7,15 +7,15 @@ use std::path::PathBuf;
 
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{
-    normal_size_field, remote_name, FileKind, PackedName, RemoteName, FEXT_LEN,
+    normal_size_field, remote_name, FileKind, PackedName, RemoteName, Source, FEXT_LEN,
 };
 use fdfs_proto::storage_msg::{decode_regenerate, AppendHead, ModifyHead, StoredFile, Truncate};
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
-use super::{binlog_failed, flush_failed, locate, mtime_of, Fail, Handled};
+use super::{binlog_failed, flush_failed, locate, Fail, Handled};
 use crate::appenders::{FileGuard, Version};
-use crate::binlog::op;
+use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::commit_new_file;
@@ -28,10 +28,34 @@ fn appender_path(st: &Storage, filename: &str) -> Result<PathBuf, u8> {
     if info.kind != FileKind::Appender {
         return Err(errno::EINVAL);
     }
+    if let Some(source) = source_elsewhere(st, &info.source) {
+        // One writer per appender: a change accepted here while the source is away
+        // would be overtaken by the source's own changes once it is back, and the
+        // replicas would differ for good. The trackers send changes to the source.
+        tracing::warn!("{filename}: a change refused here, its source {source} makes them");
+        return Err(errno::EBUSY);
+    }
     if !path.is_file() {
         return Err(errno::ENOENT);
     }
     Ok(path)
+}
+
+/// The other member of the group that created the file (its source), if it is one.
+fn source_elsewhere(st: &Storage, source: &Source) -> Option<String> {
+    let Source::Ip(ip) = source else {
+        return None;
+    };
+    let ip = ip.to_string();
+    let me = st.my_ip()?.to_string();
+    if ip == me {
+        return None;
+    }
+    st.sync
+        .members()
+        .iter()
+        .find(|m| m.ip == ip)
+        .map(|m| format!("{}:{}", m.ip, m.port))
 }
 
 /// A streamed appender request read up to its content, with the file open and held
@@ -87,11 +111,17 @@ async fn open_streamed<H>(
     })
 }
 
-/// The file's modification time after a change (now, if it cannot be read).
-fn mtime_after(file: &File) -> i64 {
-    file.metadata()
-        .map(|m| mtime_of(&m))
-        .unwrap_or_else(|_| unix_now())
+/// Writes the binlog record of an append, modify (`a`, `b`: offset and length) or
+/// truncate (old and new size) before the change is made, under the file's lock. A
+/// record never goes missing then: a crash or a broken request after it leaves a record
+/// whose change is partly or not made, and the sender (which waits for the file's lock
+/// before it reads a changed range) finds the file not as the record says and sends it
+/// whole, so the replicas match the source whatever happened. A change made before its
+/// record would be lost for the replicas if the storage died in between.
+fn record_change(st: &Storage, op: char, name: &str, a: u64, b: u64) -> Result<BinlogPos, Fail> {
+    st.binlog
+        .append(unix_now(), op, name, Some(&format!("{a} {b}")))
+        .map_err(binlog_failed)
 }
 
 pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handled {
@@ -115,6 +145,12 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         let offset = file
             .seek(SeekFrom::End(0))
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        // The record goes first (see `record_change`).
+        let pos = if size > 0 {
+            Some(record_change(st, op::APPEND, &filename, offset, size)?)
+        } else {
+            None
+        };
         let mut crc = crc32fast::Hasher::new();
         if let Err(e) = receive_into(conn, &mut file, size, Some(&mut crc)).await {
             // A broken append leaves the file as it was, never half-extended.
@@ -133,17 +169,8 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
                 size,
             );
         }
-        if size > 0 {
+        if let Some(pos) = pos {
             st.durable_data(&file).await.map_err(flush_failed)?;
-            let pos = st
-                .binlog
-                .append(
-                    mtime_after(&file),
-                    op::APPEND,
-                    &filename,
-                    Some(&format!("{offset} {size}")),
-                )
-                .map_err(binlog_failed)?;
             st.durable_names(None, pos).await.map_err(flush_failed)?;
         }
         Ok::<(), Fail>(())
@@ -179,18 +206,10 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        let pos = record_change(st, op::MODIFY, &filename, offset, size)?;
         receive_into(conn, &mut file, size, None).await?;
         st.stats.add_bytes(counter::TOTAL_MODIFY_BYTES, size, true);
         st.durable_data(&file).await.map_err(flush_failed)?;
-        let pos = st
-            .binlog
-            .append(
-                mtime_after(&file),
-                op::MODIFY,
-                &filename,
-                Some(&format!("{offset} {size}")),
-            )
-            .map_err(binlog_failed)?;
         st.durable_names(None, pos).await.map_err(flush_failed)
     }
     .await;
@@ -217,19 +236,10 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
         if old == req.new_size {
             return Ok(());
         }
+        let pos = record_change(st, op::TRUNCATE, &req.filename, old, req.new_size)?;
         file.set_len(req.new_size)
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-        let mtime = mtime_after(&file);
         st.durable_data(&file).await.map_err(flush_failed)?;
-        let pos = st
-            .binlog
-            .append(
-                mtime,
-                op::TRUNCATE,
-                &req.filename,
-                Some(&format!("{old} {}", req.new_size)),
-            )
-            .map_err(binlog_failed)?;
         st.durable_names(None, pos).await.map_err(flush_failed)
     }
     .await;

@@ -3,7 +3,7 @@
 //! from the peer's mark file after a restart or a broken connection.
 
 use std::collections::{HashSet, VecDeque};
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -633,6 +633,17 @@ impl Dispatcher {
             }
             'T' => {
                 let (old_size, new_size) = rec.numbers().unwrap_or((0, 0));
+                // The truncate may not have been made (a crash right after its record,
+                // which comes first), or the file has changed since: then the peer gets
+                // the whole file as it is.
+                if let Some(path) = self.local_path(&rec.name) {
+                    drop(self.st.appenders.lock(&path).await);
+                    if fs::metadata(&path).is_ok_and(|m| m.len() != new_size) {
+                        return self
+                            .send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
+                            .await;
+                    }
+                }
                 let body = SyncTruncate {
                     old_size,
                     new_size,
@@ -785,6 +796,9 @@ impl Dispatcher {
         let Some(path) = self.local_path(&rec.name) else {
             return Ok(Outcome::Skipped);
         };
+        // A change's record is written before the change is made, under the file's lock:
+        // the change in progress (if it is this one) is done once the lock is free.
+        drop(self.st.appenders.lock(&path).await);
         let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(_) => {

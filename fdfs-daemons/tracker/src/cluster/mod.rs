@@ -442,6 +442,7 @@ impl Cluster {
             group.version += 1;
         }
         let s = group.storages.get_mut(&id).expect("just inserted");
+        let known_join_time = s.join_time;
         s.ip = peer_ip.to_string();
         s.port = req.storage_port;
         s.version = req.version.clone();
@@ -453,11 +454,15 @@ impl Cluster {
         s.last_heart_beat_time = now;
         s.session = session;
         let old = s.status;
-        // A known storage that joins as new (`init_flag`: it lost its base_path) starts
-        // over: INIT, then WAIT_SYNC with a fresh source, which copies it everything.
-        // What it reported having received before no longer holds.
-        let starts_over =
-            !is_new && req.init_flag && !matches!(old, INIT | WAIT_SYNC | status::SYNCING);
+        // A known storage that joins as new (`init_flag` and a join time of its own: it
+        // lost its base_path) starts over: INIT, then WAIT_SYNC with a fresh source,
+        // which copies it everything. What it reported having received before no longer
+        // holds. (A storage still joining its trackers one by one after its first start
+        // also says `init_flag`, with the join time this tracker knows: it goes on.)
+        let starts_over = !is_new
+            && req.init_flag
+            && req.join_time != known_join_time
+            && !matches!(old, INIT | WAIT_SYNC | status::SYNCING);
         if starts_over {
             s.synced_from.clear();
             s.sync_src_id.clear();

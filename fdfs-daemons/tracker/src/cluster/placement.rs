@@ -204,6 +204,16 @@ impl Cluster {
             if let Some(src) = source.filter(|s| s.is_writable()) {
                 return Ok(vec![addr(src)]);
             }
+            if info.kind == FileKind::Appender && source.is_some() {
+                // An appender is changed on its source only. Another member's copy may
+                // lack the source's latest changes, and the source, once back, would
+                // overtake what the other member accepted: the replicas would differ
+                // for good. Upstream sends the change elsewhere; here it waits for the
+                // source.
+                return Err(Refusal::not_found(format!(
+                    "{filename}: its source storage is not active; appender changes wait for it"
+                )));
+            }
             let store_server = self.placement.store_server;
             let g = self.groups.get_mut(group).expect("checked above");
             let id = pick_writable(g, store_server).ok_or_else(no_server)?;
@@ -707,11 +717,18 @@ mod tests {
                 .errno,
             errno::ENOENT
         );
-        // Update falls back to a writable storage when the source is gone.
+        // Update falls back to a writable storage when the source is gone, except for
+        // appenders, which are changed on their source only.
         active(&mut c, "g", "10.0.0.2", 1, 5000);
         assert_eq!(
             c.select_fetch("g", &name, FetchKind::Update, 10).unwrap()[0].ip,
             "10.0.0.2"
+        );
+        assert_eq!(
+            c.select_fetch("g", &appender, FetchKind::Update, 10)
+                .unwrap_err()
+                .errno,
+            errno::ENOENT
         );
     }
 }
