@@ -2,13 +2,15 @@
 # The benchmark: our daemons on loopback, next to the machine's own limits and SeaweedFS,
 # in one run. Writes bench/results/<timestamp>.md (and latest.md) with every figure.
 #
-#   bench/run.sh            full run (about 10 minutes)
+#   bench/run.sh            full run (about 13 minutes)
 #   BENCH_SMOKE=1 bench/run.sh   tiny counts: checks that every step still works
 #
 # Settings (environment): BENCH_SECONDS (per small-file run, default 5),
 # BENCH_LARGE_MB (default 1024), BENCH_MANY (files for the many-files run, default 1000000),
 # BENCH_WEED_N (files for the SeaweedFS comparison, default 100000),
 # BENCH_HTTP_SECONDS (per wrk run, default 3; eight counted runs per side and case).
+# The comparison with C FastDFS 6.16 (bench/cbench/compare.sh) builds it from
+# ../shared/interop into target/c-fastdfs the first time (about two minutes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -365,6 +367,21 @@ for mode in nosync sync; do
   eval "kill \$PID_$mode"
 done
 
+# ---------------------------------------------------------------- C client library, same run
+# One load generator for both sides: fdfs_cbench, written against the official C client
+# library, drives a tracker + group of two of ours (fsync_before_reply false, then the
+# default true) and of C FastDFS 6.16, one cluster after the other, each on fresh data
+# dirs and its own three addresses (127.0.0.base+8 on): bench/cbench/compare.sh (its header
+# says what is measured). In the background so that cleanup can stop it (it stops its
+# daemons, C ones too, on TERM). The report gets its table (bench/cbench/table.py).
+settle
+BIN="$BIN" BENCH_SMOKE="$SMOKE" BENCH_SECONDS="$SECONDS_EACH" CBENCH_IP=127.0.0.$((base + 8)) \
+  CBENCH_TABLE=0 bash "$ROOT/bench/cbench/compare.sh" "$WORK/cclient" >>"$JSONL" &
+cbench_pid=$!
+PIDS+=("$cbench_pid")
+wait "$cbench_pid" || { note "bench/cbench/compare.sh failed"; exit 1; }
+settle  # it deleted some hundred thousand files
+
 # ---------------------------------------------------------------- SeaweedFS
 if [ "$WEED_N" -gt 0 ]; then
   venv="$ROOT/.venv-bench"
@@ -409,6 +426,8 @@ VERSIONS+=", $("$NGX" -v 2>&1 | sed 's/^nginx version: //')"
 wrk_version=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}' || true)  # wrk -v exits 1
 VERSIONS+=", $wrk_version"
 [ -n "$weed_version" ] && VERSIONS+=", SeaweedFS weed $weed_version"
+c_version=$(awk '$1 == "fastdfs" {print $2}' "$ROOT/../shared/interop/VERSIONS" 2>/dev/null || true)
+[ -n "$c_version" ] && VERSIONS+=", C FastDFS $c_version (fdfs_cbench and the C daemons)"
 export VERSIONS
 python3 - "$JSONL" "$REPORT" "$SMOKE" <<'PY'
 import json, os, platform, subprocess, sys
@@ -429,7 +448,7 @@ def f(v, fmt="%.0f"):
     return "" if v is None else (fmt % v if isinstance(v, (int, float)) else str(v))
 for r in rows:
     notes = []
-    for k in ("errors", "throughput_ratio", "cpu_per_request_ratio", "worker_cpu_us_per_request", "drain_seconds", "files", "storage_peak_rss_mb", "peak_rss_mb", "rss_mb", "note", "first_error"):
+    for k in ("errors", "failed", "misses", "throughput_ratio", "cpu_per_request_ratio", "worker_cpu_us_per_request", "drain_seconds", "files", "missing", "catchup_seconds", "first_file_seconds", "storage_peak_rss_mb", "peak_rss_mb", "rss_mb", "note", "first_error"):
         if r.get(k) not in (None, "", 0):
             notes.append("%s=%s" % (k, r[k]))
     if len(r.get("window_ops_per_sec") or []) > 1 and r.get("label", "").startswith("many files"):
@@ -441,5 +460,6 @@ for r in rows:
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
+python3 "$ROOT/bench/cbench/table.py" "$JSONL" | tee -a "$REPORT"
 cp "$REPORT" "$OUT_DIR/latest.md"
 note "report: $REPORT"

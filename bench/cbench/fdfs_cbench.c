@@ -58,10 +58,14 @@ static int one_request(struct shared *s, long n, ConnectionInfo *storage, char *
     int64_t got = 0;
     int result = 0;
 
-    /* the reentrant form: each call gets its own connection (or a pooled one) */
-    tracker = tracker_get_connection_r(&server, &result);
-    if (tracker == NULL) {
-        return result != 0 ? result : ECONNREFUSED;
+    /* the reentrant form: each call gets its own connection (or a pooled one); a
+     * download straight from a storage asks no tracker, so it takes no connection */
+    tracker = NULL;
+    if (s->upload || storage == NULL) {
+        tracker = tracker_get_connection_r(&server, &result);
+        if (tracker == NULL) {
+            return result != 0 ? result : ECONNREFUSED;
+        }
     }
     if (s->upload) {
         result = storage_upload_by_filebuff1(tracker, NULL, 0, s->payload, s->size,
@@ -71,7 +75,9 @@ static int one_request(struct shared *s, long n, ConnectionInfo *storage, char *
                 s->ids[n % s->id_count], &buff, &got);
         free(buff);
     }
-    tracker_close_connection_ex(tracker, result != 0 && result != ENOENT);
+    if (tracker != NULL) {
+        tracker_close_connection_ex(tracker, result != 0 && result != ENOENT);
+    }
     return result;
 }
 

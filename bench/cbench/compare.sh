@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# "C client library, same run": one load generator, fdfs_cbench (written against the
+# official C client library, libfdfsclient of FastDFS 6.16), drives three clusters one
+# after the other (never two at once), each a tracker and a group of two storages on
+# loopback with fresh data dirs:
+#   ours-nofsync  our daemons, fsync_before_reply = false (FastDFS's own durability)
+#   ours-fsync    our daemons, the default fsync_before_reply = true
+#   c             C FastDFS 6.16 (never flushes before replying), on the sample configs it
+#                 ships (target/c-fastdfs/etc/fdfs), changed only where the address, paths,
+#                 log level, heartbeats and reserved space must be
+# For each, 4 KiB files, 16 threads: uploads through the tracker without connection pool,
+# then with it; after each, the time until both storages hold every file just uploaded
+# (drain.py: exact, file by file); then pooled downloads straight from the first storage
+# of the files of the pooled run, counting misses (ENOENT: a file not there; after the
+# drain there should be none, and the figure is not inflated by cheap error replies).
+# Then, on the C cluster, the replication of a backlog from a C storage: its peer stopped,
+# uploads for as long as one run, the peer started again, the time until it holds every
+# file and the rate between the first and the last file arriving; the peer is first the C
+# storage (C -> C), then ours on the same data (C -> ours, a rolling migration's step).
+#
+#   bench/cbench/compare.sh [DIR]   JSON lines (bench/run.sh's rows) on stdout, the table
+#                                   (table.py) on stderr unless CBENCH_TABLE=0; DIR
+#                                   (default: a new temporary one) is removed at the end
+#
+# Environment: BENCH_SMOKE=1 (0.5 s runs), BENCH_SECONDS (each run; default 5),
+# CBENCH_CLUSTERS (which of the three to run; default all: "ours-nofsync ours-fsync c"),
+# CBENCH_IP (the first of nine consecutive 127.0.0.x it uses; default random),
+# BIN (our release binaries; default target/release, built by bench/run.sh).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${BIN:-$ROOT/target/release}
+C_DIR=${FDFS_C_DIR:-$ROOT/target/c-fastdfs}
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then
+  # 16 x 16 data subdirectories instead of 256 x 256: each storage starts in a moment;
+  # no waiting for a quiet disk
+  SECS=${BENCH_SECONDS:-0.5}; SETTLE_MAX=0; SUBDIRS=16
+else
+  SECS=${BENCH_SECONDS:-5}; SETTLE_MAX=120; SUBDIRS=256
+fi
+THREADS=16; SIZE=4096
+DIR=${1:-$(mktemp -d /tmp/fdfs-cbench.XXXXXX)}
+mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
+IP0=${CBENCH_IP:-127.0.0.$((RANDOM % 140 + 60))}
+IP_PREFIX=${IP0%.*}; IP_LAST=${IP0##*.}
+[ $((IP_LAST + 8)) -le 254 ] || { echo "compare.sh: CBENCH_IP $IP0: needs nine addresses" >&2; exit 1; }
+
+declare -A PID=()
+stop() { # name...: SIGTERM, then SIGKILL after 30 s (C storages may take a while)
+  local n p i
+  for n in "$@"; do [ -n "${PID[$n]:-}" ] && kill "${PID[$n]}" 2>/dev/null || true; done
+  for n in "$@"; do
+    p=${PID[$n]:-}; [ -n "$p" ] || continue
+    for i in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    unset "PID[$n]"
+  done
+}
+CHILD=""
+cleanup() {
+  [ -z "$CHILD" ] || kill "$CHILD" 2>/dev/null || true
+  stop "${!PID[@]}"
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+note() { printf '%s\n' "$*" >&2; }
+# child cmd...: runs cmd in the background and waits for it, so that a TERM is handled at
+# once (not after cmd); its stdout goes to $DIR/child.out.
+child() {
+  "$@" >"$DIR/child.out" &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return $rc
+}
+
+CBENCH=$(bash "$HERE/build.sh") || {
+  note "compare.sh: cannot build fdfs_cbench and C FastDFS 6.16 (bench/cbench/build.sh): skipped"
+  echo '{"label":"C client library, same run: skipped (bench/cbench/build.sh failed)","section":"cclient","case":"skipped"}'
+  exit 0
+}
+C_BIN="$C_DIR/usr/bin"; SAMPLES="$C_DIR/etc/fdfs"
+
+# settle: waits (up to SETTLE_MAX s) until the disk is quiet (io pressure under 5 %), so
+# that the writeback of one cluster's files does not fall on the next one's figures.
+settle() {
+  [ "$SETTLE_MAX" -gt 0 ] || return 0
+  sync
+  [ -r /proc/pressure/io ] || return 0
+  local i p
+  for i in $(seq "$SETTLE_MAX"); do
+    p=$(awk '/^some/ { sub("avg10=", "", $2); print $2 }' /proc/pressure/io)
+    awk -v p="$p" 'BEGIN { exit !(p < 5) }' && return 0
+    sleep 1
+  done
+  note "the disk is still busy (io pressure ${p}%): the next figures will be low"
+}
+
+start() { # name program conf [args...]: a daemon in the foreground, our child
+  local name=$1; shift
+  "$@" >>"$DIR/$name.out" 2>&1 &
+  PID[$name]=$!
+}
+alive_or_die() { # name
+  kill -0 "${PID[$1]}" 2>/dev/null && return 0
+  note "compare.sh: $1 exited:"; tail -20 "$DIR/$1.out" >&2 || true
+  tail -20 "$DIR/$1"/logs/*.log >&2 2>/dev/null || true
+  exit 1
+}
+wait_port() { # name ip port
+  local deadline=$((SECONDS + 60))
+  until (echo >/dev/tcp/"$2"/"$3") 2>/dev/null; do
+    alive_or_die "$1"
+    [ $SECONDS -lt $deadline ] || { note "compare.sh: $1 not listening on $2:$3"; exit 1; }
+    sleep 0.05
+  done
+}
+active_count() { # client.conf
+  "$BIN/fdfs_monitor" "$1" list 2>/dev/null | grep -c ' ACTIVE$' || true
+}
+wait_active() { # client.conf count names...: until exactly count storages are ACTIVE
+  local conf=$1 want=$2 n; shift 2
+  local deadline=$((SECONDS + 180))
+  until [ "$(active_count "$conf")" -eq "$want" ]; do
+    for n in "$@"; do alive_or_die "$n"; done
+    [ $SECONDS -lt $deadline ] || { note "compare.sh: not $want storages ACTIVE"; exit 1; }
+    sleep 0.1
+  done
+}
+
+# Our configs, as bench/run.sh writes them.
+ours_tracker_conf() { # base ip
+  printf 'bind_addr = %s\nport = 22122\nbase_path = %s\nstore_lookup = 0\nreserved_storage_space = 1%%\nlog_level = warn\n' "$2" "$1"
+}
+ours_storage_conf() { # base ip tracker_ip fsync_before_reply
+  printf 'group_name = group1\nbind_addr = %s\nport = 23000\nbase_path = %s\nstore_path0 = %s\ntracker_server = %s:22122\nheart_beat_interval = 1\nstat_report_interval = 5\nmax_connections = 1024\nfsync_before_reply = %s\nsubdir_count_per_path = %s\nlog_level = warn\n' \
+    "$2" "$1" "$1" "$3" "$4" "$SUBDIRS"
+}
+# C's: its sample file with some keys set (each must be in the sample; its first line for
+# the key takes the value, further lines for it, e.g. a second tracker_server, go).
+from_sample() { # sample key=value...
+  local sample=$1; shift
+  python3 - "$sample" "$@" <<'PY'
+import re, sys
+sample, pairs = sys.argv[1], sys.argv[2:]
+want = dict(p.split("=", 1) for p in pairs)
+done, out = set(), []
+for line in open(sample):
+    m = re.match(r"\s*([A-Za-z0-9_]+)\s*=", line)
+    if m and m.group(1) in want:
+        k = m.group(1)
+        if k not in done:
+            out.append("%s = %s\n" % (k, want[k]))
+            done.add(k)
+        continue
+    out.append(line)
+missing = set(want) - done
+if missing:
+    sys.exit("from_sample: %s not in %s" % (", ".join(sorted(missing)), sample))
+sys.stdout.write("".join(out))
+PY
+}
+c_tracker_conf() { # base ip
+  from_sample "$SAMPLES/tracker.conf" bind_addr="$2" port=22122 base_path="$1" store_lookup=0 \
+    reserved_storage_space=1% log_level=warn
+}
+c_storage_conf() { # base ip tracker_ip
+  from_sample "$SAMPLES/storage.conf" group_name=group1 bind_addr="$2" port=23000 base_path="$1" \
+    store_path0="$1" tracker_server="$3:22122" heart_beat_interval=1 stat_report_interval=5 \
+    subdir_count_per_path="$SUBDIRS" log_level=warn
+}
+client_conf() { # base tracker_ip pool(true|false): the C library's sample client.conf
+  from_sample "$SAMPLES/client.conf" base_path="$1" tracker_server="$2:22122" \
+    use_connection_pool="$3" log_level=warn
+}
+
+emit() { # impl case label cbench-json [key=value...]: one row, bench/run.sh's fields
+  python3 - "$@" <<'PY'
+import json, sys
+impl, case, label, line = sys.argv[1:5]
+try:
+    r = json.loads(line)
+except ValueError:
+    r = {"failed": None, "note": "fdfs_cbench printed no result: %r" % line[-200:]}
+row = {"label": label, "section": "cclient", "impl": impl, "case": case}
+if "per_second" in r:
+    row["ops_per_sec"] = r["per_second"]
+for k in ("ok", "failed", "first_error", "seconds", "pool", "note"):
+    if k in r:
+        row[k] = r[k]
+for kv in sys.argv[5:]:
+    k, v = kv.split("=", 1)
+    row[k] = json.loads(v)
+print(json.dumps(row))
+PY
+}
+drain() { # since timeout ids store...: drain.py's JSON in $line
+  local since=$1 timeout=$2 ids=$3; shift 3
+  local args=()
+  for s in "$@"; do args+=(--store "$s"); done
+  child python3 "$HERE/drain.py" --since "$since" --timeout "$timeout" --ids "$ids" "${args[@]}"
+  line=$(<"$DIR/child.out")
+}
+cbench() { # fdfs_cbench's arguments: its JSON line in $line (fdfs_cbench exits 1 when
+           # every request failed: the row says so), in $misses the requests that got
+           # ENOENT (the C library logs each failure, with its errno, on stderr)
+  child "$CBENCH" "$@" 2>"$DIR/cbench.err" || true
+  line=$(<"$DIR/child.out")
+  misses=$(grep -c 'fdfs_recv_response fail, errno: 2,' "$DIR/cbench.err" || true)
+  grep -v 'errno: 2,\|response status 2 != 0' "$DIR/cbench.err" | tail -5 >&2 || true
+}
+drain_row() { # impl case label drain-json
+  python3 - "$@" <<'PY'
+import json, sys
+impl, case, label, d = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+row = {"label": label, "section": "cclient", "impl": impl, "case": case,
+       "files": d["files"], "drain_seconds": d["drain_seconds"]}
+if d["missing"]:
+    row["missing"] = d["missing"]
+    row["note"] = "%d files still missing on a storage after the timeout" % d["missing"]
+print(json.dumps(row))
+PY
+}
+
+declare -A IMPL_NAME=([ours-nofsync]="ours, fsync_before_reply=false" [ours-fsync]="ours, fsync_before_reply=true (default)" [c]="FastDFS 6.16")
+
+cluster() { # impl index(0..2)
+  local impl=$1 i=$2
+  local t_ip=$IP_PREFIX.$((IP_LAST + 3 * i)) s1_ip=$IP_PREFIX.$((IP_LAST + 3 * i + 1)) s2_ip=$IP_PREFIX.$((IP_LAST + 3 * i + 2))
+  local d="$DIR/$impl" name=${IMPL_NAME[$impl]} line misses
+  local what="fdfs_cbench ${SIZE}B c$THREADS"
+  mkdir -p "$d"/{tracker,st1,st2,client}
+  if [ "$impl" = c ]; then
+    c_tracker_conf "$d/tracker" "$t_ip" >"$d/tracker.conf"
+    c_storage_conf "$d/st1" "$s1_ip" "$t_ip" >"$d/st1.conf"
+    c_storage_conf "$d/st2" "$s2_ip" "$t_ip" >"$d/st2.conf"
+    start "$impl/tracker" "$C_BIN/fdfs_trackerd" "$d/tracker.conf" start -N
+  else
+    local flag=false; [ "$impl" = ours-fsync ] && flag=true
+    ours_tracker_conf "$d/tracker" "$t_ip" >"$d/tracker.conf"
+    ours_storage_conf "$d/st1" "$s1_ip" "$t_ip" $flag >"$d/st1.conf"
+    ours_storage_conf "$d/st2" "$s2_ip" "$t_ip" $flag >"$d/st2.conf"
+    start "$impl/tracker" "$BIN/fdfs_trackerd" "$d/tracker.conf" start --foreground
+  fi
+  client_conf "$d/client" "$t_ip" false >"$d/client-unpooled.conf"
+  client_conf "$d/client" "$t_ip" true >"$d/client-pooled.conf"
+  wait_port "$impl/tracker" "$t_ip" 22122
+  for s in st1 st2; do
+    if [ "$impl" = c ]; then start "$impl/$s" "$C_BIN/fdfs_storaged" "$d/$s.conf" start -N
+    else start "$impl/$s" "$BIN/fdfs_storaged" "$d/$s.conf" start --foreground; fi
+  done
+  wait_active "$d/client-pooled.conf" 2 "$impl/tracker" "$impl/st1" "$impl/st2"
+  # Ready once replication works both ways: a few files up, until both storages hold them
+  # (a C storage starts pushing to its peer only seconds after both are ACTIVE).
+  cbench "$d/client-pooled.conf" upload 2 0.1 $SIZE "$d/ids-warmup" warmup
+  [ -s "$d/ids-warmup" ] || { note "compare.sh: $impl: no upload went through: $(<"$DIR/child.out")"; exit 1; }
+  drain "$(date +%s.%N)" 60 "$d/ids-warmup" "$d/st1" "$d/st2"
+  case $line in *'"drain_seconds": null'*) note "compare.sh: $impl: no replication: $line"; exit 1 ;; esac
+  note "cbench: $name: tracker $t_ip, storages $s1_ip $s2_ip (ready at ${SECONDS}s)"
+
+  local pool t_end
+  for pool in unpooled pooled; do
+    cbench "$d/client-$pool.conf" upload $THREADS "$SECS" $SIZE "$d/ids-$pool" "upload"
+    t_end=$(date +%s.%N)
+    emit "$impl" "upload-$pool" "$what upload via tracker, $pool: $name" "$line"
+    drain "$t_end" 60 "$d/ids-$pool" "$d/st1" "$d/st2"
+    drain_row "$impl" "drain-$pool" "$what replication drain after the $pool uploads: $name" "$line"
+  done
+  cbench "$d/client-pooled.conf" download $THREADS "$SECS" "$d/ids-pooled" "$s1_ip:23000" "download"
+  emit "$impl" "download-direct" "$what download direct from one storage, pooled: $name" "$line" misses="$misses"
+
+  if [ "$impl" = c ]; then
+    # A backlog on the C storage st1 for its stopped peer st2, then st2 started again:
+    # first the C storage (C -> C), then ours on the same data (C -> ours).
+    local peer since
+    for peer in c ours; do
+      stop "$impl/st2"
+      wait_active "$d/client-pooled.conf" 1 "$impl/tracker" "$impl/st1"
+      cbench "$d/client-pooled.conf" upload $THREADS "$SECS" $SIZE "$d/ids-backlog-$peer" "backlog"
+      since=$(date +%s.%N)
+      if [ $peer = c ]; then start "$impl/st2" "$C_BIN/fdfs_storaged" "$d/st2.conf" start -N
+      else
+        ours_storage_conf "$d/st2" "$s2_ip" "$t_ip" false >"$d/st2-ours.conf"
+        start "$impl/st2" "$BIN/fdfs_storaged" "$d/st2-ours.conf" start --foreground
+      fi
+      drain "$since" 120 "$d/ids-backlog-$peer" "$d/st2"
+      python3 - "$peer" "$line" <<'PY'
+import json, sys
+peer, d = sys.argv[1], json.loads(sys.argv[2])
+span = None
+if d["drain_seconds"] is not None and d["first_seconds"] is not None:
+    span = d["drain_seconds"] - d["first_seconds"]
+rate = round((d["files"] - 1) / span, 1) if span and d["files"] > 1 else None
+row = {"label": "replication of a backlog from a C storage to %s (peer restarted)" % (
+           "a C storage" if peer == "c" else "our storage, fsync_before_reply=false"),
+       "section": "cclient", "impl": "c" if peer == "c" else "ours-nofsync",
+       "case": "backlog", "files": d["files"], "ops_per_sec": rate,
+       "catchup_seconds": d["drain_seconds"], "first_file_seconds": d["first_seconds"]}
+if d["missing"]:
+    row["missing"] = d["missing"]
+print(json.dumps(row))
+PY
+    done
+  fi
+  stop "$impl/st1" "$impl/st2" "$impl/tracker"
+  rm -rf "$d"  # its files' deletion goes before the next settle, not into its figures
+}
+
+# (not in a pipe: a subshell would keep the daemons' pids from cleanup)
+i=0
+for impl in ours-nofsync ours-fsync c; do
+  case " ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync c} " in *" $impl "*) ;; *) i=$((i + 1)); continue ;; esac
+  settle
+  cluster $impl $i >>"$DIR/rows.jsonl"
+  i=$((i + 1))
+done
+cat "$DIR/rows.jsonl"
+[ "${CBENCH_TABLE:-1}" = 0 ] || python3 "$HERE/table.py" "$DIR/rows.jsonl" >&2
