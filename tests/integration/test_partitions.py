@@ -256,12 +256,19 @@ def init_flag(node):
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def test_reads_right_after_upload_with_skewed_clocks(tmp_path_factory):
+@pytest.mark.parametrize("skewed", ["trackers-ahead", "storage-ahead", "storage-behind"])
+def test_reads_right_after_upload_with_skewed_clocks(tmp_path_factory, skewed):
+    """Reads routed by the trackers right after each upload all find the file, whether
+    the trackers' clock is ahead of the storages', or one storage's clock is ahead of
+    (or behind) everyone else's: its file names and sync progress carry its own time."""
     # Answers as soon as the file is stored (FastDFS's own durability), so reads come
     # right on the heels of the upload, before the peer has its copy.
-    c = start_cluster(tmp_path_factory, "skew-trackers-ahead", trackers=2, storages=2,
+    shift = ("-%ds" if skewed.endswith("behind") else "+%ds") % SKEW
+    on_trackers = skewed.startswith("trackers")
+    c = start_cluster(tmp_path_factory, "skew-%s" % skewed, trackers=2, storages=2,
                       store_paths=1, storage_extra="fsync_before_reply = false\n",
-                      tracker_wrapper=shifted_clock("+%ds" % SKEW))
+                      tracker_wrapper=shifted_clock(shift) if on_trackers else None,
+                      storage_wrappers=None if on_trackers else {1: shifted_clock(shift)})
     try:
         trackers = c.tracker_addrs
         nodes = c.nodes
@@ -277,10 +284,18 @@ def test_reads_right_after_upload_with_skewed_clocks(tmp_path_factory):
             wait_for(lambda t=t: all_active(t), DEADLINE, 0.1,
                      "both storages ACTIVE on %s" % host(t))
 
-        # The clocks really differ (faketime works on our binaries): the tracker set the
-        # second storage's initial copy up to its own "now".
-        until = int(init_flag(nodes[1])["sync_until_timestamp"])
-        assert until - time.time() > SKEW - 60, "tracker clock not ahead: %d" % until
+        # The clocks really differ (faketime works on our binaries).
+        if on_trackers:
+            # The tracker set the second storage's initial copy up to its own "now".
+            until = int(init_flag(nodes[1])["sync_until_timestamp"])
+            assert until - time.time() > SKEW - 60, "tracker clock not ahead: %d" % until
+        else:
+            # The shifted storage names its files by its own clock.
+            st, fid = wire.upload(nodes[1].addr, b"clock", ext="txt")
+            assert st == 0
+            off = wire.decode_file_id(fid)["timestamp"] - time.time()
+            assert abs(abs(off) - SKEW) < 60 and (off > 0) == (shift[0] == "+"), \
+                "storage clock not shifted: its file is named %+d s from now" % off
 
         # Both storages take uploads and report their sync progress to every tracker.
         for i in range(4):

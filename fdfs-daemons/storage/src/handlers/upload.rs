@@ -15,7 +15,7 @@ use fdfs_proto::storage_msg::{SlaveHead, StoredFile, UploadHead};
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
-use super::{binlog_failed, flush_failed, mtime_of, Fail, Handled};
+use super::{binlog_failed, flush_failed, Fail, Handled};
 use crate::appenders::Version;
 use crate::binlog::{op, BinlogPos};
 use crate::state::Storage;
@@ -46,14 +46,17 @@ pub(crate) async fn receive_temp(
         Err(TransferError::Net(_)) => return Err(Fail::Close),
         Err(TransferError::Disk(e)) => return Err(Fail::Reply(disk_failed(st, dir, e))),
     }
+    // The name carries this storage's time, and the file's modification time is that
+    // same second (as upstream, where the name is taken from it): set from our clock
+    // rather than left to the file system's.
+    let now = unix_now();
+    temp.file
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.max(0) as u64))
+        .map_err(|e| Fail::Reply(disk_failed(st, dir, e)))?;
     if let Err(e) = st.durable_data(&temp.file).await {
         return Err(Fail::Reply(disk_failed(st, dir, e)));
     }
-    let meta = temp
-        .file
-        .metadata()
-        .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-    Ok((temp, crc.finalize(), mtime_of(&meta)))
+    Ok((temp, crc.finalize(), now))
 }
 
 /// With `sync_wait_replicas = N`, holds the reply until N peers have the file (or the
