@@ -93,11 +93,19 @@ pub async fn handle_connection(
                 // handler left of the request is read and dropped first, so the next
                 // request starts where it should (pooled clients reuse the connection).
                 let unread = body_len.saturating_sub(conn.body_read());
-                if discard(&mut conn, unread).await.is_err() {
-                    break;
+                if unread > DRAIN_LIMIT {
+                    // Not a request anyone would send whole (a size of exabytes, say):
+                    // answered, then the connection ends instead.
+                    sync_sess.settle(&st, &mut conn).await;
+                    conn.queue_reply(e, &[]);
+                    true
+                } else {
+                    if discard(&mut conn, unread).await.is_err() {
+                        break;
+                    }
+                    sync_sess.reply(&mut conn, e);
+                    false
                 }
-                sync_sess.reply(&mut conn, e);
-                false
             }
         };
         // Replies of a burst of pipelined requests wait until it is handled; then the
@@ -118,6 +126,9 @@ pub async fn handle_connection(
     write_binlog(&st, &mut sync_sess).await;
     st.stats.connection_closed();
 }
+
+/// Most of a refused request read and dropped to keep the connection (any real file).
+const DRAIN_LIMIT: u64 = 1 << 40;
 
 enum Admission {
     Go,
