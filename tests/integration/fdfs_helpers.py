@@ -57,3 +57,14 @@ def snapshot_tree(root):
             except FileNotFoundError:
                 pass
     return out
+
+
+def pid_alive(pid):
+    """Whether a process `pid` exists (whoever owns it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

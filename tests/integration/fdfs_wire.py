@@ -195,6 +195,31 @@ def download(storage_addr, file_id, offset=0, count=0, timeout=10.0):
         return c.request(S_DOWNLOAD, download_body(group, remote, offset, count))
 
 
+def download_each(storage_addr, file_ids, timeout=10.0, keep=None):
+    """Downloads every file id from one storage on one connection (made again after an
+    error) -> {file id: (status, bytes) or ("error", repr)}; with keep(file id, status,
+    bytes), what it returns is kept instead of (status, bytes)."""
+    out = {}
+    conn = None
+    try:
+        for fid in file_ids:
+            group, _, remote = fid.partition("/")
+            try:
+                if conn is None:
+                    conn = Conn(storage_addr, timeout)
+                st, body = conn.request(S_DOWNLOAD, download_body(group, remote))
+                out[fid] = keep(fid, st, body) if keep else (st, body)
+            except (OSError, ProtoError) as e:
+                out[fid] = ("error", repr(e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+    finally:
+        if conn is not None:
+            conn.close()
+    return out
+
+
 def delete(storage_addr, file_id, timeout=10.0):
     group, _, remote = file_id.partition("/")
     with Conn(storage_addr, timeout) as c:

@@ -337,6 +337,22 @@ def uploader(cluster, ledger, rnd, stop):
         ledger.add_upload(fid, len(data), crc, seed)
 
 
+def update_target(tracker, fid, ledger, what):
+    """103 QUERY_UPDATE on `tracker`: the storage to change `fid` on, or None (counted
+    in the ledger under `what`)."""
+    group, _, remote = fid.partition("/")
+    try:
+        st, info = wire.query_fetch(tracker, group, remote, cmd=wire.T_QUERY_UPDATE,
+                                    timeout=OP_TIMEOUT)
+    except (OSError, wire.ProtoError):
+        ledger.count("%s query failed" % what)
+        return None
+    if st != 0:
+        ledger.count("%s query errno %d" % (what, st))
+        return None
+    return (info["ip"], info["port"])
+
+
 def deleter(cluster, ledger, rnd, stop):
     while not stop.wait(rnd.uniform(0.0, 0.03)):
         fid = ledger.claim_for_delete(rnd)
@@ -347,17 +363,9 @@ def deleter(cluster, ledger, rnd, stop):
         try:
             if rnd.random() < 0.5:
                 # Where a client library deletes: the storage the tracker names.
-                tracker = rnd.choice(cluster.tracker_addrs)
-                try:
-                    st, info = wire.query_fetch(tracker, group, remote, cmd=wire.T_QUERY_UPDATE,
-                                                timeout=OP_TIMEOUT)
-                except (OSError, wire.ProtoError):
-                    ledger.count("update query failed")
+                addr = update_target(rnd.choice(cluster.tracker_addrs), fid, ledger, "update")
+                if addr is None:
                     continue
-                if st != 0:
-                    ledger.count("update query errno %d" % st)
-                    continue
-                addr = (info["ip"], info["port"])
             else:
                 # Any member, source or not.
                 addr = rnd.choice(members_of(cluster, fid)).addr
@@ -457,17 +465,9 @@ def appender_client(cluster, ledger, book, rnd, stop):
             data = rnd.randbytes(rnd.randint(1, 16 * 1024))
             after = before + data
             cmd, body = wire.S_APPEND, appender_request(wire.S_APPEND, fid, data)
-        group, _, remote = fid.partition("/")
-        try:
-            st, info = wire.query_fetch(tracker, group, remote, cmd=wire.T_QUERY_UPDATE,
-                                        timeout=OP_TIMEOUT)
-        except (OSError, wire.ProtoError):
-            ledger.count("appender update query failed")
+        addr = update_target(tracker, fid, ledger, "appender update")
+        if addr is None:
             continue
-        if st != 0:
-            ledger.count("appender update query errno %d" % st)
-            continue
-        addr = (info["ip"], info["port"])
         what = "%s on %s:%d (%d -> %d bytes)" % (kind, *addr, len(before), len(after))
         try:
             st, _ = storage_call(addr, cmd, body)
@@ -787,30 +787,12 @@ def binlog_history(cluster, fid):
 
 
 def probe(node, fids, want=None):
-    """Downloads fids from node on one connection (reopened after an error) ->
-    {fid: (status, size, crc32) or ("error", repr)}; with `want` (fid -> the bytes it
-    should hold), (status, size, crc32, bytes equal)."""
-    out = {}
-    conn = None
-    try:
-        for fid in fids:
-            group, _, remote = fid.partition("/")
-            try:
-                if conn is None:
-                    conn = wire.Conn(node.addr, OP_TIMEOUT)
-                st, body = conn.request(wire.S_DOWNLOAD, wire.download_body(group, remote))
-                out[fid] = (st, len(body), crc32(body))
-                if want is not None:
-                    out[fid] += (st == 0 and body == want(fid),)
-            except (OSError, wire.ProtoError) as e:
-                out[fid] = ("error", repr(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-    finally:
-        if conn is not None:
-            conn.close()
-    return out
+    """Downloads fids from node -> {fid: (status, size, crc32) or ("error", repr)}; with
+    `want` (fid -> the bytes it should hold), (status, size, crc32, bytes equal)."""
+    def keep(fid, st, body):
+        seen = (st, len(body), crc32(body))
+        return seen if want is None else seen + (st == 0 and body == want(fid),)
+    return wire.download_each(node.addr, fids, OP_TIMEOUT, keep)
 
 
 def describe(seen):
@@ -1077,7 +1059,7 @@ def appender_mismatches(c, appenders, unknown):
                 by_node[i].append(fid)
     held = collections.defaultdict(dict)
     for i, fids in by_node.items():
-        for fid, seen in fetch(c.nodes[i], fids).items():
+        for fid, seen in wire.download_each(c.nodes[i].addr, fids, OP_TIMEOUT).items():
             held[fid][i] = seen
     for fid, replicas in held.items():
         allowed = [appenders[fid]] if fid in appenders else unknown[fid]
@@ -1086,28 +1068,6 @@ def appender_mismatches(c, appenders, unknown):
             if seen[0] != 0 or seen[1] not in allowed or len(bodies) != 1:
                 wrong[(fid, i)] = seen
     return wrong
-
-
-def fetch(node, fids):
-    """{fid: (status, bytes) or ("error", repr)} downloaded from node."""
-    out = {}
-    conn = None
-    try:
-        for fid in fids:
-            group, _, remote = fid.partition("/")
-            try:
-                if conn is None:
-                    conn = wire.Conn(node.addr, OP_TIMEOUT)
-                out[fid] = conn.request(wire.S_DOWNLOAD, wire.download_body(group, remote))
-            except (OSError, wire.ProtoError) as e:
-                out[fid] = ("error", repr(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-    finally:
-        if conn is not None:
-            conn.close()
-    return out
 
 
 def appender_report(c, why, wrong, appenders, unknown, book):

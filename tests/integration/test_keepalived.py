@@ -36,7 +36,7 @@ import pytest
 
 import fdfs_wire as wire
 from conftest import tail, start_cluster, stop_cluster
-from fdfs_helpers import payload, wait_for
+from fdfs_helpers import payload, pid_alive, wait_for
 from nginx_fixtures import (CONF_DIR, NGINX_BIN, Nginx, free_port_on, http, mod_conf_text,
                             require_nginx, storage_nginx_conf)
 
@@ -71,16 +71,6 @@ def ip(*args, check=True):
     if check and r.returncode != 0:
         raise AssertionError("ip %s: %s" % (" ".join(args), r.stderr.strip()))
     return r.stdout
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def ns_pids(ns):

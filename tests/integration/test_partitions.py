@@ -42,7 +42,7 @@ import pytest
 
 import fdfs_wire as wire
 from conftest import STATUS_ACTIVE, start_cluster, stop_cluster
-from fdfs_helpers import payload, wait_for
+from fdfs_helpers import payload, pid_alive, wait_for
 from fdfs_wire import leader_of
 
 T_GET_STATUS = 64
@@ -130,16 +130,6 @@ def rule_tag():
     return "%s:%d" % (RULE_TAG, os.getpid())
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clear_tagged_rules():
     """Removes the rules a killed run left (tagged RULE_TAG, or RULE_TAG:<pid> of a
     process that is gone); those of test runs still going stay."""
@@ -149,7 +139,7 @@ def clear_tagged_rules():
             continue
         for w in words:
             tag, _, pid = w.partition(":")
-            if tag == RULE_TAG and (not pid or (pid.isdigit() and not _pid_alive(int(pid)))):
+            if tag == RULE_TAG and (not pid or (pid.isdigit() and not pid_alive(int(pid)))):
                 iptables("-D", *words[1:])
                 break
 
@@ -487,32 +477,9 @@ class Load:
                                          "".join("\n  " + v for v in self.violations[:20])))
 
 
-def fetch_all(addr, fids, timeout=OP_TIMEOUT):
-    """Downloads fids from one storage on one connection (reopened after an error) ->
-    {fid: (status, bytes) or ("error", repr)}."""
-    out = {}
-    conn = None
-    try:
-        for fid in fids:
-            group, _, remote = fid.partition("/")
-            try:
-                if conn is None:
-                    conn = wire.Conn(addr, timeout)
-                out[fid] = conn.request(wire.S_DOWNLOAD, wire.download_body(group, remote))
-            except (OSError, wire.ProtoError) as e:
-                out[fid] = ("error", repr(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-    finally:
-        if conn is not None:
-            conn.close()
-    return out
-
-
 def lacking(node, fids):
     """How many of fids `node` answers ENOENT for."""
-    return sum(1 for st, _ in fetch_all(node.addr, fids).values() if st == wire.ENOENT)
+    return sum(1 for st, _ in wire.download_each(node.addr, fids, OP_TIMEOUT).values() if st == wire.ENOENT)
 
 
 def wait_everywhere(c, nodes, files, deadline=SYNC_DEADLINE):
@@ -527,7 +494,7 @@ def wait_everywhere(c, nodes, files, deadline=SYNC_DEADLINE):
         for fid, i in pending:
             by_node[i].append(fid)
         for i, fids in by_node.items():
-            for fid, got in fetch_all(nodes[i].addr, fids).items():
+            for fid, got in wire.download_each(nodes[i].addr, fids, OP_TIMEOUT).items():
                 if got == (0, files[fid]):
                     pending.discard((fid, i))
                 else:
