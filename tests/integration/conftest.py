@@ -16,6 +16,7 @@ Environment:
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import struct
@@ -538,6 +539,17 @@ def pytest_runtest_makereport(item, call):
         for c in _live_clusters:
             rep.sections.append(("daemon logs: cluster %s (tracker %s, storage %s:%d)"
                                  % (c.name, c.tracker_server, *c.storage_addr), c.logs()))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that passed leaves nothing under the temporary directory: the clusters'
+    data (gigabytes) lives in directories of tmp_path_factory, which pytest's retention
+    policy (pytest.ini) keeps. A failed run keeps them for a look."""
+    if exitstatus != 0:
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and factory._basetemp is not None:
+        shutil.rmtree(factory._basetemp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ clients
