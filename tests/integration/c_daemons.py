@@ -63,19 +63,12 @@ class CDaemon(Daemon):
             stdin=subprocess.DEVNULL, stdout=self.stderr_fh, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=str(self.base_path))
 
+    stop_grace = C_STOP_GRACE
+
     def stop(self):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(C_STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.stderr_fh.close()
+        code = super().stop()
         self._kill_stale()
-        return self.proc.returncode
+        return code
 
     def kill(self):
         """SIGKILL, no goodbye."""

@@ -124,6 +124,9 @@ def tail(path, max_bytes=6000):
 # ------------------------------------------------------------------ daemons
 
 class Daemon:
+    # How long a stop waits after SIGTERM before SIGKILL.
+    stop_grace = STOP_GRACE
+
     def __init__(self, name, exe, conf, base_path, log_name, wrapper=None):
         self.name = name
         # A command the daemon runs under, e.g. ["env", "LD_PRELOAD=...", "FAKETIME=+400s"];
@@ -152,7 +155,7 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(STOP_GRACE)
+                self.proc.wait(self.stop_grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

@@ -31,7 +31,7 @@ import fdfs_wire as wire
 from fdfs_wire import leader_of
 from conftest import STATUS_ACTIVE, start_cluster, stop_cluster
 from fdfs_helpers import crc32, wait_for
-from test_partitions import Partition, clear_tagged_rules, iptables_usable
+from test_partitions import healed_partition, iptables_usable
 
 CHAOS_SECONDS = float(os.environ.get("FDFS_CHAOS_SECONDS") or 45)
 # Client operations: short, so the load threads keep going while a daemon is paused.
@@ -83,12 +83,8 @@ def links():
         print("no partitions in this chaos: %s" % e, flush=True)
         yield None
         return
-    clear_tagged_rules()
-    p = Partition()
-    try:
+    with healed_partition() as p:
         yield p
-    finally:
-        p.heal()
 
 
 # ------------------------------------------------------------------ bookkeeping

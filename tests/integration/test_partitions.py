@@ -28,6 +28,7 @@ Needs root for iptables and Debian's `faketime` package; without them the tests 
 (`FDFS_REQUIRE_IPTABLES=1` / `FDFS_REQUIRE_FAKETIME=1` turn that into a failure)."""
 
 import collections
+import contextlib
 import glob
 import os
 import random
@@ -176,15 +177,23 @@ class Partition:
         assert not errors, "rules left in place: %s" % errors
 
 
-@pytest.fixture
-def partition():
-    iptables_usable()
+@contextlib.contextmanager
+def healed_partition():
+    """A Partition whose rules are all removed afterwards, whatever happens (and the
+    rules of earlier runs that died, first)."""
     clear_tagged_rules()
     p = Partition()
     try:
         yield p
     finally:
         p.heal()
+
+
+@pytest.fixture
+def partition():
+    iptables_usable()
+    with healed_partition() as p:
+        yield p
 
 
 def test_one_leader_after_a_partition_heals(tmp_path_factory, partition):
