@@ -263,6 +263,8 @@ cluster() { # impl index(0..2)
 
   local pool t_end
   for pool in unpooled pooled; do
+    # The start-up's data directories (and the run before) written back first.
+    settle
     cbench "$d/client-$pool.conf" upload $THREADS "$SECS" $SIZE "$d/ids-$pool" "upload"
     t_end=$(date +%s.%N)
     emit "$impl" "upload-$pool" "$what upload via tracker, $pool: $name" "$line"

@@ -124,44 +124,46 @@ impl SyncSession {
     /// written (and flushed) before the replies go out.
     pub async fn settle(&mut self, st: &Storage, conn: &mut Connection) {
         let held = std::mem::take(&mut self.held);
-        // Every flush starts before the first is awaited: the file system commits them
-        // together.
-        let flushes: Vec<_> = held
+        // One blocking task flushes every copy: their writeback is started together,
+        // so the disk takes them side by side, and the burst costs one hand-off.
+        let files: io::Result<Vec<fs::File>> = held
             .iter()
-            .map(|h| match h {
-                Held::Copy(c) => Some(
-                    c.temp
-                        .file
-                        .try_clone()
-                        .map(|f| tokio::task::spawn_blocking(move || f.sync_data())),
-                ),
+            .filter_map(|h| match h {
+                Held::Copy(c) => Some(c.temp.file.try_clone()),
                 Held::Reply(..) => None,
             })
             .collect();
-        for (h, flush) in held.into_iter().zip(flushes) {
-            let status = match (h, flush) {
-                (Held::Reply(status, timestamp), _) => {
+        let flushed = match files {
+            Ok(files) => crate::durability::blocking(move || Ok(flush_together(&files))).await,
+            Err(e) => Err(e),
+        };
+        let mut flushed = match flushed {
+            Ok(each) => each.into_iter(),
+            Err(e) => {
+                let n = held.iter().filter(|h| matches!(h, Held::Copy(_))).count();
+                let kind = e.kind();
+                tracing::error!("cannot flush copies: {e}");
+                (0..n)
+                    .map(|_| Err(io::Error::from(kind)))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            }
+        };
+        for h in held {
+            let status = match h {
+                Held::Reply(status, timestamp) => {
                     if let Some(ts) = timestamp {
                         applied(st, self, ts);
                     }
                     status
                 }
-                (Held::Copy(copy), Some(flush)) => {
-                    let flushed = match flush {
-                        Ok(task) => task
-                            .await
-                            .unwrap_or_else(|e| Err(io::Error::other(e.to_string()))),
-                        Err(e) => Err(e),
-                    };
-                    match flushed {
-                        Ok(()) => self.name_copy(st, copy),
-                        Err(e) => {
-                            tracing::error!("cannot flush a copy of {}: {e}", copy.filename);
-                            errno::from_io(&e)
-                        }
+                Held::Copy(copy) => match flushed.next().expect("a copy has its flush") {
+                    Ok(()) => self.name_copy(st, copy),
+                    Err(e) => {
+                        tracing::error!("cannot flush a copy of {}: {e}", copy.filename);
+                        errno::from_io(&e)
                     }
-                }
-                (Held::Copy(_), None) => unreachable!("a copy has its flush"),
+                },
             };
             conn.queue_reply(status, &[]);
         }
@@ -209,17 +211,32 @@ impl SyncSession {
         let dirs = std::mem::take(&mut self.dirs);
         let pos = r?;
         if st.cfg.fsync_before_reply {
-            let flushes: Vec<_> = dirs
-                .into_iter()
-                .map(|d| tokio::task::spawn_blocking(move || fs::File::open(d)?.sync_all()))
-                .collect();
-            st.durable_names(None, pos).await?;
-            for f in flushes {
-                f.await.map_err(|e| io::Error::other(e.to_string()))??;
-            }
+            // One hand-off for the burst's directories and the binlog.
+            let binlog = st.binlog.clone();
+            crate::durability::blocking(move || {
+                for d in &dirs {
+                    crate::durability::sync_dir(d)?;
+                }
+                binlog.sync_through(pos)
+            })
+            .await?;
         }
         Ok(())
     }
+}
+
+/// Flushes the content of `files` (blocking): the writeback of all of them is started
+/// first, then each is waited for. One result per file, in order.
+fn flush_together(files: &[fs::File]) -> Vec<io::Result<()>> {
+    use std::os::fd::AsRawFd;
+    for f in files {
+        // SAFETY: the descriptor is open for the whole call; the flags only start
+        // writeback. A failure here shows again in the `sync_data` below.
+        unsafe {
+            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    files.iter().map(|f| f.sync_data()).collect()
 }
 
 fn applied(st: &Storage, sess: &SyncSession, timestamp: i32) {

@@ -18,6 +18,7 @@ use rand::Rng;
 use super::{binlog_failed, flush_failed, Fail, Handled};
 use crate::appenders::Version;
 use crate::binlog::{op, BinlogPos};
+use crate::durability::SealError;
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
@@ -31,8 +32,8 @@ fn disk_failed(st: &Storage, dir: &Path, e: std::io::Error) -> u8 {
     errno::from_io(&e)
 }
 
-/// Receives `size` bytes into `temp`, a new unnamed file in `dir`; returns it (flushed
-/// when `fsync_before_reply` asks for it) with its CRC32 and mtime.
+/// Receives `size` bytes into `temp`, a new unnamed file in `dir`; returns it with its
+/// CRC32 and mtime (not yet flushed: [`Storage::seal`] does that before naming it).
 pub(crate) async fn receive_temp(
     st: &Storage,
     conn: &mut Connection,
@@ -53,10 +54,17 @@ pub(crate) async fn receive_temp(
     temp.file
         .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.max(0) as u64))
         .map_err(|e| Fail::Reply(disk_failed(st, dir, e)))?;
-    if let Err(e) = st.durable_data(&temp.file).await {
-        return Err(Fail::Reply(disk_failed(st, dir, e)));
-    }
     Ok((temp, crc.finalize(), now))
+}
+
+/// How a failed [`Storage::seal`] of a file in `dir` is answered.
+fn seal_failed(st: &Storage, dir: &Path, e: SealError) -> Fail {
+    match e {
+        SealError::Content(e) => Fail::Reply(disk_failed(st, dir, e)),
+        SealError::Name(f) => f,
+        SealError::Names(e) => flush_failed(e),
+        SealError::Task(why) => flush_failed(std::io::Error::other(why)),
+    }
 }
 
 /// With `sync_wait_replicas = N`, holds the reply until N peers have the file (or the
@@ -144,28 +152,41 @@ async fn upload_inner(
         }
     };
     let path_index = reservation.index;
-    let (mut temp, crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
+    let (temp, crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
     drop(reservation);
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
 
     let fext = formatted_ext(&head.ext, random_digit);
-    let base = temp
-        .commit_new_name(&dir, || {
-            let size_field = if appender {
-                appender_size_field(rand::random())
-            } else {
-                normal_size_field(head.file_size, rand::random())
-            };
-            let packed = PackedName {
-                source,
-                timestamp: mtime as u32,
-                size_field,
-                crc32: crc,
-            };
-            format!("{}{fext}", packed.encode())
+    let file_size = head.file_size;
+    let binlog = st.binlog.clone();
+    let name_dir = dir.clone();
+    let (temp, (base, remote), pos) = st
+        .seal(temp, dir.clone(), move |temp| {
+            let base = temp
+                .commit_new_name(&name_dir, || {
+                    let size_field = if appender {
+                        appender_size_field(rand::random())
+                    } else {
+                        normal_size_field(file_size, rand::random())
+                    };
+                    let packed = PackedName {
+                        source,
+                        timestamp: mtime as u32,
+                        size_field,
+                        crc32: crc,
+                    };
+                    format!("{}{fext}", packed.encode())
+                })
+                .map_err(Fail::Reply)?;
+            let remote = remote_name(path_index as u8, high, low, &base);
+            let pos = binlog
+                .append(mtime, op::CREATE, &remote, None)
+                .map_err(binlog_failed)?;
+            Ok(((base, remote), pos))
         })
-        .map_err(Fail::Reply)?;
+        .await
+        .map_err(|e| seal_failed(st, &dir, e))?;
     if appender {
         // Later appends extend this CRC32 instead of reading the file again.
         if let Ok(meta) = temp.file.metadata() {
@@ -173,14 +194,6 @@ async fn upload_inner(
                 .remember_crc(&dir.join(&base), Version::of(&meta), crc);
         }
     }
-    let remote = remote_name(path_index as u8, high, low, &base);
-    let pos = st
-        .binlog
-        .append(mtime, op::CREATE, &remote, None)
-        .map_err(binlog_failed)?;
-    st.durable_names(Some(&dir), pos)
-        .await
-        .map_err(flush_failed)?;
     wait_replicas(st, pos, &remote).await;
     st.stats
         .last_source_update
@@ -265,24 +278,28 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
             return Err(Fail::Reply(code));
         }
     };
-    let (mut temp, _crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
+    let (temp, _crc, mtime) = receive_temp(st, conn, temp, &dir, head.file_size).await?;
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
-    // Never replaces: a slave uploaded concurrently under the same name wins.
-    match temp.commit_no_replace(&slave_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Fail::Reply(errno::EEXIST))
-        }
-        Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
-    }
-    let pos = st
-        .binlog
-        .append(mtime, op::CREATE, &slave, None)
-        .map_err(binlog_failed)?;
-    st.durable_names(Some(&dir), pos)
+    let binlog = st.binlog.clone();
+    let record = slave.clone();
+    let (_, (), pos) = st
+        .seal(temp, dir.clone(), move |temp| {
+            // Never replaces: a slave uploaded concurrently under the same name wins.
+            match temp.commit_no_replace(&slave_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Fail::Reply(errno::EEXIST))
+                }
+                Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
+            }
+            let pos = binlog
+                .append(mtime, op::CREATE, &record, None)
+                .map_err(binlog_failed)?;
+            Ok(((), pos))
+        })
         .await
-        .map_err(flush_failed)?;
+        .map_err(|e| seal_failed(st, &dir, e))?;
     wait_replicas(st, pos, &slave).await;
     let reply = StoredFile {
         group: st.cfg.group_name.clone(),
