@@ -37,12 +37,11 @@ use fdfs_proto::{cmd, errno, status, Header, GROUP_NAME_LEN};
 use fdfs_runtime::{Connection, Error};
 use tracing::{error, info, warn};
 
-use crate::binlog::{self, format_record, BinlogPos};
+use crate::binlog::{self, BinlogPos, Change, Origin, Record};
 use crate::durability::{blocking, sync_dir};
 use crate::integrity::{self, DownloadError};
 use crate::state::Storage;
 use crate::store::{write_flushed, TEMP_PREFIX};
-use crate::sync::binlog_reader::parse_line;
 use crate::sync::connect;
 use crate::sync::mark::{self, Mark};
 use crate::transfer::CHUNK;
@@ -167,22 +166,21 @@ fn rebuild_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<u64> {
                     .is_symlink()
                     .then(|| link_target(&p.data, i as u8, &e.path()))
                     .flatten();
-                match target {
-                    Some(t) => {
-                        let op = if ours { 'L' } else { 'l' };
-                        format_record(&mut out, ts, op, &remote, Some(&t));
-                    }
+                let origin = if ours { Origin::Here } else { Origin::Peer };
+                let change = match target {
+                    Some(target) => Change::Link { target },
                     None => {
                         let appender = !name.is_metadata()
                             && name.info().is_ok_and(|i| i.kind == FileKind::Appender);
-                        let op = match (ours, appender) {
-                            (true, true) => 'U',
-                            (true, false) => 'C',
-                            (false, _) => 'c',
-                        };
-                        format_record(&mut out, ts, op, &remote, None);
+                        // An appender of ours goes whole (it may have changed since).
+                        if ours && appender {
+                            Change::Update
+                        } else {
+                            Change::Create
+                        }
                     }
-                }
+                };
+                Record::new(ts, origin, remote.as_str(), change).write_to(&mut out);
                 count += 1;
                 if out.len() >= CHUNK {
                     st.binlog.append_records(&out)?;
@@ -627,16 +625,24 @@ fn read_list(
         }
         pos += n as u64;
         let text = String::from_utf8_lossy(&line[..n - 1]);
-        let parsed = parse_line(&text);
+        let parsed = Record::parse(&text);
         let what = match &parsed {
-            Some((_, 'C' | 'c', name, _)) => match local(name) {
+            Some(Record {
+                name,
+                change: Change::Create,
+                ..
+            }) => match local(name) {
                 Some(path) => What::File {
                     present: fs::symlink_metadata(&path).is_ok(),
                     path,
                 },
                 None => What::Bad,
             },
-            Some((_, 'L' | 'l', name, Some(target))) => match (local(name), local(target)) {
+            Some(Record {
+                name,
+                change: Change::Link { target },
+                ..
+            }) => match (local(name), local(target)) {
                 (Some(link), Some(target)) => What::Link { link, target },
                 _ => What::Bad,
             },
@@ -645,7 +651,7 @@ fn read_list(
         if matches!(what, What::Bad) {
             warn!("file list: line {text:?} skipped");
         }
-        let (timestamp, name) = parsed.map(|(t, _, n, _)| (t, n)).unwrap_or_default();
+        let (timestamp, name) = parsed.map(|r| (r.timestamp, r.name)).unwrap_or_default();
         out.push(Entry {
             timestamp,
             name,

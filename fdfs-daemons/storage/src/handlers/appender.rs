@@ -15,7 +15,7 @@ use rand::Rng;
 
 use super::{binlog_failed, flush_failed, locate, Fail, Handled};
 use crate::appenders::{FileGuard, Version};
-use crate::binlog::{op, BinlogPos};
+use crate::binlog::{BinlogPos, Change, Record};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::commit_new_file;
@@ -118,9 +118,9 @@ async fn open_streamed<H>(
 /// before it reads a changed range) finds the file not as the record says and sends it
 /// whole, so the replicas match the source whatever happened. A change made before its
 /// record would be lost for the replicas if the storage died in between.
-fn record_change(st: &Storage, op: char, name: &str, a: u64, b: u64) -> Result<BinlogPos, Fail> {
+fn record_change(st: &Storage, name: &str, change: Change) -> Result<BinlogPos, Fail> {
     st.binlog
-        .append(unix_now(), op, name, Some(&format!("{a} {b}")))
+        .append(&Record::here(unix_now(), name, change))
         .map_err(binlog_failed)
 }
 
@@ -147,7 +147,14 @@ pub async fn append(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         // The record goes first (see `record_change`).
         let pos = if size > 0 {
-            Some(record_change(st, op::APPEND, &filename, offset, size)?)
+            Some(record_change(
+                st,
+                &filename,
+                Change::Append {
+                    offset,
+                    length: size,
+                },
+            )?)
         } else {
             None
         };
@@ -206,7 +213,14 @@ pub async fn modify(st: &Storage, conn: &mut Connection, body_len: u64) -> Handl
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-        let pos = record_change(st, op::MODIFY, &filename, offset, size)?;
+        let pos = record_change(
+            st,
+            &filename,
+            Change::Modify {
+                offset,
+                length: size,
+            },
+        )?;
         receive_into(conn, &mut file, size, None).await?;
         st.stats.add_bytes(counter::TOTAL_MODIFY_BYTES, size, true);
         st.durable_data(&file).await.map_err(flush_failed)?;
@@ -236,7 +250,14 @@ pub async fn truncate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
         if old == req.new_size {
             return Ok(());
         }
-        let pos = record_change(st, op::TRUNCATE, &req.filename, old, req.new_size)?;
+        let pos = record_change(
+            st,
+            &req.filename,
+            Change::Truncate {
+                old_size: old,
+                new_size: req.new_size,
+            },
+        )?;
         file.set_len(req.new_size)
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         st.durable_data(&file).await.map_err(flush_failed)?;
@@ -281,7 +302,11 @@ pub async fn regenerate(st: &Storage, conn: &mut Connection, body: &[u8]) -> Han
     let new = remote_name(name.store_path, name.high, name.low, &base);
     let pos = st
         .binlog
-        .append(now, op::RENAME, &new, Some(&old))
+        .append(&Record::here(
+            now,
+            new.as_str(),
+            Change::Rename { from: old },
+        ))
         .map_err(binlog_failed)?;
     st.durable_names(Some(dir), pos)
         .await

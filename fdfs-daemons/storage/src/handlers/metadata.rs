@@ -11,7 +11,7 @@ use fdfs_proto::storage_msg::{FileRef, SetMetadata};
 use fdfs_runtime::{unix_now, Connection};
 
 use super::{binlog_failed, flush_failed, locate, Fail, Handled};
-use crate::binlog::{op, BinlogPos};
+use crate::binlog::{BinlogPos, Change, Record};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
@@ -80,7 +80,7 @@ fn set_inner(st: &Storage, body: &[u8]) -> Result<Option<(PathBuf, BinlogPos)>, 
                 fs::remove_file(&meta).map_err(io_fail)?;
                 let pos = st
                     .binlog
-                    .append(unix_now(), op::DELETE, &meta_name, None)
+                    .append(&Record::here(unix_now(), meta_name, Change::Delete))
                     .map_err(binlog_failed)?;
                 return Ok(Some((meta, pos)));
             }
@@ -99,10 +99,14 @@ fn set_inner(st: &Storage, body: &[u8]) -> Result<Option<(PathBuf, BinlogPos)>, 
         };
         write_atomic(&meta, &metadata::merge(&current, &req.packed), flush).map_err(io_fail)?;
     }
-    let record = if existed { op::UPDATE } else { op::CREATE };
+    let change = if existed {
+        Change::Update
+    } else {
+        Change::Create
+    };
     let pos = st
         .binlog
-        .append(unix_now(), record, &meta_name, None)
+        .append(&Record::here(unix_now(), meta_name, change))
         .map_err(binlog_failed)?;
     Ok(Some((meta, pos)))
 }

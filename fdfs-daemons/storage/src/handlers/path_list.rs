@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
 use super::{Fail, Handled};
-use crate::binlog::{format_record, BinlogPos};
+use crate::binlog::{BinlogPos, BinlogReader, Change, Record};
 use crate::state::Storage;
-use crate::sync::binlog_reader::{BinlogReader, Record};
 
 /// Output gathered before it is handed to the connection.
 const CHUNK: usize = 64 * 1024;
@@ -109,7 +108,7 @@ pub fn list_path(
             if rec.end > end {
                 break;
             }
-            if list_line(&mut out, rec, index, data)? {
+            if list_line(&mut out, &rec.record, index, data)? {
                 listed += 1;
             }
         }
@@ -134,13 +133,12 @@ pub fn list_path(
 /// the source is), symbolic links `L`/`l` with their target (left out when the target
 /// is gone). Fails when the file cannot be looked at.
 fn list_line(out: &mut Vec<u8>, rec: &Record, index: u8, data: &Path) -> io::Result<bool> {
-    let op = match rec.op {
-        'C' | 'R' => 'C',
-        'c' | 'r' => 'c',
-        'L' => 'L',
-        'l' => 'l',
-        _ => return Ok(false),
-    };
+    if !matches!(
+        rec.change,
+        Change::Create | Change::Rename { .. } | Change::Link { .. }
+    ) {
+        return Ok(false);
+    }
     let Ok(name) = RemoteName::parse(&rec.name) else {
         return Ok(false);
     };
@@ -153,7 +151,6 @@ fn list_line(out: &mut Vec<u8>, rec: &Record, index: u8, data: &Path) -> io::Res
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     };
-    let upper = op.is_ascii_uppercase();
     if meta.file_type().is_symlink() {
         let Some(target) = crate::recovery::link_target(data, index, &path) else {
             return Ok(false);
@@ -162,12 +159,16 @@ fn list_line(out: &mut Vec<u8>, rec: &Record, index: u8, data: &Path) -> io::Res
         if fs::metadata(&path).is_err() {
             return Ok(false);
         }
-        let op = if upper { 'L' } else { 'l' };
-        format_record(out, rec.timestamp, op, &rec.name, Some(&target));
+        Record::new(
+            rec.timestamp,
+            rec.origin,
+            rec.name.as_str(),
+            Change::Link { target },
+        )
+        .write_to(out);
         return Ok(true);
     }
-    let op = if upper { 'C' } else { 'c' };
-    format_record(out, rec.timestamp, op, &rec.name, None);
+    Record::new(rec.timestamp, rec.origin, rec.name.as_str(), Change::Create).write_to(out);
     Ok(true)
 }
 

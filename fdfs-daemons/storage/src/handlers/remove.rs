@@ -8,7 +8,7 @@ use fdfs_proto::storage_msg::FileRef;
 use fdfs_runtime::{unix_now, Connection};
 
 use super::{binlog_failed, flush_failed, locate, Fail, Handled};
-use crate::binlog::op;
+use crate::binlog::{Change, Record};
 use crate::state::Storage;
 use crate::stats::counter;
 
@@ -30,7 +30,7 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
         st.tombstones.record(name.full, now, now);
         let mut pos = st
             .binlog
-            .append(now, op::DELETE, name.full, None)
+            .append(&Record::here(now, name.full, Change::Delete))
             .map_err(binlog_failed)?;
         // Then its metadata, with a record of its own, as upstream writes them: upstream
         // peers delete only what a record names.
@@ -41,7 +41,7 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
                 let meta_name = format!("{}{METADATA_SUFFIX}", name.full);
                 pos = st
                     .binlog
-                    .append(now, op::DELETE, &meta_name, None)
+                    .append(&Record::here(now, meta_name, Change::Delete))
                     .map_err(binlog_failed)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

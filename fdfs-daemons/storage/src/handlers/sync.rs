@@ -20,7 +20,7 @@ use fdfs_proto::storage_msg::{
 use fdfs_runtime::{unix_now, Connection};
 
 use super::{locate, Fail, Handled};
-use crate::binlog::format_record;
+use crate::binlog::{Change, Record};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
@@ -71,9 +71,20 @@ struct Copy {
     update: bool,
 }
 
+impl Copy {
+    fn change(&self) -> Change {
+        if self.update {
+            Change::Update
+        } else {
+            Change::Create
+        }
+    }
+}
+
 impl SyncSession {
-    fn log(&mut self, timestamp: i32, op: char, name: &str, extra: Option<&str>) {
-        format_record(&mut self.records, timestamp as i64, op, name, extra);
+    /// Gathers the record of a change a peer sent (written before the replies go).
+    fn log(&mut self, timestamp: i32, name: &str, change: Change) {
+        Record::from_peer(timestamp as i64, name, change).write_to(&mut self.records);
     }
 
     pub fn has_unwritten(&self) -> bool {
@@ -179,8 +190,7 @@ impl SyncSession {
                     if fs::metadata(&copy.path).is_ok_and(|m| m.is_file() && m.len() == copy.size) {
                         // Already here (a replay after a restart). Its record is written
                         // again: the first one may have been lost with the replies.
-                        let op = if copy.update { 'u' } else { 'c' };
-                        self.log(copy.timestamp, op, &copy.filename, None);
+                        self.log(copy.timestamp, &copy.filename, copy.change());
                         applied(st, self, copy.timestamp);
                         return errno::EEXIST;
                     }
@@ -192,9 +202,8 @@ impl SyncSession {
         if let Err(e) = committed {
             return errno::from_io(&e);
         }
-        let op = if copy.update { 'u' } else { 'c' };
         self.touched(copy.path.parent());
-        self.log(copy.timestamp, op, &copy.filename, None);
+        self.log(copy.timestamp, &copy.filename, copy.change());
         applied(st, self, copy.timestamp);
         0
     }
@@ -424,13 +433,13 @@ pub async fn append_or_modify(
     st.durable_data(&file).await.map_err(io_fail)?;
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.length, true);
-    let op = if modify { 'm' } else { 'a' };
-    sess.log(
-        head.timestamp,
-        op,
-        &filename,
-        Some(&format!("{} {}", head.offset, head.length)),
-    );
+    let (offset, length) = (head.offset, head.length);
+    let change = if modify {
+        Change::Modify { offset, length }
+    } else {
+        Change::Append { offset, length }
+    };
+    sess.log(head.timestamp, &filename, change);
     applied(st, sess, head.timestamp);
     ok(conn, sess)
 }
@@ -460,7 +469,7 @@ pub async fn delete(
         meta.push("-m");
         let _ = fs::remove_file(meta);
     }
-    sess.log(req.timestamp, 'd', name.full, None);
+    sess.log(req.timestamp, name.full, Change::Delete);
     applied(st, sess, req.timestamp);
     ok(conn, sess)
 }
@@ -479,12 +488,11 @@ pub async fn truncate(
         .map_err(io_fail)?;
     file.set_len(req.new_size).map_err(io_fail)?;
     st.durable_data(&file).await.map_err(io_fail)?;
-    sess.log(
-        req.timestamp,
-        't',
-        &req.filename,
-        Some(&format!("{} {}", req.old_size, req.new_size)),
-    );
+    let change = Change::Truncate {
+        old_size: req.old_size,
+        new_size: req.new_size,
+    };
+    sess.log(req.timestamp, &req.filename, change);
     applied(st, sess, req.timestamp);
     ok(conn, sess)
 }
@@ -511,7 +519,8 @@ pub async fn rename(
         Err(e) => return Err(io_fail(e)),
     }
     sess.touched(new_path.parent());
-    sess.log(req.timestamp, 'r', &req.first, Some(&req.second));
+    let from = req.second.clone();
+    sess.log(req.timestamp, &req.first, Change::Rename { from });
     applied(st, sess, req.timestamp);
     ok(conn, sess)
 }
@@ -534,7 +543,8 @@ pub async fn create_link(
     }
     std::os::unix::fs::symlink(&target, &link).map_err(io_fail)?;
     sess.touched(link.parent());
-    sess.log(req.timestamp, 'l', &req.first, Some(&req.second));
+    let target = req.second.clone();
+    sess.log(req.timestamp, &req.first, Change::Link { target });
     applied(st, sess, req.timestamp);
     ok(conn, sess)
 }

@@ -17,7 +17,7 @@ use rand::Rng;
 
 use super::{binlog_failed, flush_failed, Fail, Handled};
 use crate::appenders::Version;
-use crate::binlog::{op, BinlogPos};
+use crate::binlog::{BinlogPos, Change, Record};
 use crate::durability::SealError;
 use crate::state::Storage;
 use crate::stats::counter;
@@ -181,7 +181,7 @@ async fn upload_inner(
                 .map_err(Fail::Reply)?;
             let remote = remote_name(path_index as u8, high, low, &base);
             let pos = binlog
-                .append(mtime, op::CREATE, &remote, None)
+                .append(&Record::here(mtime, remote.as_str(), Change::Create))
                 .map_err(binlog_failed)?;
             Ok(((base, remote), pos))
         })
@@ -294,7 +294,7 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
                 Err(e) => return Err(Fail::Reply(errno::from_io(&e))),
             }
             let pos = binlog
-                .append(mtime, op::CREATE, &record, None)
+                .append(&Record::here(mtime, record, Change::Create))
                 .map_err(binlog_failed)?;
             Ok(((), pos))
         })

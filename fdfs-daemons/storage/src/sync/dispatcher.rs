@@ -23,9 +23,9 @@ use fdfs_runtime::{Connection, Error};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::binlog_reader::{BinlogReader, Record};
 use super::mark::{self, Mark};
 use super::{my_id, report_status, sync_src_req};
+use crate::binlog::{BinlogReader, Change, Logged, Origin, Record};
 use crate::integrity;
 use crate::state::Storage;
 use crate::stats::counter;
@@ -99,7 +99,7 @@ struct Dispatcher {
     mark: Mark,
     reader: BinlogReader,
     /// Records read but not yet done (kept across reconnections).
-    pending: VecDeque<Record>,
+    pending: VecDeque<Logged>,
     unsaved: u64,
     last_saved: Instant,
     /// Confirmed records not yet told to `st.sync` (done before waiting).
@@ -318,133 +318,144 @@ impl Dispatcher {
     /// the peer never blocks). Records that may need a fallback (append, modify,
     /// truncate, rename, link) wait for the pipeline to drain and go one by one.
     async fn stream(&mut self, conn: &mut Connection) -> End {
-        let window = if self.pipelined { WINDOW } else { 1 };
-        // With more requests than this awaiting replies, no new ones are sent; at or
-        // below it, the window is filled up again.
-        let low_water = window / 2;
-        let mut end_rx = self.st.binlog.subscribe();
-        let mut last_traffic = Instant::now();
-        // flight[i] describes pending[i], for the records already handled.
-        let mut flight: VecDeque<Flight> = VecDeque::new();
-        let mut out: Vec<u8> = Vec::with_capacity(FLUSH_AT + INLINE_MAX as usize);
+        let mut s = Stream {
+            window: if self.pipelined { WINDOW } else { 1 },
+            flight: VecDeque::new(),
+            out: Vec::with_capacity(FLUSH_AT + INLINE_MAX as usize),
+            end_rx: self.st.binlog.subscribe(),
+            last_traffic: Instant::now(),
+        };
         loop {
             if stopped(&self.stop) {
                 return End::Stop;
             }
-            // Confirm records that need no reply, in order.
-            while let Some(Flight::Done(outcome)) = flight.front() {
-                let outcome = *outcome;
-                flight.pop_front();
-                self.confirm(outcome);
-            }
-            if self.pending.len() == flight.len() && flight.len() < window {
-                end_rx.borrow_and_update();
-                self.read_more();
-            }
-            // Put more requests on the wire: only once half the window is answered, so
-            // they go out (and the peer reads them) in large writes, not one per reply.
-            let refill = flight.len() <= low_water;
-            while refill && flight.len() < window && flight.len() < self.pending.len() {
-                let rec = &self.pending[flight.len()];
-                if !self.wanted(rec) {
-                    flight.push_back(Flight::Done(Outcome::Skipped));
-                    continue;
-                }
-                let simple = matches!(rec.op.to_ascii_uppercase(), 'C' | 'U' | 'D');
-                if !simple {
-                    if !flight.is_empty() {
-                        break;
+            let step = async {
+                self.confirm_done(&mut s.flight);
+                self.refill(conn, &mut s).await?;
+                flush(conn, &mut s.out).await?;
+                match s.flight.front() {
+                    Some(Flight::Done(_)) => Ok(()),
+                    Some(Flight::Awaiting(kind)) => {
+                        let kind = *kind;
+                        self.await_reply(conn, &mut s, kind).await
                     }
-                    if let Err(e) = flush(conn, &mut out).await {
-                        return e;
-                    }
-                    let rec = rec.clone();
-                    let outcome = match self.sync_record(conn, &rec).await {
-                        Ok(o) => o,
-                        Err(e) => return e,
-                    };
-                    last_traffic = Instant::now();
-                    flight.push_back(Flight::Done(outcome));
-                    break;
+                    // Nothing in flight and nothing to send: caught up.
+                    None if self.pending.is_empty() => self.caught_up(conn, &mut s).await,
+                    None => Ok(()),
                 }
-                match self.queue_simple(conn, rec, &mut out).await {
-                    Ok(f) => flight.push_back(f),
-                    Err(e) => return e,
-                }
-                if out.len() >= FLUSH_AT {
-                    if let Err(e) = flush(conn, &mut out).await {
-                        return e;
-                    }
-                }
-            }
-            if let Err(e) = flush(conn, &mut out).await {
-                return e;
-            }
-            match flight.front() {
-                Some(Flight::Done(_)) => continue,
-                Some(Flight::Awaiting(kind)) => {
-                    let kind = *kind;
-                    if conn.buffered().len() < HEADER_LEN {
-                        // About to wait: let the waiters of sync_wait_replicas know.
-                        self.publish_progress();
-                    }
-                    let status = match reply_status(conn).await {
-                        Ok(s) => s,
-                        Err(e) => return e,
-                    };
-                    last_traffic = Instant::now();
-                    let rec = self.pending.front().expect("in flight");
-                    let outcome = match (kind, status) {
-                        (_, 0) => Outcome::Applied,
-                        (Awaiting::File, errno::EEXIST) => Outcome::Applied,
-                        (Awaiting::Delete, errno::ENOENT) => Outcome::Applied,
-                        (_, s) => match self.refused(rec, s) {
-                            Ok(o) => o,
-                            Err(e) => return e,
-                        },
-                    };
-                    flight.pop_front();
-                    self.confirm(outcome);
-                    continue;
-                }
-                None => {}
-            }
-            // Nothing in flight and nothing to send: caught up.
-            if !self.pending.is_empty() {
-                continue;
-            }
-            self.publish_progress();
-            let pos = self.reader.position();
-            if pos > self.mark.position() {
-                // Malformed records at the end still move the position.
-                self.mark.set_position(pos);
-                self.unsaved += 1;
-                self.st.sync.set_progress(&self.peer.id, Some(pos));
-            }
-            if self.mark.need_sync_old && !self.mark.sync_old_done {
-                self.mark.sync_old_done = true;
-                self.save_mark();
-                info!("old files copied to {}:{}", self.peer.ip, self.peer.port);
-                super::note_copied_old(&self.st, &self.peer).await;
-                report_status(&self.st, &self.peer, status::OFFLINE).await;
-            }
-            // Saved later (the wait below ends within a second) if saved just now.
-            self.save_mark_soon();
-            let idle_limit = (conn.timeout() / 2).max(Duration::from_secs(1));
-            let mut stop = self.stop.clone();
-            tokio::select! {
-                r = end_rx.changed() => { if r.is_err() { return End::Stop; } }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = wait_stop(&mut stop) => return End::Stop,
-            }
-            if last_traffic.elapsed() >= idle_limit && self.st.binlog.end() <= pos {
-                // Keeps the idle connection from timing out on the peer's side.
-                if let Err(e) = conn.request(cmd::ACTIVE_TEST, &[]).await {
-                    return End::Broken(e);
-                }
-                last_traffic = Instant::now();
+            };
+            if let Err(end) = step.await {
+                return end;
             }
         }
+    }
+
+    /// Confirms the records at the front that need no reply, in order.
+    fn confirm_done(&mut self, flight: &mut VecDeque<Flight>) {
+        while let Some(Flight::Done(outcome)) = flight.front() {
+            let outcome = *outcome;
+            flight.pop_front();
+            self.confirm(outcome);
+        }
+    }
+
+    /// Reads more of the binlog when everything read is in flight, and puts more
+    /// requests on the wire: only once half the window is answered, so they go out (and
+    /// the peer reads them) in large writes, not one per reply.
+    async fn refill(&mut self, conn: &mut Connection, s: &mut Stream) -> Result<(), End> {
+        if self.pending.len() == s.flight.len() && s.flight.len() < s.window {
+            s.end_rx.borrow_and_update();
+            self.read_more();
+        }
+        if s.flight.len() > s.window / 2 {
+            return Ok(());
+        }
+        while s.flight.len() < s.window && s.flight.len() < self.pending.len() {
+            let rec = self.pending[s.flight.len()].record.clone();
+            if !self.wanted(&rec) {
+                s.flight.push_back(Flight::Done(Outcome::Skipped));
+                continue;
+            }
+            if !rec.change.is_whole_file() {
+                // One by one, once everything before it is answered.
+                if s.flight.is_empty() {
+                    flush(conn, &mut s.out).await?;
+                    let outcome = self.sync_one(conn, &rec).await?;
+                    s.last_traffic = Instant::now();
+                    s.flight.push_back(Flight::Done(outcome));
+                }
+                break;
+            }
+            let flight = self.queue_whole(conn, &rec, &mut s.out).await?;
+            s.flight.push_back(flight);
+            if s.out.len() >= FLUSH_AT {
+                flush(conn, &mut s.out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the reply to the front request in flight and confirms its record.
+    async fn await_reply(
+        &mut self,
+        conn: &mut Connection,
+        s: &mut Stream,
+        kind: Awaiting,
+    ) -> Result<(), End> {
+        if conn.buffered().len() < HEADER_LEN {
+            // About to wait: let the waiters of sync_wait_replicas know.
+            self.publish_progress();
+        }
+        let status = reply_status(conn).await?;
+        s.last_traffic = Instant::now();
+        let outcome = match (kind, status) {
+            (_, 0) => Outcome::Applied,
+            (Awaiting::File, errno::EEXIST) => Outcome::Applied,
+            (Awaiting::Delete, errno::ENOENT) => Outcome::Applied,
+            (_, status) => {
+                let rec = &self.pending.front().expect("in flight").record;
+                self.refused(rec, status)?
+            }
+        };
+        s.flight.pop_front();
+        self.confirm(outcome);
+        Ok(())
+    }
+
+    /// Everything is sent and confirmed: records the position, ends the copy of old
+    /// files if that was going on, then waits for new records (or a second), keeping an
+    /// idle connection alive.
+    async fn caught_up(&mut self, conn: &mut Connection, s: &mut Stream) -> Result<(), End> {
+        self.publish_progress();
+        let pos = self.reader.position();
+        if pos > self.mark.position() {
+            // Malformed records at the end still move the position.
+            self.mark.set_position(pos);
+            self.unsaved += 1;
+            self.st.sync.set_progress(&self.peer.id, Some(pos));
+        }
+        if self.mark.need_sync_old && !self.mark.sync_old_done {
+            self.mark.sync_old_done = true;
+            self.save_mark();
+            info!("old files copied to {}:{}", self.peer.ip, self.peer.port);
+            super::note_copied_old(&self.st, &self.peer).await;
+            report_status(&self.st, &self.peer, status::OFFLINE).await;
+        }
+        // Saved later (the wait below ends within a second) if saved just now.
+        self.save_mark_soon();
+        let idle_limit = (conn.timeout() / 2).max(Duration::from_secs(1));
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            r = s.end_rx.changed() => { if r.is_err() { return Err(End::Stop); } }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = wait_stop(&mut stop) => return Err(End::Stop),
+        }
+        if s.last_traffic.elapsed() >= idle_limit && self.st.binlog.end() <= pos {
+            // Keeps the idle connection from timing out on the peer's side.
+            conn.request(cmd::ACTIVE_TEST, &[]).await?;
+            s.last_traffic = Instant::now();
+        }
+        Ok(())
     }
 
     /// Reads the next records of the binlog into `pending`.
@@ -474,9 +485,9 @@ impl Dispatcher {
 
     /// The front record of `pending` is done.
     fn confirm(&mut self, outcome: Outcome) {
-        let rec = self.pending.pop_front().expect("a pending record");
-        if rec.op.eq_ignore_ascii_case(&'D') && !self.behind.is_empty() {
-            self.behind.remove(&rec.name);
+        let done = self.pending.pop_front().expect("a pending record");
+        if done.record.change == Change::Delete && !self.behind.is_empty() {
+            self.behind.remove(&done.record.name);
         }
         let counters = &self.st.sync.counters;
         match outcome {
@@ -492,7 +503,7 @@ impl Dispatcher {
             }
         }
         self.mark.scan_row_count += 1;
-        self.mark.set_position(rec.end);
+        self.mark.set_position(done.end);
         self.progress_unpublished = true;
         self.unsaved += 1;
         if self.unsaved >= MARK_EVERY {
@@ -500,94 +511,23 @@ impl Dispatcher {
         }
     }
 
-    /// Adds a create, update or delete request to `out` (large content is streamed
-    /// straight to the connection); says what its reply will mean.
-    async fn queue_simple(
-        &self,
-        conn: &mut Connection,
-        rec: &Record,
-        out: &mut Vec<u8>,
-    ) -> Result<Flight, End> {
-        let ts = rec.timestamp as i32;
-        if rec.op.eq_ignore_ascii_case(&'D') {
-            let body = SyncDelete {
-                timestamp: ts,
-                group: self.st.cfg.group_name.clone(),
-                filename: rec.name.clone(),
-            }
-            .encode();
-            out.extend_from_slice(&Header::request(cmd::SYNC_DELETE_FILE, body.len()).encode());
-            out.extend_from_slice(&body);
-            return Ok(Flight::Awaiting(Awaiting::Delete));
-        }
-        let command = if rec.op.eq_ignore_ascii_case(&'C') {
-            cmd::SYNC_CREATE_FILE
-        } else {
-            cmd::SYNC_UPDATE_FILE
-        };
-        let Some(path) = self.local_path(&rec.name) else {
-            return Ok(Flight::Done(Outcome::Skipped));
-        };
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            // Deleted since: its delete record follows.
-            Err(_) => return Ok(Flight::Done(Outcome::Skipped)),
-        };
-        let size = file.metadata()?.len();
-        let head = SyncFileHead {
-            filename_len: rec.name.len(),
-            file_size: size,
-            timestamp: ts,
-            group: self.st.cfg.group_name.clone(),
-        }
-        .encode(&rec.name);
-        let header = Header {
-            pkg_len: (head.len() as u64 + size) as i64,
-            cmd: command,
-            status: 0,
-        };
-        let request_start = out.len();
-        out.extend_from_slice(&header.encode());
-        out.extend_from_slice(&head);
-        if size <= INLINE_MAX {
-            let start = out.len();
-            out.resize(start + size as usize, 0);
-            if let Err(e) = read_at(&mut file, 0, &mut out[start..]) {
-                // Shrunk under us (the request head is already queued): start over.
-                return Err(End::Broken(Error::Io(e)));
-            }
-            // A damaged copy is not spread: the record is skipped (counted as rejected)
-            // and the file healed here from a peer that has a good copy.
-            if let Ok(name) = RemoteName::parse(&rec.name) {
-                if let Err(why) = integrity::check(&name, &out[start..]) {
-                    out.truncate(request_start);
-                    self.st.integrity.report(&rec.name, &why);
-                    return Ok(Flight::Done(Outcome::Rejected));
-                }
-            }
-        } else {
-            flush(conn, out).await?;
-            send_range(conn, &mut file, 0, size)
-                .await
-                .map_err(|e| End::Broken(Error::Io(e.into_io())))?;
-        }
-        self.st
-            .stats
-            .add_bytes(counter::TOTAL_SYNC_OUT_BYTES, size, true);
-        Ok(Flight::Awaiting(Awaiting::File))
-    }
-
     /// Should this record go to the peer (§6.1)?
     fn wanted(&self, rec: &Record) -> bool {
         let m = &self.mark;
-        if rec.op.is_ascii_uppercase() {
+        match rec.origin {
             // A non-source peer gets the old files from its source.
-            m.need_sync_old || rec.timestamp >= m.until_timestamp
-        } else {
-            m.need_sync_old
-                && !m.sync_old_done
-                && rec.timestamp <= m.until_timestamp
-                && matches!(rec.op, 'c' | 'u' | 'd' | 'r' | 'l')
+            Origin::Here => m.need_sync_old || rec.timestamp >= m.until_timestamp,
+            // A peer's changes go only to a new member copying the old files, and only
+            // those that carry whole files or names.
+            Origin::Peer => {
+                m.need_sync_old
+                    && !m.sync_old_done
+                    && rec.timestamp <= m.until_timestamp
+                    && !matches!(
+                        rec.change,
+                        Change::Append { .. } | Change::Modify { .. } | Change::Truncate { .. }
+                    )
+            }
         }
     }
 
@@ -596,128 +536,86 @@ impl Dispatcher {
         self.st.store.resolve(&n).ok()
     }
 
-    async fn sync_record(&mut self, conn: &mut Connection, rec: &Record) -> Result<Outcome, End> {
-        if !self.wanted(rec) {
-            return Ok(Outcome::Skipped);
-        }
-        let ts = rec.timestamp as i32;
-        let outcome = match rec.op.to_ascii_uppercase() {
-            'C' => {
-                self.send_file(conn, rec, &rec.name, cmd::SYNC_CREATE_FILE)
-                    .await?
+    /// Adds the request of a create, update or delete to `out` (large content is
+    /// streamed straight to the connection); says what its reply will mean.
+    async fn queue_whole(
+        &self,
+        conn: &mut Connection,
+        rec: &Record,
+        out: &mut Vec<u8>,
+    ) -> Result<Flight, End> {
+        let command = match rec.change {
+            Change::Delete => {
+                let body = self.delete_body(rec.timestamp, &rec.name);
+                out.extend_from_slice(&Header::request(cmd::SYNC_DELETE_FILE, body.len()).encode());
+                out.extend_from_slice(&body);
+                return Ok(Flight::Awaiting(Awaiting::Delete));
             }
-            'U' => {
-                self.send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
-                    .await?
-            }
-            'D' => {
-                let body = SyncDelete {
-                    timestamp: ts,
-                    group: self.st.cfg.group_name.clone(),
-                    filename: rec.name.clone(),
-                }
-                .encode();
-                match status_of(conn, cmd::SYNC_DELETE_FILE, &body).await? {
-                    0 | errno::ENOENT => Outcome::Applied,
-                    s => self.refused(rec, s)?,
-                }
-            }
-            'A' | 'M' => {
-                let (offset, length) = rec.numbers().unwrap_or((0, 0));
-                let command = if rec.op.eq_ignore_ascii_case(&'A') {
-                    cmd::SYNC_APPEND_FILE
-                } else {
-                    cmd::SYNC_MODIFY_FILE
-                };
-                self.send_range(conn, rec, offset, length, command).await?
-            }
-            'T' => {
-                let (old_size, new_size) = rec.numbers().unwrap_or((0, 0));
-                // The truncate may not have been made (a crash right after its record,
-                // which comes first), or the file has changed since: then the peer gets
-                // the whole file as it is.
-                if let Some(path) = self.local_path(&rec.name) {
-                    drop(self.st.appenders.lock(&path).await);
-                    if fs::metadata(&path).is_ok_and(|m| m.len() != new_size) {
-                        return self
-                            .send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
-                            .await;
-                    }
-                }
-                let body = SyncTruncate {
-                    old_size,
-                    new_size,
-                    timestamp: ts,
-                    group: self.st.cfg.group_name.clone(),
-                    filename: rec.name.clone(),
-                }
-                .encode();
-                match status_of(conn, cmd::SYNC_TRUNCATE_FILE, &body).await? {
-                    // EEXIST: the peer's size is not the one before the truncate; done,
-                    // as for upstream senders (see `send_range`).
-                    0 | errno::EEXIST => Outcome::Applied,
-                    errno::ENOENT => {
-                        self.send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
-                            .await?
-                    }
-                    s => self.refused(rec, s)?,
-                }
-            }
-            'R' => {
-                let old = rec.extra.clone().unwrap_or_default();
-                if self.behind.remove(&old) {
-                    return self.send_renamed_whole(conn, rec, &old).await;
-                }
-                let body = SyncTwoNames {
-                    timestamp: ts,
-                    group: self.st.cfg.group_name.clone(),
-                    first: rec.name.clone(),
-                    second: old,
-                }
-                .encode();
-                match status_of(conn, cmd::SYNC_RENAME_FILE, &body).await? {
-                    0 | errno::EEXIST => Outcome::Applied,
-                    errno::ENOENT => {
-                        self.send_file(conn, rec, &rec.name, cmd::SYNC_CREATE_FILE)
-                            .await?
-                    }
-                    s => self.refused(rec, s)?,
-                }
-            }
-            'L' => {
-                let target = rec.extra.clone().unwrap_or_default();
-                let body = SyncTwoNames {
-                    timestamp: ts,
-                    group: self.st.cfg.group_name.clone(),
-                    first: rec.name.clone(),
-                    second: target,
-                }
-                .encode();
-                match status_of(conn, cmd::SYNC_CREATE_LINK, &body).await? {
-                    0 | errno::EEXIST => Outcome::Applied,
-                    errno::ENOENT => Outcome::Skipped,
-                    s => self.refused(rec, s)?,
-                }
-            }
-            _ => Outcome::Skipped,
+            Change::Create => cmd::SYNC_CREATE_FILE,
+            _ => cmd::SYNC_UPDATE_FILE,
         };
-        Ok(outcome)
+        Ok(
+            match self
+                .put_file(conn, out, rec.timestamp, &rec.name, command)
+                .await?
+            {
+                Put::Queued { size } => {
+                    self.st
+                        .stats
+                        .add_bytes(counter::TOTAL_SYNC_OUT_BYTES, size, true);
+                    Flight::Awaiting(Awaiting::File)
+                }
+                Put::Not(outcome) => Flight::Done(outcome),
+            },
+        )
     }
 
-    /// A peer's error reply: invalid requests are logged and skipped; anything else
-    /// (no space, I/O error) is retried after a pause.
-    fn refused(&self, rec: &Record, status: u8) -> Result<Outcome, End> {
-        if status == errno::EINVAL {
-            warn!(
-                "{}:{} rejected {} {} {} as invalid; skipped",
-                self.peer.ip, self.peer.port, rec.timestamp, rec.op, rec.name
-            );
-            return Ok(Outcome::Rejected);
+    /// Puts a 16 / 18 request with the whole current content of local file `name` in
+    /// `out` (small files) or on the wire (large ones, after `out`). A file gone since
+    /// its record is skipped (its delete or rename record follows); a small file that
+    /// does not match its ID is not spread (rejected, and healed here from a peer).
+    async fn put_file(
+        &self,
+        conn: &mut Connection,
+        out: &mut Vec<u8>,
+        timestamp: i64,
+        name: &str,
+        command: u8,
+    ) -> Result<Put, End> {
+        let Some(path) = self.local_path(name) else {
+            return Ok(Put::Not(Outcome::Skipped));
+        };
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!("cannot open {}: {e}; record skipped", path.display());
+                }
+                return Ok(Put::Not(Outcome::Skipped));
+            }
+        };
+        let size = file.metadata()?.len();
+        let head = SyncFileHead {
+            filename_len: name.len(),
+            file_size: size,
+            timestamp: timestamp as i32,
+            group: self.st.cfg.group_name.clone(),
         }
-        Err(End::Broken(Error::Status(status)))
+        .encode(name);
+        let request_start = out.len();
+        if let Some(inline) = put_content(conn, out, command, &head, &mut file, 0, size).await? {
+            if let Ok(remote) = RemoteName::parse(name) {
+                if let Err(why) = integrity::check(&remote, &out[inline..]) {
+                    out.truncate(request_start);
+                    self.st.integrity.report(name, &why);
+                    return Ok(Put::Not(Outcome::Rejected));
+                }
+            }
+        }
+        Ok(Put::Queued { size })
     }
 
-    /// 16 / 18 with the whole current content of local file `name`.
+    /// 16 / 18 with the whole current content of local file `name`, on its own.
     async fn send_file(
         &self,
         conn: &mut Connection,
@@ -725,36 +623,137 @@ impl Dispatcher {
         name: &str,
         command: u8,
     ) -> Result<Outcome, End> {
-        let Some(path) = self.local_path(name) else {
-            return Ok(Outcome::Skipped);
-        };
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            // Deleted since: its delete record follows.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Skipped),
-            Err(e) => {
-                warn!("cannot open {}: {e}; record skipped", path.display());
-                return Ok(Outcome::Skipped);
+        let mut out = Vec::new();
+        match self
+            .put_file(conn, &mut out, rec.timestamp, name, command)
+            .await?
+        {
+            Put::Not(outcome) => Ok(outcome),
+            Put::Queued { size } => {
+                flush(conn, &mut out).await?;
+                let status = reply_status(conn).await?;
+                self.st
+                    .stats
+                    .add_bytes(counter::TOTAL_SYNC_OUT_BYTES, size, status == 0);
+                match status {
+                    0 | errno::EEXIST => Ok(Outcome::Applied),
+                    s => self.refused(rec, s),
+                }
             }
-        };
-        let size = file.metadata()?.len();
-        let head = SyncFileHead {
-            filename_len: name.len(),
-            file_size: size,
+        }
+    }
+
+    fn delete_body(&self, timestamp: i64, name: &str) -> Vec<u8> {
+        SyncDelete {
+            timestamp: timestamp as i32,
+            group: self.st.cfg.group_name.clone(),
+            filename: name.to_string(),
+        }
+        .encode()
+    }
+
+    fn two_names_body(&self, timestamp: i64, first: &str, second: &str) -> Vec<u8> {
+        SyncTwoNames {
+            timestamp: timestamp as i32,
+            group: self.st.cfg.group_name.clone(),
+            first: first.to_string(),
+            second: second.to_string(),
+        }
+        .encode()
+    }
+
+    /// A record that goes on its own (append, modify, truncate, rename, link), with its
+    /// fallbacks when the peer's copy is not what the change needs.
+    async fn sync_one(&mut self, conn: &mut Connection, rec: &Record) -> Result<Outcome, End> {
+        match &rec.change {
+            Change::Append { offset, length } => {
+                self.send_range(conn, rec, *offset, *length, cmd::SYNC_APPEND_FILE)
+                    .await
+            }
+            Change::Modify { offset, length } => {
+                self.send_range(conn, rec, *offset, *length, cmd::SYNC_MODIFY_FILE)
+                    .await
+            }
+            Change::Truncate { old_size, new_size } => {
+                self.send_truncate(conn, rec, *old_size, *new_size).await
+            }
+            Change::Rename { from } => {
+                if self.behind.remove(from) {
+                    return self.send_renamed_whole(conn, rec, from).await;
+                }
+                let body = self.two_names_body(rec.timestamp, &rec.name, from);
+                match status_of(conn, cmd::SYNC_RENAME_FILE, &body).await? {
+                    0 | errno::EEXIST => Ok(Outcome::Applied),
+                    errno::ENOENT => {
+                        self.send_file(conn, rec, &rec.name, cmd::SYNC_CREATE_FILE)
+                            .await
+                    }
+                    s => self.refused(rec, s),
+                }
+            }
+            Change::Link { target } => {
+                let body = self.two_names_body(rec.timestamp, &rec.name, target);
+                match status_of(conn, cmd::SYNC_CREATE_LINK, &body).await? {
+                    0 | errno::EEXIST => Ok(Outcome::Applied),
+                    errno::ENOENT => Ok(Outcome::Skipped),
+                    s => self.refused(rec, s),
+                }
+            }
+            Change::Create | Change::Update | Change::Delete => {
+                unreachable!("whole-file changes are queued, not sent one by one")
+            }
+        }
+    }
+
+    /// 36 TRUNCATE. The truncate may not have been made (a crash right after its
+    /// record, which comes first), or the file has changed since: then the peer gets the
+    /// whole file as it is.
+    async fn send_truncate(
+        &self,
+        conn: &mut Connection,
+        rec: &Record,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Outcome, End> {
+        if let Some(path) = self.local_path(&rec.name) {
+            drop(self.st.appenders.lock(&path).await);
+            if fs::metadata(&path).is_ok_and(|m| m.len() != new_size) {
+                return self
+                    .send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
+                    .await;
+            }
+        }
+        let body = SyncTruncate {
+            old_size,
+            new_size,
             timestamp: rec.timestamp as i32,
             group: self.st.cfg.group_name.clone(),
+            filename: rec.name.clone(),
         }
-        .encode(name);
-        let status = self
-            .send_content(conn, command, &head, &mut file, 0, size)
-            .await?;
-        self.st
-            .stats
-            .add_bytes(counter::TOTAL_SYNC_OUT_BYTES, size, status == 0);
-        match status {
+        .encode();
+        match status_of(conn, cmd::SYNC_TRUNCATE_FILE, &body).await? {
+            // EEXIST: the peer's size is not the one before the truncate; done, as for
+            // upstream senders (see `send_range`).
             0 | errno::EEXIST => Ok(Outcome::Applied),
+            errno::ENOENT => {
+                self.send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
+                    .await
+            }
             s => self.refused(rec, s),
         }
+    }
+
+    /// A peer's error reply: invalid requests are logged and skipped; anything else
+    /// (no space, I/O error) is retried after a pause.
+    fn refused(&self, rec: &Record, status: u8) -> Result<Outcome, End> {
+        if status == errno::EINVAL {
+            warn!(
+                "{}:{} rejected {rec} as invalid; skipped",
+                self.peer.ip, self.peer.port
+            );
+            return Ok(Outcome::Rejected);
+        }
+        Err(End::Broken(Error::Status(status)))
     }
 
     /// A rename whose appender the peer holds an old version of: the renamed file goes
@@ -772,12 +771,7 @@ impl Dispatcher {
         let sent = self
             .send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
             .await?;
-        let body = SyncDelete {
-            timestamp: rec.timestamp as i32,
-            group: self.st.cfg.group_name.clone(),
-            filename: old.to_string(),
-        }
-        .encode();
+        let body = self.delete_body(rec.timestamp, old);
         match status_of(conn, cmd::SYNC_DELETE_FILE, &body).await? {
             0 | errno::ENOENT => Ok(sent),
             s => self.refused(rec, s),
@@ -823,10 +817,10 @@ impl Dispatcher {
             group: self.st.cfg.group_name.clone(),
         }
         .encode(&rec.name);
-        match self
-            .send_content(conn, command, &head, &mut file, offset, length)
-            .await?
-        {
+        let mut out = Vec::new();
+        put_content(conn, &mut out, command, &head, &mut file, offset, length).await?;
+        flush(conn, &mut out).await?;
+        match reply_status(conn).await? {
             // EEXIST: the peer's copy is not at this offset (upstream peers answer so
             // when theirs is already longer, or is no regular file) and will not take
             // the change; upstream senders count it as done, and so do we.
@@ -839,39 +833,60 @@ impl Dispatcher {
             s => self.refused(rec, s),
         }
     }
+}
 
-    /// Sends a request head then `len` bytes of `file` from `offset`; returns the
-    /// reply status.
-    async fn send_content(
-        &self,
-        conn: &mut Connection,
-        command: u8,
-        head: &[u8],
-        file: &mut File,
-        offset: u64,
-        len: u64,
-    ) -> Result<u8, End> {
-        let header = Header {
-            pkg_len: (head.len() as u64 + len) as i64,
-            cmd: command,
-            status: 0,
-        };
-        if len <= INLINE_MAX {
-            let mut out = Vec::with_capacity(10 + head.len() + len as usize);
-            out.extend_from_slice(&header.encode());
-            out.extend_from_slice(head);
-            let start = out.len();
-            out.resize(start + len as usize, 0);
-            read_at(file, offset, &mut out[start..])?;
-            conn.write_all(&out).await?;
-        } else {
-            conn.send(header, head).await?;
-            send_range(conn, file, offset, len)
-                .await
-                .map_err(|e| End::Broken(Error::Io(e.into_io())))?;
-        }
-        reply_status(conn).await
+/// The state of [`Dispatcher::stream`] on one connection.
+struct Stream {
+    /// Requests on the wire at most.
+    window: usize,
+    /// `flight[i]` describes `pending[i]`, for the records already handled.
+    flight: VecDeque<Flight>,
+    /// Requests queued, not written yet.
+    out: Vec<u8>,
+    end_rx: watch::Receiver<crate::binlog::BinlogPos>,
+    last_traffic: Instant,
+}
+
+/// What [`Dispatcher::put_file`] did.
+enum Put {
+    /// The request (with `size` bytes of content) is queued or sent; its reply decides.
+    Queued { size: u64 },
+    /// No request: the record is done with this outcome.
+    Not(Outcome),
+}
+
+/// Puts a request (`head`, then `len` bytes of `file` from `offset`) after `out`:
+/// content up to [`INLINE_MAX`] goes into `out` (returns where it starts there), larger
+/// content is streamed to the connection after `out` is written.
+async fn put_content(
+    conn: &mut Connection,
+    out: &mut Vec<u8>,
+    command: u8,
+    head: &[u8],
+    file: &mut File,
+    offset: u64,
+    len: u64,
+) -> Result<Option<usize>, End> {
+    let header = Header {
+        pkg_len: (head.len() as u64 + len) as i64,
+        cmd: command,
+        status: 0,
+    };
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(head);
+    if len <= INLINE_MAX {
+        let start = out.len();
+        out.resize(start + len as usize, 0);
+        // Shrunk under us (the request head is already queued): the connection starts
+        // over.
+        read_at(file, offset, &mut out[start..])?;
+        return Ok(Some(start));
     }
+    flush(conn, out).await?;
+    send_range(conn, file, offset, len)
+        .await
+        .map_err(|e| End::Broken(Error::Io(e.into_io())))?;
+    Ok(None)
 }
 
 async fn flush(conn: &mut Connection, out: &mut Vec<u8>) -> Result<(), End> {

@@ -1,6 +1,5 @@
 //! Replication inside a group: every storage pushes its own changes to every peer.
 //!
-//! - [`binlog_reader`]: reads the binlog from a saved position, across rotation;
 //! - [`mark`]: per-peer progress in `data/sync/<ip>_<port>.mark`;
 //! - [`dispatcher`]: one task per peer replaying records with the sync commands;
 //! - the receiving side lives in `handlers::sync`.
@@ -10,7 +9,6 @@
 //! `sync_wait_replicas`), and per source how far we have received its changes (reported
 //! to the trackers with 89 SYNC_REPORT).
 
-pub mod binlog_reader;
 pub mod dispatcher;
 pub mod mark;
 

@@ -1,6 +1,13 @@
-//! The binlog: one line per change, `<timestamp> <op> <remote filename>[ <extra>]`, in
-//! FastDFS's format under `base_path/data/sync/binlog.NNN`, ready for replication.
-//! Uppercase ops are changes made here; lowercase ones were applied from a peer.
+//! The binlog: every change this storage records, one line each, in FastDFS's format
+//! under `base_path/data/sync/binlog.NNN`, ready for replication.
+//!
+//! - [`record`]: what a record says (a typed change, its origin and time) and its line.
+//! - [`Binlog`] (here): the writer, with rotation, group flushes and the end position
+//!   replication readers follow.
+//! - [`reader`]: reads records from a saved position onwards, across rotation.
+
+pub mod reader;
+pub mod record;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -9,19 +16,11 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+pub use reader::{BinlogReader, Logged};
+pub use record::{Change, Origin, Record};
+
 /// A binlog file is closed and the next one started at this size, as upstream does.
 const ROTATE_SIZE: u64 = 1 << 30;
-
-pub mod op {
-    pub const CREATE: char = 'C';
-    pub const DELETE: char = 'D';
-    pub const UPDATE: char = 'U';
-    pub const APPEND: char = 'A';
-    pub const MODIFY: char = 'M';
-    pub const TRUNCATE: char = 'T';
-    pub const LINK: char = 'L';
-    pub const RENAME: char = 'R';
-}
 
 /// A place in the binlog: file index and byte offset in it. Ordered as the records are.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,15 +123,6 @@ fn repair_tail(path: &Path) -> io::Result<u64> {
     Ok(keep as u64)
 }
 
-/// Adds one record line to `out`, as [`Binlog::append`] writes it.
-pub fn format_record(out: &mut Vec<u8>, timestamp: i64, op: char, name: &str, extra: Option<&str>) {
-    // Writing to a Vec cannot fail.
-    let _ = match extra {
-        Some(x) => writeln!(out, "{timestamp} {op} {name} {x}"),
-        None => writeln!(out, "{timestamp} {op} {name}"),
-    };
-}
-
 impl Binlog {
     pub fn open(base_path: &Path) -> io::Result<Binlog> {
         let dir = base_path.join("data").join("sync");
@@ -160,22 +150,14 @@ impl Binlog {
     /// Appends one record. The write goes straight to the file so that a record is in
     /// the binlog before the client hears that its change succeeded. Returns the
     /// position just after the record and wakes the replication readers.
-    pub fn append(
-        &self,
-        timestamp: i64,
-        op: char,
-        name: &str,
-        extra: Option<&str>,
-    ) -> io::Result<BinlogPos> {
-        let line = match extra {
-            Some(x) => format!("{timestamp} {op} {name} {x}\n"),
-            None => format!("{timestamp} {op} {name}\n"),
-        };
+    pub fn append(&self, record: &Record) -> io::Result<BinlogPos> {
+        let mut line = Vec::with_capacity(96);
+        record.write_to(&mut line);
         let mut cur = self.current.lock().unwrap();
         if cur.size + line.len() as u64 > ROTATE_SIZE {
             self.rotate(&mut cur)?;
         }
-        cur.file.write_all(line.as_bytes())?;
+        cur.file.write_all(&line)?;
         cur.size += line.len() as u64;
         let pos = BinlogPos {
             index: cur.index,
@@ -186,8 +168,8 @@ impl Binlog {
         Ok(pos)
     }
 
-    /// Appends whole records formatted by [`format_record`] in one write (a peer's
-    /// burst of changes). Returns the position after the last one.
+    /// Appends whole record lines (written by [`Record::write_to`]) in one write (a
+    /// peer's burst of changes). Returns the position after the last one.
     pub fn append_records(&self, records: &[u8]) -> io::Result<BinlogPos> {
         let mut cur = self.current.lock().unwrap();
         if cur.size > 0 && cur.size + records.len() as u64 > ROTATE_SIZE {
@@ -295,9 +277,13 @@ mod tests {
         let base = std::env::temp_dir().join(format!("fdfs-binlog-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
         let log = Binlog::open(&base).unwrap();
-        log.append(1795475304, op::CREATE, "M00/00/00/a.txt", None)
+        log.append(&Record::here(1795475304, "M00/00/00/a.txt", Change::Create))
             .unwrap();
-        log.append(1795475354, op::TRUNCATE, "M00/00/00/b.txt", Some("15 7"))
+        let truncate = Change::Truncate {
+            old_size: 15,
+            new_size: 7,
+        };
+        log.append(&Record::here(1795475354, "M00/00/00/b.txt", truncate))
             .unwrap();
         drop(log);
         let path = base.join("data/sync/binlog.000");
@@ -310,7 +296,7 @@ mod tests {
         f.write_all(b"1795475360 D M00/0").unwrap();
         drop(f);
         let log = Binlog::open(&base).unwrap();
-        log.append(1795475361, op::DELETE, "M00/00/00/a.txt", None)
+        log.append(&Record::here(1795475361, "M00/00/00/a.txt", Change::Delete))
             .unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(
