@@ -1,11 +1,11 @@
-//! Every decoder of `storage_msg`: the first byte picks one, the rest is the body.
+//! Every decoder of the client ↔ storage and storage ↔ storage messages (`msg`): the first byte picks one, the rest is the body.
 //!
 //! Besides "no panic": whatever decodes re-encodes to a body that decodes to the same
 //! value, and to the same bytes where the layout has no NUL-terminated text.
 #![no_main]
 
 use fdfs_proto::fileid::REMOTE_NAME_MAX_LEN;
-use fdfs_proto::storage_msg::*;
+use fdfs_proto::msg::*;
 use fdfs_proto::IpSize;
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! Every decoder of `tracker_msg`: the first byte picks one, the rest is the body.
+//! Every decoder of the messages to and between trackers (`msg`): the first byte picks one, the rest is the body.
 //!
 //! Besides "no panic": whatever decodes re-encodes to a body of the same length that
 //! decodes to the same value, and the layouts without text fields re-encode to exactly the
@@ -6,7 +6,7 @@
 #![no_main]
 
 use fdfs_proto::codec::{Reader, Writer};
-use fdfs_proto::tracker_msg::*;
+use fdfs_proto::msg::*;
 use fdfs_proto::IpSize;
 use libfuzzer_sys::fuzz_target;
 
@@ -50,14 +50,14 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 => {
-            if let Ok(q) = FileQuery::decode(body) {
+            if let Ok(q) = FileRef::decode_query(body) {
                 assert!(fdfs_proto::valid_group_name(&q.group));
                 // A NUL ends the file name; without one the body comes back byte for byte
                 // (the group field is NUL-padded text).
                 if !body[16..].contains(&0) {
                     let raw = q.encode();
                     assert_eq!(raw[16..], body[16..]);
-                    assert_eq!(FileQuery::decode(&raw).unwrap(), q);
+                    assert_eq!(FileRef::decode_query(&raw).unwrap(), q);
                 }
             }
         }

@@ -32,7 +32,7 @@ use fdfs_proto::cmd;
 use fdfs_proto::header::{Header, HEADER_LEN};
 use fdfs_proto::http::modconf::ModConf;
 use fdfs_proto::http::peers::{list_storage_request, parse_list_storage, Peer};
-use fdfs_proto::tracker_msg::GroupStat;
+use fdfs_proto::msg::GroupStat;
 use ngx::ffi::*;
 use ngx::http::HttpModuleMainConf;
 

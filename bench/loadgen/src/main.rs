@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use fdfs_client::StorageClient;
-use fdfs_proto::tracker_msg::{FetchTargets, FileQuery, StoreTarget};
-use fdfs_proto::{cmd, fileid};
+use fdfs_proto::fileid;
+use fdfs_proto::msg::FileRef;
+use fdfs_proto::msg::{Fetch, QueryFetch, QueryStore};
 use fdfs_runtime::{Connection, Error};
 use rand::Rng;
 
@@ -104,12 +105,7 @@ impl Session {
         let (addr, path) = match direct {
             Some(a) => (a, -1),
             None => {
-                let t = StoreTarget::decode(
-                    &self
-                        .tracker()
-                        .request(cmd::QUERY_STORE_WITHOUT_GROUP_ONE, &[])
-                        .await?,
-                )?;
+                let t = self.tracker().call(&QueryStore { group: None }).await?;
                 (
                     addr_of(&t.server.ip, t.server.port)?,
                     t.store_path_index as i8,
@@ -133,15 +129,14 @@ impl Session {
         let addr = match direct {
             Some(a) => a,
             None => {
-                let q = FileQuery {
-                    group: group.to_string(),
-                    filename: remote.to_string(),
+                let q = QueryFetch {
+                    kind: Fetch::One,
+                    file: FileRef {
+                        group: group.to_string(),
+                        filename: remote.to_string(),
+                    },
                 };
-                let reply = self
-                    .tracker()
-                    .request(cmd::QUERY_FETCH_ONE, &q.encode())
-                    .await?;
-                let t = FetchTargets::decode(&reply, None)?;
+                let t = self.tracker().call(&q).await?;
                 let s = t
                     .servers
                     .first()

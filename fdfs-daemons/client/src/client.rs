@@ -6,8 +6,8 @@ use std::path::Path;
 
 use fdfs_proto::fileid::{FileKind, RemoteName, Source};
 use fdfs_proto::metadata::Pairs;
-use fdfs_proto::storage_msg::StoredFile;
-use fdfs_proto::tracker_msg::ServerAddr;
+use fdfs_proto::msg::ServerAddr;
+use fdfs_proto::msg::StoredFile;
 use fdfs_runtime::Error;
 use tokio::io::AsyncRead;
 

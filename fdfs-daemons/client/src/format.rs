@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use fdfs_proto::fileid::FileKind;
+use fdfs_proto::msg::{GroupStat, StorageStat};
 use fdfs_proto::status;
-use fdfs_proto::tracker_msg::{GroupStat, StorageStat};
 
 use crate::client::FileDetails;
 
@@ -133,10 +133,10 @@ fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
 /// The label `fdfs_monitor` prints for a counter: the wire name, except that upstream
 /// spells one of them `stotal_download_bytes`; scripts that parse the output expect it.
 fn counter_label(index: usize) -> &'static str {
-    if index == fdfs_proto::tracker_msg::counter::TOTAL_DOWNLOAD_BYTES {
+    if index == fdfs_proto::msg::counter::TOTAL_DOWNLOAD_BYTES {
         "stotal_download_bytes"
     } else {
-        fdfs_proto::tracker_msg::COUNTER_NAMES[index]
+        fdfs_proto::msg::COUNTER_NAMES[index]
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use fdfs_proto::fileid::valid_ext;
 use fdfs_proto::metadata::{self, Pairs};
-use fdfs_proto::storage_msg::{
+use fdfs_proto::msg::{ActiveTest, GetMetadata};
+use fdfs_proto::msg::{
     AppendHead, Download, FileInfoReply, FileRef, ModifyHead, SetMetadata, SlaveHead, StoredFile,
     Truncate, UploadHead,
 };
@@ -91,7 +92,7 @@ impl StorageClient {
 
     /// 111: checks the storage is alive.
     pub async fn active_test(&mut self) -> Result<(), Error> {
-        self.conn.request(cmd::ACTIVE_TEST, &[]).await.map(|_| ())
+        self.conn.call(&ActiveTest).await
     }
 
     /// Sends `head` then exactly `size` bytes from `reader`, in chunks, and reads the
@@ -401,15 +402,16 @@ impl StorageClient {
 
     /// 15: reads the metadata of a file.
     pub async fn get_metadata(&mut self, group: &str, filename: &str) -> Result<Pairs, Error> {
-        let reply = self
-            .conn
-            .request(cmd::GET_METADATA, &file_ref(group, filename))
-            .await?;
+        let file = FileRef {
+            group: group.to_string(),
+            filename: filename.to_string(),
+        };
+        let reply = self.conn.call(&GetMetadata(file)).await?;
         Ok(metadata::unpack(&reply))
     }
 
     /// 22: size, timestamp, CRC32 and source of a file; `flags` from
-    /// [`fdfs_proto::storage_msg::file_info_flag`].
+    /// [`fdfs_proto::msg::file_info_flag`].
     pub async fn query_file_info(
         &mut self,
         group: &str,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use fdfs_client::storage::CHUNK_SIZE;
 use fdfs_client::{Client, Error, StorageClient, TrackerClient};
-use fdfs_proto::storage_msg::StoredFile;
-use fdfs_proto::tracker_msg::{FetchTargets, ServerAddr, StoreTarget};
+use fdfs_proto::msg::StoredFile;
+use fdfs_proto::msg::{FetchTargets, ServerAddr, StoreTarget};
 use fdfs_proto::IpSize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};

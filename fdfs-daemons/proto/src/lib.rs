@@ -14,10 +14,9 @@ pub mod fileid;
 pub mod header;
 pub mod http;
 pub mod metadata;
+pub mod msg;
 pub mod status;
-pub mod storage_msg;
 pub mod token;
-pub mod tracker_msg;
 
 pub use codec::{ProtoError, Reader, Writer};
 pub use header::Header;

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use fdfs_proto::header::HEADER_LEN;
+use fdfs_proto::msg::{Reply, Request};
 use fdfs_proto::{cmd, errno, Header, ProtoError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -333,6 +334,13 @@ impl Connection {
             return Err(Error::Status(header.status));
         }
         Ok(header.body_len(max_body)?)
+    }
+
+    /// Sends a typed request and decodes its reply (an errno reply is
+    /// [`Error::Status`]).
+    pub async fn call<R: Request>(&mut self, req: &R) -> Result<R::Reply, Error> {
+        let body = self.request(req.cmd(), &req.body()).await?;
+        Ok(R::Reply::from_body(&body)?)
     }
 
     /// Sends a request and reads its whole reply body.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fdfs_proto::fileid::{FileKind, RemoteName};
-use fdfs_proto::storage_msg::Download;
+use fdfs_proto::msg::Download;
 use fdfs_proto::{cmd, Header};
 use tracing::{error, info, warn};
 

@@ -31,9 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use fdfs_proto::fileid::{FileKind, RemoteName, Source};
-use fdfs_proto::storage_msg::{FetchOnePathBinlog, INFINITE_LEN};
-use fdfs_proto::tracker_msg::{GroupStat, StorageBrief, StorageSelector, StorageStat};
-use fdfs_proto::{cmd, errno, status, Header, GROUP_NAME_LEN};
+use fdfs_proto::msg::ListOneGroup;
+use fdfs_proto::msg::{FetchOnePathBinlog, INFINITE_LEN};
+use fdfs_proto::msg::{StorageBrief, StorageSelector, StorageStat};
+use fdfs_proto::{cmd, errno, status, Header};
 use fdfs_runtime::{Connection, Error};
 use tracing::{error, info, warn};
 
@@ -361,13 +362,12 @@ enum RecoverFrom {
 
 /// An ACTIVE peer of the group to recover store path `index` from.
 async fn find_source(st: &Storage, index: usize) -> Result<RecoverFrom, Error> {
-    let mut group = st.cfg.group_name.as_bytes().to_vec();
-    group.resize(GROUP_NAME_LEN, 0);
-    match crate::sync::first_tracker_request(st, cmd::SERVER_LIST_ONE_GROUP, &group).await {
-        Ok(reply) => {
-            let n = GroupStat::decode_list(&reply)?
-                .first()
-                .map_or(0, |g| g.store_path_count);
+    let group = ListOneGroup {
+        group: st.cfg.group_name.clone(),
+    };
+    match crate::sync::first_tracker_call(st, &group).await {
+        Ok(groups) => {
+            let n = groups.first().map_or(0, |g| g.store_path_count);
             // A path the group's storages do not have (added here before them) is new.
             if n > 0 && index as i64 >= n {
                 return Ok(RecoverFrom::Nothing(format!(
@@ -381,13 +381,11 @@ async fn find_source(st: &Storage, index: usize) -> Result<RecoverFrom, Error> {
         ),
         Err(e) => return Err(e),
     }
-    let body = StorageSelector {
+    let selector = StorageSelector {
         group: st.cfg.group_name.clone(),
         storage_id: None,
-    }
-    .encode();
-    let reply = crate::sync::first_tracker_request(st, cmd::SERVER_LIST_STORAGE, &body).await?;
-    let list = StorageStat::decode_list(&reply)?;
+    };
+    let list = crate::sync::first_tracker_call(st, &selector).await?;
     let me = crate::sync::my_id(st).unwrap_or_default();
     let others: Vec<&StorageStat> = list
         .iter()

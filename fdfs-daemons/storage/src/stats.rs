@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use fdfs_proto::config::IniFile;
-use fdfs_proto::tracker_msg::{StorageCounters, COUNTER_NAMES};
+use fdfs_proto::msg::{StorageCounters, COUNTER_NAMES};
 
-pub use fdfs_proto::tracker_msg::counter;
+pub use fdfs_proto::msg::counter;
 
 pub struct Stats {
     counters: [AtomicI64; 38],

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fdfs_proto::config::{IniFile, SpaceLimit};
-use fdfs_proto::tracker_msg::{
-    BeatReply, DiskUsage, JoinReply, JoinRequest, StorageBrief, SyncReport, SyncSource,
-    TrackerStatus,
+use fdfs_proto::msg::{
+    Beat, NotifyReselectLeader, ParameterReq, Request, SyncDestQuery, SyncDestReq, SyncNotify,
+    TrackerGetStatus,
 };
-use fdfs_proto::{cmd, errno, status, IpSize, VERSION_TEXT};
+use fdfs_proto::msg::{BeatReply, DiskUsage, JoinRequest, StorageBrief, SyncReport, SyncSource};
+use fdfs_proto::{errno, status, IpSize, VERSION_TEXT};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::{unix_now, Connection, Error};
 use tracing::{info, warn};
@@ -75,12 +76,11 @@ async fn resolve(text: &str) -> Result<SocketAddr, Error> {
 }
 
 /// One request to `tracker` on a connection of its own, with short timeouts.
-pub(crate) async fn short_call(
+pub(crate) async fn short_call<R: Request>(
     st: &Storage,
     tracker: &str,
-    command: u8,
-    body: &[u8],
-) -> Result<Vec<u8>, Error> {
+    req: &R,
+) -> Result<R::Reply, Error> {
     let addr = resolve(tracker).await?;
     let mut conn = crate::sync::connect_with(
         st,
@@ -89,7 +89,7 @@ pub(crate) async fn short_call(
         st.cfg.network_timeout.min(SHORT_CALL_NETWORK_TIMEOUT),
     )
     .await?;
-    let reply = conn.request(command, body).await;
+    let reply = conn.call(req).await;
     conn.quit().await;
     reply
 }
@@ -196,15 +196,14 @@ async fn leader_announced(st: Arc<Storage>, links: Arc<Links>, from: String, bri
         if old != index {
             let old_host = &st.cfg.tracker_servers[old];
             let new_host = &st.cfg.tracker_servers[index];
-            let still_leads = match short_call(&st, old_host, cmd::TRACKER_GET_STATUS, &[]).await {
-                Ok(body) => TrackerStatus::decode(&body).is_ok_and(|s| s.if_leader),
-                Err(_) => false,
-            };
+            let still_leads = short_call(&st, old_host, &TrackerGetStatus)
+                .await
+                .is_ok_and(|s| s.if_leader);
             if still_leads {
                 warn!("two tracker leaders: {old_host} and {new_host}; asking both to elect again");
                 let (a, b) = tokio::join!(
-                    short_call(&st, old_host, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]),
-                    short_call(&st, new_host, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]),
+                    short_call(&st, old_host, &NotifyReselectLeader),
+                    short_call(&st, new_host, &NotifyReselectLeader),
                 );
                 for (host, result) in [(old_host, a), (new_host, b)] {
                     match result {
@@ -239,7 +238,7 @@ async fn session(
     let my_ip = conn.local_addr()?.ip();
     st.learn_ip(my_ip);
 
-    let params = conn.request(cmd::STORAGE_PARAMETER_REQ, &[]).await?;
+    let params = conn.call(&ParameterReq).await?;
     apply_parameters(st, &params);
 
     let init = links.init.lock().unwrap().clone();
@@ -258,7 +257,7 @@ async fn session(
         tracker_ip: addr.ip().to_canonical().to_string(),
         trackers: st.cfg.tracker_servers.clone(),
     };
-    let reply = JoinReply::decode(&conn.request(cmd::STORAGE_JOIN, &join.encode()).await?)?;
+    let reply = conn.call(&join).await?;
     info!(
         "joined tracker {tracker} as {} in {}, status {}",
         st.my_ip().unwrap_or(my_ip),
@@ -276,25 +275,20 @@ async fn session(
         && !init.sync_src_server.is_empty()
         && reply.status != status::ACTIVE
         && reply.status != status::INIT
-        && SyncSource::decode(&conn.request(cmd::STORAGE_SYNC_DEST_QUERY, &[]).await?)?.is_none();
+        && conn.call(&SyncDestQuery).await?.is_none();
     if init.sync_old_done && (!*told || reply.status == status::INIT || source_unknown) {
-        let src = (!init.sync_src_server.is_empty()).then(|| SyncSource {
+        // No source: an empty id.
+        let known = !init.sync_src_server.is_empty();
+        let src = SyncSource {
             src_id: init.sync_src_server.clone(),
-            until_timestamp: init.sync_until_timestamp,
-        });
-        let body = src.map(|s| s.encode()).unwrap_or_else(|| {
-            SyncSource {
-                src_id: String::new(),
-                until_timestamp: 0,
-            }
-            .encode()
-        });
-        conn.request(cmd::STORAGE_SYNC_NOTIFY, &body).await?;
+            until_timestamp: if known { init.sync_until_timestamp } else { 0 },
+        };
+        conn.call(&SyncNotify(src)).await?;
     }
     if !init.sync_old_done {
         // First start: the tracker says whether an existing member must copy its files
         // to us first, and from when.
-        let src = SyncSource::decode(&conn.request(cmd::STORAGE_SYNC_DEST_REQ, &[]).await?)?;
+        let src = conn.call(&SyncDestReq).await?;
         let mut flag = links.init.lock().unwrap();
         flag.sync_old_done = true;
         if let Some(src) = &src {
@@ -358,14 +352,17 @@ async fn leader_news(
 async fn beat(st: &Storage, conn: &mut Connection) -> Result<Option<StorageBrief>, Error> {
     let mut counters = st.stats.snapshot();
     counters.last_heart_beat_time = unix_now();
-    let reply = conn.request(cmd::STORAGE_BEAT, &counters.encode()).await?;
-    handle_beat_reply(st, &reply)
+    let reply = conn
+        .call(&Beat {
+            counters: Some(counters),
+        })
+        .await?;
+    handle_beat_reply(st, reply)
 }
 
 /// Takes the group member list a (leader) tracker sends when it changed; returns the
 /// leader it announced, if it did.
-fn handle_beat_reply(st: &Storage, raw: &[u8]) -> Result<Option<StorageBrief>, Error> {
-    let reply = BeatReply::decode(raw)?;
+fn handle_beat_reply(st: &Storage, reply: BeatReply) -> Result<Option<StorageBrief>, Error> {
     if let Some(members) = reply.group_members {
         let list: Vec<String> = members
             .iter()
@@ -388,10 +385,9 @@ async fn sync_report(
     if entries.is_empty() || *reported == Some(version) {
         return Ok(None);
     }
-    let body = SyncReport { entries }.encode();
-    let reply = conn.request(cmd::STORAGE_SYNC_REPORT, &body).await?;
+    let reply = conn.call(&SyncReport { entries }).await?;
     *reported = Some(version);
-    handle_beat_reply(st, &reply)
+    handle_beat_reply(st, reply)
 }
 
 async fn report_disk_usage(
@@ -407,16 +403,16 @@ async fn report_disk_usage(
             .map(|p| (p.total_mb() as i64, p.free_mb() as i64))
             .collect(),
     };
-    let reply = conn
-        .request(cmd::STORAGE_REPORT_DISK_USAGE, &usage.encode())
-        .await?;
-    handle_beat_reply(st, &reply)
+    let reply = conn.call(&usage).await?;
+    handle_beat_reply(st, reply)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::{eventually, storage, FakeTracker};
+    use fdfs_proto::cmd;
+    use fdfs_proto::msg::{JoinReply, TrackerStatus};
 
     #[test]
     fn host_port_forms() {

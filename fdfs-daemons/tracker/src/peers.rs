@@ -20,8 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fdfs_proto::tracker_msg::{sys_file, JoinLeader, SysFileChunk, SysFileRequest, TrackerStatus};
-use fdfs_proto::{cmd, errno, VERSION_TEXT};
+use fdfs_proto::msg::{sys_file, JoinLeader, SysFileRequest};
+use fdfs_proto::msg::{
+    NextLeader, NotifyReselectLeader, PingLeader, Request, SysFilesEnd, SysFilesStart,
+    TrackerGetStatus,
+};
+use fdfs_proto::{errno, VERSION_TEXT};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::{Connection, Error};
 use rand::Rng;
@@ -187,7 +191,7 @@ async fn check_rival_leaders(shared: &Arc<Shared>, me: &str) -> Duration {
         let Some(&(_, addr)) = others.iter().find(|(h, _)| *h == rival.host) else {
             continue;
         };
-        match call(shared, addr, cmd::TRACKER_NOTIFY_RESELECT_LEADER, &[]).await {
+        match call(shared, addr, &NotifyReselectLeader).await {
             // Already stepped down by itself.
             Ok(_) | Err(Error::Status(errno::EOPNOTSUPP)) => {}
             Err(e) => debug!("tracker {}: 68 failed: {e}", rival.host),
@@ -220,14 +224,9 @@ async fn connect(shared: &Shared, addr: SocketAddr) -> Result<Connection, Error>
 }
 
 /// One request on a fresh connection.
-async fn call(
-    shared: &Shared,
-    addr: SocketAddr,
-    command: u8,
-    body: &[u8],
-) -> Result<Vec<u8>, Error> {
+async fn call<R: Request>(shared: &Shared, addr: SocketAddr, req: &R) -> Result<R::Reply, Error> {
     let mut conn = connect(shared, addr).await?;
-    let reply = conn.request(command, body).await;
+    let reply = conn.call(req).await;
     conn.quit().await;
     reply
 }
@@ -240,11 +239,8 @@ async fn follow(shared: &Arc<Shared>, state: &mut State, leader: &str) -> Durati
     }
     let result = match state.link.as_mut() {
         Some(link) => {
-            let counts = shared.connections.counts().encode();
-            link.conn
-                .request(cmd::TRACKER_PING_LEADER, &counts)
-                .await
-                .map(drop)
+            let ping = PingLeader(shared.connections.counts());
+            link.conn.call(&ping).await.map(drop)
         }
         None => join_leader(shared, leader).await.map(|conn| {
             state.link = Some(LeaderLink {
@@ -291,13 +287,12 @@ async fn join_leader(shared: &Shared, leader: &str) -> Result<Connection, Error>
         .await
         .ok_or_else(|| Error::Other(format!("cannot resolve {leader}")))?;
     let mut conn = connect(shared, addr).await?;
-    let body = JoinLeader {
+    let join = JoinLeader {
         up_time: shared.started,
         version: VERSION_TEXT.into(),
         server_port: shared.config.port as i64,
-    }
-    .encode();
-    match conn.request(cmd::TRACKER_JOIN_LEADER, &body).await {
+    };
+    match conn.call(&join).await {
         Ok(_) | Err(Error::Status(errno::EEXIST)) => {
             info!("joined leader {leader}");
             Ok(conn)
@@ -337,17 +332,15 @@ async fn collect_statuses(
 ) -> Vec<(Candidate, SocketAddr)> {
     let mut out = Vec::new();
     for (host, addr) in others {
-        match call(shared, *addr, cmd::TRACKER_GET_STATUS, &[]).await {
-            Ok(body) => match TrackerStatus::decode(&body) {
-                Ok(status) => out.push((
-                    Candidate {
-                        host: host.clone(),
-                        status,
-                    },
-                    *addr,
-                )),
-                Err(e) => debug!("tracker {host}: bad status reply: {e}"),
-            },
+        match call(shared, *addr, &TrackerGetStatus).await {
+            Ok(status) => out.push((
+                Candidate {
+                    host: host.clone(),
+                    status,
+                },
+                *addr,
+            )),
+            Err(Error::Proto(e)) => debug!("tracker {host}: bad status reply: {e}"),
             Err(e) => debug!("tracker {host}: no status: {e}"),
         }
     }
@@ -406,14 +399,11 @@ async fn announce(
 ) -> Result<(), String> {
     let mut notified = Vec::new();
     for (host, addr) in others {
-        match call(
-            shared,
-            *addr,
-            cmd::TRACKER_NOTIFY_NEXT_LEADER,
-            me.as_bytes(),
-        )
-        .await
-        {
+        let notify = NextLeader {
+            commit: false,
+            host: me.to_string(),
+        };
+        match call(shared, *addr, &notify).await {
             Ok(_) => notified.push((host, *addr)),
             Err(Error::Status(e)) => {
                 return Err(format!("{host} refused {me} as next leader (errno {e})"))
@@ -421,8 +411,12 @@ async fn announce(
             Err(e) => debug!("tracker {host} unreachable for the notification: {e}"),
         }
     }
+    let commit = NextLeader {
+        commit: true,
+        host: me.to_string(),
+    };
     for (host, addr) in notified {
-        match call(shared, addr, cmd::TRACKER_COMMIT_NEXT_LEADER, me.as_bytes()).await {
+        match call(shared, addr, &commit).await {
             Ok(_) => {}
             Err(Error::Status(e)) => {
                 return Err(format!("{host} refused the commit of {me} (errno {e})"))
@@ -464,7 +458,7 @@ async fn fetch_sys_files(
     addr: SocketAddr,
 ) -> Result<Vec<crate::cluster::Group>, Error> {
     let mut conn = connect(shared, addr).await?;
-    conn.request(cmd::TRACKER_GET_SYS_FILES_START, &[]).await?;
+    conn.call(&SysFilesStart).await?;
     let dir = shared.config.data_dir().join("sys_files_copy");
     std::fs::create_dir_all(&dir)?;
     for index in 0..sys_file::COUNT {
@@ -474,10 +468,7 @@ async fn fetch_sys_files(
                 index,
                 offset: content.len() as i64,
             };
-            let reply = conn
-                .request(cmd::TRACKER_GET_ONE_SYS_FILE, &ask.encode())
-                .await?;
-            let chunk = SysFileChunk::decode(&reply)?;
+            let chunk = conn.call(&ask).await?;
             content.extend_from_slice(&chunk.content);
             if content.len() as i64 >= chunk.file_size || chunk.content.is_empty() {
                 break;
@@ -487,7 +478,7 @@ async fn fetch_sys_files(
             std::fs::write(dir.join(name), &content)?;
         }
     }
-    conn.request(cmd::TRACKER_GET_SYS_FILES_END, &[]).await?;
+    conn.call(&SysFilesEnd).await?;
     conn.quit().await;
     let groups = persist::load(&dir);
     let _ = std::fs::remove_dir_all(&dir);

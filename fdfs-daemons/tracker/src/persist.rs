@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use fdfs_proto::config::{IniFile, Section};
+use fdfs_proto::msg::COUNTER_NAMES;
 use fdfs_proto::status;
-use fdfs_proto::tracker_msg::COUNTER_NAMES;
 
 use crate::cluster::{Cluster, Group, Storage, Synced};
 
@@ -40,7 +40,7 @@ impl Files {
     /// A sys file as 63 GET_ONE_SYS_FILE hands it out (index 3, the change log, is not
     /// kept: empty).
     pub fn sys_file(&self, index: u8) -> &[u8] {
-        use fdfs_proto::tracker_msg::sys_file;
+        use fdfs_proto::msg::sys_file;
         match index {
             sys_file::GROUPS => self.groups.as_bytes(),
             sys_file::SERVERS => self.servers.as_bytes(),
@@ -52,7 +52,7 @@ impl Files {
 
 /// The file name behind a sys file index (63), when we keep that file.
 pub fn sys_file_name(index: u8) -> Option<&'static str> {
-    use fdfs_proto::tracker_msg::sys_file;
+    use fdfs_proto::msg::sys_file;
     match index {
         sys_file::GROUPS => Some(GROUPS_FILE),
         sys_file::SERVERS => Some(SERVERS_FILE),
@@ -335,8 +335,8 @@ mod tests {
     use super::*;
     use crate::cluster::tests::{active, join_req};
     use crate::config::Placement;
+    use fdfs_proto::msg::{StorageCounters, SyncReport};
     use fdfs_proto::status::{ACTIVE, OFFLINE, WAIT_SYNC};
-    use fdfs_proto::tracker_msg::{StorageCounters, SyncReport};
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("fdfs-tpersist-{}-{name}", std::process::id()));

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use fdfs_proto::errno;
-use fdfs_proto::tracker_msg::{ConnCounts, JoinLeader, TrackerStatus};
+use fdfs_proto::msg::{ConnCounts, JoinLeader, TrackerStatus};
 use tracing::info;
 
 use crate::refusal::Refusal;

@@ -53,9 +53,9 @@ impl ConnectionGauge {
         self.current.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn counts(&self) -> fdfs_proto::tracker_msg::ConnCounts {
+    pub fn counts(&self) -> fdfs_proto::msg::ConnCounts {
         let peak = self.peak.load(Ordering::Relaxed);
-        fdfs_proto::tracker_msg::ConnCounts {
+        fdfs_proto::msg::ConnCounts {
             alloc: peak,
             current: self.current.load(Ordering::Relaxed),
             max: peak,
@@ -315,7 +315,7 @@ fn dispatch(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
         cmd::SERVER_DELETE_STORAGE => service::delete_storage(shared, req),
         cmd::SERVER_DELETE_GROUP => service::delete_group(shared, req),
         cmd::SERVER_GET_LEADER => tracker_cmds::get_leader(shared, req),
-        tracker_cmds::SERVER_TRACKER_CLUSTER_STAT => tracker_cmds::cluster_stat(shared, req),
+        cmd::SERVER_TRACKER_CLUSTER_STAT => tracker_cmds::cluster_stat(shared, req),
         cmd::SERVER_STORAGE_CLUSTER_STAT => service::storage_cluster_stat(shared, req),
         cmd::SERVER_STORAGE_VOLUMN_STAT => service::volume_stat(shared, req),
         cmd::SERVER_SET_TRUNK_SERVER => service::set_trunk_server(shared, req),

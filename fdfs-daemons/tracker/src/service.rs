@@ -3,11 +3,13 @@
 //! and encodes the reply.
 
 use fdfs_proto::codec::{Reader, Writer};
-use fdfs_proto::tracker_msg::{
-    get_group, FetchTargets, FileQuery, GroupStat, StorageClusterFilter, StorageSelector,
-    StorageStat, StoreTarget, StoreTargets, VolumeFilter,
+use fdfs_proto::msg::DeleteStorage;
+use fdfs_proto::msg::FileRef;
+use fdfs_proto::msg::{
+    get_group, FetchTargets, GroupStat, StorageClusterFilter, StorageSelector, StorageStat,
+    StoreTarget, StoreTargets, VolumeFilter,
 };
-use fdfs_proto::{cmd, errno, GROUP_NAME_LEN, STORAGE_ID_LEN};
+use fdfs_proto::{cmd, errno, GROUP_NAME_LEN};
 use fdfs_runtime::unix_now;
 use tracing::info;
 
@@ -67,7 +69,7 @@ pub fn query_store(shared: &Shared, req: &Request<'_>) -> Reply {
 
 /// 102/103/105.
 pub fn query_fetch(shared: &Shared, req: &Request<'_>) -> Reply {
-    let query = FileQuery::decode(req.body)?;
+    let query = FileRef::decode_query(req.body)?;
     let kind = match req.cmd {
         cmd::QUERY_FETCH_ONE => FetchKind::One,
         cmd::QUERY_FETCH_ALL => FetchKind::All,
@@ -127,18 +129,14 @@ pub fn volume_stat(shared: &Shared, req: &Request<'_>) -> Reply {
 
 /// 93: group + storage id (1..15 bytes).
 pub fn delete_storage(shared: &Shared, req: &Request<'_>) -> Reply {
-    let body = req.body;
-    if body.len() <= GROUP_NAME_LEN || body.len() >= GROUP_NAME_LEN + STORAGE_ID_LEN {
-        return Err(Refusal::invalid(format!(
-            "body is {} bytes, expected 17..=31",
-            body.len()
-        )));
-    }
-    let mut r = Reader::new(body);
-    let group = get_group(&mut r)?;
-    let id = r.str(r.remaining(), "storage id")?;
-    shared.cluster().delete_storage(&group, &id)?;
-    info!("storage {id} of {group} deleted on request of {}", req.peer);
+    let del = DeleteStorage::decode(req.body)?;
+    shared
+        .cluster()
+        .delete_storage(&del.group, &del.storage_id)?;
+    info!(
+        "storage {} of {} deleted on request of {}",
+        del.storage_id, del.group, req.peer
+    );
     Ok(Vec::new())
 }
 

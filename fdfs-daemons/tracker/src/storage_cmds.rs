@@ -4,11 +4,12 @@
 use std::fmt::Write as _;
 
 use fdfs_proto::codec::{Reader, Writer};
-use fdfs_proto::tracker_msg::{
-    get_group, BeatReply, DiskUsage, GetMyIp, JoinRequest, StorageBrief, StorageCounters,
-    SyncReport, SyncSource,
+use fdfs_proto::msg::{
+    BeatReply, DiskUsage, GetMyIp, JoinRequest, StorageBrief, StorageCounters, SyncReport,
+    SyncSource,
 };
-use fdfs_proto::{errno, GROUP_NAME_LEN, STORAGE_ID_LEN};
+use fdfs_proto::msg::{GroupHost, ReportStatus, SyncSrcReq};
+use fdfs_proto::{errno, STORAGE_ID_LEN};
 use fdfs_runtime::unix_now;
 use tracing::info;
 
@@ -167,21 +168,17 @@ pub fn sync_dest_query(shared: &Shared, session: &mut Session, _req: &Request<'_
 
 /// 86: group + destination id.
 pub fn sync_src_req(shared: &Shared, req: &Request<'_>) -> Reply {
-    expect_len(req.body, GROUP_NAME_LEN + STORAGE_ID_LEN)?;
-    let mut r = Reader::new(req.body);
-    let group = get_group(&mut r)?;
-    let dest = r.fixed_str(STORAGE_ID_LEN, "dest id")?;
-    let source = shared.cluster().sync_src_req(&group, &dest)?;
+    let ask = SyncSrcReq::decode(req.body)?;
+    let source = shared.cluster().sync_src_req(&ask.group, &ask.dest_id)?;
     Ok(encode_source(source))
 }
 
 /// 76: group + brief of the storage whose status is reported.
 pub fn report_status(shared: &Shared, req: &Request<'_>) -> Reply {
-    expect_len(req.body, GROUP_NAME_LEN + StorageBrief::LEN)?;
-    let mut r = Reader::new(req.body);
-    let group = get_group(&mut r)?;
-    let brief = StorageBrief::decode_from(&mut r)?;
-    shared.cluster().report_status(&group, &brief)?;
+    let report = ReportStatus::decode(req.body)?;
+    shared
+        .cluster()
+        .report_status(&report.group, &report.brief)?;
     Ok(Vec::new())
 }
 
@@ -287,14 +284,8 @@ pub fn changelog_req(_shared: &Shared, _req: &Request<'_>) -> Reply {
 
 /// Body of 70/71: group + `ip:port` (6.16) or group [+ ip] (older).
 fn group_and_host(req: &Request<'_>) -> Result<(String, String, Option<u16>), Refusal> {
-    if req.body.len() < GROUP_NAME_LEN {
-        return Err(Refusal::invalid("body shorter than a group name"));
-    }
-    let mut r = Reader::new(req.body);
-    let group = get_group(&mut r)?;
-    let text = r.str(r.remaining(), "host")?;
-    let text = text.trim_matches(char::from(0)).trim();
-    let (ip, port) = split_host_port(text);
+    let GroupHost { group, host } = GroupHost::decode(req.body)?;
+    let (ip, port) = split_host_port(&host);
     let ip = if ip.is_empty() {
         req.peer_ip().to_string()
     } else {

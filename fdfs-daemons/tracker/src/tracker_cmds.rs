@@ -2,10 +2,11 @@
 //! 66/67 leader hand-over, 58/65 followers, 61–63 sys files), plus 68 from storages and
 //! the leader queries of admin tools (95, 96).
 
-use fdfs_proto::tracker_msg::{
-    JoinLeader, SysFileChunk, SysFileRequest, TrackerClusterFilter, TrackerInfo, IP_PORT_SIZE,
+use fdfs_proto::msg::NextLeader;
+use fdfs_proto::msg::{
+    JoinLeader, SysFileChunk, SysFileRequest, TrackerClusterFilter, TrackerInfo,
 };
-use fdfs_proto::{errno, tracker_msg::ConnCounts, VERSION_TEXT};
+use fdfs_proto::{errno, msg::ConnCounts, VERSION_TEXT};
 use fdfs_runtime::unix_now;
 use tracing::{info, warn};
 
@@ -13,9 +14,6 @@ use crate::persist;
 use crate::refusal::{Refusal, Reply};
 use crate::relationship::{host_of, split_host, FOLLOWER_ACTIVE_SECS};
 use crate::server::{Request, Session, Shared};
-
-/// 96 SERVER_TRACKER_CLUSTER_STAT (6.16; not in `fdfs_proto::cmd`).
-pub const SERVER_TRACKER_CLUSTER_STAT: u8 = 96;
 
 /// 63 hands out sys files in chunks of at most this size.
 pub const SYS_FILE_CHUNK: usize = 8 * 1024;
@@ -32,24 +30,11 @@ fn expect_empty(body: &[u8]) -> Result<(), Refusal> {
 
 /// The `ip:port` text body of 66/67.
 fn host_body(body: &[u8]) -> Result<String, Refusal> {
-    if body.is_empty() || body.len() > IP_PORT_SIZE {
-        return Err(Refusal::invalid(format!(
-            "body is {} bytes, expected 1..={IP_PORT_SIZE}",
-            body.len()
-        )));
-    }
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    let text = std::str::from_utf8(&body[..end])
-        .map_err(|_| Refusal::invalid("tracker address is not UTF-8"))?
-        .trim();
-    if text.is_empty() {
-        return Err(Refusal::invalid("empty tracker address"));
-    }
-    Ok(text.to_string())
+    Ok(NextLeader::decode_host(body)?)
 }
 
 /// This tracker's 64 status, computed locally.
-pub fn local_status(shared: &Shared) -> Result<fdfs_proto::tracker_msg::TrackerStatus, Refusal> {
+pub fn local_status(shared: &Shared) -> Result<fdfs_proto::msg::TrackerStatus, Refusal> {
     let has_groups = shared.cluster().has_groups();
     shared.peers().status(
         has_groups,

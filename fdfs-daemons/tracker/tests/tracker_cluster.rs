@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use fdfs_client::tracker::TrackerClient;
 use fdfs_proto::fileid::{normal_size_field, remote_name, PackedName, Source};
-use fdfs_proto::status::{ACTIVE, OFFLINE};
-use fdfs_proto::tracker_msg::{
-    beat_flag, sys_file, BeatReply, DiskUsage, FetchTargets, FileQuery, JoinRequest,
-    StorageSelector, StorageStat, StoreTarget, SysFileChunk, SysFileRequest, TrackerClusterFilter,
-    TrackerInfo, TrackerStatus,
+use fdfs_proto::msg::FileRef;
+use fdfs_proto::msg::{
+    beat_flag, sys_file, BeatReply, DiskUsage, FetchTargets, JoinRequest, StorageSelector,
+    StorageStat, StoreTarget, SysFileChunk, SysFileRequest, TrackerClusterFilter, TrackerInfo,
+    TrackerStatus,
 };
+use fdfs_proto::status::{ACTIVE, OFFLINE};
 use fdfs_proto::{cmd, errno};
 use fdfs_runtime::server::ShutdownTrigger;
 use fdfs_runtime::{unix_now, Connection, Error};
@@ -269,7 +270,7 @@ fn file_of(ip: &str) -> Vec<u8> {
         size_field: normal_size_field(10, 7),
         crc32: 0x1234_5678,
     };
-    FileQuery {
+    FileRef {
         group: "group1".into(),
         filename: remote_name(0, 0x1A, 0x2B, &format!("{}0000txt", packed.encode())),
     }

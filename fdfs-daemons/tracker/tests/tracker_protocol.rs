@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fdfs_proto::fileid::{normal_size_field, remote_name, PackedName, Source, SIZE_FLAG_APPENDER};
-use fdfs_proto::status::{ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
-use fdfs_proto::tracker_msg::{
-    BeatReply, DiskUsage, FetchTargets, FileQuery, GroupStat, JoinReply, JoinRequest,
-    StorageClusterFilter, StorageClusterStat, StorageSelector, StorageStat, StoreTarget,
-    StoreTargets, SyncSource, VolumeFilter, VolumeStat,
+use fdfs_proto::msg::FileRef;
+use fdfs_proto::msg::{
+    BeatReply, DiskUsage, FetchTargets, GroupStat, JoinReply, JoinRequest, StorageClusterFilter,
+    StorageClusterStat, StorageSelector, StorageStat, StoreTarget, StoreTargets, SyncSource,
+    VolumeFilter, VolumeStat,
 };
+use fdfs_proto::status::{ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
 use fdfs_proto::{cmd, errno, Header};
 use fdfs_runtime::server::ShutdownTrigger;
 use fdfs_runtime::{unix_now, Connection, Error};
@@ -297,7 +298,7 @@ async fn storages_join_and_clients_are_placed() {
     assert_eq!(status_errno(unknown), errno::ENOENT);
 
     // Reads and updates of a fresh file go to its source.
-    let query = FileQuery {
+    let query = FileRef {
         group: "group1".into(),
         filename: file_name("127.0.0.12", unix_now() - 10, normal_size_field(100, 5)),
     };
@@ -312,7 +313,7 @@ async fn storages_join_and_clients_are_placed() {
         assert_eq!(targets.servers[0].ip, "127.0.0.12", "command {code}");
     }
     // An old file may come from any storage of the group.
-    let old = FileQuery {
+    let old = FileRef {
         filename: file_name(
             "127.0.0.12",
             unix_now() - 200_000,
@@ -326,7 +327,7 @@ async fn storages_join_and_clients_are_placed() {
         .unwrap();
     assert_eq!(body.len(), 16 + 2 * 23);
     // An appender always comes from its source.
-    let appender = FileQuery {
+    let appender = FileRef {
         filename: file_name(
             "127.0.0.11",
             unix_now() - 200_000,
@@ -350,7 +351,7 @@ async fn storages_join_and_clients_are_placed() {
         status_errno(c.request(cmd::QUERY_FETCH_ONE, &bad).await),
         errno::EINVAL
     );
-    let elsewhere = FileQuery {
+    let elsewhere = FileRef {
         group: "group9".into(),
         ..query.clone()
     };
@@ -482,7 +483,7 @@ async fn storages_join_and_clients_are_placed() {
         .conn
         .request(
             cmd::STORAGE_GET_MY_IP,
-            &fdfs_proto::tracker_msg::GetMyIp {
+            &fdfs_proto::msg::GetMyIp {
                 group: "group1".into(),
                 port: 23000,
             }

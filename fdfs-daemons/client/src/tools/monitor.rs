@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 
-use fdfs_proto::tracker_msg::{GroupStat, StorageSelector, StorageStat};
-use fdfs_proto::{cmd, DEFAULT_TRACKER_PORT};
+use fdfs_proto::msg::ListAllGroups;
+use fdfs_proto::msg::{GroupStat, StorageSelector};
+use fdfs_proto::DEFAULT_TRACKER_PORT;
 use fdfs_runtime::{Connection, Error};
 use rand::Rng;
 
@@ -88,9 +89,8 @@ pub fn find_tracker(servers: &[SocketAddr], wanted: SocketAddr) -> Option<usize>
 
 async fn list_on(conn: &mut Connection, only: Option<&str>) -> Result<(), ToolError> {
     let body = conn
-        .request(cmd::SERVER_LIST_ALL_GROUPS, &[])
+        .call(&ListAllGroups)
         .await
-        .and_then(|b| Ok(GroupStat::decode_list(&b)?))
         .map_err(|e| ToolError::op("list groups", &e))?;
     let mut out = String::new();
     let mut failure = None;
@@ -111,12 +111,8 @@ async fn list_on(conn: &mut Connection, only: Option<&str>) -> Result<(), ToolEr
         let sel = StorageSelector {
             group: g.group.clone(),
             storage_id: None,
-        }
-        .encode();
-        let stats = conn
-            .request(cmd::SERVER_LIST_STORAGE, &sel)
-            .await
-            .and_then(|b| Ok(StorageStat::decode_list(&b)?));
+        };
+        let stats = conn.call(&sel).await;
         if only.is_none() {
             out.push_str(&format!("\nGroup {}:\n", i + 1));
         }

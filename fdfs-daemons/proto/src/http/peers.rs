@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use crate::cmd;
 use crate::fileid::{FileInfo, Source};
 use crate::header::Header;
+use crate::msg::{StorageSelector, StorageStat};
 use crate::status;
-use crate::tracker_msg::{StorageSelector, StorageStat};
 
 /// A storage of a group as a tracker lists it (cmd 92): its address, parsed once when the
 /// listing is read, and its status (`crate::status`).
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn listing_leaves_out_storages_without_an_ipv4_address() {
         use crate::codec::Writer;
-        use crate::tracker_msg::StorageStat;
+        use crate::msg::StorageStat;
         use crate::IpSize;
         let mut w = Writer::new();
         for (ip, st) in [

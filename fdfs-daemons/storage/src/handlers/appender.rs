@@ -9,7 +9,7 @@ use fdfs_proto::errno;
 use fdfs_proto::fileid::{
     normal_size_field, remote_name, FileKind, PackedName, RemoteName, Source, FEXT_LEN,
 };
-use fdfs_proto::storage_msg::{decode_regenerate, AppendHead, ModifyHead, StoredFile, Truncate};
+use fdfs_proto::msg::{decode_regenerate, AppendHead, ModifyHead, StoredFile, Truncate};
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 

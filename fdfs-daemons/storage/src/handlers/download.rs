@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 
 use fdfs_proto::errno;
 use fdfs_proto::header::HEADER_LEN;
-use fdfs_proto::storage_msg::Download;
+use fdfs_proto::msg::Download;
 use fdfs_proto::Header;
 use fdfs_runtime::Connection;
 

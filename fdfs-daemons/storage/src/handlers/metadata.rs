@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use fdfs_proto::errno;
 use fdfs_proto::fileid::METADATA_SUFFIX;
 use fdfs_proto::metadata::{self, OP_OVERWRITE};
-use fdfs_proto::storage_msg::{FileRef, SetMetadata};
+use fdfs_proto::msg::{FileRef, SetMetadata};
 use fdfs_runtime::{unix_now, Connection};
 
 use super::{binlog_failed, flush_failed, locate, Fail, Handled};

@@ -17,7 +17,7 @@ use std::io;
 use std::path::Path;
 
 use fdfs_proto::fileid::RemoteName;
-use fdfs_proto::storage_msg::{FetchOnePathBinlog, INFINITE_LEN};
+use fdfs_proto::msg::{FetchOnePathBinlog, INFINITE_LEN};
 use fdfs_proto::{errno, Header};
 use fdfs_runtime::Connection;
 use tokio::sync::{mpsc, Semaphore};

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{FileKind, Source};
-use fdfs_proto::storage_msg::{file_info_flag, FileInfoReply, FileRef};
+use fdfs_proto::msg::{file_info_flag, FileInfoReply, FileRef};
 use fdfs_runtime::Connection;
 
 use super::{locate, mtime_of, Fail, Handled};

@@ -4,7 +4,7 @@ use std::fs;
 
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{FileKind, METADATA_SUFFIX};
-use fdfs_proto::storage_msg::FileRef;
+use fdfs_proto::msg::FileRef;
 use fdfs_runtime::{unix_now, Connection};
 
 use super::{binlog_failed, flush_failed, locate, Fail, Handled};

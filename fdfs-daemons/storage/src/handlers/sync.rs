@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fdfs_proto::errno;
-use fdfs_proto::storage_msg::{
+use fdfs_proto::msg::{
     decode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
     PIPELINE_ANSWER, PIPELINE_ASK,
 };

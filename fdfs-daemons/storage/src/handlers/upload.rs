@@ -11,7 +11,7 @@ use fdfs_proto::fileid::{
     appender_size_field, ends_like_metadata, formatted_ext, normal_size_field, remote_name,
     PackedName, RemoteName, BASE64_LEN, NORMAL_NAME_LEN,
 };
-use fdfs_proto::storage_msg::{SlaveHead, StoredFile, UploadHead};
+use fdfs_proto::msg::{SlaveHead, StoredFile, UploadHead};
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use fdfs_proto::fileid::RemoteName;
 use fdfs_proto::header::HEADER_LEN;
-use fdfs_proto::storage_msg::{
+use fdfs_proto::msg::StorageBrief;
+use fdfs_proto::msg::{
     encode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
     PIPELINE_ANSWER, PIPELINE_ASK,
 };
-use fdfs_proto::tracker_msg::StorageBrief;
 use fdfs_proto::{cmd, errno, status, Header};
 use fdfs_runtime::{Connection, Error};
 use tokio::sync::watch;

@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fdfs_proto::msg::{ReportStatus, Request, SyncSrcReq};
+use fdfs_proto::msg::{StorageBrief, SyncSource};
 use fdfs_proto::status;
-use fdfs_proto::tracker_msg::{StorageBrief, SyncSource};
-use fdfs_proto::{cmd, GROUP_NAME_LEN, STORAGE_ID_LEN};
 use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::{Connection, Error};
 use tokio::sync::watch;
@@ -198,12 +198,11 @@ fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
 
 /// One request on a short connection to a tracker; learns our own address from the
 /// connection's local end.
-pub(crate) async fn tracker_request(
+pub(crate) async fn tracker_call<R: Request>(
     st: &Storage,
     tracker: &str,
-    cmd: u8,
-    body: &[u8],
-) -> Result<Vec<u8>, Error> {
+    req: &R,
+) -> Result<R::Reply, Error> {
     let (host, port) = crate::tracker_link::parse_host_port(tracker)
         .ok_or_else(|| Error::Other(format!("bad tracker address {tracker:?}")))?;
     let addr = tokio::net::lookup_host((host.as_str(), port))
@@ -214,20 +213,19 @@ pub(crate) async fn tracker_request(
     if let Ok(local) = conn.local_addr() {
         st.learn_ip(local.ip());
     }
-    let reply = conn.request(cmd, body).await;
+    let reply = conn.call(req).await;
     conn.quit().await;
     reply
 }
 
 /// One request to the first tracker that answers it (in configuration order).
-pub(crate) async fn first_tracker_request(
+pub(crate) async fn first_tracker_call<R: Request>(
     st: &Storage,
-    cmd: u8,
-    body: &[u8],
-) -> Result<Vec<u8>, Error> {
+    req: &R,
+) -> Result<R::Reply, Error> {
     let mut last = Error::Other("no tracker configured".into());
     for t in &st.cfg.tracker_servers {
-        match tracker_request(st, t, cmd, body).await {
+        match tracker_call(st, t, req).await {
             Ok(reply) => return Ok(reply),
             Err(e) => last = e,
         }
@@ -237,20 +235,18 @@ pub(crate) async fn first_tracker_request(
 
 /// 86 SYNC_SRC_REQ: who copies the old files to `dest`, asked of the trackers in turn.
 pub async fn sync_src_req(st: &Storage, dest: &str) -> Result<Option<SyncSource>, Error> {
-    let mut w = fdfs_proto::codec::Writer::new();
-    w.fixed_str(&st.cfg.group_name, GROUP_NAME_LEN)
-        .fixed_str(dest, STORAGE_ID_LEN);
-    let body = w.finish();
+    let req = SyncSrcReq {
+        group: st.cfg.group_name.clone(),
+        dest_id: dest.to_string(),
+    };
     // Every tracker is asked: one that saw `dest` join late may not know its source
     // yet, and a "nobody" from it must not hide another tracker's answer.
     let mut last = Error::Other("no tracker configured".into());
     let mut answered = false;
     for t in &st.cfg.tracker_servers {
-        match tracker_request(st, t, cmd::STORAGE_SYNC_SRC_REQ, &body).await {
-            Ok(reply) => match SyncSource::decode(&reply)? {
-                Some(src) => return Ok(Some(src)),
-                None => answered = true,
-            },
+        match tracker_call(st, t, &req).await {
+            Ok(Some(src)) => return Ok(Some(src)),
+            Ok(None) => answered = true,
             Err(e) => last = e,
         }
     }
@@ -263,17 +259,16 @@ pub async fn sync_src_req(st: &Storage, dest: &str) -> Result<Option<SyncSource>
 
 /// 76 REPORT_STATUS: tells every tracker the status of peer `dest`.
 pub async fn report_status(st: &Storage, dest: &StorageBrief, new_status: u8) {
-    let mut w = fdfs_proto::codec::Writer::new();
-    w.fixed_str(&st.cfg.group_name, GROUP_NAME_LEN);
-    StorageBrief {
-        status: new_status,
-        ..dest.clone()
-    }
-    .encode_into(&mut w);
-    let body = w.finish();
+    let req = ReportStatus {
+        group: st.cfg.group_name.clone(),
+        brief: StorageBrief {
+            status: new_status,
+            ..dest.clone()
+        },
+    };
     for t in &st.cfg.tracker_servers {
-        match tracker_request(st, t, cmd::STORAGE_REPORT_STATUS, &body).await {
-            Ok(_) => info!(
+        match tracker_call(st, t, &req).await {
+            Ok(()) => info!(
                 "reported {}:{} as {} to tracker {t}",
                 dest.ip,
                 dest.port,
@@ -293,20 +288,18 @@ pub async fn report_status(st: &Storage, dest: &StorageBrief, new_status: u8) {
 /// and joined again as new has anew) as the trackers list it (92): the newest any
 /// tracker reports, `None` if none did.
 async fn peer_join_time(st: &Storage, peer: &StorageBrief) -> Option<i64> {
-    let body = fdfs_proto::tracker_msg::StorageSelector {
+    let req = fdfs_proto::msg::StorageSelector {
         group: st.cfg.group_name.clone(),
         storage_id: Some(peer.id.clone()),
-    }
-    .encode();
+    };
     let mut newest = None;
     for t in &st.cfg.tracker_servers {
-        let reply = crate::tracker_link::short_call(st, t, cmd::SERVER_LIST_STORAGE, &body).await;
-        match reply.map(|r| fdfs_proto::tracker_msg::StorageStat::decode_list(&r)) {
-            Ok(Ok(list)) => {
+        match crate::tracker_link::short_call(st, t, &req).await {
+            Ok(list) => {
                 let found = list.iter().filter(|s| s.id == peer.id).map(|s| s.join_time);
                 newest = newest.max(found.max());
             }
-            Ok(Err(e)) => warn!("tracker {t}: bad storage list: {e}"),
+            Err(Error::Proto(e)) => warn!("tracker {t}: bad storage list: {e}"),
             Err(e) => tracing::debug!("tracker {t}: cannot list {}: {e}", peer.id),
         }
     }
@@ -467,7 +460,8 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
 mod tests {
     use std::sync::atomic::AtomicI64;
 
-    use fdfs_proto::tracker_msg::StorageStat;
+    use fdfs_proto::cmd;
+    use fdfs_proto::msg::StorageStat;
     use fdfs_proto::IpSize;
 
     use super::*;

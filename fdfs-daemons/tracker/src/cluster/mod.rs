@@ -13,10 +13,10 @@ mod stats;
 use std::collections::{BTreeMap, BTreeSet};
 
 use fdfs_proto::errno;
-use fdfs_proto::status::{self, ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
-use fdfs_proto::tracker_msg::{
+use fdfs_proto::msg::{
     DiskUsage, JoinReply, JoinRequest, StorageBrief, StorageCounters, SyncReport, SyncSource,
 };
+use fdfs_proto::status::{self, ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
 use tracing::info;
 
 use crate::config::Placement;

@@ -4,7 +4,7 @@
 use fdfs_proto::config::SpaceLimit;
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{FileKind, RemoteName, Source};
-use fdfs_proto::tracker_msg::ServerAddr;
+use fdfs_proto::msg::ServerAddr;
 
 use super::{Cluster, Group, PathSpace, Storage, Synced};
 use crate::config::{DownloadServer, StoreLookup, StorePath, StoreServer};
@@ -408,7 +408,7 @@ mod tests {
     use super::*;
     use crate::config::Placement;
     use fdfs_proto::fileid::{normal_size_field, remote_name, PackedName, SIZE_FLAG_APPENDER};
-    use fdfs_proto::tracker_msg::{DiskUsage, StorageCounters, SyncReport};
+    use fdfs_proto::msg::{DiskUsage, StorageCounters, SyncReport};
     use std::net::Ipv4Addr;
 
     fn placement(f: impl FnOnce(&mut Placement)) -> Placement {

@@ -1,7 +1,7 @@
 //! The records of the admin listings: 90/91 (groups), 92 (storages), and the cluster
 //! wide 97 (every storage) and 98 (every group's space) of 6.16's stat tools.
 
-use fdfs_proto::tracker_msg::{
+use fdfs_proto::msg::{
     ConnCounts, GroupStat, StorageClusterEntry, StorageClusterFilter, StorageClusterStat,
     StorageStat, VolumeEntry, VolumeFilter, VolumeStat,
 };
@@ -156,8 +156,8 @@ mod tests {
     use crate::config::Placement;
     use fdfs_proto::config::SpaceLimit;
     use fdfs_proto::errno;
+    use fdfs_proto::msg::{StorageCounters, SyncReport};
     use fdfs_proto::status::ACTIVE;
-    use fdfs_proto::tracker_msg::{StorageCounters, SyncReport};
 
     #[test]
     fn group_and_storage_listings() {

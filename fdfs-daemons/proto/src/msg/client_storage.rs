@@ -1,12 +1,9 @@
-//! Requests and replies exchanged with a storage (port 23000).
+//! Client ↔ storage (port 23000): uploads, downloads, metadata, appender changes.
 //!
 //! Commands that carry file content are split in two: a fixed head (decoded here) and
 //! the content, which the server streams straight to disk and never holds in memory.
 
-use crate::codec::{ProtoError, Reader, Writer};
-use crate::fileid::{ends_like_metadata, REMOTE_NAME_MAX_LEN};
-use crate::tracker_msg::get_group;
-use crate::{valid_name_part, IpSize, EXT_NAME_MAX_LEN, GROUP_NAME_LEN, PREFIX_MAX_LEN};
+use super::*;
 
 fn ext_field(r: &mut Reader<'_>) -> Result<String, ProtoError> {
     let ext = r.fixed_str(EXT_NAME_MAX_LEN, "ext name")?;
@@ -15,14 +12,6 @@ fn ext_field(r: &mut Reader<'_>) -> Result<String, ProtoError> {
         return Err(ProtoError::field("ext name", format!("{ext:?}")));
     }
     Ok(ext)
-}
-
-fn filename_len(r: &mut Reader<'_>, min: i64) -> Result<usize, ProtoError> {
-    let n = r.len_field("file name length", REMOTE_NAME_MAX_LEN as i64)?;
-    if (n as i64) < min {
-        return Err(ProtoError::field("file name length", n.to_string()));
-    }
-    Ok(n as usize)
 }
 
 /// Head of 11 UPLOAD_FILE / 23 UPLOAD_APPENDER_FILE (15 bytes, then the content).
@@ -141,7 +130,9 @@ impl SlaveHead {
     }
 }
 
-/// Body of 12 DELETE, 15 GET_METADATA and 22 QUERY_FILE_INFO: a group and a filename.
+/// A group and a filename: the body of 12 DELETE, 15 GET_METADATA and 22
+/// QUERY_FILE_INFO to a storage, and of 102/103/105 (which storage has the file) to a
+/// tracker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRef {
     pub group: String,
@@ -164,6 +155,14 @@ impl FileRef {
         let group = get_group(&mut r)?;
         let filename = r.str(r.remaining(), "file name")?;
         Ok(FileRef { group, filename })
+    }
+
+    /// As a tracker reads it (102/103/105): the filename is 22..=127 bytes.
+    pub fn decode_query(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() < GROUP_NAME_LEN + 22 || body.len() >= GROUP_NAME_LEN + 128 {
+            return Err(ProtoError::length("38..=143", body.len()));
+        }
+        Self::decode(body)
     }
 }
 
@@ -389,248 +388,25 @@ pub fn decode_regenerate(body: &[u8]) -> Result<String, ProtoError> {
     Reader::new(body).str(body.len(), "file name")
 }
 
-// ----- storage ↔ storage replication (§3.6) ------------------------------------------------
-
-fn sync_group(r: &mut Reader<'_>) -> Result<String, ProtoError> {
-    get_group(r)
-}
-
-/// Header status of a 9 REPORT_SERVER_ID request by which a sender asks whether the
-/// receiver answers pipelined replication requests. Upstream storages ignore a request's
-/// status and answer with an empty body; this implementation answers
-/// [`PIPELINE_ANSWER`] as the body, and only then may requests be pipelined to it.
-pub const PIPELINE_ASK: u8 = b'P';
-pub const PIPELINE_ANSWER: &[u8] = b"pipeline";
-
-/// Body of 9 REPORT_SERVER_ID: the sender's id, NUL padded to 16 bytes (an empty id is
-/// invalid).
-pub fn encode_server_id(id: &str) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.fixed_str(id, crate::STORAGE_ID_LEN);
-    w.finish()
-}
-
-pub fn decode_server_id(body: &[u8]) -> Result<String, ProtoError> {
-    if body.len() != crate::STORAGE_ID_LEN {
-        return Err(ProtoError::length(crate::STORAGE_ID_LEN, body.len()));
-    }
-    let id = Reader::new(body).fixed_str(crate::STORAGE_ID_LEN, "server id")?;
-    if id.is_empty() {
-        return Err(ProtoError::field("server id", "empty"));
-    }
-    Ok(id)
-}
-
-/// Head of 16 SYNC_CREATE_FILE / 18 SYNC_UPDATE_FILE: 36 fixed bytes, then the filename,
-/// then the content (omitted when the request header's status is EEXIST).
+/// 12: deletes a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncFileHead {
-    pub filename_len: usize,
-    pub file_size: u64,
-    /// The source's record timestamp.
-    pub timestamp: i32,
-    pub group: String,
-}
-
-impl SyncFileHead {
-    pub const LEN: usize = 8 + 8 + 4 + GROUP_NAME_LEN;
-
-    /// The fixed head followed by the filename (the content is streamed after it).
-    pub fn encode(&self, filename: &str) -> Vec<u8> {
-        let mut w = Writer::with_capacity(Self::LEN + filename.len());
-        w.i64(filename.len() as i64)
-            .i64(self.file_size as i64)
-            .i32(self.timestamp)
-            .fixed_str(&self.group, GROUP_NAME_LEN)
-            .bytes(filename.as_bytes());
-        w.finish()
-    }
-
-    pub fn decode(head: &[u8]) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(head);
-        let filename_len = filename_len(&mut r, 1)?;
-        let file_size = r.len_field("file size", i64::MAX)?;
-        let timestamp = r.i32()?;
-        let group = sync_group(&mut r)?;
-        r.finish()?;
-        Ok(SyncFileHead {
-            filename_len,
-            file_size,
-            timestamp,
-            group,
-        })
-    }
-}
-
-/// Head of 25 SYNC_APPEND_FILE / 35 SYNC_MODIFY_FILE: 44 fixed bytes, the filename, then
-/// `length` bytes of content to write at `offset`.
+pub struct DeleteFile(pub FileRef);
+/// 15: a file's metadata, packed as upstream packs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncRangeHead {
-    pub filename_len: usize,
-    pub offset: u64,
-    pub length: u64,
-    pub timestamp: i32,
-    pub group: String,
-}
-
-impl SyncRangeHead {
-    pub const LEN: usize = 8 + 8 + 8 + 4 + GROUP_NAME_LEN;
-
-    pub fn encode(&self, filename: &str) -> Vec<u8> {
-        let mut w = Writer::with_capacity(Self::LEN + filename.len());
-        w.i64(filename.len() as i64)
-            .i64(self.offset as i64)
-            .i64(self.length as i64)
-            .i32(self.timestamp)
-            .fixed_str(&self.group, GROUP_NAME_LEN)
-            .bytes(filename.as_bytes());
-        w.finish()
-    }
-
-    pub fn decode(head: &[u8]) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(head);
-        let filename_len = filename_len(&mut r, 1)?;
-        let offset = r.len_field("offset", i64::MAX)?;
-        let length = r.len_field("length", i64::MAX)?;
-        let timestamp = r.i32()?;
-        let group = sync_group(&mut r)?;
-        r.finish()?;
-        Ok(SyncRangeHead {
-            filename_len,
-            offset,
-            length,
-            timestamp,
-            group,
-        })
-    }
-}
-
-/// Body of 17 SYNC_DELETE_FILE: i32 timestamp, group, filename.
+pub struct GetMetadata(pub FileRef);
+/// 22: a file's size, time, CRC32 and source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncDelete {
-    pub timestamp: i32,
-    pub group: String,
-    pub filename: String,
+pub struct QueryFileInfo(pub FileRef);
+
+file_ref_request! {
+    DeleteFile => cmd::DELETE_FILE, ();
+    GetMetadata => cmd::GET_METADATA, Vec<u8>;
+    QueryFileInfo => cmd::QUERY_FILE_INFO, FileInfoReply;
 }
 
-impl SyncDelete {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.i32(self.timestamp)
-            .fixed_str(&self.group, GROUP_NAME_LEN)
-            .bytes(self.filename.as_bytes());
-        w.finish()
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        let min = 4 + GROUP_NAME_LEN + 1;
-        if body.len() < min || body.len() > min - 1 + REMOTE_NAME_MAX_LEN {
-            return Err(ProtoError::length("21..=147", body.len()));
-        }
-        let mut r = Reader::new(body);
-        let timestamp = r.i32()?;
-        let group = sync_group(&mut r)?;
-        let filename = r.str(r.remaining(), "file name")?;
-        Ok(SyncDelete {
-            timestamp,
-            group,
-            filename,
-        })
-    }
-}
-
-/// Body of 37 SYNC_TRUNCATE_FILE: i64 name length, i64 old size, i64 new size,
-/// i32 timestamp, group, filename.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncTruncate {
-    pub old_size: u64,
-    pub new_size: u64,
-    pub timestamp: i32,
-    pub group: String,
-    pub filename: String,
-}
-
-impl SyncTruncate {
-    pub const FIXED: usize = 8 + 8 + 8 + 4 + GROUP_NAME_LEN;
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.i64(self.filename.len() as i64)
-            .i64(self.old_size as i64)
-            .i64(self.new_size as i64)
-            .i32(self.timestamp)
-            .fixed_str(&self.group, GROUP_NAME_LEN)
-            .bytes(self.filename.as_bytes());
-        w.finish()
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(body);
-        let name_len = filename_len(&mut r, 1)?;
-        let old_size = r.len_field("old size", i64::MAX)?;
-        let new_size = r.len_field("new size", i64::MAX)?;
-        let timestamp = r.i32()?;
-        let group = sync_group(&mut r)?;
-        if r.remaining() != name_len {
-            return Err(ProtoError::length(Self::FIXED + name_len, body.len()));
-        }
-        let filename = r.str(name_len, "file name")?;
-        Ok(SyncTruncate {
-            old_size,
-            new_size,
-            timestamp,
-            group,
-            filename,
-        })
-    }
-}
-
-/// Body of 40 SYNC_RENAME_FILE (first = new name, second = old name) and
-/// 19 SYNC_CREATE_LINK (first = link, second = its target): i64 first length,
-/// i64 second length, i32 timestamp, group, first, second.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncTwoNames {
-    pub timestamp: i32,
-    pub group: String,
-    pub first: String,
-    pub second: String,
-}
-
-impl SyncTwoNames {
-    pub const FIXED: usize = 8 + 8 + 4 + GROUP_NAME_LEN;
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.i64(self.first.len() as i64)
-            .i64(self.second.len() as i64)
-            .i32(self.timestamp)
-            .fixed_str(&self.group, GROUP_NAME_LEN)
-            .bytes(self.first.as_bytes())
-            .bytes(self.second.as_bytes());
-        w.finish()
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        let mut r = Reader::new(body);
-        let first_len = filename_len(&mut r, 1)?;
-        let second_len = filename_len(&mut r, 1)?;
-        let timestamp = r.i32()?;
-        let group = sync_group(&mut r)?;
-        if r.remaining() != first_len + second_len {
-            return Err(ProtoError::length(
-                Self::FIXED + first_len + second_len,
-                body.len(),
-            ));
-        }
-        let first = r.str(first_len, "file name")?;
-        let second = r.str(second_len, "file name")?;
-        Ok(SyncTwoNames {
-            timestamp,
-            group,
-            first,
-            second,
-        })
-    }
+request! {
+    SetMetadata => cmd::SET_METADATA, ();
+    Truncate => cmd::TRUNCATE_FILE, ();
 }
 
 #[cfg(test)]
@@ -913,58 +689,5 @@ mod tests {
         assert_eq!(&raw[80..], r.second.as_bytes());
         assert_eq!(SyncTwoNames::decode(&raw).unwrap(), r);
         assert!(SyncTwoNames::decode(&raw[..100]).is_err());
-    }
-}
-
-/// Body length of a reply streamed without a known length (26 FETCH_ONE_PATH_BINLOG):
-/// 2^58. The stream ends with its 8-byte big-endian length, then the connection closes.
-pub const INFINITE_LEN: u64 = 256 << 50;
-
-/// 26 FETCH_ONE_PATH_BINLOG request: group (16 bytes) and store path index (1 byte).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchOnePathBinlog {
-    pub group: String,
-    pub store_path: u8,
-}
-
-impl FetchOnePathBinlog {
-    pub const LEN: usize = GROUP_NAME_LEN + 1;
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.fixed_str(&self.group, GROUP_NAME_LEN).u8(self.store_path);
-        w.finish()
-    }
-
-    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
-        if body.len() != Self::LEN {
-            return Err(ProtoError::length("17", body.len()));
-        }
-        let mut r = Reader::new(body);
-        let group = r.fixed_str(GROUP_NAME_LEN, "group")?;
-        Ok(FetchOnePathBinlog {
-            group,
-            store_path: r.u8()?,
-        })
-    }
-}
-
-#[cfg(test)]
-mod fetch_one_path_binlog_tests {
-    use super::*;
-
-    #[test]
-    fn round_trip() {
-        let q = FetchOnePathBinlog {
-            group: "group1".into(),
-            store_path: 3,
-        };
-        let raw = q.encode();
-        assert_eq!(raw.len(), 17);
-        assert_eq!(&raw[..6], b"group1");
-        assert_eq!(raw[16], 3);
-        assert_eq!(FetchOnePathBinlog::decode(&raw).unwrap(), q);
-        assert!(FetchOnePathBinlog::decode(&raw[..16]).is_err());
-        assert_eq!(INFINITE_LEN, 1 << 58);
     }
 }
