@@ -169,6 +169,7 @@ cmd_test() {
   install_packages keepalived
   cmd_nginx
   NGINX=debian cmd_nginx
+  bash "$ROOT/scripts/build-nginx.sh" test
   log "benchmark smoke run (tiny counts, so that bench/run.sh keeps working)"
   BENCH_SMOKE=1 bash "$ROOT/bench/run.sh" >/dev/null
   # every HTTP scenario compared, with the worker's CPU per request measured on both sides

@@ -7,6 +7,7 @@
 #                                     the module against Debian's packaged nginx (nginx +
 #                                     nginx-dev), loadable into /usr/sbin/nginx
 #   scripts/build-nginx.sh check      cargo fmt --check + clippy -D warnings for the module
+#   scripts/build-nginx.sh test       the module's serving logic (serve/), without nginx
 #
 # Results (NGX_TARGET_DIR, default <repo>/target-ngx):
 #   vendored: $NGX_TARGET_DIR/dist/sbin/nginx, $NGX_TARGET_DIR/dist/modules/ngx_http_fastdfs_module.so
@@ -84,8 +85,15 @@ check() {
   CARGO_TARGET_DIR="$OUT" cargo clippy --release --locked --all-targets -- -D warnings
 }
 
+# The serving logic lives in serve/ (no nginx symbols), where cargo test reaches it.
+test_serve() {
+  cd "$CRATE"
+  CARGO_TARGET_DIR="$OUT" cargo test --locked -p ngx-fastdfs-serve
+}
+
 case "${1:-build}" in
   check) check ;;
+  test) test_serve ;;
   build|nginx|"")
     case "$MODE" in
       vendored) build_vendored ;;

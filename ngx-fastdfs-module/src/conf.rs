@@ -13,7 +13,7 @@ use core::ptr::null_mut;
 use std::sync::Arc;
 
 use fdfs_proto::http::modconf::{ModConf, DEFAULT_PATH};
-use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::*;
 use ngx::http::{
     HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, Merge, MergeConfigError,
@@ -178,7 +178,7 @@ extern "C" fn set_ngx_fastdfs_module(
     };
     if !scf.proxy_location_added {
         scf.proxy_location_added = true;
-        // SAFETY: see add_proxy_location.
+        // SAFETY: nginx is parsing this directive inside a server's location.
         return unsafe { add_proxy_location(cf) };
     }
     NGX_CONF_OK
@@ -187,50 +187,69 @@ extern "C" fn set_ngx_fastdfs_module(
 /// Parses [`PROXY_BLOCK`] as if it were written at this server's level: nginx's parser
 /// reads it from an in-memory buffer (as it does for `-g` directives) with the server's
 /// context, then the real file's parse resumes.
+///
+/// # Safety
+///
+/// `cf` is the configuration nginx is parsing, at a directive inside a server's location.
 unsafe fn add_proxy_location(cf: *mut ngx_conf_t) -> *mut c_char {
-    unsafe {
-        let cfr = &mut *cf;
-        let Some(cscf) = NgxHttpCoreModule::server_conf(cfr) else {
-            return NGX_CONF_ERROR;
-        };
-        let srv_ctx = cscf.ctx;
-        let len = PROXY_BLOCK.len();
-        let text = ngx_pnalloc(cfr.pool, len) as *mut u8;
-        let b = ngx_pcalloc(cfr.pool, size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
-        let file = ngx_pcalloc(cfr.pool, size_of::<ngx_conf_file_t>()) as *mut ngx_conf_file_t;
-        if text.is_null() || b.is_null() || file.is_null() {
-            return NGX_CONF_ERROR;
-        }
-        core::ptr::copy_nonoverlapping(PROXY_BLOCK.as_ptr(), text, len);
-        (*b).start = text;
-        (*b).pos = text;
-        (*b).last = text.add(len);
-        (*b).end = text.add(len);
-        (*b).set_temporary(1);
-        // A valid-looking fd makes the parser treat this as a block ending in `}`; it is
-        // never read from (the text ends before the buffer does).
-        (*file).file.fd = 0;
-        (*file).file.name = (*cfr.conf_file).file.name;
-        (*file).file.log = cfr.log;
-        (*file).line = (*cfr.conf_file).line;
-        (*file).buffer = b;
-
-        let saved_file = cfr.conf_file;
-        let saved_ctx = cfr.ctx;
-        let saved_type = cfr.cmd_type;
-        cfr.conf_file = file;
-        cfr.ctx = srv_ctx as *mut c_void;
-        cfr.cmd_type = NGX_HTTP_SRV_CONF as ngx_uint_t;
-        let rv = ngx_conf_parse(cf, null_mut());
-        let cfr = &mut *cf;
-        cfr.conf_file = saved_file;
-        cfr.ctx = saved_ctx;
-        cfr.cmd_type = saved_type;
-        if rv != NGX_CONF_OK {
-            return NGX_CONF_ERROR;
-        }
-        NGX_CONF_OK
+    // SAFETY: by the caller, cf is live; nothing else uses it during this call.
+    let cfr = unsafe { &mut *cf };
+    let Some(cscf) = NgxHttpCoreModule::server_conf(cfr) else {
+        return NGX_CONF_ERROR;
+    };
+    let srv_ctx = cscf.ctx;
+    // SAFETY: the configuration's pool is live.
+    let pool = unsafe { Pool::from_ngx_pool(cfr.pool) };
+    let len = PROXY_BLOCK.len();
+    let text = pool.alloc_unaligned(len).cast::<u8>();
+    let b = pool.calloc_type::<ngx_buf_t>();
+    let file = pool.calloc_type::<ngx_conf_file_t>();
+    if text.is_null() || b.is_null() || file.is_null() {
+        return NGX_CONF_ERROR;
     }
+    // SAFETY: fresh allocations in the configuration pool: len bytes, and two zeroed C
+    // structs (zero bytes are an ngx_buf_t and an ngx_conf_file_t).
+    let (text, b, file) = unsafe {
+        (
+            core::slice::from_raw_parts_mut(text, len),
+            &mut *b,
+            &mut *file,
+        )
+    };
+    text.copy_from_slice(PROXY_BLOCK.as_bytes());
+    let bytes = text.as_mut_ptr_range();
+    b.start = bytes.start;
+    b.pos = bytes.start;
+    b.last = bytes.end;
+    b.end = bytes.end;
+    b.set_temporary(1);
+    // SAFETY: while a directive is handled, cf->conf_file is the file being parsed.
+    let parsed = unsafe { &*cfr.conf_file };
+    // A valid-looking fd makes the parser treat this as a block ending in `}`; it is
+    // never read from (the text ends before the buffer does).
+    file.file.fd = 0;
+    file.file.name = parsed.file.name;
+    file.file.log = cfr.log;
+    file.line = parsed.line;
+    file.buffer = b;
+
+    let saved_file = cfr.conf_file;
+    let saved_ctx = cfr.ctx;
+    let saved_type = cfr.cmd_type;
+    cfr.conf_file = file;
+    cfr.ctx = srv_ctx as *mut c_void;
+    cfr.cmd_type = NGX_HTTP_SRV_CONF as ngx_uint_t;
+    // SAFETY: cf is live, now reading the block above in the server's context.
+    let rv = unsafe { ngx_conf_parse(cf, null_mut()) };
+    // SAFETY: as at the top; the parse has returned.
+    let cfr = unsafe { &mut *cf };
+    cfr.conf_file = saved_file;
+    cfr.ctx = saved_ctx;
+    cfr.cmd_type = saved_type;
+    if rv != NGX_CONF_OK {
+        return NGX_CONF_ERROR;
+    }
+    NGX_CONF_OK
 }
 
 unsafe extern "C" fn variable_not_set(
@@ -238,10 +257,14 @@ unsafe extern "C" fn variable_not_set(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
+    // SAFETY: nginx passes the request's value slot of the variable.
     unsafe { (*v).set_not_found(1) };
     NGX_OK as ngx_int_t
 }
 
+/// # Safety
+///
+/// `cf` is nginx's live configuration.
 pub unsafe fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     for name in [TARGET_VAR, STATE_VAR] {
         let mut s = ngx_str_t {
@@ -253,12 +276,17 @@ pub unsafe fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         if v.is_null() {
             return NGX_ERROR as ngx_int_t;
         }
+        // SAFETY: v is the variable nginx just added (not null).
         unsafe { (*v).get_handler = Some(variable_not_set) };
     }
     NGX_OK as ngx_int_t
 }
 
+/// # Safety
+///
+/// `cf` is nginx's live configuration.
 pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes its live configuration.
     let cfr = unsafe { &mut *cf };
     let mut idx = [0 as ngx_uint_t; 2];
     for (i, name) in [TARGET_VAR, STATE_VAR].into_iter().enumerate() {
@@ -266,6 +294,7 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
         };
+        // SAFETY: cf is live; nginx copies the name, which points at a static string.
         let n = unsafe { ngx_http_get_variable_index(cf, &mut s) };
         if n == NGX_ERROR as ngx_int_t {
             return NGX_ERROR as ngx_int_t;
@@ -284,16 +313,19 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         return NGX_ERROR as ngx_int_t;
     };
     let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_REWRITE_PHASE as usize].handlers;
+    // SAFETY: the phase's handlers are an nginx array of ngx_http_handler_pt.
     let h = unsafe { ngx_array_push(phase) } as *mut ngx_http_handler_pt;
     if h.is_null() {
         return NGX_ERROR as ngx_int_t;
     }
+    // SAFETY: h is the fresh element of that array.
     unsafe { *h = Some(crate::handler::proxy_rewrite_handler) };
     NGX_OK as ngx_int_t
 }
 
 /// Reads and checks mod_fastdfs.conf once the http block is parsed (so also on `nginx -t`).
 pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx passes the main conf create_main_conf made for this module.
     let mcf = unsafe { &mut *(conf as *mut MainConf) };
     if !mcf.used && mcf.conf_path.is_none() {
         return NGX_CONF_OK;

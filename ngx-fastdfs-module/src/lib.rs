@@ -3,7 +3,11 @@
 //! yet from their source storage (or another member of its group).
 //!
 //! nginx glue only: the URL, config, token, range and forwarding rules live in
-//! `fdfs_proto::http`.
+//! `fdfs_proto::http`, and what to answer for a request is decided in
+//! `ngx_fastdfs_serve` (`serve/`), both plain Rust that `cargo test` reaches. Here:
+//! `conf` (directives), `handler` (the handlers, carrying out those decisions),
+//! `request` (the safe layer over nginx's request they go through), `park` (waiting
+//! for the first storage listing) and `peers` (the listing).
 //!
 //! ```nginx
 //! load_module /usr/lib/nginx/modules/ngx_http_fastdfs_module.so;
@@ -18,7 +22,9 @@
 
 mod conf;
 mod handler;
+mod park;
 mod peers;
+mod request;
 
 use core::ptr::{addr_of, addr_of_mut};
 
@@ -37,10 +43,12 @@ impl HttpModule for FastdfsModule {
     }
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes its live configuration.
         unsafe { conf::preconfiguration(cf) }
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        // SAFETY: nginx passes its live configuration.
         unsafe { conf::postconfiguration(cf) }
     }
 }
@@ -63,6 +71,7 @@ ngx::ngx_modules!(ngx_http_fastdfs_module);
 #[no_mangle]
 pub static mut ngx_http_fastdfs_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(CTX) as _,
+    // SAFETY: only the table's address is taken; nginx reads it while loading the module.
     commands: unsafe { addr_of_mut!(conf::COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
     init_process: Some(peers::init_process),

@@ -19,7 +19,7 @@
 //! * A group whose list a tracker failed to send keeps its previous list.
 //!
 //! Until the first listing is in, [`group_members`] answers [`Lookup::Pending`]; the
-//! handler then parks the request on a timer (see `handler.rs`), never the worker.
+//! handler then parks the request on a timer (see `park.rs`), never the worker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use fdfs_proto::addr::HostPort;
 use fdfs_proto::cmd;
 use fdfs_proto::header::{Header, HEADER_LEN};
 use fdfs_proto::http::modconf::ModConf;
@@ -35,6 +36,7 @@ use fdfs_proto::http::peers::{list_storage_request, parse_list_storage, Peer};
 use fdfs_proto::msg::GroupStat;
 use ngx::ffi::*;
 use ngx::http::HttpModuleMainConf;
+use ngx_fastdfs_serve::{Cluster, Lookup};
 
 use crate::FastdfsModule;
 
@@ -113,15 +115,6 @@ pub fn local_ips() -> &'static [Ipv4Addr] {
     LOCAL_IPS.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// What the listing says about a group.
-pub enum Lookup {
-    /// Its storages as the trackers list them (empty when it is not listed, or when no
-    /// tracker is configured).
-    Ready(Arc<[Peer]>),
-    /// This worker has no listing yet and its first fetch is still under way.
-    Pending,
-}
-
 /// Whether this worker's first fetch has ended.
 pub fn first_fetch_done() -> bool {
     FIRST_DONE.load(Ordering::Acquire)
@@ -180,6 +173,27 @@ pub fn source_unlisted(group: &str, created: i64, conf: &ModConf) -> bool {
         WANTED.notify_one();
     }
     first_report(&mut m, Report::UnlistedSource, group, now, interval)
+}
+
+/// This worker's listing, as the serving logic asks for it.
+pub struct Listing;
+
+impl Cluster for Listing {
+    fn local_ips(&self) -> &[Ipv4Addr] {
+        local_ips()
+    }
+
+    fn group_members(&self, group: &str, created: i64, conf: &ModConf) -> Lookup {
+        group_members(group, created, conf)
+    }
+
+    fn source_unlisted(&self, group: &str, created: i64, conf: &ModConf) -> bool {
+        source_unlisted(group, created, conf)
+    }
+
+    fn no_candidate(&self, group: &str, conf: &ModConf) -> bool {
+        report(Report::NoCandidate, group, conf)
+    }
 }
 
 /// Something worth a warning that made-up names can cause at will.
@@ -253,8 +267,8 @@ fn interface_ips(prefixes: &[String]) -> Vec<Ipv4Addr> {
 struct Tracker(TcpStream);
 
 impl Tracker {
-    fn connect(addr: &str, conf: &ModConf) -> std::io::Result<Self> {
-        let sa = addr
+    fn connect(addr: &HostPort, conf: &ModConf) -> std::io::Result<Self> {
+        let sa = (addr.host(), addr.port)
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| std::io::Error::other("no address"))?;
