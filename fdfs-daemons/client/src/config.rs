@@ -6,6 +6,8 @@
 //! and ignored, so operators keep their files unchanged.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+
+use fdfs_proto::addr::HostPort;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,43 +103,12 @@ fn parse_tracker_entry(e: &Entry) -> Result<SocketAddr, ConfigError> {
 /// Parses `host:port`, `[v6]:port`, or (when `default_port` is given) a bare host.
 /// A dual-address entry `ip1,ip2:port` uses its first address. Host names are resolved.
 pub fn parse_host_port(text: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "host:port with a closing ] after an IPv6 address".to_string())?;
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
-            None => return Err("host:port".into()),
-        }
-    } else {
-        match text.rsplit_once(':') {
-            // More than one colon without brackets: a bare IPv6 address.
-            Some((h, _)) if h.contains(':') => (text, None),
-            Some((h, p)) => (h, Some(p)),
-            None => (text, None),
-        }
-    };
-    let port = match (port, default_port) {
-        (Some(p), _) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("host:port with a port between 1 and 65535, not {p:?}"))?,
-        (None, Some(d)) => d,
-        (None, None) => return Err("host:port (the port is required)".into()),
-    };
-    // Dual-address form `inner,outer`: the first one.
-    let host = host.split(',').next().unwrap_or("").trim();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err("host:port with a non-empty host".into());
+    let entry = HostPort::parse(text, default_port)?;
+    if let Some(ip) = entry.ip() {
+        return Ok(SocketAddr::new(ip, entry.port));
     }
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
+    let host = entry.host();
+    (host, entry.port)
         .to_socket_addrs()
         .ok()
         .and_then(|mut it| it.next())

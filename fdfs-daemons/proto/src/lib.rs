@@ -1,9 +1,12 @@
-//! The FastDFS 6.x wire protocol, file IDs and configuration files, as pure code.
+//! The FastDFS 6.x wire protocol, file IDs and configuration files.
 //!
-//! Nothing here touches a socket or a file descriptor (the config reader is the one
-//! exception: it reads the files it is pointed at). The daemons, the client tools and the
-//! nginx module all build on these types, so every byte layout lives in exactly one place.
+//! No sockets and no async runtime: bodies are encoded into and decoded from byte
+//! slices ([`msg`], [`header`], [`codec`]), and the only I/O is reading the
+//! configuration files a reader is pointed at, with the files they `#include`
+//! ([`config`], [`http::modconf`]). The daemons, the client tools and the nginx module
+//! all build on these types, so every byte layout lives in exactly one place.
 
+pub mod addr;
 pub mod allow_hosts;
 pub mod cluster_auth;
 pub mod cmd;

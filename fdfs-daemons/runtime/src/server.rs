@@ -14,14 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tracing::{info, warn};
 
-/// Tells a connection handler that the daemon is stopping. Handlers check it between
-/// requests, never in the middle of one. A connection's handler gets one that also
-/// fires when the accept loop needs its slot: only while the handler waits in
-/// [`Shutdown::recv`], i.e. while the connection is idle between requests.
+/// Tells a task that the daemon is stopping.
 #[derive(Clone)]
 pub struct Shutdown {
     rx: watch::Receiver<bool>,
-    slot: Option<Arc<Slot>>,
 }
 
 impl Shutdown {
@@ -29,25 +25,39 @@ impl Shutdown {
         *self.rx.borrow()
     }
 
+    /// Resolves once the stop has been requested.
+    pub async fn recv(&mut self) {
+        let _ = self.rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Tells a connection handler, while it waits for the next request, that its connection
+/// should end: the daemon is stopping, or the server is full and this connection has
+/// been idle the longest (its slot goes to a new client). Handlers wait on it only
+/// between requests, never in the middle of one.
+pub struct IdleEnd {
+    shutdown: Shutdown,
+    slot: Arc<Slot>,
+}
+
+impl IdleEnd {
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.is_shutdown()
+    }
+
     /// Keeps this connection when the server is full: it is never closed to make room
     /// (a storage's link to its tracker, a peer's replication stream).
     pub fn pin(&self) {
-        if let Some(slot) = &self.slot {
-            slot.pinned.store(true, Ordering::Relaxed);
-        }
+        self.slot.pinned.store(true, Ordering::Relaxed);
     }
 
-    /// Resolves once the stop has been requested, or (for a connection) once the accept
-    /// loop reclaims this idle connection for a new client.
+    /// Resolves once the stop has been requested or the accept loop reclaims this idle
+    /// connection for a new client; the connection counts as idle while this waits.
     pub async fn recv(&mut self) {
-        let Some(slot) = &self.slot else {
-            let _ = self.rx.wait_for(|stop| *stop).await;
-            return;
-        };
-        let _idle = slot.idle();
+        let _idle = self.slot.idle();
         tokio::select! {
-            _ = self.rx.wait_for(|stop| *stop) => {}
-            _ = slot.evict.notified() => {}
+            _ = self.shutdown.recv() => {}
+            _ = self.slot.evict.notified() => {}
         }
     }
 }
@@ -130,13 +140,12 @@ pub struct ShutdownTrigger {
 impl ShutdownTrigger {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger { tx }, Shutdown { rx, slot: None })
+        (ShutdownTrigger { tx }, Shutdown { rx })
     }
 
     pub fn subscribe(&self) -> Shutdown {
         Shutdown {
             rx: self.tx.subscribe(),
-            slot: None,
         }
     }
 
@@ -179,7 +188,7 @@ pub async fn serve_allowed<H, F>(
     drain: Duration,
     handler: H,
 ) where
-    H: Fn(TcpStream, SocketAddr, Shutdown) -> F,
+    H: Fn(TcpStream, SocketAddr, IdleEnd) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -232,9 +241,9 @@ pub async fn serve_allowed<H, F>(
             }
         };
         let (id, slot) = slots.lock().unwrap().add(peer);
-        let conn_shutdown = Shutdown {
-            rx: shutdown.rx.clone(),
-            slot: Some(slot),
+        let conn_shutdown = IdleEnd {
+            shutdown: shutdown.clone(),
+            slot,
         };
         let fut = handler(stream, peer, conn_shutdown);
         let done = done_tx.clone();

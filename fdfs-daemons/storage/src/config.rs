@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use fdfs_proto::addr::HostPort;
 use fdfs_proto::allow_hosts::AllowHosts;
 use fdfs_proto::config::{ConfigError, IniFile};
 use fdfs_proto::{valid_group_name, DEFAULT_STORAGE_PORT};
@@ -30,7 +31,7 @@ pub struct StorageConfig {
     pub buff_size: usize,
     pub store_paths: Vec<StorePathConfig>,
     pub subdir_count_per_path: u32,
-    pub tracker_servers: Vec<String>,
+    pub tracker_servers: Vec<HostPort>,
     /// 0: rotate XX/YY every `file_distribute_rotate_count` files; 1: hash the name.
     pub file_distribute_path_mode: u8,
     pub file_distribute_rotate_count: u32,
@@ -94,19 +95,17 @@ impl StorageConfig {
                 readonly,
             });
         }
-        let tracker_servers: Vec<String> = g
-            .all("tracker_server")
-            .into_iter()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut tracker_servers = Vec::new();
+        for t in g.all("tracker_server") {
+            if t.trim().is_empty() {
+                continue;
+            }
+            let t = HostPort::parse(t, None)
+                .map_err(|why: String| g.invalid("tracker_server", why.as_str()))?;
+            tracker_servers.push(t);
+        }
         if tracker_servers.is_empty() {
             return Err(g.invalid("tracker_server", "at least one host:port"));
-        }
-        for t in &tracker_servers {
-            if crate::tracker_link::parse_host_port(t).is_none() {
-                return Err(g.invalid("tracker_server", "host:port"));
-            }
         }
         let secs = |key: &str, default: i64, min: i64| -> Result<Duration, ConfigError> {
             Ok(Duration::from_secs(

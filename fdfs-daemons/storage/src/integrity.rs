@@ -235,7 +235,7 @@ async fn fetch(
     path: &Path,
 ) -> Result<(), String> {
     let dir: PathBuf = path.parent().ok_or("no directory")?.to_path_buf();
-    let mut conn = crate::sync::connect(st, addr)
+    let mut conn = crate::outbound::connect(st, addr)
         .await
         .map_err(|e| e.to_string())?;
     let dest = path.to_path_buf();

@@ -15,6 +15,7 @@ pub mod durability;
 pub mod handlers;
 pub mod init_flag;
 pub mod integrity;
+pub mod outbound;
 pub mod recovery;
 pub mod server;
 pub mod state;

@@ -41,9 +41,9 @@ use tracing::{error, info, warn};
 use crate::binlog::{self, BinlogPos, Change, Origin, Record};
 use crate::durability::{blocking, sync_dir};
 use crate::integrity::{self, DownloadError};
+use crate::outbound::connect;
 use crate::state::Storage;
 use crate::store::{write_flushed, TEMP_PREFIX};
-use crate::sync::connect;
 use crate::sync::mark::{self, Mark};
 use crate::transfer::CHUNK;
 
@@ -365,7 +365,7 @@ async fn find_source(st: &Storage, index: usize) -> Result<RecoverFrom, Error> {
     let group = ListOneGroup {
         group: st.cfg.group_name.clone(),
     };
-    match crate::sync::first_tracker_call(st, &group).await {
+    match crate::outbound::first_tracker_call(st, &group).await {
         Ok(groups) => {
             let n = groups.first().map_or(0, |g| g.store_path_count);
             // A path the group's storages do not have (added here before them) is new.
@@ -385,7 +385,7 @@ async fn find_source(st: &Storage, index: usize) -> Result<RecoverFrom, Error> {
         group: st.cfg.group_name.clone(),
         storage_id: None,
     };
-    let list = crate::sync::first_tracker_call(st, &selector).await?;
+    let list = crate::outbound::first_tracker_call(st, &selector).await?;
     let me = crate::sync::my_id(st).unwrap_or_default();
     let others: Vec<&StorageStat> = list
         .iter()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fdfs_proto::cluster_auth::{Answer, Responder};
 use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::{cmd, errno, Header};
-use fdfs_runtime::server::Shutdown;
+use fdfs_runtime::server::IdleEnd;
 use fdfs_runtime::Connection;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -21,7 +21,7 @@ pub async fn handle_connection(
     st: Arc<Storage>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: Shutdown,
+    mut idle_end: IdleEnd,
 ) {
     st.stats.connection_opened();
     let mut conn = Connection::new(stream, st.cfg.network_timeout);
@@ -33,7 +33,7 @@ pub async fn handle_connection(
         let header = tokio::select! {
             biased;
             h = conn.read_header(st.cfg.network_timeout) => h,
-            _ = shutdown.recv() => break,
+            _ = idle_end.recv() => break,
         };
         let header = match header {
             Ok(Some(h)) => h,
@@ -112,7 +112,7 @@ pub async fn handle_connection(
         // binlog records of their changes are written first, the replies after.
         if sync_sess.src.is_some() {
             // A peer's replication stream is never closed to make room for clients.
-            shutdown.pin();
+            idle_end.pin();
         }
         let waiting = conn.queued() > 0 || sync_sess.holds_replies();
         if close || waiting && !next_request_buffered(&conn) {

@@ -7,10 +7,11 @@
 //! between trackers healed, say): it sends 68 NOTIFY_RESELECT_LEADER to both, they step
 //! down and elect one leader again.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fdfs_proto::addr::HostPort;
 use fdfs_proto::config::{IniFile, SpaceLimit};
 use fdfs_proto::msg::{
     Beat, NotifyReselectLeader, ParameterReq, Request, SyncDestQuery, SyncDestReq, SyncNotify,
@@ -23,33 +24,8 @@ use fdfs_runtime::{unix_now, Connection, Error};
 use tracing::{info, warn};
 
 use crate::init_flag::InitFlag;
+use crate::outbound::resolve;
 use crate::state::Storage;
-
-/// Splits `host:port` (also `[v6]:port` and the dual-address form `ip1,ip2:port`, of
-/// which the first address is used).
-pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
-    let (hosts, port) = parse_hosts(text)?;
-    Some((hosts.into_iter().next()?, port))
-}
-
-/// Every address of a `tracker_server` entry (`host:port`, `[v6]:port`,
-/// `ip1,ip2:port`) and its port.
-pub fn parse_hosts(text: &str) -> Option<(Vec<String>, u16)> {
-    let (hosts, port) = text.trim().rsplit_once(':')?;
-    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
-    let hosts: Vec<String> = hosts
-        .split(',')
-        .map(|h| {
-            h.trim()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .trim()
-        })
-        .filter(|h| !h.is_empty())
-        .map(String::from)
-        .collect();
-    (!hosts.is_empty()).then_some((hosts, port))
-}
 
 /// State shared by all tracker links of one storage.
 pub struct Links {
@@ -68,21 +44,14 @@ pub struct Links {
 const SHORT_CALL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SHORT_CALL_NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn resolve(text: &str) -> Result<SocketAddr, Error> {
-    let (host, port) = parse_host_port(text)
-        .ok_or_else(|| Error::Other(format!("bad tracker address {text:?}")))?;
-    let found = tokio::net::lookup_host((host.as_str(), port)).await?.next();
-    found.ok_or_else(|| Error::Other(format!("{host} does not resolve")))
-}
-
 /// One request to `tracker` on a connection of its own, with short timeouts.
 pub(crate) async fn short_call<R: Request>(
     st: &Storage,
-    tracker: &str,
+    tracker: &HostPort,
     req: &R,
 ) -> Result<R::Reply, Error> {
     let addr = resolve(tracker).await?;
-    let mut conn = crate::sync::connect_with(
+    let mut conn = crate::outbound::connect_with(
         st,
         addr,
         st.cfg.connect_timeout.min(SHORT_CALL_CONNECT_TIMEOUT),
@@ -95,7 +64,7 @@ pub(crate) async fn short_call<R: Request>(
 }
 
 /// Keeps a session with one tracker alive until shutdown, reconnecting with back-off.
-pub async fn run(st: Arc<Storage>, links: Arc<Links>, tracker: String, mut shutdown: Shutdown) {
+pub async fn run(st: Arc<Storage>, links: Arc<Links>, tracker: HostPort, mut shutdown: Shutdown) {
     let mut backoff = Duration::from_millis(200);
     let mut failing = false;
     // Whether this tracker has been told of our initial copy: as at the start for every
@@ -142,16 +111,14 @@ fn apply_parameters(st: &Storage, text: &[u8]) {
 /// The entry of `trackers` (`tracker_server` lines) that `ip:port` is one of: any
 /// address of an entry counts (`ip1,ip2:port`, as upstream's `fdfs_server_contain`),
 /// host names by what they resolve to.
-async fn tracker_index(trackers: &[String], ip: &str, port: u32) -> Option<usize> {
+async fn tracker_index(trackers: &[HostPort], ip: &str, port: u32) -> Option<usize> {
     let wanted: Option<IpAddr> = ip.parse::<IpAddr>().ok().map(|a| a.to_canonical());
     let same = |host: &str| match (host.parse::<IpAddr>(), wanted) {
         (Ok(h), Some(w)) => h.to_canonical() == w,
         _ => host == ip,
     };
     for (i, t) in trackers.iter().enumerate() {
-        let Some((hosts, p)) = parse_hosts(t) else {
-            continue;
-        };
+        let (hosts, p) = (&t.hosts, t.port);
         if u32::from(p) != port {
             continue;
         }
@@ -229,12 +196,12 @@ async fn leader_announced(st: Arc<Storage>, links: Arc<Links>, from: String, bri
 async fn session(
     st: &Arc<Storage>,
     links: &Arc<Links>,
-    tracker: &str,
+    tracker: &HostPort,
     told: &mut bool,
     shutdown: &mut Shutdown,
 ) -> Result<(), Error> {
     let addr = resolve(tracker).await?;
-    let mut conn = crate::sync::connect(st, addr).await?;
+    let mut conn = crate::outbound::connect(st, addr).await?;
     let my_ip = conn.local_addr()?.ip();
     st.learn_ip(my_ip);
 
@@ -255,7 +222,12 @@ async fn session(
         status: status::INIT as i8,
         storage_id: String::new(),
         tracker_ip: addr.ip().to_canonical().to_string(),
-        trackers: st.cfg.tracker_servers.clone(),
+        trackers: st
+            .cfg
+            .tracker_servers
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     let reply = conn.call(&join).await?;
     info!(
@@ -336,7 +308,7 @@ async fn session(
 async fn leader_news(
     st: &Arc<Storage>,
     links: &Arc<Links>,
-    tracker: &str,
+    tracker: &HostPort,
     news: Option<StorageBrief>,
 ) {
     if let Some(brief) = news {
@@ -414,40 +386,16 @@ mod tests {
     use fdfs_proto::cmd;
     use fdfs_proto::msg::{JoinReply, TrackerStatus};
 
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(
-            parse_host_port("127.0.0.1:22122"),
-            Some(("127.0.0.1".into(), 22122))
-        );
-        assert_eq!(
-            parse_host_port("tracker.local:1"),
-            Some(("tracker.local".into(), 1))
-        );
-        assert_eq!(
-            parse_host_port("10.0.0.1,192.168.0.1:22122"),
-            Some(("10.0.0.1".into(), 22122))
-        );
-        assert_eq!(parse_host_port("[::1]:22122"), Some(("::1".into(), 22122)));
-        assert_eq!(parse_host_port("nohost"), None);
-        assert_eq!(parse_host_port(":22122"), None);
-        assert_eq!(parse_host_port("h:0"), None);
-        assert_eq!(
-            parse_hosts("10.0.0.1, 192.168.0.1:22122"),
-            Some((vec!["10.0.0.1".into(), "192.168.0.1".into()], 22122))
-        );
-    }
-
     #[tokio::test]
     async fn leader_matches_every_address_of_an_entry() {
-        let trackers: Vec<String> = [
+        let trackers: Vec<HostPort> = [
             "tracker.invalid:22122",
             "localhost:22123",
             "[::1]:22124",
             "10.0.0.1,127.0.0.5:22125",
             "10.0.0.2:22126",
         ]
-        .map(String::from)
+        .map(|t| HostPort::parse(t, None).unwrap())
         .to_vec();
         let at = |ip: &'static str, port: u32| tracker_index(&trackers, ip, port);
         // By name: whatever the name resolves to.
@@ -536,7 +484,7 @@ mod tests {
             tasks.push(tokio::spawn(run(
                 st.clone(),
                 links.clone(),
-                t.addr.clone(),
+                HostPort::parse(&t.addr, None).unwrap(),
                 trigger.subscribe(),
             )));
         }

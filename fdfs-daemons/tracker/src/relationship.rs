@@ -28,27 +28,13 @@ pub fn round_down(secs: i64) -> i64 {
 
 /// `ip:port`, or `[v6]:port`.
 pub fn host_of(ip: IpAddr, port: u16) -> String {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        v4 => format!("{v4}:{port}"),
-    }
+    fdfs_proto::addr::HostPort::from_ip(ip, port).to_string()
 }
 
 /// Splits `ip:port` / `[v6]:port` into the address text and the port (0 if none).
 pub fn split_host(host: &str) -> (&str, u16) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((ip, after)) = rest.split_once(']') {
-            let port = after
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            return (ip, port);
-        }
-    }
-    match host.rsplit_once(':') {
-        Some((ip, port)) if !ip.contains(':') => (ip, port.parse().unwrap_or(0)),
-        _ => (host, 0),
-    }
+    let (ip, port) = fdfs_proto::addr::split(host);
+    (ip, port.and_then(|p| p.parse().ok()).unwrap_or(0))
 }
 
 /// One tracker's answer to 64 GET_STATUS, with its address.

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use fdfs_proto::cluster_auth::{self, Answer};
 use fdfs_proto::{cmd, errno};
-use fdfs_runtime::server::Shutdown;
+use fdfs_runtime::server::IdleEnd;
 use fdfs_runtime::Connection;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -121,7 +121,7 @@ pub struct Session {
 pub async fn handle_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: Shutdown,
+    mut idle_end: IdleEnd,
     shared: std::sync::Arc<Shared>,
 ) {
     let local = match stream.local_addr() {
@@ -132,7 +132,7 @@ pub async fn handle_connection(
         }
     };
     shared.connections.opened();
-    serve_connection(stream, peer, local, &mut shutdown, &shared).await;
+    serve_connection(stream, peer, local, &mut idle_end, &shared).await;
     shared.connections.closed();
 }
 
@@ -140,7 +140,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    shutdown: &mut Shutdown,
+    idle_end: &mut IdleEnd,
     shared: &std::sync::Arc<Shared>,
 ) {
     let config = &shared.config;
@@ -151,7 +151,7 @@ async fn serve_connection(
         let header = tokio::select! {
             biased;
             h = conn.read_header(config.network_timeout) => h,
-            _ = shutdown.recv() => break,
+            _ = idle_end.recv() => break,
         };
         let header = match header {
             Ok(Some(h)) => h,
@@ -215,7 +215,7 @@ async fn serve_connection(
         if session.joined.is_some() || session.follower.is_some() {
             // A storage's or a follower tracker's link: idle most of the time, but never
             // closed to make room for clients.
-            shutdown.pin();
+            idle_end.pin();
         }
     }
     if let Some(who) = &session.joined {

@@ -296,15 +296,8 @@ fn group_and_host(req: &Request<'_>) -> Result<(String, String, Option<u16>), Re
 
 /// `ip:port`, `[v6]:port`, `ip` or a bare IPv6 address.
 fn split_host_port(text: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = text.strip_prefix('[') {
-        if let Some((ip, after)) = rest.split_once(']') {
-            return (ip, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
-    }
-    match text.split_once(':') {
-        Some((ip, port)) if !port.contains(':') => (ip, port.parse().ok()),
-        _ => (text, None),
-    }
+    let (ip, port) = fdfs_proto::addr::split(text);
+    (ip, port.and_then(|p| p.parse().ok()))
 }
 
 /// 71: the brief of a storage.

@@ -50,7 +50,7 @@ pub struct ModConf {
     pub connect_timeout: u64,
     pub network_timeout: u64,
     /// `host:port` of each tracker (used to learn the other storages of a group).
-    pub tracker_servers: Vec<String>,
+    pub tracker_servers: Vec<crate::addr::HostPort>,
     pub storage_sync_file_max_delay: i64,
     pub url_have_group_name: bool,
     /// `group_count > 0`: several groups from `[groupN]` sections.
@@ -199,20 +199,16 @@ impl ModConf {
         let network_timeout = timeout("network_timeout", 30)?;
         let mut tracker_servers = Vec::new();
         for e in g.entries("tracker_server") {
-            let v = e.value.trim();
-            let ok = v
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
-                return Err(ConfigError::Invalid {
+            let t = crate::addr::HostPort::parse(&e.value, None).map_err(|expected| {
+                ConfigError::Invalid {
                     file: e.file.clone(),
                     line: e.line,
                     key: e.key.clone(),
                     value: e.value.clone(),
-                    expected: "host:port".to_string(),
-                });
-            }
-            tracker_servers.push(v.to_string());
+                    expected,
+                }
+            })?;
+            tracker_servers.push(t);
         }
         g.bool("load_fdfs_parameters_from_tracker", false)?;
         let storage_sync_file_max_delay =
@@ -395,7 +391,7 @@ pub(crate) mod tests {
         assert_eq!(c.http.token_check_fail, Some(d.0.join("fail.jpg")));
         assert_eq!(c.http.content_type_of("a.JPG"), "image/jpeg");
         assert_eq!(c.http.content_type_of("a.bin"), "application/octet-stream");
-        assert_eq!(c.tracker_servers, vec!["127.0.0.1:22122"]);
+        assert_eq!(c.tracker_servers[0].to_string(), "127.0.0.1:22122");
         assert_eq!(c.storage_sync_file_max_delay, 86400);
     }
 

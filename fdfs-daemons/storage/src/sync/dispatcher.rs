@@ -288,7 +288,7 @@ impl Dispatcher {
             .parse()
             .map_err(|_| Error::Other(format!("bad peer address {:?}", self.peer.ip)))?;
         let addr = SocketAddr::new(ip, self.peer.port as u16);
-        let mut conn = super::connect(&self.st, addr).await?;
+        let mut conn = crate::outbound::connect(&self.st, addr).await?;
         let answer = conn
             .request_with_status(
                 cmd::STORAGE_REPORT_SERVER_ID,

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fdfs_proto::msg::{ReportStatus, Request, SyncSrcReq};
+use fdfs_proto::msg::{ReportStatus, SyncSrcReq};
 use fdfs_proto::msg::{StorageBrief, SyncSource};
 use fdfs_proto::status;
 use fdfs_runtime::server::Shutdown;
-use fdfs_runtime::{Connection, Error};
+use fdfs_runtime::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -167,72 +167,6 @@ pub fn my_id(st: &Storage) -> Option<String> {
     st.my_ip().map(|ip| ip.to_string())
 }
 
-/// A connection to a tracker or a peer of the group: bound as `client_bind` says, and
-/// with `cluster_secret` proven.
-pub(crate) async fn connect(st: &Storage, addr: std::net::SocketAddr) -> Result<Connection, Error> {
-    connect_with(st, addr, st.cfg.connect_timeout, st.cfg.network_timeout).await
-}
-
-/// [`connect`] with other timeouts (short calls that must not keep their caller long).
-pub(crate) async fn connect_with(
-    st: &Storage,
-    addr: std::net::SocketAddr,
-    connect_timeout: Duration,
-    network_timeout: Duration,
-) -> Result<Connection, Error> {
-    let mut conn =
-        Connection::connect(addr, bind_addr(st), connect_timeout, network_timeout).await?;
-    if let Some(secret) = &st.cfg.cluster_secret {
-        conn.prove_secret(secret).await?;
-    }
-    Ok(conn)
-}
-
-fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
-    if st.cfg.client_bind {
-        st.cfg.bind_addr
-    } else {
-        None
-    }
-}
-
-/// One request on a short connection to a tracker; learns our own address from the
-/// connection's local end.
-pub(crate) async fn tracker_call<R: Request>(
-    st: &Storage,
-    tracker: &str,
-    req: &R,
-) -> Result<R::Reply, Error> {
-    let (host, port) = crate::tracker_link::parse_host_port(tracker)
-        .ok_or_else(|| Error::Other(format!("bad tracker address {tracker:?}")))?;
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await?
-        .next()
-        .ok_or_else(|| Error::Other(format!("{host} does not resolve")))?;
-    let mut conn = connect(st, addr).await?;
-    if let Ok(local) = conn.local_addr() {
-        st.learn_ip(local.ip());
-    }
-    let reply = conn.call(req).await;
-    conn.quit().await;
-    reply
-}
-
-/// One request to the first tracker that answers it (in configuration order).
-pub(crate) async fn first_tracker_call<R: Request>(
-    st: &Storage,
-    req: &R,
-) -> Result<R::Reply, Error> {
-    let mut last = Error::Other("no tracker configured".into());
-    for t in &st.cfg.tracker_servers {
-        match tracker_call(st, t, req).await {
-            Ok(reply) => return Ok(reply),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 /// 86 SYNC_SRC_REQ: who copies the old files to `dest`, asked of the trackers in turn.
 pub async fn sync_src_req(st: &Storage, dest: &str) -> Result<Option<SyncSource>, Error> {
     let req = SyncSrcReq {
@@ -244,7 +178,7 @@ pub async fn sync_src_req(st: &Storage, dest: &str) -> Result<Option<SyncSource>
     let mut last = Error::Other("no tracker configured".into());
     let mut answered = false;
     for t in &st.cfg.tracker_servers {
-        match tracker_call(st, t, &req).await {
+        match crate::outbound::tracker_call(st, t, &req).await {
             Ok(Some(src)) => return Ok(Some(src)),
             Ok(None) => answered = true,
             Err(e) => last = e,
@@ -267,7 +201,7 @@ pub async fn report_status(st: &Storage, dest: &StorageBrief, new_status: u8) {
         },
     };
     for t in &st.cfg.tracker_servers {
-        match tracker_call(st, t, &req).await {
+        match crate::outbound::tracker_call(st, t, &req).await {
             Ok(()) => info!(
                 "reported {}:{} as {} to tracker {t}",
                 dest.ip,
