@@ -40,8 +40,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(c.if_alias_prefix.iter().all(|p| !p.is_empty()));
             assert!(!c.flv_extension.is_empty());
             for t in &c.tracker_servers {
-                let (h, p) = t.rsplit_once(':').expect("host:port");
-                assert!(!h.is_empty() && p.parse::<u16>().unwrap() > 0);
+                assert!(t.hosts.iter().all(|h| !h.is_empty()) && t.port > 0);
+                assert!(!t.to_string().is_empty());
             }
             let _ = c.http.content_type_of(&text);
         }

@@ -1,6 +1,8 @@
 //! `fdfs_bench`: drives a tracker (query + transfer, as real clients do) or one storage
 //! directly, with `--threads` concurrent sessions, and prints one JSON line of results.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -8,23 +8,21 @@ use fdfs_proto::status;
 
 use crate::client::FileDetails;
 
-/// `%Y-%m-%d %H:%M:%S` in local time, as upstream's `formatDatetime`.
+/// `%Y-%m-%d %H:%M:%S` in local time (`TZ`, else `/etc/localtime`), as upstream's
+/// `formatDatetime`; empty for a time out of range.
 pub fn datetime(ts: i64) -> String {
-    let t = ts as libc::time_t;
-    // SAFETY: localtime_r only writes into the `tm` we hand it.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
-    if !ok {
+    use chrono::{Datelike, Local, TimeZone, Timelike};
+    let Some(t) = Local.timestamp_opt(ts, 0).single() else {
         return String::new();
-    }
+    };
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     )
 }
 
@@ -282,14 +280,10 @@ mod tests {
     use super::*;
     use crate::client::decode_file_id;
 
-    /// Runs `f` with TZ=UTC so local-time output is predictable.
+    /// Runs `f` with local time UTC so its output is predictable (`UTC0`, a POSIX TZ
+    /// string: it needs no zoneinfo file).
     fn in_utc<T>(f: impl FnOnce() -> T) -> T {
-        std::env::set_var("TZ", "UTC");
-        unsafe extern "C" {
-            fn tzset();
-        }
-        // SAFETY: tzset only re-reads TZ.
-        unsafe { tzset() };
+        std::env::set_var("TZ", "UTC0");
         f()
     }
 

@@ -7,6 +7,8 @@
 //! * [`Client`] combines them the way the C client does.
 //! * [`cli`], [`tools`] and [`format`](mod@format) make up the command-line tools.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod client;
 pub mod config;

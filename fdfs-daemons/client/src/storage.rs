@@ -61,7 +61,7 @@ pub(crate) async fn open_local(path: &Path) -> Result<(tokio::fs::File, u64), Er
     let file = tokio::fs::File::open(path).await?;
     let meta = file.metadata().await?;
     if !meta.is_file() {
-        return Err(Error::Io(std::io::Error::from_raw_os_error(libc::EISDIR)));
+        return Err(Error::Io(rustix::io::Errno::ISDIR.into()));
     }
     Ok((file, meta.len()))
 }

@@ -6,6 +6,8 @@
 //! ([`config`], [`http::modconf`]). The daemons, the client tools and the nginx module
 //! all build on these types, so every byte layout lives in exactly one place.
 
+#![forbid(unsafe_code)]
+
 pub mod addr;
 pub mod allow_hosts;
 pub mod cluster_auth;

@@ -6,6 +6,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Start,
@@ -53,17 +56,12 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<DaemonArgs, 
 }
 
 /// Takes a lock on an open pid file without waiting: false if another process holds it.
-fn try_lock(file: &fs::File, mode: libc::c_int) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+/// `op` is one of the `NonBlocking` operations.
+fn try_lock(file: &fs::File, op: FlockOperation) -> io::Result<bool> {
+    match rustix::fs::flock(file, op) {
+        Ok(()) => Ok(true),
+        Err(Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -72,7 +70,7 @@ fn try_lock(file: &fs::File, mode: libc::c_int) -> io::Result<bool> {
 /// while it is a zombie nobody has reaped, so it never blocks a new start.
 pub fn running_pid(pid_file: &Path) -> Option<i32> {
     let file = fs::File::open(pid_file).ok()?;
-    if try_lock(&file, libc::LOCK_SH).unwrap_or(true) {
+    if try_lock(&file, FlockOperation::NonBlockingLockShared).unwrap_or(true) {
         return None;
     }
     let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
@@ -82,13 +80,13 @@ pub fn running_pid(pid_file: &Path) -> Option<i32> {
 /// Sends SIGTERM to the running daemon and waits until it has exited.
 /// Returns false if no daemon was running.
 pub fn stop_running(pid_file: &Path, wait: Duration) -> io::Result<bool> {
+    use rustix::process::{kill_process, Pid, Signal};
     let Some(pid) = running_pid(pid_file) else {
         return Ok(false);
     };
-    // SAFETY: plain signal delivery to a pid that holds the pid file's lock.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // `running_pid` returns only positive pids.
+    let target = Pid::from_raw(pid).ok_or(io::ErrorKind::InvalidData)?;
+    kill_process(target, Signal::TERM)?;
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         if running_pid(pid_file).is_none() {
@@ -105,29 +103,18 @@ pub fn stop_running(pid_file: &Path, wait: Duration) -> io::Result<bool> {
 /// Detaches from the terminal: fork, new session, stdio to /dev/null.
 /// Must run before any thread (and so before the tokio runtime) starts.
 pub fn daemonize() -> io::Result<()> {
-    // SAFETY: called while the process is single-threaded; the parent exits at once.
-    unsafe {
-        match libc::fork() {
-            -1 => return Err(io::Error::last_os_error()),
-            0 => {}
-            _ => libc::_exit(0),
-        }
-        if libc::setsid() == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        match libc::fork() {
-            -1 => return Err(io::Error::last_os_error()),
-            0 => {}
-            _ => libc::_exit(0),
-        }
-        let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if devnull >= 0 {
-            libc::dup2(devnull, 0);
-            libc::dup2(devnull, 1);
-            libc::dup2(devnull, 2);
-            if devnull > 2 {
-                libc::close(devnull);
-            }
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    crate::sys::fork_and_leave_parent()?;
+    rustix::process::setsid()?;
+    crate::sys::fork_and_leave_parent()?;
+    if let Ok(devnull) = rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty()) {
+        let _ = rustix::stdio::dup2_stdin(&devnull);
+        let _ = rustix::stdio::dup2_stdout(&devnull);
+        let _ = rustix::stdio::dup2_stderr(&devnull);
+        if devnull.as_raw_fd() <= 2 {
+            // It took the number of a closed stdio descriptor: that one stays open.
+            let _ = devnull.into_raw_fd();
         }
     }
     Ok(())
@@ -154,7 +141,7 @@ impl PidFile {
             .create(true)
             .truncate(false)
             .open(path)?;
-        if !try_lock(&file, libc::LOCK_EX)? {
+        if !try_lock(&file, FlockOperation::NonBlockingLockExclusive)? {
             let pid = fs::read_to_string(path).unwrap_or_default();
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -310,20 +297,22 @@ where
 /// Lifts the soft limit on open files to the hard limit: every connection is a
 /// descriptor, and thousands of idle clients must not starve new ones.
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let wanted = lim.rlim_max;
-        lim.rlim_cur = wanted;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-            tracing::warn!(
-                "cannot raise the open files limit to {wanted}: {}",
-                io::Error::last_os_error()
-            );
-        }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // `None` is RLIM_INFINITY.
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.unwrap_or(u64::MAX) >= lim.maximum.unwrap_or(u64::MAX) {
+        return;
+    }
+    let wanted = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    if let Err(e) = setrlimit(Resource::Nofile, wanted) {
+        tracing::warn!(
+            "cannot raise the open files limit to {}: {}",
+            lim.maximum.unwrap_or(u64::MAX),
+            io::Error::from(e)
+        );
     }
 }
 

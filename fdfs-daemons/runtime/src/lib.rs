@@ -1,9 +1,13 @@
 //! Run-time pieces shared by `fdfs_trackerd`, `fdfs_storaged` and the client tools.
 
+// No unsafe code but in `sys`, the calls without a safe wrapper.
+#![deny(unsafe_code)]
+
 pub mod conn;
 pub mod daemon;
 pub mod logging;
 pub mod server;
+mod sys;
 
 pub use conn::{Connection, Error};
 

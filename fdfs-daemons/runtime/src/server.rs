@@ -54,10 +54,16 @@ impl IdleEnd {
     /// Resolves once the stop has been requested or the accept loop reclaims this idle
     /// connection for a new client; the connection counts as idle while this waits.
     pub async fn recv(&mut self) {
+        // Registered before the slot shows idle, so no notice sent from then on is
+        // missed; a notice sent while the connection is busy reaches no one and is not
+        // kept (`notify_waiters` stores nothing).
+        let evicted = self.slot.evict.notified();
+        tokio::pin!(evicted);
+        evicted.as_mut().enable();
         let _idle = self.slot.idle();
         tokio::select! {
             _ = self.shutdown.recv() => {}
-            _ = self.slot.evict.notified() => {}
+            _ = evicted => {}
         }
     }
 }
@@ -69,7 +75,7 @@ struct Slot {
     /// started; `BUSY` while a request is being served.
     idle_since: AtomicU64,
     evict: Notify,
-    /// Never evicted (see [`Shutdown::pin`]).
+    /// Never evicted (see [`IdleEnd::pin`]).
     pinned: AtomicBool,
 }
 
@@ -127,7 +133,7 @@ impl Slots {
                 s.idle_since.load(Ordering::Relaxed) != BUSY && !s.pinned.load(Ordering::Relaxed)
             })
             .min_by_key(|s| s.idle_since.load(Ordering::Relaxed))?;
-        oldest.evict.notify_one();
+        oldest.evict.notify_waiters();
         Some(oldest.peer)
     }
 }
@@ -170,8 +176,37 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// How long a full server waits for an evicted idle connection to free its slot.
+/// How long a full server waits for evicted idle connections to free a slot.
 const EVICT_WAIT: Duration = Duration::from_secs(2);
+/// How long it waits for one evicted connection before it evicts the next idle one (the
+/// first may have taken a request just as it was asked to close).
+const EVICT_STEP: Duration = Duration::from_millis(250);
+
+/// A full server's slot for a new client: the connection idle the longest is asked to
+/// close, and the next one if that one took a request meanwhile, until a slot is free,
+/// no idle connection is left, or [`EVICT_WAIT`] has passed.
+async fn make_room(
+    permits: &Arc<Semaphore>,
+    slots: &Mutex<Slots>,
+    evictions: &mut u64,
+    max_connections: usize,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let deadline = Instant::now() + EVICT_WAIT;
+    loop {
+        let idle_peer = slots.lock().unwrap().evict_oldest_idle()?;
+        *evictions += 1;
+        if *evictions == 1 || evictions.is_multiple_of(1000) {
+            warn!("max_connections ({max_connections}) reached: closing idle connections to serve new ones ({evictions} so far, latest {idle_peer})");
+        }
+        let step = EVICT_STEP.min(deadline.saturating_duration_since(Instant::now()));
+        if let Ok(Ok(p)) = tokio::time::timeout(step, permits.clone().acquire_owned()).await {
+            return Some(p);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
 
 /// Accepts connections until `shutdown` fires, then waits up to `drain` for handlers to
 /// finish the request they are serving. A connection from an address `allow` refuses
@@ -217,28 +252,14 @@ pub async fn serve_allowed<H, F>(
         }
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => {
-                let evicted = slots.lock().unwrap().evict_oldest_idle();
-                let Some(idle_peer) = evicted else {
-                    warn!("max_connections ({max_connections}) reached and every connection is busy, closing connection from {peer}");
+            Err(_) => match make_room(&permits, &slots, &mut evictions, max_connections).await {
+                Some(p) => p,
+                None => {
+                    warn!("max_connections ({max_connections}) reached and no idle connection could make room, closing connection from {peer}");
                     drop(stream);
                     continue;
-                };
-                evictions += 1;
-                if evictions == 1 || evictions.is_multiple_of(1000) {
-                    warn!("max_connections ({max_connections}) reached: closing idle connections to serve new ones ({evictions} so far, latest {idle_peer})");
                 }
-                // The idle handler returns as soon as it runs; a generous bound in case
-                // it is slow to be scheduled.
-                match tokio::time::timeout(EVICT_WAIT, permits.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        warn!("no connection slot freed in time, closing connection from {peer}");
-                        drop(stream);
-                        continue;
-                    }
-                }
-            }
+            },
         };
         let (id, slot) = slots.lock().unwrap().add(peer);
         let conn_shutdown = IdleEnd {

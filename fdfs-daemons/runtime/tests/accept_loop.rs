@@ -403,9 +403,6 @@ async fn stop_gives_up_on_a_stuck_request_after_drain() {
 }
 
 #[tokio::test]
-#[ignore = "bug: an eviction notice that reaches a connection just as it takes a request \
-            stays stored in its slot; once the request ends the connection is closed for \
-            a client that was already refused"]
 async fn an_eviction_notice_that_comes_too_late_is_not_kept() {
     let mut h = start(1, AllowHosts::default(), T);
     let (mut a, pa) = h.idle_client().await;

@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+use rustix::io::Errno;
 use tokio::sync::OwnedMutexGuard;
 
 /// Entries kept in the CRC cache; beyond that the oldest half is forgotten.
@@ -164,17 +164,13 @@ fn zeros_crc(len: u64) -> crc32fast::Hasher {
     result
 }
 
-fn lseek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    // SAFETY: plain lseek on an open descriptor.
-    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
-    if r >= 0 {
-        return Ok(Some(r as u64));
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENXIO) {
-        Ok(None)
-    } else {
-        Err(e)
+/// `lseek` to `SEEK_DATA` or `SEEK_HOLE`: `None` for ENXIO (nothing of that kind from
+/// there to the end).
+fn seek_extent(file: &File, pos: rustix::fs::SeekFrom) -> Result<Option<u64>, Errno> {
+    match rustix::fs::seek(file, pos) {
+        Ok(r) => Ok(Some(r)),
+        Err(Errno::NXIO) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -185,19 +181,19 @@ pub fn crc32_sparse(file: &mut File, len: u64) -> io::Result<u32> {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut pos = 0u64;
     while pos < len {
-        let data = match lseek(file, pos, libc::SEEK_DATA) {
+        let data = match seek_extent(file, rustix::fs::SeekFrom::Data(pos)) {
             Ok(Some(d)) => d.min(len),
             Ok(None) => len,
             // A file system without SEEK_DATA: read everything.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => pos,
-            Err(e) => return Err(e),
+            Err(Errno::INVAL) => pos,
+            Err(e) => return Err(e.into()),
         };
         if data > pos {
             h.combine(&zeros_crc(data - pos));
             pos = data;
             continue;
         }
-        let hole = match lseek(file, pos, libc::SEEK_HOLE) {
+        let hole = match seek_extent(file, rustix::fs::SeekFrom::Hole(pos)) {
             Ok(Some(x)) => x.min(len),
             Ok(None) | Err(_) => len,
         };

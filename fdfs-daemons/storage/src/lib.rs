@@ -8,6 +8,9 @@
 //! - [`tracker_link`]: join and heartbeat with every tracker;
 //! - [`server`]: the per-connection request loop.
 
+// No unsafe code but in `sys`, the calls without a safe wrapper.
+#![deny(unsafe_code)]
+
 pub mod appenders;
 pub mod binlog;
 pub mod config;
@@ -22,6 +25,7 @@ pub mod state;
 pub mod stats;
 pub mod store;
 pub mod sync;
+mod sys;
 #[cfg(test)]
 mod test_support;
 pub mod tombstones;

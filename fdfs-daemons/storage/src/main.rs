@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use fdfs_runtime::daemon::{self, Basics, DaemonSpec};

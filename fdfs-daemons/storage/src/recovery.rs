@@ -291,12 +291,7 @@ fn finish(data: &Path) -> io::Result<()> {
 /// Flushes everything written to the file system of `data` (the recovered files and
 /// their directories) before the recovery is declared done.
 fn flush_path(data: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let d = File::open(data)?;
-    // SAFETY: the descriptor is open for the duration of the call.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::fs::syncfs(File::open(data)?)?;
     Ok(())
 }
 

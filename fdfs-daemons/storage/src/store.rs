@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use fdfs_proto::config::SpaceLimit;
 use fdfs_proto::errno;
 use fdfs_proto::fileid::RemoteName;
+use rustix::fs::{AtFlags, CWD};
+use rustix::io::Errno;
 
 use crate::config::StorageConfig;
 use crate::init_flag::InitFlag;
@@ -90,16 +92,9 @@ pub struct Store {
 
 /// Total and available bytes of the file system holding `path`.
 fn statvfs_bytes(path: &Path) -> io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: statvfs writes only into the zeroed struct we pass; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let block = st.f_frsize as u64;
-    Ok((st.f_blocks as u64 * block, st.f_bavail as u64 * block))
+    let st = rustix::fs::statvfs(path)?;
+    let block = st.f_frsize;
+    Ok((st.f_blocks * block, st.f_bavail * block))
 }
 
 /// `<store path>/data/.fastdfs_vars`: the mark a store path got when this storage
@@ -115,7 +110,9 @@ fn read_path_mark(data: &Path) -> io::Result<Option<String>> {
             .find_map(|l| l.trim().strip_prefix(PATH_MARK_KEY))
             .filter(|v| !v.is_empty())
             .map(str::to_string)),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => {
+            Ok(None)
+        }
         Err(e) => Err(io::Error::new(
             e.kind(),
             format!("cannot read {}: {e}", data.join(PATH_MARK_FILE).display()),
@@ -371,7 +368,7 @@ impl Store {
     /// Takes a store path out of service after an error that says its disk is broken
     /// or read-only (the others go on serving uploads).
     fn note_error(&self, index: usize, e: &io::Error) {
-        let broken = matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EROFS));
+        let broken = matches!(Errno::from_io_error(e), Some(Errno::IO | Errno::ROFS));
         let Some(p) = self.paths.get(index) else {
             return;
         };
@@ -586,28 +583,11 @@ fn remove_temp_files(data: &Path, subdirs: u32) -> bool {
 /// Renames `from` to `to` unless `to` exists (one atomic step where the file system
 /// supports it, a hard link and an unlink elsewhere).
 pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-    };
-    let (cf, ct) = (c(from)?, c(to)?);
-    // SAFETY: both paths are NUL-terminated and outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cf.as_ptr(),
-            libc::AT_FDCWD,
-            ct.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(err);
+    use rustix::fs::{renameat_with, RenameFlags};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS) => {}
+        Err(e) => return Err(e.into()),
     }
     fs::hard_link(from, to)?;
     fs::remove_file(from)
@@ -635,7 +615,7 @@ impl NewFile {
         if !NO_TMPFILE.load(Ordering::Relaxed) {
             match fs::OpenOptions::new()
                 .write(true)
-                .custom_flags(libc::O_TMPFILE)
+                .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
                 .open(dir)
             {
                 Ok(file) => {
@@ -647,8 +627,8 @@ impl NewFile {
                 }
                 Err(e)
                     if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                        Errno::from_io_error(&e),
+                        Some(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)
                     ) =>
                 {
                     tracing::info!(
@@ -738,52 +718,21 @@ impl Drop for NewFile {
     }
 }
 
-fn cstring(p: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 /// Gives the open file (an O_TMPFILE one) the name `dest`; never replaces.
 fn link_fd(file: &fs::File, dest: &Path) -> io::Result<()> {
+    use rustix::fs::linkat;
     use std::os::fd::AsRawFd;
-    let cdest = cstring(dest)?;
-    let fd = file.as_raw_fd();
     if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
-        // SAFETY: the paths are NUL-terminated and outlive the call; fd is open.
-        let rc = unsafe {
-            libc::linkat(
-                fd,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                cdest.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
+        match linkat(file, "", CWD, dest, AtFlags::EMPTY_PATH) {
+            Ok(()) => return Ok(()),
+            // Without CAP_DAC_READ_SEARCH: the /proc way (which also tells a missing
+            // directory from a refused flag).
+            Err(Errno::NOENT | Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
         }
-        let err = io::Error::last_os_error();
-        if !matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) {
-            return Err(err);
-        }
-        // Without CAP_DAC_READ_SEARCH: the /proc way (which also tells a missing
-        // directory from a refused flag).
     }
-    let proc = cstring(Path::new(&format!("/proc/self/fd/{fd}")))?;
-    // SAFETY: as above.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc.as_ptr(),
-            libc::AT_FDCWD,
-            cdest.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    linkat(CWD, &*proc, CWD, dest, AtFlags::SYMLINK_FOLLOW)?;
     NO_EMPTY_PATH.store(true, Ordering::Relaxed);
     Ok(())
 }

@@ -75,24 +75,16 @@ pub async fn send_range(
     offset: u64,
     len: u64,
 ) -> Result<(), TransferError> {
-    use std::os::fd::AsRawFd;
     use tokio::io::Interest;
     conn.flush().await.map_err(TransferError::Net)?;
     let timeout = conn.timeout();
-    let stream = conn.stream_mut();
-    let (sock, src) = (stream.as_raw_fd(), file.as_raw_fd());
-    let mut pos = offset as libc::off_t;
-    let end = (offset + len) as libc::off_t;
+    let stream = &*conn.stream_mut();
+    let mut pos = offset;
+    let end = offset + len;
     while pos < end {
         let want = (end - pos).min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the duration of the call; `pos` is ours.
         let sent = stream.try_io(Interest::WRITABLE, || {
-            let n = unsafe { libc::sendfile(sock, src, &mut pos, want) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            Ok(rustix::fs::sendfile(stream, &*file, Some(&mut pos), want)?)
         });
         match sent {
             Ok(0) => {

@@ -11,6 +11,8 @@
 //!
 //! [`Tracker`] ties them together so `main` and the integration tests run the same code.
 
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 pub mod config;
 pub mod peers;

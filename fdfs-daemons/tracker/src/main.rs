@@ -1,5 +1,7 @@
 //! `fdfs_trackerd <tracker.conf> [start|stop|restart] [--foreground]`
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use fdfs_runtime::daemon::{self, Basics, DaemonSpec};

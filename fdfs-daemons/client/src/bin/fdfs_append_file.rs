@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use fdfs_client::{cli, tools::append_file as tool};
 
 fn main() {

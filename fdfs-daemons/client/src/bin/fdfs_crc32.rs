@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use fdfs_client::{cli, tools::crc32 as tool};
 
 fn main() {

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use fdfs_client::{cli, tools::file_info as tool};
 
 fn main() {

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use fdfs_client::{cli, tools::regenerate_filename as tool};
 
 fn main() {

@@ -860,7 +860,7 @@ impl DeleteStorage {
             return Err(ProtoError::length("17..=31", body.len()));
         }
         let mut r = Reader::new(body);
-        let group = crate::msg::get_group(&mut r)?;
+        let group = get_group(&mut r)?;
         let storage_id = r.str(r.remaining(), "storage id")?;
         Ok(DeleteStorage { group, storage_id })
     }

@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn store_and_fetch_replies_of_both_widths() {
-        let target = |ip: &str| crate::msg::ServerAddr {
+        let target = |ip: &str| ServerAddr {
             ip: ip.into(),
             port: 23000,
         };

@@ -19,15 +19,15 @@ pub const PIPELINE_ANSWER: &[u8] = b"pipeline";
 /// invalid).
 pub fn encode_server_id(id: &str) -> Vec<u8> {
     let mut w = Writer::new();
-    w.fixed_str(id, crate::STORAGE_ID_LEN);
+    w.fixed_str(id, STORAGE_ID_LEN);
     w.finish()
 }
 
 pub fn decode_server_id(body: &[u8]) -> Result<String, ProtoError> {
-    if body.len() != crate::STORAGE_ID_LEN {
-        return Err(ProtoError::length(crate::STORAGE_ID_LEN, body.len()));
+    if body.len() != STORAGE_ID_LEN {
+        return Err(ProtoError::length(STORAGE_ID_LEN, body.len()));
     }
-    let id = Reader::new(body).fixed_str(crate::STORAGE_ID_LEN, "server id")?;
+    let id = Reader::new(body).fixed_str(STORAGE_ID_LEN, "server id")?;
     if id.is_empty() {
         return Err(ProtoError::field("server id", "empty"));
     }

@@ -557,7 +557,7 @@ impl SyncSrcReq {
             return Err(ProtoError::length(Self::LEN, body.len()));
         }
         let mut r = Reader::new(body);
-        let group = crate::msg::get_group(&mut r)?;
+        let group = get_group(&mut r)?;
         let dest_id = r.fixed_str(STORAGE_ID_LEN, "dest id")?;
         Ok(SyncSrcReq { group, dest_id })
     }
@@ -586,7 +586,7 @@ impl ReportStatus {
             return Err(ProtoError::length(Self::LEN, body.len()));
         }
         let mut r = Reader::new(body);
-        let group = crate::msg::get_group(&mut r)?;
+        let group = get_group(&mut r)?;
         let brief = StorageBrief::decode_from(&mut r)?;
         Ok(ReportStatus { group, brief })
     }
@@ -614,7 +614,7 @@ impl GroupHost {
             return Err(ProtoError::length(">= 16", body.len()));
         }
         let mut r = Reader::new(body);
-        let group = crate::msg::get_group(&mut r)?;
+        let group = get_group(&mut r)?;
         let text = r.str(r.remaining(), "host")?;
         let host = text.trim_matches(char::from(0)).trim().to_string();
         Ok(GroupHost { group, host })

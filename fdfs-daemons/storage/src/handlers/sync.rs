@@ -137,7 +137,7 @@ impl SyncSession {
         let held = std::mem::take(&mut self.held);
         // One blocking task flushes every copy: their writeback is started together,
         // so the disk takes them side by side, and the burst costs one hand-off.
-        let files: io::Result<Vec<fs::File>> = held
+        let files: io::Result<Vec<File>> = held
             .iter()
             .filter_map(|h| match h {
                 Held::Copy(c) => Some(c.temp.file.try_clone()),
@@ -236,14 +236,10 @@ impl SyncSession {
 
 /// Flushes the content of `files` (blocking): the writeback of all of them is started
 /// first, then each is waited for. One result per file, in order.
-fn flush_together(files: &[fs::File]) -> Vec<io::Result<()>> {
-    use std::os::fd::AsRawFd;
+fn flush_together(files: &[File]) -> Vec<io::Result<()>> {
     for f in files {
-        // SAFETY: the descriptor is open for the whole call; the flags only start
-        // writeback. A failure here shows again in the `sync_data` below.
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
+        // A failure here shows again in the `sync_data` below.
+        let _ = crate::sys::start_writeback(f);
     }
     files.iter().map(|f| f.sync_data()).collect()
 }

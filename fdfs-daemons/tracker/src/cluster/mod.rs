@@ -16,7 +16,7 @@ use fdfs_proto::errno;
 use fdfs_proto::msg::{
     DiskUsage, JoinReply, JoinRequest, StorageBrief, StorageCounters, SyncReport, SyncSource,
 };
-use fdfs_proto::status::{self, ACTIVE, INIT, OFFLINE, ONLINE, WAIT_SYNC};
+use fdfs_proto::status::{self, ACTIVE, INIT, OFFLINE, ONLINE, RECOVERY, SYNCING, WAIT_SYNC};
 use tracing::info;
 
 use crate::config::Placement;
@@ -462,7 +462,7 @@ impl Cluster {
         let starts_over = !is_new
             && req.init_flag
             && req.join_time != known_join_time
-            && !matches!(old, INIT | WAIT_SYNC | status::SYNCING);
+            && !matches!(old, INIT | WAIT_SYNC | SYNCING);
         if starts_over {
             s.synced_from.clear();
             s.sync_src_id.clear();
@@ -476,7 +476,7 @@ impl Cluster {
             }
         } else if starts_over {
             INIT
-        } else if s.is_available() || old == status::RECOVERY {
+        } else if s.is_available() || old == RECOVERY {
             ONLINE
         } else {
             old
@@ -681,7 +681,7 @@ impl Cluster {
                 let s = group.storage_mut(&who.id)?;
                 s.sync_src_id.clear();
                 s.sync_until_timestamp = 0;
-                if matches!(status, INIT | WAIT_SYNC | status::SYNCING) {
+                if matches!(status, INIT | WAIT_SYNC | SYNCING) {
                     group.set_status(&who.id, ONLINE, "no sync source");
                 }
             }
@@ -736,11 +736,8 @@ impl Cluster {
         // repeated report must not knock a storage that is already past that step back.
         let current = g.storage(&id)?.status;
         let allowed = match brief.status {
-            status::SYNCING => matches!(current, status::INIT | status::WAIT_SYNC),
-            status::OFFLINE => matches!(
-                current,
-                status::INIT | status::WAIT_SYNC | status::SYNCING | status::RECOVERY
-            ),
+            SYNCING => matches!(current, INIT | WAIT_SYNC),
+            OFFLINE => matches!(current, INIT | WAIT_SYNC | SYNCING | RECOVERY),
             _ => true,
         };
         if !allowed {
@@ -959,9 +956,9 @@ pub(crate) mod tests {
         let first = c.join(&join_req("g", 1, false), "10.0.0.1", 300).unwrap().0;
         c.disconnect(&first);
         let mut brief = c.group("g").unwrap().storages["10.0.0.1"].brief();
-        brief.status = status::RECOVERY;
+        brief.status = RECOVERY;
         c.report_status("g", &brief).unwrap();
-        assert_eq!(status_of(&c, "g", "10.0.0.1"), status::RECOVERY);
+        assert_eq!(status_of(&c, "g", "10.0.0.1"), RECOVERY);
         let (first, reply) = c.join(&join_req("g", 1, false), "10.0.0.1", 301).unwrap();
         assert_eq!(reply.status, ONLINE, "a join ends RECOVERY, as upstream");
         c.disconnect(&first);
