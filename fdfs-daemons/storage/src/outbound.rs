@@ -57,8 +57,37 @@ pub(crate) async fn tracker_call<R: Request>(
     tracker: &HostPort,
     req: &R,
 ) -> Result<R::Reply, Error> {
+    let timeouts = (st.cfg.connect_timeout, st.cfg.network_timeout);
+    one_call(st, tracker, req, timeouts).await
+}
+
+/// The short calls to a tracker besides the sessions (64 and 68 when two trackers lead,
+/// 92 for a peer's join time) give up quickly: a session or the sync manager waits for
+/// them.
+const SHORT_CALL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const SHORT_CALL_NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`tracker_call`] with short timeouts.
+pub(crate) async fn short_call<R: Request>(
+    st: &Storage,
+    tracker: &HostPort,
+    req: &R,
+) -> Result<R::Reply, Error> {
+    let timeouts = (
+        st.cfg.connect_timeout.min(SHORT_CALL_CONNECT_TIMEOUT),
+        st.cfg.network_timeout.min(SHORT_CALL_NETWORK_TIMEOUT),
+    );
+    one_call(st, tracker, req, timeouts).await
+}
+
+async fn one_call<R: Request>(
+    st: &Storage,
+    tracker: &HostPort,
+    req: &R,
+    (connect_timeout, network_timeout): (Duration, Duration),
+) -> Result<R::Reply, Error> {
     let addr = resolve(tracker).await?;
-    let mut conn = connect(st, addr).await?;
+    let mut conn = connect_with(st, addr, connect_timeout, network_timeout).await?;
     if let Ok(local) = conn.local_addr() {
         st.learn_ip(local.ip());
     }

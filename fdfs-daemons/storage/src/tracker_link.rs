@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fdfs_proto::addr::HostPort;
 use fdfs_proto::config::{IniFile, SpaceLimit};
 use fdfs_proto::msg::{
-    Beat, NotifyReselectLeader, ParameterReq, Request, SyncDestQuery, SyncDestReq, SyncNotify,
+    Beat, NotifyReselectLeader, ParameterReq, SyncDestQuery, SyncDestReq, SyncNotify,
     TrackerGetStatus,
 };
 use fdfs_proto::msg::{BeatReply, DiskUsage, JoinRequest, StorageBrief, SyncReport, SyncSource};
@@ -36,31 +36,6 @@ pub struct Links {
     /// until one does, and after two leaders were seen). Held while a link checks an
     /// announcement, so the links settle one at a time.
     pub leader: tokio::sync::Mutex<Option<usize>>,
-}
-
-/// The short calls to a tracker besides the sessions (64 and 68 when two trackers lead,
-/// 92 for a peer's join time) give up quickly: a session or the sync manager waits for
-/// them.
-const SHORT_CALL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const SHORT_CALL_NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One request to `tracker` on a connection of its own, with short timeouts.
-pub(crate) async fn short_call<R: Request>(
-    st: &Storage,
-    tracker: &HostPort,
-    req: &R,
-) -> Result<R::Reply, Error> {
-    let addr = resolve(tracker).await?;
-    let mut conn = crate::outbound::connect_with(
-        st,
-        addr,
-        st.cfg.connect_timeout.min(SHORT_CALL_CONNECT_TIMEOUT),
-        st.cfg.network_timeout.min(SHORT_CALL_NETWORK_TIMEOUT),
-    )
-    .await?;
-    let reply = conn.call(req).await;
-    conn.quit().await;
-    reply
 }
 
 /// Keeps a session with one tracker alive until shutdown, reconnecting with back-off.
@@ -163,14 +138,14 @@ async fn leader_announced(st: Arc<Storage>, links: Arc<Links>, from: String, bri
         if old != index {
             let old_host = &st.cfg.tracker_servers[old];
             let new_host = &st.cfg.tracker_servers[index];
-            let still_leads = short_call(&st, old_host, &TrackerGetStatus)
+            let still_leads = crate::outbound::short_call(&st, old_host, &TrackerGetStatus)
                 .await
                 .is_ok_and(|s| s.if_leader);
             if still_leads {
                 warn!("two tracker leaders: {old_host} and {new_host}; asking both to elect again");
                 let (a, b) = tokio::join!(
-                    short_call(&st, old_host, &NotifyReselectLeader),
-                    short_call(&st, new_host, &NotifyReselectLeader),
+                    crate::outbound::short_call(&st, old_host, &NotifyReselectLeader),
+                    crate::outbound::short_call(&st, new_host, &NotifyReselectLeader),
                 );
                 for (host, result) in [(old_host, a), (new_host, b)] {
                     match result {

@@ -228,7 +228,7 @@ async fn peer_join_time(st: &Storage, peer: &StorageBrief) -> Option<i64> {
     };
     let mut newest = None;
     for t in &st.cfg.tracker_servers {
-        match crate::tracker_link::short_call(st, t, &req).await {
+        match crate::outbound::short_call(st, t, &req).await {
             Ok(list) => {
                 let found = list.iter().filter(|s| s.id == peer.id).map(|s| s.join_time);
                 newest = newest.max(found.max());
