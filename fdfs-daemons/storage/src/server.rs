@@ -74,6 +74,14 @@ pub async fn handle_connection(
         };
         let close = match outcome {
             Ok(()) => false,
+            Err(Fail::Close) if header.cmd == cmd::QUIT => {
+                // The client is done: the replies it was promised go out first.
+                sync_sess.settle(&st, &mut conn).await;
+                if write_binlog(&st, &mut sync_sess).await {
+                    let _ = conn.flush().await;
+                }
+                break;
+            }
             Err(Fail::Close) => break,
             Err(Fail::ReplyAndClose(e)) => {
                 // The replies before it go first, in order.
