@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fdfs_proto::fileid::valid_ext;
 use fdfs_proto::metadata::{self, Pairs};
-use fdfs_proto::msg::{ActiveTest, GetMetadata};
+use fdfs_proto::msg::{ActiveTest, DeleteFile, GetMetadata, Request};
 use fdfs_proto::msg::{
     AppendHead, Download, FileInfoReply, FileRef, ModifyHead, SetMetadata, SlaveHead, StoredFile,
     Truncate, UploadHead,
@@ -350,12 +350,11 @@ impl StorageClient {
 
     /// 36: truncates (or extends) an appender file.
     pub async fn truncate(&mut self, filename: &str, new_size: u64) -> Result<(), Error> {
-        let body = Truncate {
+        self.expect_empty(&Truncate {
             filename: filename.to_string(),
             new_size,
-        }
-        .encode();
-        self.expect_empty(cmd::TRUNCATE_FILE, &body).await
+        })
+        .await
     }
 
     /// 38: turns an appender file into a normal file; returns its new name.
@@ -375,7 +374,7 @@ impl StorageClient {
 
     /// 12: deletes a file (and its metadata).
     pub async fn delete(&mut self, group: &str, filename: &str) -> Result<(), Error> {
-        self.expect_empty(cmd::DELETE_FILE, &file_ref(group, filename))
+        self.expect_empty(&DeleteFile(file_ref(group, filename)))
             .await
     }
 
@@ -390,23 +389,21 @@ impl StorageClient {
         if op != metadata::OP_OVERWRITE && op != metadata::OP_MERGE {
             return Err(crate::invalid_input("metadata op", format!("{op:#x}")));
         }
-        let body = SetMetadata {
+        self.expect_empty(&SetMetadata {
             op,
             group: group.to_string(),
             filename: filename.to_string(),
             packed: metadata::pack(pairs),
-        }
-        .encode();
-        self.expect_empty(cmd::SET_METADATA, &body).await
+        })
+        .await
     }
 
     /// 15: reads the metadata of a file.
     pub async fn get_metadata(&mut self, group: &str, filename: &str) -> Result<Pairs, Error> {
-        let file = FileRef {
-            group: group.to_string(),
-            filename: filename.to_string(),
-        };
-        let reply = self.conn.call(&GetMetadata(file)).await?;
+        let reply = self
+            .conn
+            .call(&GetMetadata(file_ref(group, filename)))
+            .await?;
         Ok(metadata::unpack(&reply))
     }
 
@@ -418,7 +415,7 @@ impl StorageClient {
         filename: &str,
         flags: u8,
     ) -> Result<FileInfoReply, Error> {
-        let body = file_ref(group, filename);
+        let body = file_ref(group, filename).encode();
         let header = Header {
             pkg_len: body.len() as i64,
             cmd: cmd::QUERY_FILE_INFO,
@@ -616,15 +613,16 @@ impl StorageClient {
     }
 
     /// A request whose successful reply has an empty body.
-    async fn expect_empty(&mut self, command: u8, body: &[u8]) -> Result<(), Error> {
-        self.request_limited(command, body, 0).await.map(|_| ())
+    async fn expect_empty(&mut self, req: &impl Request<Reply = ()>) -> Result<(), Error> {
+        self.request_limited(req.cmd(), &req.body(), 0)
+            .await
+            .map(|_| ())
     }
 }
 
-fn file_ref(group: &str, filename: &str) -> Vec<u8> {
+fn file_ref(group: &str, filename: &str) -> FileRef {
     FileRef {
         group: group.to_string(),
         filename: filename.to_string(),
     }
-    .encode()
 }

@@ -73,15 +73,8 @@ pub async fn handle_connection(
             }
         };
         let close = match outcome {
-            Ok(()) => false,
-            Err(Fail::Close) if header.cmd == cmd::QUIT => {
-                // The client is done: the replies it was promised go out first.
-                sync_sess.settle(&st, &mut conn).await;
-                if write_binlog(&st, &mut sync_sess).await {
-                    let _ = conn.flush().await;
-                }
-                break;
-            }
+            // The client is done: the replies it was promised go out first (below).
+            Ok(()) => header.cmd == cmd::QUIT,
             Err(Fail::Close) => break,
             Err(Fail::ReplyAndClose(e)) => {
                 // The replies before it go first, in order.
@@ -266,7 +259,7 @@ async fn dispatch(
             let modify = header.cmd == cmd::SYNC_MODIFY_FILE;
             return sync::append_or_modify(st, conn, body_len, modify, sync_src).await;
         }
-        cmd::QUIT => return Err(Fail::Close),
+        cmd::QUIT => return Ok(()),
         _ => {}
     }
     if body_len > st.cfg.buff_size as u64 {

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use fdfs_proto::fileid::RemoteName;
 use fdfs_proto::header::HEADER_LEN;
-use fdfs_proto::msg::StorageBrief;
 use fdfs_proto::msg::{
-    encode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
-    PIPELINE_ANSWER, PIPELINE_ASK,
+    encode_server_id, Request, StorageBrief, SyncCreateLink, SyncDelete, SyncFileHead,
+    SyncRangeHead, SyncRename, SyncTruncate, SyncTwoNames, PIPELINE_ANSWER, PIPELINE_ASK,
 };
 use fdfs_proto::{cmd, errno, status, Header};
 use fdfs_runtime::{Connection, Error};
@@ -546,8 +545,9 @@ impl Dispatcher {
     ) -> Result<Flight, End> {
         let command = match rec.change {
             Change::Delete => {
-                let body = self.delete_body(rec.timestamp, &rec.name);
-                out.extend_from_slice(&Header::request(cmd::SYNC_DELETE_FILE, body.len()).encode());
+                let req = self.delete(rec.timestamp, &rec.name);
+                let body = req.body();
+                out.extend_from_slice(&Header::request(req.cmd(), body.len()).encode());
                 out.extend_from_slice(&body);
                 return Ok(Flight::Awaiting(Awaiting::Delete));
             }
@@ -643,23 +643,21 @@ impl Dispatcher {
         }
     }
 
-    fn delete_body(&self, timestamp: i64, name: &str) -> Vec<u8> {
+    fn delete(&self, timestamp: i64, name: &str) -> SyncDelete {
         SyncDelete {
             timestamp: timestamp as i32,
             group: self.st.cfg.group_name.clone(),
             filename: name.to_string(),
         }
-        .encode()
     }
 
-    fn two_names_body(&self, timestamp: i64, first: &str, second: &str) -> Vec<u8> {
+    fn two_names(&self, timestamp: i64, first: &str, second: &str) -> SyncTwoNames {
         SyncTwoNames {
             timestamp: timestamp as i32,
             group: self.st.cfg.group_name.clone(),
             first: first.to_string(),
             second: second.to_string(),
         }
-        .encode()
     }
 
     /// A record that goes on its own (append, modify, truncate, rename, link), with its
@@ -681,8 +679,8 @@ impl Dispatcher {
                 if self.behind.remove(from) {
                     return self.send_renamed_whole(conn, rec, from).await;
                 }
-                let body = self.two_names_body(rec.timestamp, &rec.name, from);
-                match status_of(conn, cmd::SYNC_RENAME_FILE, &body).await? {
+                let req = SyncRename(self.two_names(rec.timestamp, &rec.name, from));
+                match status_of(conn, &req).await? {
                     0 | errno::EEXIST => Ok(Outcome::Applied),
                     errno::ENOENT => {
                         self.send_file(conn, rec, &rec.name, cmd::SYNC_CREATE_FILE)
@@ -692,8 +690,8 @@ impl Dispatcher {
                 }
             }
             Change::Link { target } => {
-                let body = self.two_names_body(rec.timestamp, &rec.name, target);
-                match status_of(conn, cmd::SYNC_CREATE_LINK, &body).await? {
+                let req = SyncCreateLink(self.two_names(rec.timestamp, &rec.name, target));
+                match status_of(conn, &req).await? {
                     0 | errno::EEXIST => Ok(Outcome::Applied),
                     errno::ENOENT => Ok(Outcome::Skipped),
                     s => self.refused(rec, s),
@@ -723,15 +721,14 @@ impl Dispatcher {
                     .await;
             }
         }
-        let body = SyncTruncate {
+        let req = SyncTruncate {
             old_size,
             new_size,
             timestamp: rec.timestamp as i32,
             group: self.st.cfg.group_name.clone(),
             filename: rec.name.clone(),
-        }
-        .encode();
-        match status_of(conn, cmd::SYNC_TRUNCATE_FILE, &body).await? {
+        };
+        match status_of(conn, &req).await? {
             // EEXIST: the peer's size is not the one before the truncate; done, as for
             // upstream senders (see `send_range`).
             0 | errno::EEXIST => Ok(Outcome::Applied),
@@ -771,8 +768,7 @@ impl Dispatcher {
         let sent = self
             .send_file(conn, rec, &rec.name, cmd::SYNC_UPDATE_FILE)
             .await?;
-        let body = self.delete_body(rec.timestamp, old);
-        match status_of(conn, cmd::SYNC_DELETE_FILE, &body).await? {
+        match status_of(conn, &self.delete(rec.timestamp, old)).await? {
             0 | errno::ENOENT => Ok(sent),
             s => self.refused(rec, s),
         }
@@ -903,8 +899,9 @@ fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
 }
 
 /// Sends a request with a small body; returns the reply status.
-async fn status_of(conn: &mut Connection, command: u8, body: &[u8]) -> Result<u8, End> {
-    conn.send(Header::request(command, body.len()), body)
+async fn status_of(conn: &mut Connection, req: &impl Request) -> Result<u8, End> {
+    let body = req.body();
+    conn.send(Header::request(req.cmd(), body.len()), &body)
         .await?;
     reply_status(conn).await
 }
