@@ -553,6 +553,16 @@ def pytest_sessionfinish(session, exitstatus):
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is not None and factory._basetemp is not None:
         shutil.rmtree(factory._basetemp, ignore_errors=True)
+        # pytest's per-user parent (/tmp/pytest-of-$USER) too, once nothing but its
+        # "current" link to the directory just removed is left in it.
+        parent = factory._basetemp.parent
+        try:
+            for entry in parent.iterdir():
+                if entry.is_symlink() and not entry.exists():
+                    entry.unlink()
+            parent.rmdir()
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------ clients
