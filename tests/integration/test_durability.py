@@ -150,8 +150,8 @@ def test_torn_binlog_tail_is_repaired_and_replication_resumes(tmp_path_factory):
         stop_cluster(c)
 
 
-def flushes_during(node, action):
-    """Runs `action` with strace on the storage: -> how many fsync/fdatasync calls."""
+def flushes_during(node, action, calls=("fsync(", "fdatasync(")):
+    """Runs `action` with strace on the storage: -> how many of `calls` it made."""
     import shutil
     import subprocess
 
@@ -178,7 +178,7 @@ def flushes_during(node, action):
         tracer.terminate()
         tracer.wait(15)
     return sum(1 for line in out.read_text().splitlines()
-               if "fsync(" in line or "fdatasync(" in line)
+               if any(line.startswith(c) or (" " + c) in line for c in calls))
 
 
 def uploads(node, n):
@@ -204,5 +204,29 @@ def test_fsync_before_reply_off_flushes_nothing(tmp_path_factory):
                       storage_extra="fsync_before_reply = false\n")
     try:
         assert flushes_during(c.nodes[0], uploads(c.nodes[0], 10)) == 0
+    finally:
+        stop_cluster(c)
+
+
+def test_fsync_before_reply_flushes_each_replica(tmp_path_factory):
+    """A peer flushes every copy it receives (a burst's copies in one task), then the
+    directories and its binlog, before it confirms them."""
+    c = start_cluster(tmp_path_factory, "flush_replica", store_paths=1, storages=2)
+    try:
+        source, peer = c.nodes[0], c.nodes[1]
+        fids = []
+
+        def upload_and_wait():
+            for i in range(10):
+                st, fid = wire.upload(source.addr, payload(2000 + i, 400 + i), ext="bin")
+                assert st == 0
+                fids.append(fid)
+            wait_for(lambda: all(wire.download(peer.addr, f)[0] == 0 for f in fids), 30,
+                     what="every file on the peer")
+
+        # One content flush (fdatasync) per copy, and the binlog's; the directories are
+        # flushed with fsync.
+        n = flushes_during(peer, upload_and_wait, calls=("fdatasync(",))
+        assert n >= 11, n
     finally:
         stop_cluster(c)
