@@ -3,7 +3,8 @@
 //! No sockets and no async runtime: bodies are encoded into and decoded from byte
 //! slices ([`msg`], [`header`], [`codec`]), and the only I/O is reading the
 //! configuration files a reader is pointed at, with the files they `#include`
-//! ([`config`], [`http::modconf`]). The daemons, the client tools and the nginx module
+//! ([`config`], [`http::modconf`], [`storage_ids`]), and resolving the host names
+//! `storage_ids.conf` may list. The daemons, the client tools and the nginx module
 //! all build on these types, so every byte layout lives in exactly one place.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod http;
 pub mod metadata;
 pub mod msg;
 pub mod status;
+pub mod storage_ids;
 pub mod token;
 
 pub use codec::{ProtoError, Reader, Writer};

@@ -16,7 +16,11 @@ use fdfs_proto::{valid_group_name, DEFAULT_STORAGE_PORT};
 pub struct StorageConfig {
     pub path: PathBuf,
     pub disabled: bool,
+    /// Empty when `storage.conf` leaves it to the trackers (see `identity`).
     pub group_name: String,
+    /// `server_id`: the id this storage declares, taken by trackers that trust it
+    /// (`trust_storage_server_id`).
+    pub server_id: Option<String>,
     pub bind_addr: Option<IpAddr>,
     /// Bind outgoing connections to `bind_addr` too.
     pub client_bind: bool,
@@ -68,9 +72,17 @@ impl StorageConfig {
     pub fn load(path: &Path) -> Result<StorageConfig, ConfigError> {
         let ini = IniFile::load(path)?;
         let g = ini.global();
-        let group_name = g.require_str("group_name")?.to_string();
-        if !valid_group_name(&group_name) {
+        // Left out, the trackers tell it from storage_ids.conf (109).
+        let group_name = g.str("group_name").unwrap_or("").to_string();
+        if !group_name.is_empty() && !valid_group_name(&group_name) {
             return Err(g.invalid("group_name", "1 to 16 characters from [A-Za-z0-9]"));
+        }
+        if g.bool("check_file_duplicate", false)? {
+            return Err(g.invalid(
+                "check_file_duplicate",
+                "false: duplicate detection through FastDHT is not supported, and storing \
+                 full copies would leave FastDHT's reference counts wrong",
+            ));
         }
         let bind_addr = match g.str("bind_addr").unwrap_or("") {
             "" => None,
@@ -116,6 +128,16 @@ impl StorageConfig {
             path: path.to_path_buf(),
             disabled: g.bool("disabled", false)?,
             group_name,
+            server_id: match g.str("server_id").unwrap_or("") {
+                "" => None,
+                id if fdfs_proto::storage_ids::valid_server_id(id) => Some(id.to_string()),
+                _ => {
+                    return Err(g.invalid(
+                        "server_id",
+                        "a number from 1 to 16777215 without leading zeros",
+                    ))
+                }
+            },
             bind_addr,
             client_bind: g.bool("client_bind", true)?,
             port: g.int_in("port", DEFAULT_STORAGE_PORT as i64, 1, 65535)? as u16,
@@ -230,6 +252,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("group_name"));
+        let p = write(
+            &dir,
+            "group_name = g1\nbase_path = /tmp\ntracker_server = a:1\ncheck_file_duplicate = 1\n",
+        );
+        let err = StorageConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("check_file_duplicate") && err.contains(":4"),
+            "{err}"
+        );
+        let p = write(
+            &dir,
+            "base_path = /tmp\ntracker_server = a:1\nserver_id = 0100\n",
+        );
+        assert!(StorageConfig::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("server_id"));
+        // No group_name: the trackers tell it.
+        let p = write(
+            &dir,
+            "base_path = /tmp\ntracker_server = a:1\nserver_id = 100\n",
+        );
+        let c = StorageConfig::load(&p).unwrap();
+        assert_eq!(
+            (c.group_name.as_str(), c.server_id.as_deref()),
+            ("", Some("100"))
+        );
         let p = write(&dir, "group_name = g1\nbase_path = /tmp\n");
         assert!(StorageConfig::load(&p)
             .unwrap_err()

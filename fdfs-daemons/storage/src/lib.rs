@@ -16,6 +16,7 @@ pub mod binlog;
 pub mod config;
 pub mod durability;
 pub mod handlers;
+pub mod identity;
 pub mod init_flag;
 pub mod integrity;
 pub mod outbound;
@@ -48,7 +49,12 @@ use crate::store::Store;
 use crate::tracker_link::Links;
 
 /// Runs the storage until `stop` resolves.
-pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(), String> {
+    tokio::pin!(stop);
+    tokio::select! {
+        settled = identity::settle_group(&mut cfg) => settled?,
+        _ = &mut stop => return Ok(()),
+    }
     // The init flag comes first: it says whether this storage had joined its group
     // (a store path found empty then lost its files) and which store paths it made.
     let base = cfg.base_path.clone();
@@ -88,12 +94,23 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
         }
     }
 
+    // How the cluster names us goes into every file name: settled before anything is
+    // served.
+    if st.my_ip().is_none() {
+        if let Ok(ip) = init.last_ip_addr.parse() {
+            st.learn_ip(ip);
+        }
+    }
+    tokio::select! {
+        settled = identity::settle(&st) => settled?,
+        _ = &mut stop => return Ok(()),
+    }
+
     // A binlog lost under the marks, and store paths on a replaced disk, are made
     // whole before anything is served.
-    let my_ip = st.cfg.bind_addr.or_else(|| init.last_ip_addr.parse().ok());
     let check = st.clone();
     let to_recover = tokio::task::spawn_blocking(move || {
-        if let Err(e) = recovery::repair_binlog(&check, my_ip) {
+        if let Err(e) = recovery::repair_binlog(&check) {
             warn!("cannot repair the binlog: {e}");
         }
         recovery::paths_to_recover(&check)
@@ -101,7 +118,6 @@ pub async fn run(cfg: StorageConfig, stop: impl Future<Output = ()>) -> Result<(
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("store paths: {e}"))?;
-    tokio::pin!(stop);
     if !to_recover.is_empty() {
         tokio::select! {
             _ = recovery::recover(st.clone(), to_recover) => {}

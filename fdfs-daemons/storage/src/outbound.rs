@@ -9,6 +9,7 @@ use fdfs_proto::addr::HostPort;
 use fdfs_proto::msg::Request;
 use fdfs_runtime::{Connection, Error};
 
+use crate::config::StorageConfig;
 use crate::state::Storage;
 
 /// The address to connect to for a `tracker_server` entry (its first host, resolved).
@@ -34,20 +35,35 @@ pub(crate) async fn connect_with(
     connect_timeout: Duration,
     network_timeout: Duration,
 ) -> Result<Connection, Error> {
-    let mut conn =
-        Connection::connect(addr, bind_addr(st), connect_timeout, network_timeout).await?;
-    if let Some(secret) = &st.cfg.cluster_secret {
+    connect_cfg(&st.cfg, addr, connect_timeout, network_timeout).await
+}
+
+async fn connect_cfg(
+    cfg: &StorageConfig,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    network_timeout: Duration,
+) -> Result<Connection, Error> {
+    let bind = if cfg.client_bind { cfg.bind_addr } else { None };
+    let mut conn = Connection::connect(addr, bind, connect_timeout, network_timeout).await?;
+    if let Some(secret) = &cfg.cluster_secret {
         conn.prove_secret(secret).await?;
     }
     Ok(conn)
 }
 
-fn bind_addr(st: &Storage) -> Option<std::net::IpAddr> {
-    if st.cfg.client_bind {
-        st.cfg.bind_addr
-    } else {
-        None
-    }
+/// One request on a short connection to a tracker, before the storage is built (the
+/// group name is asked for first).
+pub(crate) async fn cfg_tracker_call<R: Request>(
+    cfg: &StorageConfig,
+    tracker: &HostPort,
+    req: &R,
+) -> Result<R::Reply, Error> {
+    let addr = resolve(tracker).await?;
+    let mut conn = connect_cfg(cfg, addr, cfg.connect_timeout, cfg.network_timeout).await?;
+    let reply = conn.call(req).await;
+    conn.quit().await;
+    reply
 }
 
 /// One request on a short connection to a tracker; learns our own address from the

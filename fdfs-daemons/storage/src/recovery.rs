@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use fdfs_proto::fileid::{FileKind, RemoteName, Source};
+use fdfs_proto::fileid::{FileKind, RemoteName};
 use fdfs_proto::msg::ListOneGroup;
 use fdfs_proto::msg::{FetchOnePathBinlog, INFINITE_LEN};
 use fdfs_proto::msg::{StorageBrief, StorageSelector, StorageStat};
@@ -63,8 +63,9 @@ const REFUSALS: u32 = 3;
 // ----- lost binlog -------------------------------------------------------------------
 
 /// Checks the mark files against the binlog at start and repairs a lost binlog (see
-/// the module doc). Blocking. `my_ip` tells our own files from replicas.
-pub fn repair_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<()> {
+/// the module doc). Blocking. The source in a file's name tells our own files from
+/// replicas.
+pub fn repair_binlog(st: &Storage) -> io::Result<()> {
     let dir = st.binlog.dir().to_path_buf();
     let end = st.binlog.end();
     let mut stale = Vec::new();
@@ -100,7 +101,7 @@ pub fn repair_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<()> {
     if stale.is_empty() && !orphan_files {
         return Ok(());
     }
-    let n = rebuild_binlog(st, my_ip)?;
+    let n = rebuild_binlog(st)?;
     warn!(
         "binlog rebuilt from the store paths: {n} file(s), now ending at binlog.{:03} offset {}",
         st.binlog.end().index,
@@ -133,7 +134,7 @@ fn listed(name: &std::ffi::OsStr) -> bool {
 /// Appends one record per file of the store paths to the binlog: a link record for a
 /// symbolic link, an update record (sent whole, replacing) for an appender this
 /// storage is the source of (its peers may hold an older copy), else a create record.
-fn rebuild_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<u64> {
+fn rebuild_binlog(st: &Storage) -> io::Result<u64> {
     let mut out = Vec::with_capacity(CHUNK + 512);
     let mut count = 0u64;
     for (i, p) in st.store.paths().iter().enumerate() {
@@ -156,11 +157,12 @@ fn rebuild_binlog(st: &Storage, my_ip: Option<IpAddr>) -> io::Result<u64> {
                 let Ok(meta) = fs::symlink_metadata(e.path()) else {
                     continue;
                 };
-                let ours = match (name.packed().map(|p| p.source), my_ip) {
-                    (Ok(Source::Ip(src)), Some(IpAddr::V4(me))) => src == me,
-                    // Unknown: sent as ours; a peer that has it answers EEXIST.
-                    _ => true,
-                };
+                // Unknown: sent as ours; a peer that has it answers EEXIST.
+                let ours = name
+                    .packed()
+                    .ok()
+                    .and_then(|p| st.is_mine(&p.source))
+                    .unwrap_or(true);
                 let ts = crate::handlers::mtime_of(&meta);
                 let target = meta
                     .file_type()
@@ -339,12 +341,11 @@ pub async fn recover(st: Arc<Storage>, paths: Vec<usize>) {
 }
 
 fn my_brief(st: &Storage) -> Option<StorageBrief> {
-    let me = crate::sync::my_id(st)?;
     Some(StorageBrief {
         status: 0,
         port: st.cfg.port as u32,
-        id: me.clone(),
-        ip: me,
+        id: st.my_id()?,
+        ip: st.my_ip()?.to_string(),
     })
 }
 

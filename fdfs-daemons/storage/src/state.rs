@@ -10,6 +10,7 @@ use fdfs_proto::IpSize;
 
 use crate::binlog::Binlog;
 use crate::config::StorageConfig;
+use crate::identity::Identity;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::sync::SyncState;
@@ -30,6 +31,8 @@ pub struct Storage {
     /// Our own address as the cluster sees it: `bind_addr`, else learnt from the tracker
     /// connection. It goes into every new file name.
     my_ip: RwLock<Option<IpAddr>>,
+    /// How the cluster names us (settled with the trackers at start-up).
+    identity: RwLock<Identity>,
     /// IP field width in file-info replies; follows the tracker's setting.
     ip_size: RwLock<IpSize>,
     pub up_time: i64,
@@ -48,6 +51,7 @@ impl Storage {
             appenders: Default::default(),
             integrity: Default::default(),
             my_ip: RwLock::new(my_ip),
+            identity: RwLock::new(Identity::default()),
             ip_size: RwLock::new(IpSize::V4),
             up_time: fdfs_runtime::unix_now(),
         }
@@ -68,8 +72,44 @@ impl Storage {
         }
     }
 
+    pub fn identity(&self) -> Identity {
+        self.identity.read().unwrap().clone()
+    }
+
+    pub fn set_identity(&self, identity: Identity) {
+        *self.identity.write().unwrap() = identity;
+    }
+
+    /// Our id in the cluster: the server id with storage ids, else the IP text.
+    pub fn my_id(&self) -> Option<String> {
+        let identity = self.identity.read().unwrap();
+        match &identity.server_id {
+            Some(id) if identity.by_server_id => Some(id.clone()),
+            _ => self.my_ip().map(|ip| ip.to_string()),
+        }
+    }
+
+    /// Whether storages are named by server id (marks are then `<id>.mark`).
+    pub fn by_server_id(&self) -> bool {
+        self.identity.read().unwrap().by_server_id
+    }
+
+    /// Whether a file whose name holds `source` was first stored here.
+    pub fn is_mine(&self, source: &Source) -> Option<bool> {
+        if let Some(me) = self.identity.read().unwrap().source() {
+            return Some(*source == me);
+        }
+        match (source, self.my_ip()) {
+            (Source::Ip(ip), Some(IpAddr::V4(me))) => Some(*ip == me),
+            _ => None,
+        }
+    }
+
     /// The source field of new file names.
     pub fn source(&self, fallback: IpAddr) -> Source {
+        if let Some(id) = self.identity.read().unwrap().source() {
+            return id;
+        }
         let ip = self.my_ip().unwrap_or(fallback);
         match ip {
             IpAddr::V4(v4) => Source::Ip(v4),

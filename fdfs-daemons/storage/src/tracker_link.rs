@@ -64,12 +64,48 @@ pub async fn run(st: Arc<Storage>, links: Arc<Links>, tracker: HostPort, mut shu
     }
 }
 
-fn apply_parameters(st: &Storage, text: &[u8]) {
+/// Refuses cluster settings this storage cannot honour: storing as if they were off
+/// would put files where peers and clients do not look for them.
+pub fn refuse_unsupported(params: &IniFile) -> Result<(), String> {
+    let g = params.global();
+    if g.bool("use_trunk_file", false).unwrap_or(false) {
+        return Err(
+            "the trackers set use_trunk_file = true: trunk files are not supported \
+                    by this storage, which would store small files outside them"
+                .into(),
+        );
+    }
+    if g.bool("store_slave_file_use_link", false).unwrap_or(false) {
+        return Err(
+            "the trackers set store_slave_file_use_link = true: this storage \
+                    stores slave files as regular files, not as links"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn apply_parameters(st: &Storage, text: &[u8]) -> Result<(), Error> {
     let text = String::from_utf8_lossy(text);
     let Ok(ini) = IniFile::parse(&text, "tracker-parameters") else {
         warn!("tracker sent unreadable parameters");
-        return;
+        return Ok(());
     };
+    refuse_unsupported(&ini).map_err(Error::Other)?;
+    let naming = crate::identity::Naming::from_parameters(&ini);
+    let identity = st.identity();
+    if (naming.by_server_id, naming.id_in_filename)
+        != (identity.by_server_id, identity.id_in_filename)
+    {
+        warn!(
+            "the tracker now says use_storage_id = {}, file names by {}; this storage \
+             goes on as it started (use_storage_id = {}, by {}) until it is restarted",
+            naming.by_server_id,
+            if naming.id_in_filename { "id" } else { "ip" },
+            identity.by_server_id,
+            if identity.id_in_filename { "id" } else { "ip" },
+        );
+    }
     let g = ini.global();
     let wide = matches!(
         g.str("response_ip_addr_size")
@@ -81,6 +117,7 @@ fn apply_parameters(st: &Storage, text: &[u8]) {
     if let Ok(limit) = g.space("reserved_storage_space", SpaceLimit::Bytes(1024 << 20)) {
         st.store.set_reserved(limit);
     }
+    Ok(())
 }
 
 /// The entry of `trackers` (`tracker_server` lines) that `ip:port` is one of: any
@@ -181,7 +218,7 @@ async fn session(
     st.learn_ip(my_ip);
 
     let params = conn.call(&ParameterReq).await?;
-    apply_parameters(st, &params);
+    apply_parameters(st, &params)?;
 
     let init = links.init.lock().unwrap().clone();
     let join = JoinRequest {
@@ -195,7 +232,11 @@ async fn session(
         version: VERSION_TEXT.to_string(),
         init_flag: !*told,
         status: status::INIT as i8,
-        storage_id: String::new(),
+        storage_id: st
+            .identity()
+            .server_id
+            .filter(|_| st.by_server_id())
+            .unwrap_or_default(),
         tracker_ip: addr.ip().to_canonical().to_string(),
         trackers: st
             .cfg

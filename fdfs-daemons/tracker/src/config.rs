@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fdfs_proto::config::{ConfigError, IniFile, Section, SpaceLimit, TimeOfDay};
+use fdfs_proto::storage_ids::ServerIds;
 use fdfs_proto::IpSize;
 
 /// `store_lookup`: how an upload without a group picks one.
@@ -130,6 +131,8 @@ pub struct TrackerConfig {
     /// Validated `log_level` word (syslog names).
     pub log_level: String,
     pub use_storage_id: bool,
+    /// `storage_ids.conf`, read at start-up when `use_storage_id` is on.
+    pub storage_ids: Option<std::sync::Arc<ServerIds>>,
     pub id_type_in_filename: IdType,
     pub trust_storage_server_id: bool,
     pub storage_ip_changed_auto_adjust: bool,
@@ -183,8 +186,16 @@ impl TrackerConfig {
                 "one of emerg, alert, crit, error, warn, notice, info, debug",
             ));
         }
+        let use_storage_id = g.bool("use_storage_id", false)?;
+        let storage_ids = if use_storage_id {
+            Some(std::sync::Arc::new(load_storage_ids(ini)?))
+        } else {
+            None
+        };
+        // auto: 16-byte addresses, unless a storage has an IPv6 one.
         let response_ip_size = match g.choice("response_ip_addr_size", &["auto", "IPv6"], 0)? {
             1 => IpSize::V6,
+            _ if storage_ids.as_ref().is_some_and(|ids| ids.has_ipv6()) => IpSize::V6,
             _ => IpSize::V4,
         };
         let id_type_in_filename = match g.choice("id_type_in_filename", &["ip", "id"], 0)? {
@@ -234,12 +245,22 @@ impl TrackerConfig {
             check_active_interval: g.int_in("check_active_interval", 100, 1, 86400)?,
             response_ip_size,
             log_level,
-            use_storage_id: g.bool("use_storage_id", false)?,
+            use_storage_id,
+            storage_ids,
             id_type_in_filename,
             trust_storage_server_id: g.bool("trust_storage_server_id", true)?,
             storage_ip_changed_auto_adjust: g.bool("storage_ip_changed_auto_adjust", true)?,
-            store_slave_file_use_link: g.bool("store_slave_file_use_link", false)?,
-            use_trunk_file: g.bool("use_trunk_file", false)?,
+            store_slave_file_use_link: refused_if_on(
+                &g,
+                "store_slave_file_use_link",
+                "false: slave files are stored as regular files, not as links",
+            )?,
+            use_trunk_file: refused_if_on(
+                &g,
+                "use_trunk_file",
+                "false: trunk files are not supported yet, and storing small files \
+                 outside them would leave them where C storages do not look",
+            )?,
             trunk: TrunkSettings {
                 slot_min_size: g.size("slot_min_size", 256)?,
                 slot_max_size: g.size("slot_max_size", trunk_file_size / 8)?,
@@ -275,21 +296,17 @@ impl TrackerConfig {
         self.base_path.join("logs")
     }
 
+    /// Whether file names carry server ids (and a group's storages may use different
+    /// ports: several instances on one host).
+    pub fn ids_in_filenames(&self) -> bool {
+        self.use_storage_id && self.id_type_in_filename == IdType::Id
+    }
+
     /// Settings that are accepted but not acted on; main logs these once logging is up.
     pub fn unsupported_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.use_storage_id {
-            out.push(
-                "use_storage_id = true: storage ids are not supported yet, storages are \
-                 identified by IP address"
-                    .to_string(),
-            );
-        }
         if self.id_type_in_filename == IdType::Id && !self.use_storage_id {
             out.push("id_type_in_filename = id needs use_storage_id; using ip".to_string());
-        }
-        if self.use_trunk_file {
-            out.push("use_trunk_file = true: trunk files are not supported yet".to_string());
         }
         out
     }
@@ -336,6 +353,30 @@ fn bind_addr(g: &Section<'_>) -> Result<Option<IpAddr>, ConfigError> {
         .parse::<IpAddr>()
         .map(Some)
         .map_err(|_| g.invalid("bind_addr", "an IPv4 or IPv6 address (or empty for all)"))
+}
+
+/// A switch whose feature is not implemented: on, it stops the start rather than be
+/// ignored, since ignoring it would change what is stored or where.
+fn refused_if_on(g: &Section<'_>, key: &str, expected: &str) -> Result<bool, ConfigError> {
+    if g.bool(key, false)? {
+        return Err(g.invalid(key, expected));
+    }
+    Ok(false)
+}
+
+/// `storage_ids_filename` (relative to the configuration file's directory), read and
+/// checked; an error names the file and the line.
+pub fn load_storage_ids(ini: &IniFile) -> Result<ServerIds, ConfigError> {
+    let g = ini.global();
+    let name = g.str("storage_ids_filename").unwrap_or("");
+    if name.is_empty() {
+        return Err(g.invalid(
+            "storage_ids_filename",
+            "the storage_ids.conf file (required by use_storage_id = true)",
+        ));
+    }
+    fdfs_proto::storage_ids::load(ini.path(), name)
+        .map_err(|why| g.invalid("storage_ids_filename", &why))
 }
 
 fn base_path(g: &Section<'_>) -> Result<PathBuf, ConfigError> {
@@ -538,13 +579,51 @@ response_ip_addr_size = auto
     }
 
     #[test]
-    fn unsupported_features_only_warn() {
-        let dir = scratch("warn");
+    fn features_not_implemented_stop_the_start() {
+        let dir = scratch("refuse");
+        for key in ["use_trunk_file", "store_slave_file_use_link"] {
+            let err = parse(&format!("base_path = @BASE@\n{key} = yes\n"), &dir)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains("tracker.conf:2"), "{err}");
+            parse(&format!("base_path = @BASE@\n{key} = false\n"), &dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn storage_ids_are_read_next_to_the_config() {
+        let dir = scratch("ids");
+        std::fs::write(
+            dir.join("ids.conf"),
+            "100001 group1 10.0.0.1\n100002 group1 [::1]:23001 rw=none\n",
+        )
+        .unwrap();
         let c = parse(
-            "base_path = @BASE@\nuse_storage_id = true\nuse_trunk_file = yes\n",
+            "base_path = @BASE@\nuse_storage_id = true\nstorage_ids_filename = ids.conf\n\
+             id_type_in_filename = id\n",
             &dir,
         )
         .unwrap();
-        assert_eq!(c.unsupported_warnings().len(), 2);
+        let ids = c.storage_ids.as_ref().unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(c.ids_in_filenames());
+        // An IPv6 storage makes `auto` answer with 46-byte addresses.
+        assert_eq!(c.response_ip_size, IpSize::V6);
+        let err = parse(
+            "base_path = @BASE@\nuse_storage_id = true\nstorage_ids_filename = none.conf\n",
+            &dir,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("storage_ids_filename") && err.contains("none.conf"),
+            "{err}"
+        );
+        let off = parse(
+            "base_path = @BASE@\nstorage_ids_filename = none.conf\n",
+            &dir,
+        )
+        .unwrap();
+        assert!(off.storage_ids.is_none());
     }
 }

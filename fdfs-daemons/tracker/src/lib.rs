@@ -70,6 +70,13 @@ impl Tracker {
             );
         }
         let mut cluster = Cluster::restore(config.placement.clone(), saved);
+        if let Some(ids) = &config.storage_ids {
+            cluster.use_storage_ids(
+                ids.clone(),
+                config.ids_in_filenames(),
+                config.trust_storage_server_id,
+            );
+        }
         let trackers = persist::load_trackers(&config.data_dir())
             .map_err(|e| io::Error::new(e.kind(), format!("loading the known trackers: {e}")))?;
         cluster.add_trackers(trackers);

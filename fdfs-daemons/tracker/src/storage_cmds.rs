@@ -8,10 +8,12 @@ use fdfs_proto::msg::{
     BeatReply, DiskUsage, GetMyIp, JoinRequest, StorageBrief, StorageCounters, SyncReport,
     SyncSource,
 };
-use fdfs_proto::msg::{GroupHost, ReportStatus, SyncSrcReq};
-use fdfs_proto::{errno, STORAGE_ID_LEN};
+use fdfs_proto::msg::{
+    FetchStorageIds, GetGroupName, GroupHost, GroupName, ReportStatus, StorageIdsPage, SyncSrcReq,
+};
+use fdfs_proto::{errno, DEFAULT_STORAGE_PORT, STORAGE_ID_LEN};
 use fdfs_runtime::unix_now;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cluster::Joined;
 use crate::config::IdType;
@@ -208,12 +210,31 @@ pub fn trunk(_shared: &Shared, session: &mut Session, _req: &Request<'_>) -> Rep
     ))
 }
 
-/// 60: the IP this tracker sees the storage connect from.
-pub fn get_my_ip(_shared: &Shared, req: &Request<'_>) -> Reply {
-    if !req.body.is_empty() {
-        GetMyIp::decode(req.body)?;
-    }
-    Ok(req.peer_ip().to_string().into_bytes())
+/// 60: the IP this tracker sees the storage connect from; with storage ids, the
+/// addresses `storage_ids.conf` gives it (`ip1,ip2` for a storage on two networks).
+pub fn get_my_ip(shared: &Shared, req: &Request<'_>) -> Reply {
+    let ask = if req.body.is_empty() {
+        None
+    } else {
+        Some(GetMyIp::decode(req.body)?)
+    };
+    let peer_ip = req.peer_ip().to_string();
+    let listed = match (&shared.config.storage_ids, &ask) {
+        (Some(ids), Some(ask)) => {
+            let found = u16::try_from(ask.port)
+                .ok()
+                .and_then(|port| ids.by_group_addr(&ask.group, &peer_ip, port));
+            if found.is_none() {
+                warn!(
+                    "storage {peer_ip}:{} of group {} is not in storage_ids.conf",
+                    ask.port, ask.group
+                );
+            }
+            found.map(|s| s.addrs_text())
+        }
+        _ => None,
+    };
+    Ok(listed.unwrap_or(peer_ip).into_bytes())
 }
 
 /// 75: the cluster-wide settings storages take from the tracker. Must stay < 1024 bytes.
@@ -235,8 +256,7 @@ pub fn parameter_req(shared: &Shared, _req: &Request<'_>) -> Reply {
          delete_unused_trunk_files={}\ntrunk_compress_binlog_min_interval={}\n\
          trunk_compress_binlog_interval={}\ntrunk_compress_binlog_time_base={}\n\
          trunk_binlog_max_backups={}\nstore_slave_file_use_link={}\n",
-        // Storage ids are not supported: storages must not expect them.
-        0,
+        b(c.use_storage_id),
         match c.id_type_in_filename {
             IdType::Id if c.use_storage_id => "id",
             _ => "ip",
@@ -300,52 +320,119 @@ fn split_host_port(text: &str) -> (&str, Option<u16>) {
     (ip, port.and_then(|p| p.parse().ok()))
 }
 
+/// The storage `ip:port` of `group` names: with storage ids, the id the table gives
+/// it (ENOENT if none); without, the IP itself (a member of the group or not).
+fn server_id_of(
+    shared: &Shared,
+    group: &str,
+    ip: &str,
+    port: Option<u16>,
+) -> Result<String, Refusal> {
+    let Some(ids) = &shared.config.storage_ids else {
+        return Ok(ip.to_string());
+    };
+    let port = port.unwrap_or(DEFAULT_STORAGE_PORT);
+    ids.by_group_addr(group, ip, port)
+        .map(|s| s.id.clone())
+        .ok_or_else(|| {
+            Refusal::not_found(format!(
+                "storage {ip}:{port} of group {group} is not in storage_ids.conf"
+            ))
+        })
+}
+
 /// 71: the brief of a storage.
 pub fn get_status(shared: &Shared, req: &Request<'_>) -> Reply {
     let (group, ip, port) = group_and_host(req)?;
+    let id = server_id_of(shared, &group, &ip, port)?;
     let cluster = shared.cluster();
     let g = cluster.group(&group)?;
-    let s = g
-        .find_by_ip(&ip, port)
-        .ok_or_else(|| Refusal::not_found(format!("storage {ip} not in group {group}")))?;
+    let s = match &shared.config.storage_ids {
+        Some(_) => g.storages.get(&id),
+        None => g.find_by_ip(&ip, port),
+    };
+    let s = s.ok_or_else(|| Refusal::not_found(format!("storage {ip} not in group {group}")))?;
     let mut w = Writer::with_capacity(StorageBrief::LEN);
     s.brief().encode_into(&mut w);
     Ok(w.finish())
 }
 
-/// 70: the id of a storage; in IP mode the id is the IP.
+/// 70: the id of a storage.
 pub fn get_server_id(shared: &Shared, req: &Request<'_>) -> Reply {
     let (group, ip, port) = group_and_host(req)?;
-    let cluster = shared.cluster();
-    let id = cluster
-        .group(&group)
-        .ok()
-        .and_then(|g| g.find_by_ip(&ip, port))
-        .map(|s| s.id.clone())
-        .unwrap_or(ip);
-    Ok(id.into_bytes())
+    Ok(server_id_of(shared, &group, &ip, port)?.into_bytes())
 }
 
-/// 69: storage ids are off: EOPNOTSUPP, or an empty list if the asker allows it. The
-/// body is the start index and the allow-empty flag, 5 bytes as in 6.x (the 4-byte
-/// body of older releases is EINVAL, as upstream answers it).
-pub fn fetch_storage_ids(_shared: &Shared, req: &Request<'_>) -> Reply {
-    match req.body {
-        [_, _, _, _, allow_empty] if *allow_empty != 0 => Ok(vec![0; 8]),
-        [_, _, _, _, _] => Err(Refusal::new(
+/// 69: a page of `storage_ids.conf`, from the asked index on. Without storage ids:
+/// EOPNOTSUPP, or an empty list if the asker allows it. The body is the start index and
+/// the allow-empty flag, 5 bytes as in 6.x (the 4-byte body of older releases is
+/// EINVAL, as upstream answers it).
+pub fn fetch_storage_ids(shared: &Shared, req: &Request<'_>) -> Reply {
+    let ask = FetchStorageIds::decode(req.body)?;
+    let Some(ids) = &shared.config.storage_ids else {
+        if ask.allow_empty {
+            return Ok(StorageIdsPage {
+                total: 0,
+                lines: Vec::new(),
+            }
+            .encode());
+        }
+        return Err(Refusal::new(
             errno::EOPNOTSUPP,
-            "storage ids are not supported",
-        )),
-        _ => Err(Refusal::invalid("body is not 5 bytes")),
+            "use_storage_id is off: no storage ids to fetch",
+        ));
+    };
+    let start = ask.start as usize;
+    if start >= ids.len() {
+        return Err(Refusal::invalid(format!(
+            "start index {start} of {} storage ids",
+            ids.len()
+        )));
     }
+    // A page fills the asker's buffer at most (upstream's is its buff_size).
+    let room = (shared.config.buff_size as usize).saturating_sub(128);
+    let mut used = 8;
+    let mut lines = Vec::new();
+    for s in &ids.all()[start..] {
+        let line = s.to_string();
+        if used + line.len() + 1 > room && !lines.is_empty() {
+            break;
+        }
+        used += line.len() + 1;
+        lines.push(line);
+    }
+    Ok(StorageIdsPage {
+        total: ids.len() as u32,
+        lines,
+    }
+    .encode())
 }
 
-/// 109: only answerable from storage_ids.conf.
-pub fn get_group_name(_shared: &Shared, _req: &Request<'_>) -> Reply {
-    Err(Refusal::new(
-        errno::EOPNOTSUPP,
-        "storage ids are not supported",
-    ))
+/// 109: the group of the storage at an address (the asker's, when none is given) and a
+/// port, from `storage_ids.conf`: a storage.conf may leave `group_name` out.
+pub fn get_group_name(shared: &Shared, req: &Request<'_>) -> Reply {
+    let Some(ids) = &shared.config.storage_ids else {
+        return Err(Refusal::new(
+            errno::EOPNOTSUPP,
+            "use_storage_id is off: cannot tell a storage's group from its address",
+        ));
+    };
+    let ask = GetGroupName::decode(req.body)?;
+    let ip = if ask.ip.is_empty() {
+        req.peer_ip().to_string()
+    } else {
+        ask.ip
+    };
+    let found = u16::try_from(ask.port)
+        .ok()
+        .and_then(|port| ids.by_addr(&ip, port));
+    let s = found.ok_or_else(|| {
+        Refusal::not_found(format!(
+            "storage {ip}:{} is not in storage_ids.conf",
+            ask.port
+        ))
+    })?;
+    Ok(GroupName(s.group.clone()).encode())
 }
 
 #[cfg(test)]

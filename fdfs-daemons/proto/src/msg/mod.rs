@@ -154,6 +154,8 @@ reply!(
     VolumeStat,
     FileInfoReply,
     StoredFile,
+    StorageIdsPage,
+    GroupName,
 );
 
 #[cfg(test)]

@@ -621,7 +621,140 @@ impl GroupHost {
     }
 }
 
+/// 70 GET_SERVER_ID: a storage asks for its own id (group + `ip:port`); the reply is
+/// the id text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetServerId(pub GroupHost);
+
+/// 69 FETCH_STORAGE_IDS: one page of the tracker's `storage_ids.conf`, from entry
+/// `start`. With `allow_empty`, a tracker without storage ids answers an empty list
+/// instead of EOPNOTSUPP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchStorageIds {
+    pub start: u32,
+    pub allow_empty: bool,
+}
+
+impl FetchStorageIds {
+    pub const LEN: usize = 5;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.start).u8(self.allow_empty as u8);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() != Self::LEN {
+            return Err(ProtoError::length("5", body.len()));
+        }
+        let mut r = Reader::new(body);
+        Ok(FetchStorageIds {
+            start: r.u32()?,
+            allow_empty: r.u8()? != 0,
+        })
+    }
+}
+
+/// Reply to 69: how many servers the table has, then the lines of this page
+/// (`id group address:port[ rw=mode]`, see [`crate::storage_ids`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageIdsPage {
+    pub total: u32,
+    pub lines: Vec<String>,
+}
+
+impl StorageIdsPage {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.total).u32(self.lines.len() as u32);
+        for line in &self.lines {
+            w.bytes(line.as_bytes()).u8(b'\n');
+        }
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() < 8 {
+            return Err(ProtoError::length(">= 8", body.len()));
+        }
+        let mut r = Reader::new(body);
+        let total = r.u32()?;
+        let count = r.u32()? as usize;
+        let text = r.str(r.remaining(), "storage id lines")?;
+        let lines: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if lines.len() != count || count as u32 > total {
+            return Err(ProtoError::field(
+                "storage id lines",
+                format!("{} lines, the header says {count} of {total}", lines.len()),
+            ));
+        }
+        Ok(StorageIdsPage { total, lines })
+    }
+}
+
+/// 109 GET_GROUP_NAME: the group `storage_ids.conf` gives the storage at `ip` (empty:
+/// the address the request comes from) and `port`. The reply is a 16-byte group name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetGroupName {
+    pub ip: String,
+    pub port: u32,
+}
+
+impl GetGroupName {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(self.ip.as_bytes()).u32(self.port);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() < 4 || body.len() - 4 >= IP_ADDRESS_SIZE {
+            return Err(ProtoError::length("4 to 49", body.len()));
+        }
+        let mut r = Reader::new(body);
+        let ip = r.str(body.len() - 4, "ip address")?;
+        Ok(GetGroupName {
+            ip: ip.trim_matches(char::from(0)).to_string(),
+            port: r.u32()?,
+        })
+    }
+}
+
+/// The reply to 109.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName(pub String);
+
+impl GroupName {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.fixed_str(&self.0, GROUP_NAME_LEN);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() != GROUP_NAME_LEN {
+            return Err(ProtoError::length("16", body.len()));
+        }
+        Ok(GroupName(get_group(&mut Reader::new(body))?))
+    }
+}
+
+impl GetServerId {
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+}
+
 request! {
+    FetchStorageIds => cmd::STORAGE_FETCH_STORAGE_IDS, StorageIdsPage;
+    GetGroupName => cmd::STORAGE_GET_GROUP_NAME, GroupName;
+    GetServerId => cmd::STORAGE_GET_SERVER_ID, Vec<u8>;
     JoinRequest => cmd::STORAGE_JOIN, JoinReply;
     DiskUsage => cmd::STORAGE_REPORT_DISK_USAGE, BeatReply;
     SyncReport => cmd::STORAGE_SYNC_REPORT, BeatReply;
@@ -640,6 +773,45 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn storage_id_messages_round_trip() {
+        let ask = FetchStorageIds {
+            start: 2,
+            allow_empty: true,
+        };
+        assert_eq!(ask.encode(), [0, 0, 0, 2, 1]);
+        assert_eq!(FetchStorageIds::decode(&ask.encode()).unwrap(), ask);
+        assert!(FetchStorageIds::decode(&[0, 0, 0, 2]).is_err());
+        let page = StorageIdsPage {
+            total: 3,
+            lines: vec![
+                "100001 group1 127.0.0.5:23000".into(),
+                "100002 group1 [::1]:23001 rw=none".into(),
+            ],
+        };
+        let raw = page.encode();
+        assert_eq!(&raw[..8], [0, 0, 0, 3, 0, 0, 0, 2]);
+        assert!(raw.ends_with(b"rw=none\n"));
+        assert_eq!(StorageIdsPage::decode(&raw).unwrap(), page);
+        let mut miscounted = raw.clone();
+        miscounted[7] = 3;
+        assert!(StorageIdsPage::decode(&miscounted).is_err());
+        let empty = StorageIdsPage::decode(&[0; 8]).unwrap();
+        assert!(empty.lines.is_empty() && empty.total == 0);
+        let name = GetGroupName {
+            ip: "10.0.0.1".into(),
+            port: 23001,
+        };
+        assert_eq!(name.encode(), b"10.0.0.1\0\0\x59\xd9");
+        assert_eq!(GetGroupName::decode(&name.encode()).unwrap(), name);
+        let own = GetGroupName::decode(&[0, 0, 0x59, 0xd8]).unwrap();
+        assert_eq!((own.ip.as_str(), own.port), ("", 23000));
+        assert!(GetGroupName::decode(&[0; 3]).is_err());
+        let g = GroupName("group1".into()).encode();
+        assert_eq!(g.len(), 16);
+        assert_eq!(GroupName::decode(&g).unwrap().0, "group1");
     }
 
     #[test]

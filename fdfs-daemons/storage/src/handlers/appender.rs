@@ -43,19 +43,21 @@ fn appender_path(st: &Storage, filename: &str) -> Result<PathBuf, u8> {
 
 /// The other member of the group that created the file (its source), if it is one.
 fn source_elsewhere(st: &Storage, source: &Source) -> Option<String> {
-    let Source::Ip(ip) = source else {
-        return None;
-    };
-    let ip = ip.to_string();
-    let me = st.my_ip()?.to_string();
-    if ip == me {
+    if st.is_mine(source) != Some(false) {
         return None;
     }
-    st.sync
-        .members()
-        .iter()
-        .find(|m| m.ip == ip)
-        .map(|m| format!("{}:{}", m.ip, m.port))
+    let members = st.sync.members();
+    let found = match source {
+        Source::Ip(ip) => {
+            let ip = ip.to_string();
+            members.iter().find(|m| m.ip == ip)
+        }
+        Source::ServerId(id) => {
+            let id = id.to_string();
+            members.iter().find(|m| m.id == id)
+        }
+    };
+    found.map(|m| format!("{}:{}", m.ip, m.port))
 }
 
 /// A streamed appender request read up to its content, with the file open and held

@@ -1,9 +1,7 @@
 //! 22 QUERY_FILE_INFO: size, timestamp, CRC32 and source of a stored file.
 
-use std::net::IpAddr;
-
 use fdfs_proto::errno;
-use fdfs_proto::fileid::{FileKind, Source};
+use fdfs_proto::fileid::FileKind;
 use fdfs_proto::msg::{file_info_flag, FileInfoReply, FileRef};
 use fdfs_runtime::Connection;
 
@@ -36,10 +34,7 @@ pub async fn query_file_info(
             .await
             .map_err(|e| Fail::Reply(errno::from_io(&e)))?,
     };
-    let source_ip = match info.source {
-        Source::Ip(ip) => IpAddr::V4(ip).to_string(),
-        Source::ServerId(_) => String::new(),
-    };
+    let source_ip = st.identity().source_ip(&info.source);
     let reply = FileInfoReply {
         file_size: meta.len() as i64,
         timestamp: mtime_of(&meta),

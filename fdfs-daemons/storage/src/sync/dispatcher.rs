@@ -121,7 +121,7 @@ async fn wait_stop(stop: &mut watch::Receiver<bool>) {
 }
 
 pub async fn run(st: Arc<Storage>, peer: StorageBrief, mut stop: watch::Receiver<bool>) {
-    let mark_path = mark::path(st.binlog.dir(), &peer.ip, peer.port as u16);
+    let mark_path = mark::path(st.binlog.dir(), &peer, st.by_server_id());
     let mark = match Mark::load(&mark_path) {
         Ok(Some(m)) => m,
         other => {

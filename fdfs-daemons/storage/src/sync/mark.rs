@@ -1,4 +1,4 @@
-//! `data/sync/<ip>_<port>.mark`: how far the binlog has been replayed to one peer, and
+//! `data/sync/<ip>_<port>.mark` (`<id>.mark` with server ids): how far the binlog has been replayed to one peer, and
 //! whether that peer still needs the old files. Written to a temporary file and renamed,
 //! so a crash leaves the old mark or the new one, never half of one.
 
@@ -7,6 +7,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use fdfs_proto::config::IniFile;
+
+use fdfs_proto::msg::StorageBrief;
 
 use crate::binlog::BinlogPos;
 
@@ -24,8 +26,14 @@ pub struct Mark {
     pub sync_row_count: u64,
 }
 
-pub fn path(sync_dir: &Path, ip: &str, port: u16) -> PathBuf {
-    sync_dir.join(format!("{ip}_{port}.mark"))
+/// The mark of `peer`: `<id>.mark` when storages are named by server id, else
+/// `<ip>_<port>.mark`, as upstream names them.
+pub fn path(sync_dir: &Path, peer: &StorageBrief, by_server_id: bool) -> PathBuf {
+    if by_server_id {
+        sync_dir.join(format!("{}.mark", peer.id))
+    } else {
+        sync_dir.join(format!("{}_{}.mark", peer.ip, peer.port))
+    }
 }
 
 impl Mark {
@@ -165,7 +173,14 @@ mod tests {
         let d = std::env::temp_dir().join(format!("fdfs-mark-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
-        let p = path(&d, "127.0.0.62", 23000);
+        let peer = StorageBrief {
+            status: 0,
+            port: 23000,
+            id: "100002".into(),
+            ip: "127.0.0.62".into(),
+        };
+        assert!(path(&d, &peer, true).ends_with("100002.mark"));
+        let p = path(&d, &peer, false);
         assert!(p.ends_with("127.0.0.62_23000.mark"));
         assert_eq!(Mark::load(&p).unwrap(), None);
         let m = Mark {

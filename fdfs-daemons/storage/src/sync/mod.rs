@@ -162,9 +162,9 @@ impl SyncState {
     }
 }
 
-/// Our id in the cluster: the IP text (IP mode).
+/// Our id in the cluster: the server id with storage ids, else the IP text.
 pub fn my_id(st: &Storage) -> Option<String> {
-    st.my_ip().map(|ip| ip.to_string())
+    st.my_id()
 }
 
 /// 86 SYNC_SRC_REQ: who copies the old files to `dest`, asked of the trackers in turn.
@@ -326,13 +326,13 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
                     // If it comes back, it comes back empty.
                     let _ = std::fs::remove_file(mark::path(
                         st.binlog.dir(),
-                        &brief.ip,
-                        brief.port as u16,
+                        &brief,
+                        st.by_server_id(),
                     ));
                 }
             }
             for (id, brief) in wanted {
-                let mark_path = mark::path(st.binlog.dir(), &brief.ip, brief.port as u16);
+                let mark_path = mark::path(st.binlog.dir(), &brief, st.by_server_id());
                 if let Some((_, _, known)) = running.get_mut(&id) {
                     let was_new = joins_as_new(known.status);
                     known.status = brief.status;

@@ -17,6 +17,8 @@ use fdfs_proto::msg::{
     DiskUsage, JoinReply, JoinRequest, StorageBrief, StorageCounters, SyncReport, SyncSource,
 };
 use fdfs_proto::status::{self, ACTIVE, INIT, OFFLINE, ONLINE, RECOVERY, SYNCING, WAIT_SYNC};
+use fdfs_proto::storage_ids::{rw, ServerId, ServerIds};
+use std::sync::Arc;
 use tracing::info;
 
 use crate::config::Placement;
@@ -24,9 +26,9 @@ use crate::refusal::Refusal;
 
 pub use placement::{FetchKind, StoreChoice};
 
-/// `rw_mode` bits as reported in 92 (R_OK | W_OK): storage ids are not supported, so
-/// every storage may both read and write.
-pub const RW_BOTH: u8 = 6;
+/// `rw_mode` bits as reported in 92 (R_OK | W_OK): without storage ids every storage
+/// may both read and write; `storage_ids.conf` may say otherwise (`rw=`).
+pub const RW_BOTH: u8 = rw::BOTH;
 
 /// Free and total space of one store path, from the last disk usage report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub struct Synced {
 /// One storage server as the tracker knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Storage {
-    /// In IP mode (the only mode supported) the id is the IP text.
+    /// Its server id from `storage_ids.conf`, or its IP text without storage ids.
     pub id: String,
     pub ip: String,
     pub port: u16,
@@ -250,6 +252,12 @@ pub struct Cluster {
     /// Tracker addresses learned from JOIN bodies (`host:port`).
     trackers: BTreeSet<String>,
     next_session: u64,
+    /// `storage_ids.conf`, when storages are named by id.
+    ids: Option<Arc<ServerIds>>,
+    /// The storages of a group may listen on different ports (`id_type_in_filename =
+    /// id`: reads are routed by id, so several instances may share a host).
+    ports_may_differ: bool,
+    trust_declared_ids: bool,
     /// Membership or a status changed: save soon.
     dirty: bool,
     /// Only counters / space changed: save eventually.
@@ -264,6 +272,9 @@ impl Cluster {
             next_group: 0,
             trackers: BTreeSet::new(),
             next_session: 0,
+            ids: None,
+            ports_may_differ: false,
+            trust_declared_ids: false,
             dirty: false,
             stats_dirty: false,
         }
@@ -282,6 +293,65 @@ impl Cluster {
             cluster.groups.insert(g.name.clone(), g);
         }
         cluster
+    }
+
+    /// Names storages by the ids of `ids` from now on; `ports_may_differ` when file
+    /// names carry those ids; `trust_declared_ids`: a storage may say which id it is
+    /// (`trust_storage_server_id`, for storages behind NAT). The roles (`rw=`) of known
+    /// storages follow the table.
+    pub fn use_storage_ids(
+        &mut self,
+        ids: Arc<ServerIds>,
+        ports_may_differ: bool,
+        trust_declared_ids: bool,
+    ) {
+        for g in self.groups.values_mut() {
+            for s in g.storages.values_mut() {
+                if let Some(entry) = ids.by_id(&s.id) {
+                    s.rw_mode = entry.rw_mode;
+                }
+            }
+        }
+        self.ids = Some(ids);
+        self.ports_may_differ = ports_may_differ;
+        self.trust_declared_ids = trust_declared_ids;
+    }
+
+    /// The table of server ids, when storages are named by id.
+    pub fn storage_ids(&self) -> Option<&ServerIds> {
+        self.ids.as_deref()
+    }
+
+    /// Who a joining storage is: its entry of `storage_ids.conf` (by the id it declares
+    /// when declared ids are trusted, else by its address and port), or `None` without
+    /// storage ids.
+    fn identify(&self, req: &JoinRequest, peer_ip: &str) -> Result<Option<ServerId>, Refusal> {
+        let Some(ids) = &self.ids else {
+            return Ok(None);
+        };
+        let entry = if self.trust_declared_ids && !req.storage_id.is_empty() {
+            ids.by_id(&req.storage_id).ok_or_else(|| {
+                Refusal::not_found(format!(
+                    "storage {peer_ip}:{} declares id {}, which is not in storage_ids.conf",
+                    req.storage_port, req.storage_id
+                ))
+            })?
+        } else {
+            ids.by_group_addr(&req.group, peer_ip, req.storage_port)
+                .ok_or_else(|| {
+                    Refusal::not_found(format!(
+                        "storage {peer_ip}:{} of group {} is not in storage_ids.conf",
+                        req.storage_port, req.group
+                    ))
+                })?
+        };
+        if entry.group != req.group {
+            return Err(Refusal::invalid(format!(
+                "storage {peer_ip}:{} joins group {}, storage_ids.conf puts id {} in {}",
+                req.storage_port, req.group, entry.id, entry.group
+            )));
+        }
+        Ok(Some(entry.clone()))
     }
 
     /// Adds what a peer tracker's sys files know and we do not (groups, storages, sync
@@ -393,7 +463,12 @@ impl Cluster {
         peer_ip: &str,
         now: i64,
     ) -> Result<(Joined, JoinReply), Refusal> {
-        let id = peer_ip.to_string();
+        let entry = self.identify(req, peer_ip)?;
+        let id = entry
+            .as_ref()
+            .map_or_else(|| peer_ip.to_string(), |e| e.id.clone());
+        let rw_mode = entry.as_ref().map_or(RW_BOTH, |e| e.rw_mode);
+        let ports_may_differ = self.ports_may_differ;
         for t in &req.trackers {
             if self.trackers.insert(t.clone()) {
                 info!("learned tracker {t} from storage {peer_ip}");
@@ -420,10 +495,11 @@ impl Cluster {
                 req.subdir_count_per_path, group.subdir_count_per_path, group.name
             )));
         }
-        let others_use_other_port = group
-            .storages
-            .values()
-            .any(|s| s.id != id && s.port != req.storage_port);
+        let others_use_other_port = !ports_may_differ
+            && group
+                .storages
+                .values()
+                .any(|s| s.id != id && s.port != req.storage_port);
         if others_use_other_port {
             return Err(Refusal::invalid(format!(
                 "storage {peer_ip}: port {} differs from port {} of group {}",
@@ -445,6 +521,7 @@ impl Cluster {
         let known_join_time = s.join_time;
         s.ip = peer_ip.to_string();
         s.port = req.storage_port;
+        s.rw_mode = rw_mode;
         s.version = req.version.clone();
         s.join_time = req.join_time;
         s.up_time = req.up_time;
@@ -725,7 +802,7 @@ impl Cluster {
         let id = if g.storages.contains_key(&brief.id) {
             brief.id.clone()
         } else {
-            g.find_by_ip(&brief.ip, None)
+            g.find_by_ip(&brief.ip, u16::try_from(brief.port).ok())
                 .map(|s| s.id.clone())
                 .ok_or_else(|| {
                     Refusal::not_found(format!("storage {} not in group {group}", brief.id))
