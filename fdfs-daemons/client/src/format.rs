@@ -185,7 +185,17 @@ fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat
     let c = &s.counters;
     let _ = writeln!(o, "\tStorage {k}:");
     let _ = writeln!(o, "\t\tid = {}", s.id);
-    let _ = writeln!(o, "\t\tip_addr = {}  {}", s.ip, status::name(s.status));
+    let host = if s.ip.contains(':') {
+        format!("[{}]", s.ip)
+    } else {
+        s.ip.clone()
+    };
+    let _ = writeln!(
+        o,
+        "\t\thost = {host}:{}  {}",
+        s.storage_port,
+        status::name(s.status)
+    );
     let _ = writeln!(o, "\t\tread write mode = {}", rw_caption(s.rw_mode));
     let _ = writeln!(o, "\t\tversion = {}", s.version);
     let _ = writeln!(o, "\t\tjoin time = {}", datetime(s.join_time));
@@ -386,10 +396,10 @@ mod tests {
         assert_eq!(lines[12], "");
         assert_eq!(lines[13], "\tStorage 1:");
         assert_eq!(lines[14], "\t\tid = 127.0.0.61");
-        assert_eq!(lines[15], "\t\tip_addr = 127.0.0.61  ACTIVE");
+        assert_eq!(lines[15], "\t\thost = 127.0.0.61:23000  ACTIVE");
         assert_eq!(lines[16], "\t\tread write mode = both (normal)");
         assert_eq!(lines[18], "\t\tjoin time = 2026-11-23 23:08:24");
-        assert!(text.contains("\t\tip_addr = 127.0.0.62  WAIT_SYNC\n"));
+        assert!(text.contains("\t\thost = 127.0.0.62:23000  WAIT_SYNC\n"));
         assert!(text.contains("\t\tstotal_download_bytes = 77\n"));
         assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 23:08:24 (0s delay)\n"));
         assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 22:46:40 (16m:40s delay)\n"));

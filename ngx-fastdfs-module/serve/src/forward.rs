@@ -107,7 +107,7 @@ pub fn on_miss<'a>(
     }
     let is_local =
         |ip: Ipv4Addr| Some(ip) == arrival.local_addr || cluster.local_ips().contains(&ip);
-    let source = peers::source_ip(&file.info);
+    let source = peers::source_ip(&file.info, conf.storage_ids.as_ref());
     let source_is_local = source.is_some_and(is_local);
     let same_group = file.local.is_some();
     let miss = peers::on_local_miss(

@@ -68,6 +68,9 @@ pub struct ModConf {
     /// Seconds between refreshes of the storage list learnt from the trackers.
     pub tracker_refresh_interval: u64,
     pub http: HttpConf,
+    /// `storage_ids.conf` (`use_storage_id = true`): where the server ids that file
+    /// names may carry are.
+    pub storage_ids: Option<crate::storage_ids::ServerIds>,
 }
 
 fn store_paths(sec: Section<'_>, fallback: Option<&str>) -> Result<Vec<PathBuf>, ConfigError> {
@@ -213,12 +216,22 @@ impl ModConf {
         g.bool("load_fdfs_parameters_from_tracker", false)?;
         let storage_sync_file_max_delay =
             g.int_in("storage_sync_file_max_delay", 86400, 0, i64::MAX)?;
-        if g.bool("use_storage_id", false)? {
-            return Err(g.invalid(
-                "use_storage_id",
-                "false (file ids with numeric storage ids are not supported by this module)",
-            ));
-        }
+        // File names may carry server ids: the table says where each one is.
+        let storage_ids = if g.bool("use_storage_id", false)? {
+            let name = g.str("storage_ids_filename").unwrap_or("");
+            if name.is_empty() {
+                return Err(g.invalid(
+                    "storage_ids_filename",
+                    "the storage_ids.conf file (required by use_storage_id = true)",
+                ));
+            }
+            Some(
+                crate::storage_ids::load(ini.path(), name)
+                    .map_err(|why| g.invalid("storage_ids_filename", &why))?,
+            )
+        } else {
+            None
+        };
         let mut url_have_group_name = g.bool("url_have_group_name", false)?;
         let group_count = g.int_in("group_count", 0, 0, 1024)? as usize;
         let mut groups = Vec::new();
@@ -307,6 +320,7 @@ impl ModConf {
             storage_http_port,
             tracker_refresh_interval,
             http,
+            storage_ids,
         })
     }
 
@@ -356,6 +370,26 @@ pub(crate) mod tests {
         let p = d.0.join("bad.conf");
         std::fs::write(&p, text).unwrap();
         ModConf::load(&p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn storage_ids_are_read_when_on() {
+        let d = TempDir::new();
+        std::fs::write(d.0.join("ids.conf"), "100001 group1 10.0.0.1:23001\n").unwrap();
+        let text = format!(
+            "group_name = group1\nstore_path0 = {}\ntracker_server = 127.0.0.1:22122\n\
+             use_storage_id = true\nstorage_ids_filename = ids.conf\n",
+            d.0.display()
+        );
+        let p = d.0.join("mod_fastdfs.conf");
+        std::fs::write(&p, &text).unwrap();
+        let c = ModConf::load(&p).unwrap();
+        assert_eq!(c.storage_ids.unwrap().by_id("100001").unwrap().port, 23001);
+        let err = load_err(&d, &text.replace("ids.conf", "missing.conf"));
+        assert!(err.contains("storage_ids_filename"), "{err}");
+        let off = text.replace("use_storage_id = true", "use_storage_id = false");
+        std::fs::write(&p, off).unwrap();
+        assert!(ModConf::load(&p).unwrap().storage_ids.is_none());
     }
 
     #[test]

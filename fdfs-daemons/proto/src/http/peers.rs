@@ -11,6 +11,7 @@ use crate::fileid::{FileInfo, Source};
 use crate::header::Header;
 use crate::msg::{StorageSelector, StorageStat};
 use crate::status;
+use crate::storage_ids::ServerIds;
 
 /// A storage of a group as a tracker lists it (cmd 92): its address, parsed once when the
 /// listing is read, and its status (`crate::status`).
@@ -90,11 +91,19 @@ pub fn on_local_miss(
     }
 }
 
-/// The source IP of a file, if the name holds one.
-pub fn source_ip(info: &FileInfo) -> Option<Ipv4Addr> {
+/// The source IP of a file: the address its name holds, or the IPv4 address
+/// `storage_ids.conf` gives the server id it holds.
+pub fn source_ip(info: &FileInfo, ids: Option<&ServerIds>) -> Option<Ipv4Addr> {
     match info.source {
         Source::Ip(ip) if !ip.is_unspecified() => Some(ip),
-        _ => None,
+        Source::ServerId(id) => {
+            let server = ids?.by_id(&id.to_string())?;
+            server.addrs.iter().find_map(|a| match a {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(_) => None,
+            })
+        }
+        Source::Ip(_) => None,
     }
 }
 
@@ -149,6 +158,30 @@ mod tests {
             crc32: 0,
             kind: FileKind::Normal,
         }
+    }
+
+    #[test]
+    fn sources_by_address_or_by_server_id() {
+        assert_eq!(source_ip(&info(1), None), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let by_id = FileInfo {
+            source: Source::ServerId(100_002),
+            ..info(1)
+        };
+        assert_eq!(source_ip(&by_id, None), None);
+        let ids = ServerIds::parse(
+            "100001 g [::1]:23001\n100002 g 10.0.0.7,172.16.0.7:23002\n",
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            source_ip(&by_id, Some(&ids)),
+            Some(Ipv4Addr::new(10, 0, 0, 7))
+        );
+        let v6_only = FileInfo {
+            source: Source::ServerId(100_001),
+            ..info(1)
+        };
+        assert_eq!(source_ip(&v6_only, Some(&ids)), None);
     }
 
     #[test]

@@ -122,6 +122,9 @@ async fn wait_stop(stop: &mut watch::Receiver<bool>) {
 
 pub async fn run(st: Arc<Storage>, peer: StorageBrief, mut stop: watch::Receiver<bool>) {
     let mark_path = mark::path(st.binlog.dir(), &peer, st.by_server_id());
+    if st.by_server_id() {
+        mark::adopt_ip_named(st.binlog.dir(), &peer);
+    }
     let mark = match Mark::load(&mark_path) {
         Ok(Some(m)) => m,
         other => {

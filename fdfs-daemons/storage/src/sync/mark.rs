@@ -36,6 +36,21 @@ pub fn path(sync_dir: &Path, peer: &StorageBrief, by_server_id: bool) -> PathBuf
     }
 }
 
+/// Storage ids were turned on: the mark of `peer` written while it was named by IP
+/// becomes its `<id>.mark` (unless that exists), as upstream renames it, so
+/// replication goes on where it was instead of starting over.
+pub fn adopt_ip_named(sync_dir: &Path, peer: &StorageBrief) {
+    let by_id = path(sync_dir, peer, true);
+    let by_ip = path(sync_dir, peer, false);
+    if by_id.exists() || !by_ip.exists() {
+        return;
+    }
+    match fs::rename(&by_ip, &by_id) {
+        Ok(()) => tracing::info!("{} is now {}", by_ip.display(), by_id.display()),
+        Err(e) => tracing::warn!("cannot rename {}: {e}", by_ip.display()),
+    }
+}
+
 impl Mark {
     pub fn position(&self) -> BinlogPos {
         BinlogPos {
@@ -180,6 +195,12 @@ mod tests {
             ip: "127.0.0.62".into(),
         };
         assert!(path(&d, &peer, true).ends_with("100002.mark"));
+        // A mark named by IP is adopted once storage ids are on.
+        fs::write(path(&d, &peer, false), "binlog_offset=7\n").unwrap();
+        adopt_ip_named(&d, &peer);
+        let adopted = Mark::load(&path(&d, &peer, true)).unwrap().unwrap();
+        assert_eq!(adopted.binlog_offset, 7);
+        fs::remove_file(path(&d, &peer, true)).unwrap();
         let p = path(&d, &peer, false);
         assert!(p.ends_with("127.0.0.62_23000.mark"));
         assert_eq!(Mark::load(&p).unwrap(), None);

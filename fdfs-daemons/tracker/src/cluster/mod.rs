@@ -221,6 +221,50 @@ impl Group {
             .ok_or_else(|| Refusal::not_found(format!("storage {id} not in group {name}")))
     }
 
+    /// Storages saved while they were named by IP (storage ids were just turned on)
+    /// take the id `storage_ids.conf` gives their address and port; what refers to them
+    /// (sync sources, sync progress) follows.
+    fn rename_to_server_ids(&mut self, ids: &ServerIds) {
+        let mut renamed: BTreeMap<String, String> = BTreeMap::new();
+        for s in self.storages.values() {
+            if ids.by_id(&s.id).is_some() {
+                continue;
+            }
+            match ids.by_group_addr(&self.name, &s.ip, s.port) {
+                Some(entry) => {
+                    renamed.insert(s.id.clone(), entry.id.clone());
+                }
+                None => tracing::warn!(
+                    "storage {}:{} of group {} is not in storage_ids.conf: it must join \
+                     again to be known",
+                    s.ip,
+                    s.port,
+                    self.name
+                ),
+            }
+        }
+        if renamed.is_empty() {
+            return;
+        }
+        let new_id = |id: &str| renamed.get(id).cloned().unwrap_or_else(|| id.to_string());
+        let storages = std::mem::take(&mut self.storages);
+        for (_, mut s) in storages {
+            if let Some(id) = renamed.get(&s.id) {
+                info!("storage {}:{} of {} is now {id}", s.ip, s.port, self.name);
+                s.id = id.clone();
+            }
+            if !s.sync_src_id.is_empty() {
+                s.sync_src_id = new_id(&s.sync_src_id);
+            }
+            s.synced_from = std::mem::take(&mut s.synced_from)
+                .into_iter()
+                .map(|(src, synced)| (new_id(&src), synced))
+                .collect();
+            self.storages.insert(s.id.clone(), s);
+        }
+        self.version += 1;
+    }
+
     /// Finds a member by IP (and port, when given).
     pub fn find_by_ip(&self, ip: &str, port: Option<u16>) -> Option<&Storage> {
         self.storages
@@ -306,6 +350,7 @@ impl Cluster {
         trust_declared_ids: bool,
     ) {
         for g in self.groups.values_mut() {
+            g.rename_to_server_ids(&ids);
             for s in g.storages.values_mut() {
                 if let Some(entry) = ids.by_id(&s.id) {
                     s.rw_mode = entry.rw_mode;
@@ -464,6 +509,14 @@ impl Cluster {
         now: i64,
     ) -> Result<(Joined, JoinReply), Refusal> {
         let entry = self.identify(req, peer_ip)?;
+        if peer_ip.contains(':') && !self.ports_may_differ {
+            // A file name has room for an IPv4 address or a server id only.
+            return Err(Refusal::invalid(format!(
+                "storage [{peer_ip}]:{} connects over IPv6, which needs use_storage_id = \
+                 true and id_type_in_filename = id (file names cannot hold an IPv6 address)",
+                req.storage_port
+            )));
+        }
         let id = entry
             .as_ref()
             .map_or_else(|| peer_ip.to_string(), |e| e.id.clone());

@@ -731,4 +731,182 @@ mod tests {
             errno::ENOENT
         );
     }
+
+    /// A cluster that names its storages by the ids of `table`.
+    fn with_ids(table: &str, ids_in_filenames: bool, trusted: bool) -> Cluster {
+        let ids = fdfs_proto::storage_ids::ServerIds::parse(table, |_| None).unwrap();
+        let mut c = Cluster::new(placement(|p| {
+            p.download_server = DownloadServer::SourceFirst;
+        }));
+        c.use_storage_ids(std::sync::Arc::new(ids), ids_in_filenames, trusted);
+        c
+    }
+
+    fn join_as(
+        c: &mut Cluster,
+        ip: &str,
+        port: u16,
+        declared: &str,
+    ) -> Result<super::super::Joined, Refusal> {
+        let mut req = join_req("g", 1, false);
+        req.storage_port = port;
+        req.storage_id = declared.into();
+        let (who, _) = c.join(&req, ip, 100)?;
+        let usage = DiskUsage {
+            paths: vec![(100_000, 5000)],
+        };
+        c.disk_usage(&who, &usage, 100).unwrap();
+        Ok(who)
+    }
+
+    fn id_file_name(id: u32) -> String {
+        let packed = PackedName {
+            source: Source::ServerId(id),
+            timestamp: 50,
+            size_field: normal_size_field(5, 0),
+            crc32: 7,
+        };
+        remote_name(0, 0, 0, &format!("{}1234567", packed.encode()))
+    }
+
+    #[test]
+    fn storages_join_by_their_server_id() {
+        let table = "100001 g 10.0.0.1\n100002 g 10.0.0.2:23001\n100003 h 10.0.0.3\n";
+        let mut c = with_ids(table, false, false);
+        let who = join_as(&mut c, "10.0.0.1", 23000, "").unwrap();
+        assert_eq!(who.id, "100001");
+        let listed = &c.group("g").unwrap().storages["100001"];
+        assert_eq!((listed.ip.as_str(), listed.port), ("10.0.0.1", 23000));
+        // Not in the table: refused (as upstream, ENOENT); the wrong port is not it.
+        let err = join_as(&mut c, "10.0.0.9", 23000, "").unwrap_err();
+        assert_eq!(err.errno, errno::ENOENT);
+        assert_eq!(
+            join_as(&mut c, "10.0.0.2", 23000, "").unwrap_err().errno,
+            errno::ENOENT
+        );
+        // Another group's storage.
+        assert_eq!(
+            join_as(&mut c, "10.0.0.3", 23000, "").unwrap_err().errno,
+            errno::ENOENT
+        );
+        // A declared id counts only when declared ids are trusted.
+        let who = join_as(&mut c, "192.168.9.9", 23000, "100001");
+        assert_eq!(who.unwrap_err().errno, errno::ENOENT);
+        let mut trusting = with_ids(table, false, true);
+        let who = join_as(&mut trusting, "192.168.9.9", 23001, "100002").unwrap();
+        assert_eq!(who.id, "100002");
+        assert_eq!(
+            join_as(&mut trusting, "192.168.9.9", 23000, "100003")
+                .unwrap_err()
+                .errno,
+            errno::EINVAL
+        );
+        assert_eq!(
+            join_as(&mut trusting, "192.168.9.9", 23000, "100009")
+                .unwrap_err()
+                .errno,
+            errno::ENOENT
+        );
+    }
+
+    #[test]
+    fn instances_on_one_host_are_routed_by_id() {
+        let table = "100001 g 10.0.0.1:23001\n100002 g 10.0.0.1:23002\n";
+        // File names by IP: the group must share one port.
+        let mut c = with_ids(table, false, false);
+        join_as(&mut c, "10.0.0.1", 23001, "").unwrap();
+        let err = join_as(&mut c, "10.0.0.1", 23002, "").unwrap_err();
+        assert_eq!(err.errno, errno::EINVAL);
+
+        let mut c = with_ids(table, true, false);
+        join_as(&mut c, "10.0.0.1", 23001, "").unwrap();
+        join_as(&mut c, "10.0.0.1", 23002, "").unwrap();
+        for (id, port) in [(100_001, 23001), (100_002, 23002)] {
+            let to = c
+                .select_fetch("g", &id_file_name(id), FetchKind::One, 100)
+                .unwrap();
+            assert_eq!((to[0].ip.as_str(), to[0].port), ("10.0.0.1", port));
+            let to = c
+                .select_fetch("g", &id_file_name(id), FetchKind::Update, 100)
+                .unwrap();
+            assert_eq!(to[0].port, port);
+        }
+        let all = c.select_store(Some("g"), true).unwrap();
+        assert_eq!(all.servers.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_storages_need_ids_in_file_names() {
+        let table = "1 g [::1]:23001\n2 g [::1]:23002\n";
+        let mut c = with_ids(table, true, false);
+        join_as(&mut c, "::1", 23001, "").unwrap();
+        let mut by_ip_names = with_ids(table, false, false);
+        let err = join_as(&mut by_ip_names, "::1", 23001, "").unwrap_err();
+        assert_eq!(err.errno, errno::EINVAL);
+        assert!(err.to_string().contains("id_type_in_filename"), "{err}");
+        let mut no_ids = Cluster::new(placement(|_| {}));
+        let err = join_as(&mut no_ids, "::1", 23001, "").unwrap_err();
+        assert_eq!(err.errno, errno::EINVAL);
+    }
+
+    #[test]
+    fn roles_decide_who_takes_uploads_and_reads() {
+        let table = "1 g 10.0.0.1\n2 g 10.0.0.2 rw=none\n3 g 10.0.0.3 rw=read\n";
+        let mut c = with_ids(table, true, false);
+        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            join_as(&mut c, ip, 23000, "").unwrap();
+        }
+        for _ in 0..6 {
+            let s = c.select_store(None, false).unwrap();
+            assert_eq!(s.servers[0].ip, "10.0.0.1");
+        }
+        let all = c.select_store(None, true).unwrap();
+        assert_eq!(all.servers.len(), 1);
+        // Reads: never the rw=none storage, even for the files it was the source of.
+        let all = c
+            .select_fetch("g", &id_file_name(2), FetchKind::All, 100)
+            .unwrap_or_default();
+        assert!(all.iter().all(|s| s.ip != "10.0.0.2"), "{all:?}");
+        let stat = &c.group_stats(Some("g")).unwrap()[0];
+        assert_eq!(
+            (stat.readable_server_count, stat.writable_server_count),
+            (2, 1)
+        );
+        // Promoted (the table changed, the trackers restarted): it serves.
+        let promoted = "1 g 10.0.0.1\n2 g 10.0.0.2\n3 g 10.0.0.3 rw=read\n";
+        let ids = fdfs_proto::storage_ids::ServerIds::parse(promoted, |_| None).unwrap();
+        c.use_storage_ids(std::sync::Arc::new(ids), true, false);
+        let picks: std::collections::BTreeSet<String> = (0..4)
+            .map(|_| c.select_store(None, false).unwrap().servers[0].ip.clone())
+            .collect();
+        assert!(picks.contains("10.0.0.2"), "{picks:?}");
+    }
+
+    #[test]
+    fn storages_saved_by_ip_take_their_ids() {
+        let mut c = Cluster::new(placement(|_| {}));
+        active(&mut c, "g", "10.0.0.1", 1, 5000);
+        active(&mut c, "g", "10.0.0.2", 1, 5000);
+        let report = SyncReport {
+            entries: vec![("10.0.0.1".into(), 70)],
+        };
+        let who2 = super::super::Joined {
+            group: "g".into(),
+            id: "10.0.0.2".into(),
+            session: c.group("g").unwrap().storages["10.0.0.2"].session,
+        };
+        c.sync_report(&who2, &report, 100).unwrap();
+        let ids = fdfs_proto::storage_ids::ServerIds::parse(
+            "100001 g 10.0.0.1\n100002 g 10.0.0.2\n",
+            |_| None,
+        )
+        .unwrap();
+        c.use_storage_ids(std::sync::Arc::new(ids), false, false);
+        let g = c.group("g").unwrap();
+        let keys: Vec<&String> = g.storages.keys().collect();
+        assert_eq!(keys, ["100001", "100002"]);
+        let s2 = &g.storages["100002"];
+        assert_eq!(s2.id, "100002");
+        assert_eq!(s2.synced_from["100001"].ts, 70);
+    }
 }
