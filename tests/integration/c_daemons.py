@@ -166,8 +166,7 @@ class MixedCluster(Cluster):
             assert n.port != port and _bindable(hosts[i], n.port), \
                 "storage port %d not free on %s" % (n.port, hosts[i])
             n.ip = hosts[i]
-            n.conf.write_text(self.storage_conf_text(n.group, n.ip, n.port, n.base,
-                                                     n.store_paths))
+            self.write_node_conf(n)
         self.storage_ip = self.nodes[0].ip
         lines = [ln for ln in self.client_conf.read_text().splitlines(True)
                  if not ln.startswith("tracker_server")]
@@ -190,12 +189,17 @@ class MixedCluster(Cluster):
         node.daemon = make(old.name, node.conf, node.base)
         if impl == "c" and C_STORAGE_EXTRA and C_STORAGE_EXTRA not in node.conf.read_text():
             self._append_conf(node.conf, C_STORAGE_EXTRA)
+        if impl == "c" and C_STORAGE_EXTRA not in node.extra:
+            # kept by write_node_conf
+            node.extra += C_STORAGE_EXTRA
         if node is self.nodes[0]:
             self.storage = node.daemon
         return node
 
-    def add_storage(self, group=None, extra="", start=True, impl="rust"):
-        node = self._new_node(group or self.group, extra)
+    def add_storage(self, group=None, extra="", start=True, impl="rust", listed=True,
+                    omit_group_name=None, server_id=None):
+        node = self._new_node(group or self.group, extra, listed=listed,
+                              omit_group_name=omit_group_name, server_id=server_id)
         if impl == "c":
             self.set_impl(node, "c")
         if start:
@@ -228,7 +232,7 @@ class MixedCluster(Cluster):
 
     def storage_status_on(self, node, tracker):
         for s in self.list_storages(node.group, tracker=tracker):
-            if s["ip"] == node.ip:
+            if self.matches(node, s):
                 return s["status"]
         return None
 

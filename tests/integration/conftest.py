@@ -175,11 +175,37 @@ class Daemon:
 
 STATUS_ACTIVE = 7
 
+# storage_ids.conf: the first storage node gets this id, the next ones the following.
+FIRST_STORAGE_ID = 100001
+
+
+def pick_port(ip, taken=()):
+    """A random free port on `ip` (not one of `taken`): several daemons on one address
+    (storage instances of one host, 6.16 multi-instance)."""
+    rnd = random.SystemRandom()
+    for _ in range(500):
+        port = rnd.randint(20000, 60000)
+        if port in taken or (ip, port) in _claimed:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _claimed.add((ip, port))
+        return port
+    raise RuntimeError("no bindable port on %s" % ip)
+
 
 class StorageNode:
-    """One storage daemon of a cluster."""
+    """One storage daemon of a cluster.  With storage ids (Cluster(use_storage_id=...)),
+    `storage_id` is its id in storage_ids.conf (None: not listed there) and `rw` its
+    `rw=` option there (None: none written, i.e. both)."""
 
-    def __init__(self, group, ip, port, base, store_paths, conf, daemon):
+    def __init__(self, group, ip, port, base, store_paths, conf, daemon, storage_id=None,
+                 rw=None, extra="", omit_group_name=False, server_id=None):
         self.group = group
         self.ip = ip
         self.port = port
@@ -187,6 +213,12 @@ class StorageNode:
         self.store_paths = store_paths
         self.conf = conf
         self.daemon = daemon
+        self.storage_id = storage_id
+        self.rw = rw
+        # what storage_conf_text was given for it (write_node_conf writes it again)
+        self.extra = extra
+        self.omit_group_name = omit_group_name
+        self.server_id = server_id
 
     @property
     def addr(self):
@@ -209,13 +241,44 @@ class Cluster:
     With storages=N (per group) and groups=[...], more storages; `nodes` lists
     them all, `self.storage` is the first.  tracker_wrapper / storage_wrappers
     ({node index: command}) run daemons under a command that execs them, such as
-    `env LD_PRELOAD=... FAKETIME=...`."""
+    `env LD_PRELOAD=... FAKETIME=...`.
+
+    Storage ids (all off unless use_storage_id is given):
+      use_storage_id=True|False  tracker.conf `use_storage_id`, with `storage_ids_filename`
+                                 naming root/storage_ids.conf (absolute) and
+      id_type_in_filename="ip"|"id" (tracker.conf; written when given).
+      storage_ids.conf lists every node (`<id> <group> <ip>:<port>[ rw=...]`), ids
+      FIRST_STORAGE_ID, +1, ... in creation order; it is written at construction and
+      again by start() (write_storage_ids() after a change, e.g. node.rw = None).
+      storage_ids_rw={node index: "none"|"read"|"write"|"both"} the `rw=` options.
+      storage_ids_spare=N        N more entries (group `group`, the group's port) for
+                                 storages added later: add_storage takes them in order.
+      client_storage_ids=True    client.conf gets use_storage_id + storage_ids_filename.
+      client_extra               more client.conf lines.
+      no_group_name={indices}    these nodes' storage.conf has no group_name (109).
+      server_ids=True | {index: id or True}  storage.conf `server_id` (True: its own id).
+      one_ip=True                every storage on the first storage's 127.0.0.x, each on
+                                 its own port (6.16 multi-instance; needs ID mode).
+    """
 
     def __init__(self, root, name, ip_size="auto", store_paths=2, subdirs=16, group="group1",
                  storages=1, groups=None, storage_extra="", trackers=1, tracker_extra="",
-                 tracker_wrapper=None, storage_wrappers=None):
+                 tracker_wrapper=None, storage_wrappers=None, use_storage_id=None,
+                 id_type_in_filename=None, storage_ids_rw=None, storage_ids_spare=0,
+                 client_storage_ids=False, client_extra="", no_group_name=(), server_ids=None,
+                 one_ip=False):
         self.root = Path(root)
         self.name = name
+        self.use_storage_id = use_storage_id
+        self.id_type_in_filename = id_type_in_filename
+        self.storage_ids_file = self.root / "storage_ids.conf"
+        self.storage_ids_rw = dict(storage_ids_rw or {})
+        self.no_group_name = set(no_group_name)
+        self.server_ids = server_ids
+        self.one_ip = one_ip
+        self._next_storage_id = FIRST_STORAGE_ID
+        # [(id, group, ip, port)] entries waiting for add_storage
+        self.spare_ids = []
         self.ip_size = ip_size
         self.group = group
         self.groups = list(groups) if groups else [group]
@@ -232,6 +295,7 @@ class Cluster:
             raise ValueError("storage_wrappers: bad node index %s" % bad)
         self.tracker_ip, self.tracker_port = pick_addr()
         self.storage_ip, self.storage_port = pick_addr()
+        first_id = self._take_storage_id() if use_storage_id is not None else None
         self.tracker_base = self.root / "tracker"
         self.storage_base = self.root / "storage"
         self.store_paths = [self.root / ("store%d" % i) for i in range(store_paths)]
@@ -255,16 +319,9 @@ class Cluster:
             self.extra_trackers.append((ip, port, Daemon(
                 "trackerd%d@%s" % (i, name), require_binary("fdfs_trackerd"), conf, base,
                 "trackerd.log", wrapper=tracker_wrapper)))
-        self.storage_conf.write_text(self.storage_conf_text(
-            group, self.storage_ip, self.storage_port, self.storage_base, self.store_paths))
-        self.client_conf.write_text(
-            "# generated by tests/integration/conftest.py\n"
-            "connect_timeout = 5\n"
-            "network_timeout = 20\n"
-            "base_path = %s\n"
-            "%s"
-            "log_level = info\n"
-            % (self.client_base, self.tracker_lines()))
+        self.client_storage_ids = client_storage_ids
+        self.client_extra = client_extra
+        self.write_client_conf()
         self.tracker = Daemon("trackerd@%s" % name, require_binary("fdfs_trackerd"), self.tracker_conf,
                               self.tracker_base, "trackerd.log", wrapper=tracker_wrapper)
         self.storage = Daemon("storaged@%s" % name, require_binary("fdfs_storaged"), self.storage_conf,
@@ -272,12 +329,109 @@ class Cluster:
                               wrapper=self.storage_wrappers.get(0))
         # Every storage of the cluster; the first is `self.storage` (group `group`).
         first = StorageNode(self.group, self.storage_ip, self.storage_port, self.storage_base,
-                            self.store_paths, self.storage_conf, self.storage)
+                            self.store_paths, self.storage_conf, self.storage,
+                            storage_id=first_id, rw=self.storage_ids_rw.get(0),
+                            omit_group_name=0 in self.no_group_name,
+                            server_id=self._server_id_for(0, first_id))
         self.nodes = [first]
+        self.write_node_conf(first)
         for g in self.groups:
             have = sum(1 for n in self.nodes if n.group == g)
             for _ in range(self.storages_per_group - have):
                 self._new_node(g)
+        if use_storage_id is not None:
+            for _ in range(storage_ids_spare):
+                if self.one_ip:
+                    ip = self.storage_ip
+                    port = pick_port(ip, {n.port for n in self.nodes}
+                                     | {s[3] for s in self.spare_ids})
+                else:
+                    ip = self._free_ip_for_port(self.storage_port)
+                    port = self.storage_port
+                self.spare_ids.append((self._take_storage_id(), self.group, ip, port))
+            self.write_storage_ids()
+
+    # ---------------------------------------------------------------- storage ids
+
+    def _take_storage_id(self):
+        sid = str(self._next_storage_id)
+        self._next_storage_id += 1
+        return sid
+
+    def _server_id_for(self, idx, storage_id):
+        """storage.conf `server_id` of node `idx` (None: no such line)."""
+        if self.server_ids is True:
+            return storage_id
+        if isinstance(self.server_ids, dict) and idx in self.server_ids:
+            v = self.server_ids[idx]
+            return storage_id if v is True else v
+        return None
+
+    def storage_ids_lines(self):
+        """The lines of storage_ids.conf: every listed node, then the spare entries."""
+        out = []
+        for n in self.nodes:
+            if n.storage_id is not None:
+                out.append((int(n.storage_id), "%s %s %s:%d%s\n" % (
+                    n.storage_id, n.group, n.ip, n.port, " rw=%s" % n.rw if n.rw else "")))
+        for k, (sid, group, ip, port) in enumerate(self.spare_ids):
+            rw = self.storage_ids_rw.get(len(self.nodes) + k)
+            out.append((int(sid), "%s %s %s:%d%s\n" % (sid, group, ip, port,
+                                                     " rw=%s" % rw if rw else "")))
+        return [line for _, line in sorted(out)]
+
+    def write_storage_ids(self):
+        """(Re)writes storage_ids.conf from the nodes (their storage_id, rw) and spares.
+        Daemons read it when they start: restart the trackers to apply a change."""
+        if self.use_storage_id is None:
+            return
+        self.storage_ids_file.write_text(
+            "# generated by tests/integration/conftest.py\n" + "".join(self.storage_ids_lines()))
+
+    def storage_ids_conf_lines(self):
+        """tracker.conf / client.conf lines naming the storage ids settings."""
+        if self.use_storage_id is None:
+            return ""
+        text = "use_storage_id = %s\nstorage_ids_filename = %s\n" % (
+            "true" if self.use_storage_id else "false", self.storage_ids_file)
+        return text
+
+    def write_client_conf(self):
+        ids = ""
+        if self.client_storage_ids:
+            ids = "use_storage_id = true\nstorage_ids_filename = %s\n" % self.storage_ids_file
+        self.client_conf.write_text(
+            "# generated by tests/integration/conftest.py\n"
+            "connect_timeout = 5\n"
+            "network_timeout = 20\n"
+            "base_path = %s\n"
+            "%s"
+            "log_level = info\n"
+            "%s%s"
+            % (self.client_base, self.tracker_lines(), ids, self.client_extra))
+
+    def write_node_conf(self, node):
+        """Writes `node`'s storage.conf from what the node holds (group, address,
+        paths, extra, omit_group_name, server_id)."""
+        extra = node.extra
+        if node.server_id is not None:
+            extra = "server_id = %s\n" % node.server_id + extra
+        node.conf.write_text(self.storage_conf_text(
+            None if node.omit_group_name else node.group, node.ip, node.port, node.base,
+            node.store_paths, extra))
+
+    def _free_ip_for_port(self, port):
+        for _ in range(500):
+            ip, _ = pick_addr()
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((ip, port))
+            except OSError:
+                continue
+            finally:
+                s.close()
+            return ip
+        raise RuntimeError("no 127.0.0.x with port %d free" % port)
 
     def tracker_conf_text(self, ip, port, base):
         return (
@@ -293,8 +447,10 @@ class Cluster:
             "connect_timeout = 5\n"
             "network_timeout = 20\n"
             "log_level = info\n"
-            "%s"
-            % (ip, port, base, self.ip_size, self.tracker_extra))
+            "%s%s%s"
+            % (ip, port, base, self.ip_size, self.storage_ids_conf_lines(),
+               "id_type_in_filename = %s\n" % self.id_type_in_filename
+               if self.id_type_in_filename else "", self.tracker_extra))
 
     @property
     def tracker_addrs(self):
@@ -308,7 +464,7 @@ class Cluster:
         return (
             "# generated by tests/integration/conftest.py\n"
             "disabled = false\n"
-            "group_name = %s\n"
+            "%s"
             "bind_addr = %s\n"
             "client_bind = true\n"
             "port = %d\n"
@@ -324,50 +480,73 @@ class Cluster:
             "network_timeout = 20\n"
             "log_level = info\n"
             "%s%s"
-            % (group, ip, port, base, len(store_paths), paths, self.subdirs,
-               self.tracker_lines(), self.storage_extra, extra))
+            % ("group_name = %s\n" % group if group else "", ip, port, base,
+               len(store_paths), paths, self.subdirs, self.tracker_lines(),
+               self.storage_extra, extra))
 
-    def _new_node(self, group, extra=""):
+    def _new_node(self, group, extra="", listed=True, omit_group_name=None, server_id=None):
         """Creates (does not start) one more storage of `group`, with its own
-        127.0.0.x: all storages of a group share the group's port."""
-        same = [n for n in self.nodes if n.group == group]
-        if same:
-            port = same[0].port
-            for _ in range(500):
-                ip, _ = pick_addr()
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    s.bind((ip, port))
-                except OSError:
-                    continue
-                finally:
-                    s.close()
-                break
-        else:
-            ip, port = pick_addr()
+        127.0.0.x: all storages of a group share the group's port (one_ip: one
+        127.0.0.x, a port each).  With storage ids, a listed node takes the next spare
+        entry of its group if there is one, else a new id."""
         idx = len(self.nodes)
+        sid = None
+        spare = None
+        if self.use_storage_id is not None and listed:
+            spare = next((s for s in self.spare_ids if s[1] == group), None)
+        if spare is not None:
+            self.spare_ids.remove(spare)
+            sid, _, ip, port = spare
+        elif self.one_ip:
+            ip = self.storage_ip
+            port = pick_port(ip, {n.port for n in self.nodes} | {s[3] for s in self.spare_ids})
+        else:
+            same = [n for n in self.nodes if n.group == group]
+            if same:
+                port = same[0].port
+                ip = self._free_ip_for_port(port)
+            else:
+                ip, port = pick_addr()
+        if self.use_storage_id is not None and listed and sid is None:
+            sid = self._take_storage_id()
         base = self.root / ("storage%d" % idx)
         paths = [self.root / ("store%d_%d" % (idx, i)) for i in range(self.store_path_count)]
         for d in [base, *paths]:
             d.mkdir(parents=True, exist_ok=True)
         conf = self.root / ("storage%d.conf" % idx)
-        conf.write_text(self.storage_conf_text(group, ip, port, base, paths, extra))
         daemon = Daemon("storaged%d@%s" % (idx, self.name), require_binary("fdfs_storaged"), conf,
                         base, "storaged.log", wrapper=self.storage_wrappers.get(idx))
-        node = StorageNode(group, ip, port, base, paths, conf, daemon)
+        if omit_group_name is None:
+            omit_group_name = idx in self.no_group_name
+        if server_id is None:
+            server_id = self._server_id_for(idx, sid)
+        elif server_id is True:
+            server_id = sid
+        node = StorageNode(group, ip, port, base, paths, conf, daemon, storage_id=sid,
+                           rw=self.storage_ids_rw.get(idx), extra=extra,
+                           omit_group_name=omit_group_name, server_id=server_id)
+        self.write_node_conf(node)
         self.nodes.append(node)
         return node
 
-    def add_storage(self, group=None, extra="", start=True):
-        """A new, empty storage joins `group` (default: the first group)."""
-        node = self._new_node(group or self.group, extra)
+    def add_storage(self, group=None, extra="", start=True, listed=True, omit_group_name=None,
+                    server_id=None):
+        """A new, empty storage joins `group` (default: the first group).  With storage
+        ids: listed=False leaves it out of storage_ids.conf (else it takes a spare entry,
+        or a new one that only trackers started later read); omit_group_name, server_id
+        (an id, or True for its own) as for the nodes of the constructor."""
+        node = self._new_node(group or self.group, extra, listed=listed,
+                              omit_group_name=omit_group_name, server_id=server_id)
         if start:
             node.daemon.start()
         return node
 
+    def node_by_id(self, storage_id):
+        return next(n for n in self.nodes if n.storage_id == storage_id)
+
     def list_storages(self, group=None, tracker=None):
-        """92 LIST_STORAGE on `tracker` (default: the first) -> [{"status", "id", "ip",
-        "last_synced_timestamp"}] of `group`."""
+        """92 LIST_STORAGE on `tracker` (default: the first) -> [{"status", "rw_mode", "id",
+        "ip", "port", "last_synced_timestamp"}] of `group`."""
         with wire.Conn(tracker or self.tracker_addr, 5) as c:
             st, body = c.request(wire.T_LIST_STORAGE, wire.group_field(group or self.group))
         if st != 0:
@@ -379,15 +558,25 @@ class Cluster:
             rec = body[off:off + size]
             # The record ends with last_synced_timestamp, last_heart_beat_time, is_trunk.
             synced, = struct.unpack(">q", rec[size - 17:size - 9])
+            # 18 + ip, then sync src id[16], version[8], 9 x i64, storage_port
+            port, = struct.unpack(">q", rec[114 + ipw:122 + ipw])
             out.append({"status": rec[0],
+                        "rw_mode": rec[1],
                         "id": rec[2:18].rstrip(b"\0").decode(),
                         "ip": rec[18:18 + ipw].rstrip(b"\0").decode(),
+                        "port": port,
                         "last_synced_timestamp": synced})
         return out
 
+    def matches(self, node, record):
+        """Whether a 92 record is `node`'s: by id in storage id mode, else by IP."""
+        if self.use_storage_id and node.storage_id is not None:
+            return record["id"] == node.storage_id
+        return record["ip"] == node.ip
+
     def storage_status(self, node):
         for s in self.list_storages(node.group):
-            if s["ip"] == node.ip:
+            if self.matches(node, s):
                 return s["status"]
         return None
 
@@ -428,6 +617,7 @@ class Cluster:
             raise AssertionError("daemon(s) died: %s\n%s" % (", ".join(dead), self.logs()))
 
     def start(self):
+        self.write_storage_ids()
         self.tracker.start()
         for _, _, d in self.extra_trackers:
             d.start()
