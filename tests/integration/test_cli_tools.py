@@ -212,9 +212,11 @@ def test_monitor(cluster):
     p = run("fdfs_monitor", cluster.client_conf, check=True)
     out = p.stdout
     assert re.search(r"group name\s*=\s*group1", out), out
-    assert re.search(r"ip_addr\s*=\s*%s\b.*\bACTIVE" % re.escape(cluster.storage_ip), out), out
+    # As FastDFS 6.16 prints it: host = ip:port  STATUS.
+    host = r"host = %s:%d  ACTIVE\n" % (re.escape(cluster.storage_ip), cluster.storage_port)
+    assert re.search(host, out), out
     p = run("fdfs_monitor", cluster.client_conf, "list", "group1", check=True)
-    assert re.search(r"ip_addr\s*=\s*%s\b.*\bACTIVE" % re.escape(cluster.storage_ip), p.stdout), p.stdout
+    assert re.search(host, p.stdout), p.stdout
 
 
 def test_tools_fail_without_tracker(tmp_path):

@@ -248,6 +248,15 @@ pub(crate) enum Failure {
 }
 use Failure::{Fatal, Retry};
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fatal(why) => f.write_str(why),
+            Retry(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Retry(e)

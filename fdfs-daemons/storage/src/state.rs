@@ -80,6 +80,11 @@ impl Storage {
         *self.identity.write().unwrap() = identity;
     }
 
+    /// The trackers' `storage_ids.conf`, fetched after start-up.
+    pub fn set_storage_ids(&self, ids: fdfs_proto::storage_ids::ServerIds) {
+        self.identity.write().unwrap().ids = Some(std::sync::Arc::new(ids));
+    }
+
     /// Our id in the cluster: the server id with storage ids, else the IP text.
     pub fn my_id(&self) -> Option<String> {
         let identity = self.identity.read().unwrap();

@@ -219,6 +219,14 @@ async fn session(
 
     let params = conn.call(&ParameterReq).await?;
     apply_parameters(st, &params)?;
+    if st.by_server_id() && st.identity().ids.is_none() {
+        // Started as an earlier run was named, while no tracker answered: the table
+        // (where each id's address is) comes now.
+        match crate::identity::fetch_ids(st, tracker).await {
+            Ok(ids) => st.set_storage_ids(ids),
+            Err(e) => warn!("tracker {tracker}: cannot fetch the storage ids: {e}"),
+        }
+    }
 
     let init = links.init.lock().unwrap().clone();
     let join = JoinRequest {

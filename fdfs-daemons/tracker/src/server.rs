@@ -287,8 +287,14 @@ fn cluster_command(command: u8) -> bool {
 fn log_refusal(req: &Request<'_>, refusal: &Refusal) {
     // Lookups that find nothing are routine for clients, and so is a 68 that reaches a
     // tracker which no longer leads (storages tell both leaders); everything else is
-    // worth a warning.
-    let routine = matches!(refusal.errno, errno::ENOENT | errno::ENOSPC | errno::EBUSY)
+    // worth a warning, a storage the tracker does not know (not in storage_ids.conf)
+    // first of all.
+    let identity = matches!(
+        req.cmd,
+        cmd::STORAGE_JOIN | cmd::STORAGE_GET_SERVER_ID | cmd::STORAGE_GET_GROUP_NAME
+    );
+    let routine = !identity
+        && matches!(refusal.errno, errno::ENOENT | errno::ENOSPC | errno::EBUSY)
         || (req.cmd == cmd::TRACKER_NOTIFY_RESELECT_LEADER && refusal.errno == errno::EOPNOTSUPP);
     if routine {
         info!("{}: command {}: {refusal}", req.peer, req.cmd);
