@@ -277,6 +277,7 @@ class Clusters:
                     first = first or e
             if c in conftest._live_clusters:
                 conftest._live_clusters.remove(c)
+            conftest.release_addrs(c.claimed_ips)
         self.live.clear()
         if first is not None:
             raise first

@@ -80,6 +80,12 @@ def pick_addr():
     raise RuntimeError("no bindable loopback address found")
 
 
+def release_addrs(ips):
+    """Lets later clusters of the session use `ips` again (their daemons are stopped for
+    good): a session's clusters need more addresses than 127.0.0.x has."""
+    _claimed.difference_update({(ip, port) for ip, port in _claimed if ip in ips})
+
+
 def binary(name):
     p = BIN_DIR / name
     return p if p.is_file() and os.access(p, os.X_OK) else None
@@ -293,8 +299,10 @@ class Cluster:
         bad = [i for i in self.storage_wrappers if not isinstance(i, int) or i < 0]
         if bad:
             raise ValueError("storage_wrappers: bad node index %s" % bad)
-        self.tracker_ip, self.tracker_port = pick_addr()
-        self.storage_ip, self.storage_port = pick_addr()
+        # Every address this cluster claims, given back when it is stopped for good.
+        self.claimed_ips = []
+        self.tracker_ip, self.tracker_port = self._pick()
+        self.storage_ip, self.storage_port = self._pick()
         first_id = self._take_storage_id() if use_storage_id is not None else None
         self.tracker_base = self.root / "tracker"
         self.storage_base = self.root / "storage"
@@ -311,7 +319,7 @@ class Cluster:
         # lists all of them.
         self.extra_trackers = []
         for i in range(1, trackers):
-            ip, port = pick_addr()
+            ip, port = self._pick()
             base = self.root / ("tracker%d" % i)
             base.mkdir(parents=True, exist_ok=True)
             conf = self.root / ("tracker%d.conf" % i)
@@ -422,7 +430,7 @@ class Cluster:
 
     def _free_ip_for_port(self, port):
         for _ in range(500):
-            ip, _ = pick_addr()
+            ip, _ = self._pick()
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.bind((ip, port))
@@ -432,6 +440,11 @@ class Cluster:
                 s.close()
             return ip
         raise RuntimeError("no 127.0.0.x with port %d free" % port)
+
+    def _pick(self):
+        ip, port = pick_addr()
+        self.claimed_ips.append(ip)
+        return ip, port
 
     def tracker_conf_text(self, ip, port, base):
         return (
@@ -506,7 +519,7 @@ class Cluster:
                 port = same[0].port
                 ip = self._free_ip_for_port(port)
             else:
-                ip, port = pick_addr()
+                ip, port = self._pick()
         if self.use_storage_id is not None and listed and sid is None:
             sid = self._take_storage_id()
         base = self.root / ("storage%d" % idx)
@@ -690,6 +703,7 @@ def stop_cluster(c):
     c.stop()
     if c in _live_clusters:
         _live_clusters.remove(c)
+    release_addrs(c.claimed_ips)
 
 
 @pytest.fixture(scope="session")

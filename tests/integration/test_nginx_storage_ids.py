@@ -27,6 +27,8 @@ import socket
 import struct
 import time
 
+import re
+
 import pytest
 
 import fdfs_wire as wire
@@ -278,7 +280,7 @@ def test_use_storage_id_needs_the_storage_ids_file(tmp_path):
     assert n.proc.poll() is not None
 
     mod.write_text(mod_conf_text("group1", [store], use_storage_id="true"))
-    assert "storage_ids_filename" not in mod.read_text()
+    assert not re.search(r"^\s*storage_ids_filename", mod.read_text(), re.M)
     r = n.test_config()
     assert r.returncode != 0 and "storage_ids_filename" in r.stderr, r.stderr
 

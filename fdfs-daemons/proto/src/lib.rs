@@ -24,6 +24,7 @@ pub mod msg;
 pub mod status;
 pub mod storage_ids;
 pub mod token;
+pub mod trunk;
 
 pub use codec::{ProtoError, Reader, Writer};
 pub use header::Header;

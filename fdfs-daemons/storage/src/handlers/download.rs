@@ -1,6 +1,5 @@
 //! 14 DOWNLOAD_FILE: the whole file or a range, streamed from disk.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use fdfs_proto::errno;
@@ -9,7 +8,7 @@ use fdfs_proto::msg::Download;
 use fdfs_proto::Header;
 use fdfs_runtime::Connection;
 
-use super::{locate, Fail, Handled};
+use super::{locate, open_stored, Fail, Handled, Stored};
 use crate::integrity;
 use crate::state::Storage;
 use crate::stats::counter;
@@ -23,11 +22,12 @@ pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
     let req = Download::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
     let result = async {
-        let mut file = File::open(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
-        let size = file
-            .metadata()
-            .map_err(|e| Fail::Reply(errno::from_io(&e)))?
-            .len();
+        let Stored {
+            mut file,
+            start,
+            size,
+            ..
+        } = open_stored(&name, &path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
         let promised = integrity::promised(&name);
         if let Some((want, _)) = promised {
             if size != want {
@@ -53,7 +53,7 @@ pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
             let mut out = Vec::with_capacity(HEADER_LEN + count as usize);
             out.extend_from_slice(&Header::response(0, count).encode());
             out.resize(HEADER_LEN + count as usize, 0);
-            file.read_exact_at(&mut out[HEADER_LEN..], req.offset)
+            file.read_exact_at(&mut out[HEADER_LEN..], start + req.offset)
                 .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
             if promised.is_some() && count == size {
                 // The whole file is in memory: its CRC32 costs next to nothing.
@@ -71,7 +71,7 @@ pub async fn download(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handl
             .await
             .map_err(|_| Fail::Close)?;
         // From here on a failure can only close the connection: the header is out.
-        send_range(conn, &mut file, req.offset, count)
+        send_range(conn, &mut file, start + req.offset, count)
             .await
             .map_err(|e| {
                 tracing::warn!("download of {} broke off: {e:?}", req.filename);

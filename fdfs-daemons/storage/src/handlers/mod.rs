@@ -59,6 +59,57 @@ pub fn locate<'a>(
     Ok((name, path))
 }
 
+/// Where a stored file's bytes are: a file of its own, or a slot of a trunk file (a
+/// small file a C storage packed, `use_trunk_file`).
+pub struct Stored {
+    pub file: std::fs::File,
+    /// Where the content starts in `file`.
+    pub start: u64,
+    pub size: u64,
+    /// Modification time (for a trunk slot: the upload time its header keeps).
+    pub mtime: i64,
+}
+
+/// Opens the file `name` found at `path` (as [`locate`] gives it). A trunk-stored file
+/// is read from its trunk file, and only while the slot still holds it: a freed or
+/// reused slot is ENOENT, as upstream answers it.
+pub fn open_stored(name: &RemoteName<'_>, path: &std::path::Path) -> std::io::Result<Stored> {
+    use std::io::{Error, ErrorKind};
+    let Some(location) = fdfs_proto::trunk::location_of(name) else {
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        return Ok(Stored {
+            file,
+            start: 0,
+            size: meta.len(),
+            mtime: mtime_of(&meta),
+        });
+    };
+    let gone = || {
+        Error::new(
+            ErrorKind::NotFound,
+            "the trunk slot does not hold this file",
+        )
+    };
+    let location = location.map_err(|_| gone())?;
+    let expected = fdfs_proto::trunk::SlotHeader::expected(name).map_err(|_| gone())?;
+    let trunk = path.with_file_name(location.trunk_file_name());
+    let file = std::fs::File::open(trunk)?;
+    let mut raw = [0u8; fdfs_proto::trunk::SLOT_HEADER_LEN];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, location.offset as u64)
+        .map_err(|_| gone())?;
+    let header = fdfs_proto::trunk::SlotHeader::decode(&raw);
+    if !header.holds(&expected) {
+        return Err(gone());
+    }
+    Ok(Stored {
+        file,
+        start: location.content_offset(),
+        size: header.file_size as u64,
+        mtime: header.mtime as i64,
+    })
+}
+
 /// Modification time of a file in unix seconds.
 pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
     meta.modified()

@@ -5,7 +5,7 @@ use fdfs_proto::fileid::FileKind;
 use fdfs_proto::msg::{file_info_flag, FileInfoReply, FileRef};
 use fdfs_runtime::Connection;
 
-use super::{locate, mtime_of, Fail, Handled};
+use super::{locate, mtime_of, open_stored, Fail, Handled};
 use crate::state::Storage;
 
 pub async fn query_file_info(
@@ -17,27 +17,31 @@ pub async fn query_file_info(
     let req = FileRef::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let (name, path) = locate(st, &req.group, &req.filename).map_err(Fail::Reply)?;
     let info = name.info().map_err(|_| Fail::Reply(errno::EINVAL))?;
-    let meta = std::fs::metadata(&path).map_err(|e| {
+    let stored = open_stored(&name, &path).map_err(|e| {
         if flags & file_info_flag::SILENT == 0 {
             tracing::info!("file info: {} not found", req.filename);
         }
         Fail::Reply(errno::from_io(&e))
     })?;
-    // Normal files carry their CRC32 in the name; appenders and slaves must be read
-    // (off the async workers, and only once per version of an appender).
-    let (crc32, meta) = match info.kind {
-        FileKind::Normal | FileKind::Trunk => (info.crc32, meta),
-        _ if flags & file_info_flag::NO_CRC32 != 0 => (0, meta),
-        _ => st
-            .appenders
-            .crc_of(&path)
-            .await
-            .map_err(|e| Fail::Reply(errno::from_io(&e)))?,
+    // Normal and trunk-stored files carry their CRC32 in the name; appenders and slaves
+    // must be read (off the async workers, and only once per version of an appender).
+    let (crc32, size, mtime) = match info.kind {
+        FileKind::Normal | FileKind::Trunk => (info.crc32, stored.size, stored.mtime),
+        _ if flags & file_info_flag::NO_CRC32 != 0 => (0, stored.size, stored.mtime),
+        _ => {
+            drop(stored);
+            let (crc32, meta) = st
+                .appenders
+                .crc_of(&path)
+                .await
+                .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+            (crc32, meta.len(), mtime_of(&meta))
+        }
     };
     let source_ip = st.identity().source_ip(&info.source);
     let reply = FileInfoReply {
-        file_size: meta.len() as i64,
-        timestamp: mtime_of(&meta),
+        file_size: size as i64,
+        timestamp: mtime,
         crc32,
         source_ip,
     };

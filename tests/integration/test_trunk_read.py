@@ -1,0 +1,97 @@
+"""Files a C storage packed into trunk files (`use_trunk_file = true`), read by ours.
+
+A C tracker and storage with trunk files on store small files; then our storage starts
+on the C storage's data and serves every one of them byte for byte from its trunk slot
+(whole, ranged, file info), and a file C deleted (its slot zeroed) is ENOENT.  Our
+daemons do not write trunk files yet and refuse to join a cluster that does, so the C
+tracker is restarted with trunk files off before our storage joins: what is tested here
+is reading the trunk files C wrote, nothing else.
+"""
+
+import pytest
+
+import fdfs_wire as wire
+from c_daemons import Clusters
+from fdfs_helpers import crc32, payload, wait_for
+
+TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
+               "trunk_file_size = 4MB\nstore_server = 1\n")
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    cs = Clusters(tmp_path)
+    yield cs
+    cs.stop_all()
+
+
+def run_c(tool, *args):
+    import subprocess
+    from interop import c_bin
+    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.timeout(300)
+def test_rust_storage_serves_c_trunk_files(clusters, tmp_path):
+    c = clusters.new("trunk-read", storages=1, c_trackers={0}, c_storages={0},
+                     tracker_extra=TRUNK_EXTRA)
+    node = c.nodes[0]
+    files = {}
+    sizes = [0, 1, 15, 233, 256, 1000, 4096, 10_000, 65_536, 300_000]
+    for i, size in enumerate(sizes * 3):
+        data = payload(size, 700 + i)
+        local = tmp_path / ("f%d.bin" % i)
+        local.write_bytes(data)
+        result = {}
+
+        def uploaded():
+            # EAGAIN until the tracker has made the storage its group's trunk server.
+            p = run_c("fdfs_upload_file", c.client_conf, local)
+            result["p"] = p
+            return p.returncode == 0
+        wait_for(uploaded, 60, interval=0.5, what="an upload into a trunk file")
+        fid = result["p"].stdout.strip()
+        files[fid] = data
+    trunked = [f for f in files if wire.decode_file_id(f)["trunk"]]
+    # Every one went into a trunk file: 60-character names, bit 59 of the size field.
+    assert len(trunked) == len(files), [f for f in files if f not in trunked]
+    assert all(len(f.partition("/")[2]) == 60 for f in files)
+    gone = trunked[3]
+    p = run_c("fdfs_delete_file", c.client_conf, gone)
+    assert p.returncode == 0, p.stderr
+    del files[gone]
+
+    # Our storage on the same data (the tracker no longer asks for trunk files).
+    c.stop_daemon(node.daemon)
+    c.tracker.stop()
+    conf = c.tracker_conf.read_text().replace("use_trunk_file = true", "use_trunk_file = false")
+    c.tracker_conf.write_text(conf)
+    c.tracker.start()
+    c.set_impl(node, "rust")
+    node.daemon.start()
+    c.wait_active(node)
+
+    for fid, data in files.items():
+        assert wire.download(node.addr, fid) == (0, data), fid
+        if len(data) > 100:
+            assert wire.download(node.addr, fid, 17, 50) == (0, data[17:67]), fid
+            assert wire.download(node.addr, fid, len(data) - 5) == (0, data[-5:]), fid
+        st, info = wire.query_file_info(node.addr, fid)
+        assert st == 0, fid
+        assert info["size"] == len(data) and info["crc32"] == crc32(data), (fid, info)
+        assert info["timestamp"] == wire.decode_file_id(fid)["timestamp"], (fid, info)
+    # The deleted one: its slot was zeroed.
+    st, _ = wire.download(node.addr, gone)
+    assert st == 2
+    st, _ = wire.query_file_info(node.addr, gone)
+    assert st == 2
+
+    # A name pointing at a live slot but claiming other content is not served from it.
+    fid = next(f for f, d in files.items() if len(d) > 100)
+    group, _, remote = fid.partition("/")
+    forged = remote[:10 + 27] + remote[10 + 27:10 + 43] + "000.bin"
+    forged_id = "%s/%s" % (group, forged)
+    if forged != remote:
+        st, _ = wire.download(node.addr, forged_id)
+        assert st == 2, forged_id
