@@ -13,18 +13,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fdfs_proto::http::range::FLV_HEADER;
 use fdfs_proto::http::{FileRequest, ModConf, Query};
+use fdfs_proto::trunk::SLOT_HEADER_LEN;
 use ngx::core::Status;
 use ngx::ffi::*;
 use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 use ngx_fastdfs_serve::{
     decide, on_miss, Action, Arrival, Forward, ForwardState, Incoming, Level, Note, SendFile,
+    TrunkSlot,
 };
 
 use crate::conf::{MainConf, PROXY_LOCATION};
 use crate::park::park;
 use crate::peers::Listing;
-use crate::request::{Head, HttpRequest};
+use crate::request::{Head, HttpRequest, OpenFile};
 use crate::FastdfsModule;
 
 /// How often a parked request checks for the first listing (ms).
@@ -109,6 +111,17 @@ fn serve(req: &mut HttpRequest<'_>, waited: bool) -> Status {
                 return rc;
             }
         }
+        Action::Slot {
+            path,
+            trunk_file,
+            slot,
+            send,
+        } => {
+            let rc = send_slot(req, path, trunk_file, slot, send);
+            if rc != HTTPStatus::NOT_FOUND.into() {
+                return rc;
+            }
+        }
         Action::Elsewhere => {}
     }
     forward(req, mcf, conf, &found.file, &found.query, waited)
@@ -121,7 +134,45 @@ fn send_file(req: &mut HttpRequest<'_>, path: &[&[u8]], send: &SendFile) -> Stat
         Ok(file) => file,
         Err(rc) => return rc,
     };
-    let Ok(reply) = send.reply(file.size, file.mtime) else {
+    let (size, mtime) = (file.size, file.mtime);
+    send_content(req, &file, 0, size, mtime, send)
+}
+
+/// Sends a file a C storage packed into a trunk file, from its slot: with `sendfile`
+/// at the slot's offset, where the C module copies it through a buffer. 404 (before any
+/// header is sent) when the trunk file is missing or the slot no longer holds the file.
+fn send_slot(
+    req: &mut HttpRequest<'_>,
+    path: &[&[u8]; 3],
+    trunk_file: &str,
+    slot: &TrunkSlot,
+    send: &SendFile,
+) -> Status {
+    let pieces = [path[0], path[1], path[2], trunk_file.as_bytes()];
+    let file = match req.open_file(&pieces, send.cached) {
+        Ok(file) => file,
+        Err(rc) => return rc,
+    };
+    let mut header = [0u8; SLOT_HEADER_LEN];
+    if !file.read_exact_at(&mut header, slot.offset) {
+        return HTTPStatus::NOT_FOUND.into();
+    }
+    let Some((start, size, mtime)) = slot.check(&header) else {
+        return HTTPStatus::NOT_FOUND.into();
+    };
+    send_content(req, &file, start, size, mtime, send)
+}
+
+/// Sends `size` bytes of `file` from `start` as the file's content.
+fn send_content(
+    req: &mut HttpRequest<'_>,
+    file: &OpenFile,
+    start: i64,
+    size: i64,
+    mtime: i64,
+    send: &SendFile,
+) -> Status {
+    let Ok(reply) = send.reply(size, mtime) else {
         return HTTPStatus::BAD_REQUEST.into();
     };
     let head = Head {
@@ -135,7 +186,8 @@ fn send_file(req: &mut HttpRequest<'_>, path: &[&[u8]], send: &SendFile) -> Stat
         return rc;
     }
     let prefix = reply.flv_header.then_some(&FLV_PREFIX[..]);
-    req.send_file_body(prefix, &file, reply.bytes)
+    let bytes = start + reply.bytes.start..start + reply.bytes.end;
+    req.send_file_body(prefix, file, bytes)
 }
 
 /// A file that is not here: 404, wait for the first listing, 302, or the proxy location.

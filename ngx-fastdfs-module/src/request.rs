@@ -50,6 +50,19 @@ pub struct OpenFile {
     pub mtime: i64,
 }
 
+impl OpenFile {
+    /// Reads exactly `buf.len()` bytes at `offset`; false on any failure or a short read.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> bool {
+        let Ok(offset) = libc::off_t::try_from(offset) else {
+            return false;
+        };
+        // SAFETY: fd is open for the request's lifetime (its pool closes it) and buf is a
+        // valid, writable slice of buf.len() bytes.
+        let n = unsafe { libc::pread(self.fd, buf.as_mut_ptr().cast(), buf.len(), offset) };
+        n >= 0 && n as usize == buf.len()
+    }
+}
+
 /// The headers of a 200 response with a file.
 pub struct Head<'a> {
     pub content_length: i64,

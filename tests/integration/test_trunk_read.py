@@ -2,10 +2,10 @@
 
 A C tracker and storage with trunk files on store small files; then our storage starts
 on the C storage's data and serves every one of them byte for byte from its trunk slot
-(whole, ranged, file info), and a file C deleted (its slot zeroed) is ENOENT.  Our
+(whole, ranged, file info, metadata), and a file C deleted (its slot zeroed) is ENOENT.  Our
 daemons do not write trunk files yet and refuse to join a cluster that does, so the C
 tracker is restarted with trunk files off before our storage joins: what is tested here
-is reading the trunk files C wrote, nothing else.
+is reading the trunk files C wrote, by our storage and by nginx with our module.
 """
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 import fdfs_wire as wire
 from c_daemons import Clusters
 from fdfs_helpers import crc32, payload, wait_for
+from nginx_fixtures import free_port_on, http, require_nginx, start_storage_nginx
 
 TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
                "trunk_file_size = 4MB\nstore_server = 1\n")
@@ -57,6 +58,9 @@ def test_rust_storage_serves_c_trunk_files(clusters, tmp_path):
     # Every one went into a trunk file: 60-character names, bit 59 of the size field.
     assert len(trunked) == len(files), [f for f in files if f not in trunked]
     assert all(len(f.partition("/")[2]) == 60 for f in files)
+    with_meta = trunked[5]
+    meta = {"width": "640", "author": "c-storage"}
+    assert wire.set_meta(node.addr, with_meta, meta) == 0
     gone = trunked[3]
     p = run_c("fdfs_delete_file", c.client_conf, gone)
     assert p.returncode == 0, p.stderr
@@ -81,11 +85,31 @@ def test_rust_storage_serves_c_trunk_files(clusters, tmp_path):
         assert st == 0, fid
         assert info["size"] == len(data) and info["crc32"] == crc32(data), (fid, info)
         assert info["timestamp"] == wire.decode_file_id(fid)["timestamp"], (fid, info)
+    assert wire.get_meta(node.addr, with_meta) == (0, meta)
     # The deleted one: its slot was zeroed.
     st, _ = wire.download(node.addr, gone)
     assert st == 2
     st, _ = wire.query_file_info(node.addr, gone)
     assert st == 2
+
+    # The same files over HTTP, from nginx with our module on the store path: sendfile
+    # from the slot, ranges within it, 404 for the freed slot.
+    require_nginx()
+    addr = (node.ip, free_port_on(node.ip))
+    n = start_storage_nginx(tmp_path / "nginx", addr, "group1", node.store_paths,
+                            tracker=c.tracker_server, workers=1)
+    try:
+        base = "http://%s:%d/" % addr
+        for fid, data in files.items():
+            status, headers, body = http("GET", base + fid)
+            assert (status, body) == (200, data), (fid, status, len(body))
+            if len(data) > 100:
+                status, _, body = http("GET", base + fid, {"Range": "bytes=10-59"})
+                assert (status, body) == (206, data[10:60]), (fid, status)
+        status, _, _ = http("GET", base + gone)
+        assert status == 404
+    finally:
+        n.stop()
 
     # A name pointing at a live slot but claiming other content is not served from it.
     fid = next(f for f, d in files.items() if len(d) > 100)

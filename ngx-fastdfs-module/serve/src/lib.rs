@@ -19,6 +19,7 @@ use fdfs_proto::http::disposition::content_disposition;
 use fdfs_proto::http::range::range_count;
 use fdfs_proto::http::{parse_query, FileRequest, ModConf, Query, UrlError};
 use fdfs_proto::token::check_token;
+use fdfs_proto::trunk::{SlotHeader, SLOT_HEADER_LEN};
 
 pub use forward::{on_miss, Arrival, Cluster, Forward, ForwardState, Lookup, Next};
 pub use note::{Level, Note};
@@ -67,6 +68,15 @@ pub enum Action<'a> {
     /// Send the file at `path` (its pieces joined as they are). When it is not there (404
     /// before any header is sent), ask [`on_miss`].
     Local { path: [&'a [u8]; 3], send: SendFile },
+    /// Send a file a C storage packed into a trunk file: the slot of the trunk file at
+    /// `path` (its pieces joined), if it still holds the file ([`TrunkSlot::check`]); a
+    /// freed or reused slot is a miss, as a missing file is.
+    Slot {
+        path: [&'a [u8]; 3],
+        trunk_file: String,
+        slot: TrunkSlot,
+        send: SendFile,
+    },
     /// The token was refused and `token_check_fail` names a file: answer with that file
     /// (a 404 for it is the answer).
     TokenFailFile { path: &'a [u8], send: SendFile },
@@ -189,12 +199,70 @@ pub fn decide<'a>(
         body,
         cached: file.info.kind != FileKind::Appender,
     };
+    let action = match trunk_slot(&file) {
+        Some(Ok((trunk_file, slot))) => {
+            // The trunk file is in the directory the name gives: `XX/YY/`.
+            let dir = &path[2][..6];
+            Action::Slot {
+                path: [path[0], path[1], dir],
+                trunk_file,
+                slot,
+                send,
+            }
+        }
+        // A trunk file name whose location does not decode names nothing.
+        Some(Err(())) => return Err(Refusal::bare(NOT_FOUND)),
+        None => Action::Local { path, send },
+    };
     Ok(Found {
         file,
         query,
         note: None,
-        action: Action::Local { path, send },
+        action,
     })
+}
+
+/// Where a trunk-stored file is, and what its slot must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrunkSlot {
+    /// The slot header's offset in the trunk file.
+    pub offset: u64,
+    pub expected: SlotHeader,
+}
+
+impl TrunkSlot {
+    /// Checks the slot header read from the trunk file: `Some((start, size, mtime))` of
+    /// the content when the slot holds the file, `None` when it was freed or reused.
+    pub fn check(&self, header: &[u8; SLOT_HEADER_LEN]) -> Option<(i64, i64, i64)> {
+        let on_disk = SlotHeader::decode(header);
+        on_disk.holds(&self.expected).then(|| {
+            (
+                (self.offset + SLOT_HEADER_LEN as u64) as i64,
+                i64::from(on_disk.file_size),
+                i64::from(on_disk.mtime),
+            )
+        })
+    }
+}
+
+/// For a trunk-stored file: the trunk file's name and the slot.
+fn trunk_slot(file: &FileRequest<'_>) -> Option<Result<(String, TrunkSlot), ()>> {
+    if file.info.kind != FileKind::Trunk {
+        return None;
+    }
+    let name = fdfs_proto::fileid::RemoteName::parse(file.remote).ok()?;
+    let location = fdfs_proto::trunk::location_of(&name)?;
+    Some((|| {
+        let location = location.map_err(|_| ())?;
+        let expected = SlotHeader::expected(&name).map_err(|_| ())?;
+        Ok((
+            location.trunk_file_name(),
+            TrunkSlot {
+                offset: u64::from(location.offset),
+                expected,
+            },
+        ))
+    })())
 }
 
 #[cfg(test)]

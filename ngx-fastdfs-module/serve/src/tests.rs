@@ -102,6 +102,38 @@ fn urls_that_name_no_file() {
 }
 
 #[test]
+fn a_file_in_a_trunk_slot() {
+    let s = Setup::new("");
+    // The reference notes' worked example: trunk file 1 in 00/01, offset 0, 256 bytes.
+    let uri = "/group1/M00/00/01/wKgAxGsEx2iIDTARAAAADwL5vO4AAAAAQAAAAAAAAEA236.txt";
+    let found = decide(&s.conf, &get(uri, ""), NOW).unwrap();
+    let Action::Slot {
+        path,
+        trunk_file,
+        slot,
+        send,
+    } = found.action
+    else {
+        panic!("{:?}", found.action)
+    };
+    assert_eq!(
+        [&path.concat()[..], trunk_file.as_bytes()].concat(),
+        [s.store(), b"/data/00/01/000001".to_vec()].concat()
+    );
+    assert_eq!(send.body, Body::Whole { ranges: true });
+    assert_eq!(slot.offset, 0);
+    let mut header = slot.expected.encode();
+    assert_eq!(slot.check(&header), Some((24, 15, 0x6b04_c768)));
+    // Freed (zeroed) or taken by another file: a miss.
+    assert_eq!(slot.check(&[0; 24]), None);
+    header[12] ^= 1;
+    assert_eq!(slot.check(&header), None);
+    // A trunk-length name whose location part does not decode names nothing.
+    let bad = "/group1/M00/00/01/wKgAxGsEx2iIDTARAAAADwL5vO4AAAAAQAAAAAAA*EA236.txt";
+    assert!(decide(&s.conf, &get(bad, ""), NOW).is_err());
+}
+
+#[test]
 fn a_local_file() {
     let s = Setup::new("");
     let name = normal("123.jpg");
