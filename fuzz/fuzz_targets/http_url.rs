@@ -162,7 +162,7 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let local: Vec<Ipv4Addr> = list.iter().step_by(3).map(|p| p.ip).collect();
     let source = match &req {
-        Some(r) => peers::source_ip(&r.info),
+        Some(r) => peers::source_ip(&r.info, None),
         None => rest.get(..4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3])),
     };
     let c = peers::candidates(source, &list, |ip| local.contains(&ip));

@@ -72,6 +72,20 @@ pub const UPLOAD_APPENDER_FILE: u8 = 23;
 pub const APPEND_FILE: u8 = 24;
 pub const SYNC_APPEND_FILE: u8 = 25;
 pub const FETCH_ONE_PATH_BINLOG: u8 = 26;
+/// Trunk files: a storage asks the trunk server of its group for a slot.
+pub const TRUNK_ALLOC_SPACE: u8 = 27;
+/// Trunk files: the slot was written (status 0) or not (an errno).
+pub const TRUNK_ALLOC_CONFIRM: u8 = 28;
+/// Trunk files: a slot is free again.
+pub const TRUNK_FREE_SPACE: u8 = 29;
+/// Trunk files: the trunk server pushes its trunk binlog lines to a peer.
+pub const TRUNK_SYNC_BINLOG: u8 = 30;
+/// Trunk files: the leader tracker asks a storage how long its trunk binlog is.
+pub const TRUNK_GET_BINLOG_SIZE: u8 = 31;
+/// Trunk files: the leader tracker tells a new trunk server to forget its peers' marks.
+pub const TRUNK_DELETE_BINLOG_MARKS: u8 = 32;
+/// Trunk files: the trunk server tells a peer to truncate its trunk binlog.
+pub const TRUNK_TRUNCATE_BINLOG_FILE: u8 = 33;
 pub const MODIFY_FILE: u8 = 34;
 pub const SYNC_MODIFY_FILE: u8 = 35;
 pub const TRUNCATE_FILE: u8 = 36;

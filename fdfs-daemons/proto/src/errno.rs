@@ -19,6 +19,7 @@ pub const EOPNOTSUPP: u8 = 95;
 pub const ECONNREFUSED: u8 = 111;
 pub const ETIMEDOUT: u8 = 110;
 pub const EALREADY: u8 = 114;
+pub const ENONET: u8 = 64;
 
 /// A short readable text for an errno, for CLI messages and logs.
 pub fn describe(code: u8) -> &'static str {
@@ -36,6 +37,7 @@ pub fn describe(code: u8) -> &'static str {
         ENOTDIR => "not a directory",
         EISDIR => "is a directory",
         EINVAL => "invalid argument",
+        ENONET => "server not active",
         ENOSPC => "no space left on device",
         ENAMETOOLONG => "name too long",
         EOPNOTSUPP => "operation not supported",

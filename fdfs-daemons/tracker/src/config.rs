@@ -165,7 +165,10 @@ impl TrackerConfig {
             }
             _ => StoreLookup::LoadBalance,
         };
+        let use_trunk_file = g.bool("use_trunk_file", false)?;
         let store_server = match g.int_in("store_server", 0, 0, 2)? {
+            // With trunk files, round robin becomes "first by id", as upstream does.
+            0 if use_trunk_file => StoreServer::FirstById,
             0 => StoreServer::RoundRobin,
             1 => StoreServer::FirstById,
             _ => StoreServer::ByPriority,
@@ -255,15 +258,13 @@ impl TrackerConfig {
                 "store_slave_file_use_link",
                 "false: slave files are stored as regular files, not as links",
             )?,
-            use_trunk_file: refused_if_on(
-                &g,
-                "use_trunk_file",
-                "false: trunk files are not supported yet, and storing small files \
-                 outside them would leave them where C storages do not look",
-            )?,
+            use_trunk_file,
             trunk: TrunkSettings {
-                slot_min_size: g.size("slot_min_size", 256)?,
-                slot_max_size: g.size("slot_max_size", trunk_file_size / 8)?,
+                // Capped as upstream caps them.
+                slot_min_size: g.size("slot_min_size", 256)?.min(64 * 1024),
+                slot_max_size: g
+                    .size("slot_max_size", trunk_file_size / 8)?
+                    .min(trunk_file_size / 2),
                 alloc_alignment_size: g.size("trunk_alloc_alignment_size", 0)?,
                 file_size: trunk_file_size,
                 create_file_advance: g.bool("trunk_create_file_advance", false)?,
@@ -581,13 +582,28 @@ response_ip_addr_size = auto
     #[test]
     fn features_not_implemented_stop_the_start() {
         let dir = scratch("refuse");
-        for key in ["use_trunk_file", "store_slave_file_use_link"] {
-            let err = parse(&format!("base_path = @BASE@\n{key} = yes\n"), &dir)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(key) && err.contains("tracker.conf:2"), "{err}");
-            parse(&format!("base_path = @BASE@\n{key} = false\n"), &dir).unwrap();
-        }
+        let key = "store_slave_file_use_link";
+        let err = parse(&format!("base_path = @BASE@\n{key} = yes\n"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains("tracker.conf:2"), "{err}");
+        parse(&format!("base_path = @BASE@\n{key} = false\n"), &dir).unwrap();
+    }
+
+    #[test]
+    fn trunk_files_as_upstream_reads_them() {
+        let dir = scratch("trunk");
+        let c = parse(
+            "base_path = @BASE@\nuse_trunk_file = true\ntrunk_file_size = 4MB\n\
+             slot_max_size = 3MB\nslot_min_size = 1MB\n",
+            &dir,
+        )
+        .unwrap();
+        assert!(c.use_trunk_file);
+        // Round robin becomes "first by id"; slots are capped.
+        assert_eq!(c.placement.store_server, StoreServer::FirstById);
+        assert_eq!(c.trunk.slot_max_size, 2 * MB);
+        assert_eq!(c.trunk.slot_min_size, 64 * 1024);
     }
 
     #[test]

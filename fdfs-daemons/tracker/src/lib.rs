@@ -23,6 +23,7 @@ pub mod server;
 pub mod service;
 pub mod storage_cmds;
 pub mod tracker_cmds;
+pub mod trunk;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -70,6 +71,9 @@ impl Tracker {
             );
         }
         let mut cluster = Cluster::restore(config.placement.clone(), saved);
+        if config.use_trunk_file {
+            cluster.use_trunk_files();
+        }
         if let Some(ids) = &config.storage_ids {
             cluster.use_storage_ids(
                 ids.clone(),
@@ -121,6 +125,7 @@ impl Tracker {
         let checker = tokio::spawn(check_heartbeats(shared.clone(), shutdown.clone()));
         let saver = tokio::spawn(save_when_changed(shared.clone(), shutdown.clone()));
         let peers = tokio::spawn(peers::run(shared.clone(), shutdown.clone()));
+        let trunks = tokio::spawn(trunk::run(shared.clone(), shutdown.clone()));
         let handler_shared = shared.clone();
         serve_allowed(
             self.listener,
@@ -136,6 +141,7 @@ impl Tracker {
         let _ = checker.await;
         let _ = saver.await;
         let _ = peers.await;
+        let _ = trunks.await;
         save(&shared).await?;
         info!("cluster state saved, tracker stopped");
         Ok(())

@@ -207,7 +207,7 @@ async fn drop_link(state: &mut State) {
 }
 
 /// Connects to a tracker, from our bind address when we have one.
-async fn connect(shared: &Shared, addr: SocketAddr) -> Result<Connection, Error> {
+pub(crate) async fn connect(shared: &Shared, addr: SocketAddr) -> Result<Connection, Error> {
     let bind = shared
         .config
         .bind_addr
@@ -240,7 +240,11 @@ async fn follow(shared: &Arc<Shared>, state: &mut State, leader: &str) -> Durati
     let result = match state.link.as_mut() {
         Some(link) => {
             let ping = PingLeader(shared.connections.counts());
-            link.conn.call(&ping).await.map(drop)
+            link.conn.call(&ping).await.map(|trunks| {
+                if !trunks.entries.is_empty() {
+                    shared.cluster().apply_trunk_assignments(&trunks.entries);
+                }
+            })
         }
         None => join_leader(shared, leader).await.map(|conn| {
             state.link = Some(LeaderLink {

@@ -71,9 +71,12 @@ pub fn render(cluster: &Cluster, up_time: i64, now: i64) -> Files {
             groups,
             "# group: {name}\n[Group{n:03}]\n\tgroup_name={name}\n\tstorage_port={port}\n\
              \tstore_path_count={paths}\n\tsubdir_count_per_path={subdirs}\n\
-             \tcurrent_trunk_file_id=0\n\ttrunk_server=\n\tlast_trunk_server=\n\n",
+             \tcurrent_trunk_file_id={fid}\n\ttrunk_server={trunk}\n\tlast_trunk_server={last}\n\n",
             n = i + 1,
             name = g.name,
+            fid = g.trunk.file_id,
+            trunk = g.trunk.server.as_deref().unwrap_or(""),
+            last = g.trunk.last,
             port = g.storage_port,
             paths = g.store_path_count,
             subdirs = g.subdir_count_per_path,
@@ -242,12 +245,19 @@ pub fn load(dir: &Path) -> io::Result<Vec<Group>> {
         }
         let s = ini.section(name).expect("listed");
         let group_name = s.require_str("group_name").map_err(invalid)?;
-        groups.push(Group::new(
+        let mut group = Group::new(
             group_name,
             int(&s, "store_path_count")?.clamp(1, 256) as u32,
             int(&s, "subdir_count_per_path")?.clamp(1, 256) as u32,
             int(&s, "storage_port")?.clamp(0, 65535) as u16,
-        ));
+        );
+        group.trunk.file_id = int(&s, "current_trunk_file_id")?.clamp(0, i32::MAX as i64) as i32;
+        group.trunk.server = s
+            .str("trunk_server")
+            .filter(|id| !id.is_empty())
+            .map(String::from);
+        group.trunk.last = s.str("last_trunk_server").unwrap_or("").to_string();
+        groups.push(group);
     }
 
     let servers_path = dir.join(SERVERS_FILE);
@@ -267,6 +277,17 @@ pub fn load(dir: &Path) -> io::Result<Vec<Group>> {
             };
             let storage = load_storage(&sec)?;
             group.storages.insert(storage.id.clone(), storage);
+        }
+    }
+
+    // A saved trunk server that is not a saved storage is forgotten.
+    for g in &mut groups {
+        if g.trunk
+            .server
+            .as_ref()
+            .is_some_and(|id| !g.storages.contains_key(id))
+        {
+            g.trunk.server = None;
         }
     }
 

@@ -109,6 +109,10 @@ pub struct Session {
     /// The leader version this storage connection was last told (flag 0x01).
     pub leader_told: Option<u64>,
     pub members_told: Option<u64>,
+    /// The trunk server version this storage connection was last told (flag 0x02).
+    pub trunk_told: Option<u64>,
+    /// The trunk servers' epoch a follower tracker's connection was last told (65).
+    pub trunk_epoch_told: Option<u64>,
     /// A follower tracker that sent 58 JOIN_LEADER on this connection (`ip:port`).
     pub follower: Option<String>,
     /// The sys files snapshot taken by 61 GET_SYS_FILES_START.
@@ -337,9 +341,9 @@ fn dispatch(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
         cmd::STORAGE_SYNC_DEST_QUERY => storage_cmds::sync_dest_query(shared, session, req),
         cmd::STORAGE_CHANGE_STATUS => storage_cmds::change_status(shared, session, req),
         cmd::STORAGE_REPLICA_CHG => storage_cmds::replica_chg(shared, session, req),
-        cmd::STORAGE_FETCH_TRUNK_FID
-        | cmd::STORAGE_REPORT_TRUNK_FID
-        | cmd::STORAGE_REPORT_TRUNK_FREE => storage_cmds::trunk(shared, session, req),
+        cmd::STORAGE_FETCH_TRUNK_FID => storage_cmds::fetch_trunk_file_id(shared, session, req),
+        cmd::STORAGE_REPORT_TRUNK_FID => storage_cmds::report_trunk_file_id(shared, session, req),
+        cmd::STORAGE_REPORT_TRUNK_FREE => storage_cmds::report_trunk_free(shared, session, req),
         cmd::STORAGE_SYNC_SRC_REQ => storage_cmds::sync_src_req(shared, req),
         cmd::STORAGE_REPORT_STATUS => storage_cmds::report_status(shared, req),
         cmd::STORAGE_GET_MY_IP => storage_cmds::get_my_ip(shared, req),

@@ -9,7 +9,7 @@ use fdfs_proto::msg::{
     get_group, FetchTargets, GroupStat, StorageClusterFilter, StorageSelector, StorageStat,
     StoreTarget, StoreTargets, VolumeFilter,
 };
-use fdfs_proto::{cmd, errno, GROUP_NAME_LEN};
+use fdfs_proto::{cmd, errno, GROUP_NAME_LEN, STORAGE_ID_LEN};
 use fdfs_runtime::unix_now;
 use tracing::info;
 
@@ -148,10 +148,39 @@ pub fn delete_group(shared: &Shared, req: &Request<'_>) -> Reply {
     Ok(Vec::new())
 }
 
-/// 94: trunk servers only exist with use_trunk_file, which is not supported.
-pub fn set_trunk_server(_shared: &Shared, _req: &Request<'_>) -> Reply {
-    Err(Refusal::new(
-        errno::EOPNOTSUPP,
-        "trunk files are not supported",
-    ))
+/// 94: the trunk server of a group (group alone), or makes the named storage it. The
+/// leader answers, and only with `use_trunk_file`; an active trunk server is not
+/// replaced (EEXIST), as upstream. The reply is the trunk server's id and a NUL.
+pub fn set_trunk_server(shared: &Shared, req: &Request<'_>) -> Reply {
+    if !shared.config.use_trunk_file || !shared.peers().is_leader() {
+        return Err(Refusal::new(
+            errno::EOPNOTSUPP,
+            "only the leader of a tracker cluster with use_trunk_file sets trunk servers",
+        ));
+    }
+    if !(GROUP_NAME_LEN..GROUP_NAME_LEN + STORAGE_ID_LEN).contains(&req.body.len()) {
+        return Err(Refusal::invalid("body is not a group and an optional id"));
+    }
+    let group = group_body(&req.body[..GROUP_NAME_LEN])?;
+    let id = std::str::from_utf8(&req.body[GROUP_NAME_LEN..])
+        .map_err(|_| Refusal::invalid("storage id is not text"))?
+        .trim_matches('\0');
+    let id = (!id.is_empty()).then_some(id);
+    let mut cluster = shared.cluster();
+    let current = match cluster.check_set_trunk_server(&group, id)? {
+        Some(current) => current,
+        None => {
+            let id = id.expect("a switch names its storage");
+            if cluster.set_trunk_server(&group, Some(id)).is_some() {
+                info!(
+                    "group {group}: trunk server set to {id} on request of {}",
+                    req.peer
+                );
+            }
+            id.to_string()
+        }
+    };
+    let mut out = current.into_bytes();
+    out.push(0);
+    Ok(out)
 }

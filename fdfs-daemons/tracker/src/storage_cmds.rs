@@ -9,7 +9,8 @@ use fdfs_proto::msg::{
     SyncSource,
 };
 use fdfs_proto::msg::{
-    FetchStorageIds, GetGroupName, GroupHost, GroupName, ReportStatus, StorageIdsPage, SyncSrcReq,
+    Count64, FetchStorageIds, GetGroupName, GroupHost, GroupName, ReportStatus, StorageIdsPage,
+    SyncSrcReq, TrunkFileId,
 };
 use fdfs_proto::{errno, DEFAULT_STORAGE_PORT, STORAGE_ID_LEN};
 use fdfs_runtime::unix_now;
@@ -72,6 +73,7 @@ pub fn join(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply 
     session.joined = Some(who);
     session.leader_told = None;
     session.members_told = None;
+    session.trunk_told = None;
     Ok(reply.encode())
 }
 
@@ -99,9 +101,19 @@ fn beat_reply(shared: &Shared, session: &mut Session, _req: &Request<'_>) -> Vec
             ip: ip.to_string(),
         }
     });
+    // The trunk server goes with or after the leader (a storage takes it only from the
+    // tracker it knows leads), once per change.
+    let trunk_server = shared
+        .cluster()
+        .trunk_brief(&who.group)
+        .filter(|(version, _)| session.trunk_told != Some(*version))
+        .map(|(version, brief)| {
+            session.trunk_told = Some(version);
+            brief
+        });
     BeatReply {
         leader,
-        trunk_server: None,
+        trunk_server,
         group_members,
     }
     .encode()
@@ -201,13 +213,28 @@ pub fn replica_chg(_shared: &Shared, session: &mut Session, req: &Request<'_>) -
     Ok(Vec::new())
 }
 
-/// 72/73/74: trunk commands, only meaningful with use_trunk_file.
-pub fn trunk(_shared: &Shared, session: &mut Session, _req: &Request<'_>) -> Reply {
-    joined(session)?;
-    Err(Refusal::new(
-        errno::EOPNOTSUPP,
-        "trunk files are not supported",
-    ))
+/// 72: the group's current trunk file id (a new trunk server starts after it).
+pub fn fetch_trunk_file_id(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    expect_len(req.body, 0)?;
+    let id = shared.cluster().trunk_file_id(&who)?;
+    Ok(TrunkFileId(id).encode())
+}
+
+/// 73: the trunk server created a trunk file.
+pub fn report_trunk_file_id(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    let TrunkFileId(id) = TrunkFileId::decode(req.body)?;
+    shared.cluster().report_trunk_file_id(&who, id)?;
+    Ok(Vec::new())
+}
+
+/// 74: the trunk server's free trunk space, MB.
+pub fn report_trunk_free(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
+    let who = joined(session)?.clone();
+    let Count64(mb) = Count64::decode(req.body)?;
+    shared.cluster().report_trunk_free(&who, mb)?;
+    Ok(Vec::new())
 }
 
 /// 60: the IP this tracker sees the storage connect from; with storage ids, the
@@ -270,8 +297,7 @@ pub fn parameter_req(shared: &Shared, _req: &Request<'_>) -> Reply {
             crate::config::StorePath::LoadBalance => 2,
         },
         c.placement.reserved_storage_space.to_fdfs_string(),
-        // Trunk files are not supported: storages must not use them.
-        0,
+        b(c.use_trunk_file),
         t.slot_min_size,
         t.slot_max_size,
         t.alloc_alignment_size,

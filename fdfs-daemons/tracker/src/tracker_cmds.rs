@@ -4,7 +4,7 @@
 
 use fdfs_proto::msg::NextLeader;
 use fdfs_proto::msg::{
-    JoinLeader, SysFileChunk, SysFileRequest, TrackerClusterFilter, TrackerInfo,
+    JoinLeader, SysFileChunk, SysFileRequest, TrackerClusterFilter, TrackerInfo, TrunkAssignments,
 };
 use fdfs_proto::{errno, msg::ConnCounts, VERSION_TEXT};
 use fdfs_runtime::unix_now;
@@ -83,13 +83,26 @@ pub fn join_leader(shared: &Shared, session: &mut Session, req: &Request<'_>) ->
     Ok(Vec::new())
 }
 
-/// 65 PING_LEADER: no trunk servers, so never any assignment to hand out.
+/// 65 PING_LEADER: with trunk files, every group's trunk server when any changed since
+/// this follower's last ping (the first ping always gets them).
 pub fn ping_leader(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
     let counts = ConnCounts::decode_ping(req.body)?;
     shared
         .peers()
         .follower_pinged(session.follower.as_deref(), counts, unix_now())?;
-    Ok(Vec::new())
+    let cluster = shared.cluster();
+    if !cluster.trunk_files() {
+        return Ok(Vec::new());
+    }
+    let epoch = cluster.trunk_epoch();
+    if session.trunk_epoch_told == Some(epoch) {
+        return Ok(Vec::new());
+    }
+    session.trunk_epoch_told = Some(epoch);
+    Ok(TrunkAssignments {
+        entries: cluster.trunk_assignments(),
+    }
+    .encode())
 }
 
 /// 68 NOTIFY_RESELECT_LEADER: a storage (or another leader) saw two leaders; if we

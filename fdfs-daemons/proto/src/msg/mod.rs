@@ -156,6 +156,8 @@ reply!(
     StoredFile,
     StorageIdsPage,
     GroupName,
+    TrunkFileId,
+    Count64,
 );
 
 #[cfg(test)]

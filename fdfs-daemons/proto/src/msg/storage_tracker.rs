@@ -621,6 +621,57 @@ impl GroupHost {
     }
 }
 
+/// A 4-byte signed integer body: 72's reply (the group's current trunk file id) and
+/// 73's request (a trunk file id the trunk server created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrunkFileId(pub i32);
+
+impl TrunkFileId {
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let raw: [u8; 4] = body
+            .try_into()
+            .map_err(|_| ProtoError::length("4", body.len()))?;
+        let id = i32::from_be_bytes(raw);
+        if id < 0 {
+            return Err(ProtoError::field("trunk file id", id.to_string()));
+        }
+        Ok(TrunkFileId(id))
+    }
+}
+
+/// An 8-byte signed count: 31's reply (a storage's trunk binlog size) and 74's request
+/// (the trunk server's free trunk space in MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count64(pub i64);
+
+impl Count64 {
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        let raw: [u8; 8] = body
+            .try_into()
+            .map_err(|_| ProtoError::length("8", body.len()))?;
+        let n = i64::from_be_bytes(raw);
+        if n < 0 {
+            return Err(ProtoError::field("count", n.to_string()));
+        }
+        Ok(Count64(n))
+    }
+}
+
+bodiless! {
+    /// 31: the leader tracker asks a storage for the size of its trunk binlog.
+    TrunkGetBinlogSize => cmd::TRUNK_GET_BINLOG_SIZE, Count64;
+    /// 32: the leader tracker tells the new trunk server to forget its peers' marks.
+    TrunkDeleteBinlogMarks => cmd::TRUNK_DELETE_BINLOG_MARKS, ();
+}
+
 /// 70 GET_SERVER_ID: a storage asks for its own id (group + `ip:port`); the reply is
 /// the id text.
 #[derive(Debug, Clone, PartialEq, Eq)]

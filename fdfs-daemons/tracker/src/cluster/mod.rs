@@ -9,6 +9,7 @@
 
 mod placement;
 mod stats;
+mod trunk;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +26,7 @@ use crate::config::Placement;
 use crate::refusal::Refusal;
 
 pub use placement::{FetchKind, StoreChoice};
+pub use trunk::{Candidate, PickRequest, TrunkChange, TrunkState};
 
 /// `rw_mode` bits as reported in 92 (R_OK | W_OK): without storage ids every storage
 /// may both read and write; `storage_ids.conf` may say otherwise (`rw=`).
@@ -157,6 +159,8 @@ pub struct Group {
     /// Bumped whenever a member is added or removed or changes status, so each storage
     /// connection can tell whether its member list is stale (beat reply flag 0x04).
     pub version: u64,
+    /// The group's trunk server and trunk file ids (`use_trunk_file`).
+    pub trunk: TrunkState,
 }
 
 impl Group {
@@ -170,6 +174,7 @@ impl Group {
             current_write_server: 0,
             current_read_server: 0,
             version: 0,
+            trunk: TrunkState::default(),
         }
     }
 
@@ -302,6 +307,8 @@ pub struct Cluster {
     /// id`: reads are routed by id, so several instances may share a host).
     ports_may_differ: bool,
     trust_declared_ids: bool,
+    /// `use_trunk_file`: each group has a trunk server.
+    trunk_files: bool,
     /// Membership or a status changed: save soon.
     dirty: bool,
     /// Only counters / space changed: save eventually.
@@ -319,6 +326,7 @@ impl Cluster {
             ids: None,
             ports_may_differ: false,
             trust_declared_ids: false,
+            trunk_files: false,
             dirty: false,
             stats_dirty: false,
         }

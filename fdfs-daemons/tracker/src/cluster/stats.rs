@@ -18,7 +18,7 @@ impl Cluster {
             total_mb: space.total_mb,
             free_mb: space.free_mb,
             reserved_mb: reserved_mb(&self.placement.reserved_storage_space, space.total_mb),
-            trunk_free_mb: 0,
+            trunk_free_mb: g.trunk.free_mb,
             storage_count: g.storages.len() as i64,
             storage_port: g.storage_port as i64,
             readable_server_count: g.storages.values().filter(|s| s.is_readable()).count() as i64,
@@ -26,8 +26,12 @@ impl Cluster {
             current_write_server: g.current_write_server as i64,
             store_path_count: g.store_path_count as i64,
             subdir_count_per_path: g.subdir_count_per_path as i64,
-            // Trunk files are not supported.
-            current_trunk_file_id: -1,
+            // -1 without trunk files: fdfs_monitor shows no trunk lines then.
+            current_trunk_file_id: if self.trunk_files {
+                g.trunk.file_id as i64
+            } else {
+                -1
+            },
         }
     }
 
@@ -61,26 +65,27 @@ impl Cluster {
             current_write_path: s.current_write_path as i64,
             storage_port: s.port as i64,
             counters,
-            is_trunk_server: false,
+            is_trunk_server: g.trunk.server.as_deref() == Some(s.id.as_str()),
         }
     }
 
     /// 97: every storage of every group (groups by name, storages by id) that `filter`
-    /// accepts. Trunk files and storage ids are not used here, so their flags are 0.
+    /// accepts.
     pub fn storage_cluster_stat(&self, filter: &StorageClusterFilter) -> StorageClusterStat {
+        let trunk = |g: &Group, s: &Storage| g.trunk.server.as_deref() == Some(s.id.as_str());
         let storages = self
             .groups
             .values()
-            .flat_map(|g| g.storages.values())
-            .filter(|s| filter.accepts(s.status, false, false))
-            .map(|s| StorageClusterEntry {
+            .flat_map(|g| g.storages.values().map(move |s| (g, s)))
+            .filter(|(g, s)| filter.accepts(s.status, trunk(g, s), self.trunk_files))
+            .map(|(g, s)| StorageClusterEntry {
                 id: s.id.clone(),
                 host: if s.ip.contains(':') {
                     format!("[{}]:{}", s.ip, s.port)
                 } else {
                     format!("{}:{}", s.ip, s.port)
                 },
-                is_trunk_server: false,
+                is_trunk_server: trunk(g, s),
                 status: s.status,
                 connections: ConnCounts {
                     alloc: s.counters.conn_alloc,
@@ -93,8 +98,8 @@ impl Cluster {
             })
             .collect();
         StorageClusterStat {
-            use_storage_id: false,
-            use_trunk_file: false,
+            use_storage_id: self.ids.is_some(),
+            use_trunk_file: self.trunk_files,
             storages,
         }
     }
@@ -118,15 +123,15 @@ impl Cluster {
                     } else {
                         0
                     },
-                    trunk_free_mb: 0,
+                    trunk_free_mb: stat.trunk_free_mb,
                     is_disk_available: available,
-                    is_trunk_available: false,
+                    is_trunk_available: self.trunk_files && stat.trunk_free_mb > 0,
                 }
             })
-            .filter(|v| filter.accepts(v, false))
+            .filter(|v| filter.accepts(v, self.trunk_files))
             .collect();
         VolumeStat {
-            use_trunk_file: false,
+            use_trunk_file: self.trunk_files,
             groups,
         }
     }

@@ -1,0 +1,149 @@
+"""Our tracker leads a cluster of C storages with trunk files on (`use_trunk_file`).
+
+A tracker is the first node an operator replaces; in a trunk cluster it must pick each
+group's trunk server (31, 32), announce it (beat reply flag 0x02), take the trunk
+server's reports (72, 73, 74) and pick another when it goes, as the C tracker does. Our
+storages do not write trunk files yet, so the storages here are the real C 6.16 ones.
+"""
+
+import re
+import subprocess
+import threading
+
+import pytest
+
+import fdfs_wire as wire
+from c_daemons import Clusters
+from fdfs_helpers import payload, wait_for
+from interop import c_bin
+
+TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
+               "trunk_file_size = 4MB\ncheck_active_interval = 4\n"
+               "storage_sync_file_max_time = 1\n")
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    cs = Clusters(tmp_path)
+    yield cs
+    cs.stop_all()
+
+
+def run_c(tool, *args):
+    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def monitor(c):
+    p = run_c("fdfs_monitor", c.client_conf)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def trunk_server_of(c):
+    """The `ip` fdfs_monitor names as the group's trunk server, or None."""
+    m = re.search(r"current trunk server = (\S+)", monitor(c))
+    return m.group(1) if m else None
+
+
+def upload_many(c, tmp_path, tag, count, threads=8):
+    """Uploads `count` small files through the tracker with C's tool, `threads` at a
+    time -> {file id: content}; every upload must succeed."""
+    files, errors, lock = {}, [], threading.Lock()
+
+    def work(k):
+        for i in range(k, count, threads):
+            data = payload(100 + 37 * i, hash((tag, i)) & 0xFFFF)
+            local = tmp_path / ("%s-%d.bin" % (tag, i))
+            local.write_bytes(data)
+            p = run_c("fdfs_upload_file", c.client_conf, local)
+            with lock:
+                if p.returncode == 0:
+                    files[p.stdout.strip()] = data
+                else:
+                    errors.append(p.stderr.strip()[-300:])
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:3]
+    return files
+
+
+def slot_of(fid):
+    """(store path, trunk id, offset) from a trunk file ID's location part."""
+    import base64
+    remote = fid.partition("/")[2]
+    loc = base64.b64decode(remote[37:53].replace("-", "+").replace("_", "/") + "==")
+    trunk_id = int.from_bytes(loc[0:4], "big")
+    offset = int.from_bytes(loc[4:8], "big")
+    return remote[:3], trunk_id, offset
+
+
+def assert_on(node, files):
+    for fid, data in files.items():
+        assert wire.download(node.addr, fid) == (0, data), (fid, node.ip)
+
+
+@pytest.mark.timeout(300)
+def test_our_tracker_leads_c_storages_with_trunk_files(clusters, tmp_path):
+    c = clusters.new("trunk-tracker", storages=2, c_storages={0, 1},
+                     tracker_extra=TRUNK_EXTRA)
+    a, b = c.nodes
+    wait_for(lambda: trunk_server_of(c) is not None, 60, interval=0.5,
+             what="a trunk server picked and shown by fdfs_monitor")
+    first = trunk_server_of(c)
+    assert first in (a.ip, b.ip)
+    out = monitor(c)
+    assert out.count("if_trunk_server = 1") == 1, out
+    assert re.search(r"current trunk file id = \d+", out), out
+
+    # Small uploads go into trunk files, several at once, and reach both storages.
+    def upload_when_ready():
+        p = run_c("fdfs_upload_file", c.client_conf, c.client_conf)
+        return p.returncode == 0
+    wait_for(upload_when_ready, 60, interval=0.5,
+             what="the storages to take uploads into trunk files")
+    files = upload_many(c, tmp_path, "one", 120)
+    assert all(len(f.partition("/")[2]) == 60 for f in files), "not in trunk files"
+
+    def everywhere():
+        try:
+            assert_on(a, files)
+            assert_on(b, files)
+            return True
+        except AssertionError:
+            return False
+    wait_for(everywhere, 90, interval=0.5, what="every file on both storages")
+
+    # The trunk server stops: the other one takes over, and uploads go on.
+    gone = a if first == a.ip else b
+    kept = b if gone is a else a
+    c.stop_daemon(gone.daemon)
+    wait_for(lambda: trunk_server_of(c) == kept.ip, 60, interval=0.5,
+             what="the remaining storage as trunk server")
+    wait_for(upload_when_ready, 60, interval=0.5,
+             what="uploads after the trunk server change")
+    more = upload_many(c, tmp_path, "two", 60)
+    assert_on(kept, files)
+    assert_on(kept, more)
+    # No two files share a slot.
+    slots = [slot_of(f) for f in list(files) + list(more)]
+    assert len(set(slots)) == len(slots)
+
+    log = (c.tracker_base / "logs" / "trunk_server_change.log").read_text()
+    lines = log.strip().splitlines()
+    assert re.search(r"group1  -  =>  %s:%d$" % (re.escape(first), gone.port), lines[0]), log
+    assert re.search(r"%s:%d  =>  %s:%d$" % (re.escape(gone.ip), gone.port,
+                                             re.escape(kept.ip), kept.port), lines[-1]), log
+    saved = c.tracker_base / "data" / "storage_groups_new.dat"
+    wait_for(lambda: "trunk_server=%s\n" % kept.ip in saved.read_text(), 30,
+             what="the trunk server saved with the groups")
+
+    # A restarted tracker keeps it (from its saved state) and tells the storages again.
+    c.tracker.stop()
+    c.tracker.start()
+    c.wait_active(kept)
+    assert trunk_server_of(c) == kept.ip
+    wait_for(upload_when_ready, 60, interval=0.5, what="uploads after a tracker restart")
