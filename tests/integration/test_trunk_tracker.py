@@ -147,3 +147,56 @@ def test_our_tracker_leads_c_storages_with_trunk_files(clusters, tmp_path):
     c.wait_active(kept)
     assert trunk_server_of(c) == kept.ip
     wait_for(upload_when_ready, 60, interval=0.5, what="uploads after a tracker restart")
+
+
+def monitor_on(c, addr):
+    p = run_c("fdfs_monitor", c.client_conf, "-h", "%s:%d" % addr)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+@pytest.mark.timeout(300)
+def test_two_of_our_trackers_agree_on_the_trunk_server(clusters, tmp_path):
+    """The follower learns the trunk server from the leader (65), so it accepts the
+    trunk server's reports (73, 74) and, leading after the leader stops, keeps it and
+    tells the storages again."""
+    c = clusters.new("trunk-trackers", trackers=2, storages=2, c_storages={0, 1},
+                     tracker_extra=TRUNK_EXTRA)
+    (addr0, t0), (addr1, t1) = c.all_trackers()
+
+    def trunk_on(addr):
+        m = re.search(r"current trunk server = (\S+)", monitor_on(c, addr))
+        return m.group(1) if m else None
+    wait_for(lambda: trunk_on(addr0) is not None and trunk_on(addr0) == trunk_on(addr1), 60,
+             interval=0.5, what="both trackers naming the same trunk server")
+    trunk = trunk_on(addr0)
+
+    def upload_ok():
+        return run_c("fdfs_upload_file", c.client_conf, c.client_conf).returncode == 0
+    wait_for(upload_ok, 60, interval=0.5, what="uploads into trunk files")
+    files = upload_many(c, tmp_path, "pair", 40)
+
+    # Neither tracker refused the trunk server's reports (a refusal makes the storage
+    # drop that tracker and join again, once a second).
+    for d in (t0, t1):
+        log = d.log_file.read_text(errors="replace")
+        assert "is not the trunk server" not in log, d.name
+
+    # The leader stops; the other one leads with the same trunk server.
+    def host(addr):
+        return "%s:%d" % addr
+    wait_for(lambda: wire.leader_of(addr0) in (host(addr0), host(addr1)), 30,
+             what="a leader")
+    leader = wire.leader_of(addr0)
+    stopping, other = (t0, addr1) if leader == host(addr0) else (t1, addr0)
+    stopping.stop()
+    wait_for(lambda: wire.leader_of(other) == host(other), 60, interval=0.5,
+             what="the other tracker leading")
+    assert trunk_on(other) == trunk
+    wait_for(upload_ok, 60, interval=0.5, what="uploads under the new leader")
+    more = upload_many(c, tmp_path, "after", 20)
+    for node in c.nodes:
+        def has_all(node=node):
+            return all(wire.download(node.addr, f) == (0, d)
+                       for f, d in {**files, **more}.items())
+        wait_for(has_all, 90, interval=0.5, what="every file on %s" % node.ip)

@@ -71,9 +71,7 @@ impl Tracker {
             );
         }
         let mut cluster = Cluster::restore(config.placement.clone(), saved);
-        if config.use_trunk_file {
-            cluster.use_trunk_files();
-        }
+        cluster.use_trunk_files(config.use_trunk_file);
         if let Some(ids) = &config.storage_ids {
             cluster.use_storage_ids(
                 ids.clone(),

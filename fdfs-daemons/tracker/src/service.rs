@@ -148,7 +148,8 @@ pub fn delete_group(shared: &Shared, req: &Request<'_>) -> Reply {
     Ok(Vec::new())
 }
 
-/// 94: the trunk server of a group (group alone), or makes the named storage it. The
+/// 94: the trunk server of a group (group alone), or makes the named storage it (the
+/// leader switches within a second, telling it first to forget its peers' marks). The
 /// leader answers, and only with `use_trunk_file`; an active trunk server is not
 /// replaced (EEXIST), as upstream. The reply is the trunk server's id and a NUL.
 pub fn set_trunk_server(shared: &Shared, req: &Request<'_>) -> Reply {
@@ -166,20 +167,13 @@ pub fn set_trunk_server(shared: &Shared, req: &Request<'_>) -> Reply {
         .map_err(|_| Refusal::invalid("storage id is not text"))?
         .trim_matches('\0');
     let id = (!id.is_empty()).then_some(id);
-    let mut cluster = shared.cluster();
-    let current = match cluster.check_set_trunk_server(&group, id)? {
-        Some(current) => current,
-        None => {
-            let id = id.expect("a switch names its storage");
-            if cluster.set_trunk_server(&group, Some(id)).is_some() {
-                info!(
-                    "group {group}: trunk server set to {id} on request of {}",
-                    req.peer
-                );
-            }
-            id.to_string()
-        }
-    };
+    let current = shared.cluster().set_trunk_server_on_request(&group, id)?;
+    if id.is_some() {
+        info!(
+            "group {group}: trunk server {current} asked for by {}",
+            req.peer
+        );
+    }
     let mut out = current.into_bytes();
     out.push(0);
     Ok(out)

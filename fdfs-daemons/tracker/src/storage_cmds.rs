@@ -225,7 +225,8 @@ pub fn fetch_trunk_file_id(shared: &Shared, session: &mut Session, req: &Request
 pub fn report_trunk_file_id(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
     let who = joined(session)?.clone();
     let TrunkFileId(id) = TrunkFileId::decode(req.body)?;
-    shared.cluster().report_trunk_file_id(&who, id)?;
+    let leader = shared.peers().is_leader();
+    shared.cluster().report_trunk_file_id(&who, id, leader)?;
     Ok(Vec::new())
 }
 
@@ -233,7 +234,8 @@ pub fn report_trunk_file_id(shared: &Shared, session: &mut Session, req: &Reques
 pub fn report_trunk_free(shared: &Shared, session: &mut Session, req: &Request<'_>) -> Reply {
     let who = joined(session)?.clone();
     let Count64(mb) = Count64::decode(req.body)?;
-    shared.cluster().report_trunk_free(&who, mb)?;
+    let leader = shared.peers().is_leader();
+    shared.cluster().report_trunk_free(&who, mb, leader)?;
     Ok(Vec::new())
 }
 

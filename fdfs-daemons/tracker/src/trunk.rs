@@ -14,6 +14,7 @@
 //! in a storage's heartbeat as upstream's does (a storage that hangs cannot stall the
 //! tracker).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,47 +33,61 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
     if !shared.config.use_trunk_file {
         return;
     }
+    let interval = shared.config.check_active_interval;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut leading_since: Option<i64> = None;
+    // Per group: when a pick last failed (retried once per check_active_interval).
+    let mut failed: HashMap<String, i64> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
             _ = tick.tick() => {}
         }
+        let now = unix_now();
         if !shared.peers().is_leader() {
+            leading_since = None;
             continue;
         }
-        let grace = 2 * shared.config.check_active_interval;
-        let due = shared.cluster().trunk_picks_due(unix_now(), grace);
+        let since = *leading_since.get_or_insert(now);
+        let due = shared.cluster().trunk_picks_due(now, since, 2 * interval);
         for request in due {
-            pick(&shared, request).await;
+            let retry_at = failed.get(&request.group).map_or(0, |t| t + interval);
+            if !request.forced && now < retry_at {
+                continue;
+            }
+            if pick(&shared, &request).await {
+                failed.remove(&request.group);
+            } else {
+                failed.insert(request.group.clone(), now);
+            }
         }
     }
 }
 
-async fn pick(shared: &Shared, request: PickRequest) {
+/// Picks (or switches to the one 94 asked for) and announces; false if nobody could be
+/// picked.
+async fn pick(shared: &Shared, request: &PickRequest) -> bool {
     let group = &request.group;
     let store = &request.candidates[0];
-    let base = match binlog_size(shared, store).await {
-        Ok(size) => size,
-        Err(e) => {
-            warn!(
-                "group {group}: store server {} did not tell its trunk binlog size: {e}",
-                store.id
-            );
-            if !request.last.is_empty() {
-                let change = shared.cluster().set_trunk_server(group, None);
-                log_change(shared, change);
-            }
-            return;
-        }
-    };
-    // As upstream: the last storage whose binlog is longer than the store server's.
     let mut chosen = store;
-    for c in &request.candidates[1..] {
-        match binlog_size(shared, c).await {
-            Ok(size) if size > base => chosen = c,
-            Ok(_) => {}
-            Err(e) => warn!("group {group}: storage {}: trunk binlog size: {e}", c.id),
+    if !request.forced {
+        let base = match binlog_size(shared, store).await {
+            Ok(size) => size,
+            Err(e) => {
+                warn!(
+                    "group {group}: store server {} did not tell its trunk binlog size: {e}",
+                    store.id
+                );
+                return false;
+            }
+        };
+        // As upstream: the last storage whose binlog is longer than the store server's.
+        for c in &request.candidates[1..] {
+            match binlog_size(shared, c).await {
+                Ok(size) if size > base => chosen = c,
+                Ok(_) => {}
+                Err(e) => warn!("group {group}: storage {}: trunk binlog size: {e}", c.id),
+            }
         }
     }
     if !request.last.is_empty() && request.last != chosen.id {
@@ -81,25 +96,22 @@ async fn pick(shared: &Shared, request: PickRequest) {
                 "group {group}: {} refused to forget its trunk marks ({e}): no trunk server yet",
                 chosen.id
             );
-            return;
+            return false;
         }
     }
-    // Picked while the cluster lock was not held: the storage may have gone meanwhile.
-    let change = {
-        let mut cluster = shared.cluster();
-        let still = cluster
-            .group(group)
-            .is_ok_and(|g| g.storages.get(&chosen.id).is_some_and(|s| s.is_writable()));
-        if !still {
-            return;
-        }
-        cluster.set_trunk_server(group, Some(&chosen.id))
+    // Asked while the cluster lock was not held: what changed meanwhile wins.
+    if !shared.peers().is_leader() {
+        return false;
+    }
+    let Some(change) = shared.cluster().commit_trunk_pick(request, &chosen.id) else {
+        return true;
     };
     info!(
         "group {group}: trunk server set to {} ({}:{})",
         chosen.id, chosen.ip, chosen.port
     );
     log_change(shared, change);
+    true
 }
 
 async fn binlog_size(shared: &Shared, to: &Candidate) -> Result<i64, Error> {

@@ -253,13 +253,19 @@ impl Group {
         }
         let new_id = |id: &str| renamed.get(id).cloned().unwrap_or_else(|| id.to_string());
         let storages = std::mem::take(&mut self.storages);
-        for (_, mut s) in storages {
+        for (old_key, mut s) in storages {
             if let Some(id) = renamed.get(&s.id) {
                 info!("storage {}:{} of {} is now {id}", s.ip, s.port, self.name);
                 s.id = id.clone();
             }
             if !s.sync_src_id.is_empty() {
                 s.sync_src_id = new_id(&s.sync_src_id);
+            }
+            if self.trunk.server.as_deref() == Some(old_key.as_str()) {
+                self.trunk.server = Some(s.id.clone());
+            }
+            if self.trunk.last == old_key {
+                self.trunk.last = s.id.clone();
             }
             s.synced_from = std::mem::take(&mut s.synced_from)
                 .into_iter()
@@ -309,6 +315,8 @@ pub struct Cluster {
     trust_declared_ids: bool,
     /// `use_trunk_file`: each group has a trunk server.
     trunk_files: bool,
+    /// Moves on with every change of any group's trunk server (65 tells followers).
+    trunk_epoch: u64,
     /// Membership or a status changed: save soon.
     dirty: bool,
     /// Only counters / space changed: save eventually.
@@ -327,6 +335,7 @@ impl Cluster {
             ports_may_differ: false,
             trust_declared_ids: false,
             trunk_files: false,
+            trunk_epoch: 0,
             dirty: false,
             stats_dirty: false,
         }
@@ -935,7 +944,15 @@ impl Cluster {
             other.synced_from.remove(id);
         }
         g.version += 1;
+        let was_trunk_server = g.trunk.server.as_deref() == Some(id);
+        if was_trunk_server {
+            g.trunk.server = None;
+            g.trunk.version += 1;
+        }
         info!("storage {id} deleted from group {group}");
+        if was_trunk_server {
+            self.trunk_epoch += 1;
+        }
         self.changed();
         Ok(())
     }
