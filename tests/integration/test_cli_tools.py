@@ -219,6 +219,16 @@ def test_monitor(cluster):
     assert re.search(host, p.stdout), p.stdout
 
 
+def test_a_missing_local_file_is_named(cluster, tmp_path):
+    missing = tmp_path / "missing.jpg"
+    for tool, args in [("fdfs_upload_file", [missing]), ("fdfs_upload_appender", [missing]),
+                       ("fdfs_append_file", ["group1/M00/00/00/x.txt", missing])]:
+        p = run(tool, cluster.client_conf, *args)
+        assert p.returncode == 2, (tool, p.stderr)
+        assert "cannot read the local file %s: No such file or directory" % missing in p.stderr, \
+            (tool, p.stderr)
+
+
 def test_tools_fail_without_tracker(tmp_path):
     import conftest
     ip, port = conftest.pick_addr()     # nothing listens there

@@ -18,6 +18,15 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code when the config file cannot be used.
 pub const EXIT_CONFIG: i32 = 1;
 
+/// An I/O error's reason without Rust's "(os error N)" suffix.
+fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 /// Why a tool stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolError {
@@ -35,6 +44,26 @@ impl ToolError {
             exit_code: EXIT_USAGE,
             show_usage: true,
         }
+    }
+
+    /// The local file of an upload or append cannot be read: says which file, and why,
+    /// before anything is sent.
+    pub fn local_file(op: &str, path: &Path) -> Option<Self> {
+        let err = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => return None,
+            Ok(_) => std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+            Err(e) => e,
+        };
+        let code = fdfs_proto::errno::from_io(&err).max(1);
+        Some(ToolError {
+            message: format!(
+                "{op} failed, error no: {code}, error info: cannot read the local file {}: {}",
+                path.display(),
+                io_reason(&err)
+            ),
+            exit_code: code as i32,
+            show_usage: false,
+        })
     }
 
     /// A failed operation: names it, with the errno, its meaning and any detail.
@@ -163,6 +192,21 @@ mod tests {
         let p = Error::Proto(fdfs_proto::ProtoError::length("40 or 70", 3));
         let e = ToolError::op("upload file", &p);
         assert!(e.message.contains("error no: 22"), "{}", e.message);
+        let missing =
+            ToolError::local_file("upload file", Path::new("/nonexistent/a.jpg")).unwrap();
+        assert_eq!(
+            missing.message,
+            "upload file failed, error no: 2, error info: cannot read the local file \
+             /nonexistent/a.jpg: No such file or directory"
+        );
+        assert_eq!(missing.exit_code, 2);
+        let dir = ToolError::local_file("upload file", Path::new("/")).unwrap();
+        assert!(
+            dir.message.contains("not a regular file"),
+            "{}",
+            dir.message
+        );
+        assert!(ToolError::local_file("upload file", Path::new("/etc/hostname")).is_none());
         assert!(e.message.contains("40 or 70"), "{}", e.message);
         assert_eq!(e.exit_code, 22);
     }

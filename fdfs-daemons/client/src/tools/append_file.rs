@@ -25,6 +25,9 @@ pub fn parse(args: &[String]) -> Result<Args, ToolError> {
 }
 
 pub async fn run(a: Args) -> Result<(), ToolError> {
+    if let Some(e) = ToolError::local_file("append file", &a.local) {
+        return Err(e);
+    }
     let conf = cli::load_config(&a.config)?;
     Client::new(&conf)
         .append_file(&a.file_id, &a.local)

@@ -70,14 +70,17 @@ pub(crate) async fn upload(
     storage: Option<(SocketAddr, i8)>,
     appender: bool,
 ) -> Result<(), ToolError> {
-    let conf = cli::load_config(config)?;
-    let client = Client::new(&conf);
-    let ext = ext_from_local_name(&local.to_string_lossy()).to_string();
     let op = if appender {
         "upload appender file"
     } else {
         "upload file"
     };
+    if let Some(e) = ToolError::local_file(op, local) {
+        return Err(e);
+    }
+    let conf = cli::load_config(config)?;
+    let client = Client::new(&conf);
+    let ext = ext_from_local_name(&local.to_string_lossy()).to_string();
     let result = match storage {
         Some((addr, spi)) => {
             client
