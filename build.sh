@@ -109,8 +109,11 @@ cmd_demo() {
   cmd_stop >/dev/null 2>&1 || true
   write_demo_configs
   local bin="$ROOT/target/release" n entry
-  log "starting trackers ${DEMO_TRACKERS[*]} (port 22122)"
-  log "starting storages ${DEMO_STORAGES[*]} (port 23000)"
+  local trackers="" storages=""
+  for entry in "${DEMO_TRACKERS[@]}"; do trackers="$trackers $entry:22122"; done
+  for entry in "${DEMO_STORAGES[@]}"; do storages="$storages ${entry#*:}:23000 (${entry%%:*})"; done
+  log "starting trackers$trackers"
+  log "starting storages$storages"
   for n in $(seq 1 ${#DEMO_TRACKERS[@]}); do "$bin/fdfs_trackerd" "$RUN_DIR/tracker$n.conf" start; done
   # The first storage of each group starts alone, so the second one joins it as a new
   # member and copies what it already holds.
@@ -132,7 +135,8 @@ cmd_demo() {
   cat <<TXT
 
 Six-node cluster is running (data and logs under $RUN_DIR):
-  trackers ${DEMO_TRACKERS[*]}:22122, storages ${DEMO_STORAGES[*]}:23000,
+  trackers$trackers
+  storages$storages
   nginx with ngx_fastdfs_module on every storage at port 8888.
 Uploaded $sample as:
 
@@ -142,7 +146,7 @@ Fetch it over HTTP from either storage of $group (the module fetches it from the
 one if replication has not delivered it yet):
 $urls
 or with the tools:
-  $bin/fdfs_download_file $RUN_DIR/client.conf $file_id /tmp/hello.txt
+  $bin/fdfs_download_file $RUN_DIR/client.conf $file_id $RUN_DIR/downloaded.txt
   $bin/fdfs_file_info $RUN_DIR/client.conf $file_id
   $bin/fdfs_monitor $RUN_DIR/client.conf list
 

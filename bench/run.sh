@@ -34,8 +34,25 @@ REPORT="$OUT_DIR/$STAMP.md"
 JSONL="$WORK/results.jsonl"
 : >"$JSONL"
 
-# Loopback addresses of our own (127.0.0.x), one per daemon.
-base=$((RANDOM % 150 + 60))
+# Loopback addresses of our own (127.0.0.x), one per daemon: eight in a row whose fixed
+# ports (FastDFS's, nginx's, SeaweedFS's and its gRPC ones) are all free.
+base=$(python3 - <<'PY'
+import random, socket, sys
+ports = [22122, 23000, 8888, 9333, 8080, 19333, 18080]
+for _ in range(200):
+    base = random.randint(60, 209)
+    try:
+        for ip in range(base, base + 8):
+            for port in ports:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.%d" % ip, port))
+    except OSError:
+        continue
+    print(base)
+    sys.exit(0)
+sys.exit("no eight free 127.0.0.x addresses with ports %s" % ports)
+PY
+)
 TRACKER_IP=127.0.0.$base; ST1_IP=127.0.0.$((base + 1)); ST2_IP=127.0.0.$((base + 2))
 MANY_IP=127.0.0.$((base + 3)); WEED_IP=127.0.0.$((base + 4)); COPY_IP=127.0.0.$((base + 5))
 NOSYNC_IP=127.0.0.$((base + 6)); SYNC_IP=127.0.0.$((base + 7))
