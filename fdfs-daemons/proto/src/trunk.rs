@@ -74,6 +74,102 @@ impl Location {
     }
 }
 
+/// A region of a trunk file as the trunk server hands it out (27's reply, 28's and 29's
+/// bodies, a trunk binlog line): store path, the trunk file's directory, its id, and the
+/// region's offset and size (header included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot {
+    pub path: u8,
+    pub high: u8,
+    pub low: u8,
+    pub trunk_id: u32,
+    pub offset: u32,
+    pub size: u32,
+}
+
+impl Slot {
+    /// Bytes on the wire.
+    pub const LEN: usize = 15;
+
+    pub fn encode(&self) -> [u8; Slot::LEN] {
+        let mut out = [0u8; Slot::LEN];
+        out[0] = self.path;
+        out[1] = self.high;
+        out[2] = self.low;
+        out[3..7].copy_from_slice(&self.trunk_id.to_be_bytes());
+        out[7..11].copy_from_slice(&self.offset.to_be_bytes());
+        out[11..].copy_from_slice(&self.size.to_be_bytes());
+        out
+    }
+
+    pub fn decode(raw: &[u8]) -> Result<Slot, ProtoError> {
+        if raw.len() != Slot::LEN {
+            return Err(ProtoError::length(Slot::LEN, raw.len()));
+        }
+        let word = |i: usize| u32::from_be_bytes(raw[i..i + 4].try_into().unwrap());
+        let slot = Slot {
+            path: raw[0],
+            high: raw[1],
+            low: raw[2],
+            trunk_id: word(3),
+            offset: word(7),
+            size: word(11),
+        };
+        // The wire fields are signed 32-bit integers.
+        if [slot.trunk_id, slot.offset, slot.size]
+            .iter()
+            .any(|v| *v > i32::MAX as u32)
+        {
+            return Err(ProtoError::field("trunk slot", format!("{slot:?}")));
+        }
+        Ok(slot)
+    }
+
+    /// The location part of the name of a file stored in this slot.
+    pub fn location(&self) -> Location {
+        Location {
+            trunk_id: self.trunk_id,
+            offset: self.offset,
+            alloc_size: self.size,
+        }
+    }
+
+    /// The slot a trunk-stored file `name` occupies.
+    pub fn of(name: &RemoteName<'_>) -> Option<Slot> {
+        let location = location_of(name)?.ok()?;
+        Some(Slot {
+            path: name.store_path,
+            high: name.high,
+            low: name.low,
+            trunk_id: location.trunk_id,
+            offset: location.offset,
+            size: location.alloc_size,
+        })
+    }
+
+    /// Where the content starts in the trunk file.
+    pub fn content_offset(&self) -> u64 {
+        self.offset as u64 + SLOT_HEADER_LEN as u64
+    }
+
+    /// The trunk file's name inside `data/HH/LL/`.
+    pub fn trunk_file_name(&self) -> String {
+        self.location().trunk_file_name()
+    }
+}
+
+/// A trunk file id in base64 (upstream picks the trunk file's directory from it when
+/// directories are chosen by hash).
+pub fn trunk_id_text(id: u32) -> String {
+    BASE64.encode(id.to_be_bytes())
+}
+
+/// Whether a slot header on disk leaves the slot free for a new file: upstream counts
+/// it free when the CRC32, time and extension are zero, whatever the rest says.
+pub fn slot_is_free(raw: &[u8; SLOT_HEADER_LEN]) -> bool {
+    raw[9..].iter().all(|b| *b == 0)
+}
+
 /// The location part of a trunk-stored file's name, `None` for other names.
 pub fn location_of(name: &RemoteName<'_>) -> Option<Result<Location, ProtoError>> {
     if name.full.len() != TRUNK_NAME_LEN {
@@ -194,6 +290,35 @@ mod tests {
         let mut link = header;
         link.kind = SLOT_LINK;
         assert!(link.holds(&header));
+    }
+
+    #[test]
+    fn slots_travel_in_fifteen_bytes() {
+        let slot = Slot {
+            path: 0,
+            high: 0,
+            low: 1,
+            trunk_id: 1,
+            offset: 0,
+            size: 256,
+        };
+        let raw = slot.encode();
+        assert_eq!(raw, [0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(Slot::decode(&raw).unwrap(), slot);
+        assert!(Slot::decode(&raw[..14]).is_err());
+        let mut negative = raw;
+        negative[11] = 0x80;
+        assert!(Slot::decode(&negative).is_err());
+        let name = RemoteName::parse(EXAMPLE).unwrap();
+        assert_eq!(Slot::of(&name), Some(slot));
+        assert_eq!(slot.location().encode(), "AAAAAQAAAAAAAAEA");
+        // Free: nothing in the CRC32, time and extension fields.
+        let mut header = [0u8; SLOT_HEADER_LEN];
+        header[0] = b'F';
+        header[4] = 1;
+        assert!(slot_is_free(&header));
+        header[20] = b'x';
+        assert!(!slot_is_free(&header));
     }
 
     #[test]

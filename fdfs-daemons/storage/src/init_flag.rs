@@ -20,6 +20,11 @@ pub struct InitFlag {
     pub last_server_port: u16,
     /// Per store path index: the mark written into that path when it was initialised.
     pub store_path_marks: BTreeMap<usize, String>,
+    /// The newest trunk file id this storage created or heard of as trunk server.
+    pub current_trunk_file_id: u32,
+    /// Upstream's trunk binlog compression state, kept as it was found.
+    pub trunk_last_compress_time: i64,
+    pub trunk_binlog_compress_stage: i64,
 }
 
 const MARK_KEY: &str = "store_path_mark";
@@ -40,6 +45,11 @@ impl InitFlag {
             sync_until_timestamp: g.int("sync_until_timestamp", 0).unwrap_or(0),
             last_ip_addr: g.str("last_ip_addr").unwrap_or("").to_string(),
             last_server_port: g.int("last_server_port", 0).unwrap_or(0) as u16,
+            current_trunk_file_id: g
+                .int_in("current_trunk_file_id", 0, 0, i32::MAX as i64)
+                .unwrap_or(0) as u32,
+            trunk_last_compress_time: g.int("trunk_last_compress_time", 0).unwrap_or(0),
+            trunk_binlog_compress_stage: g.int("trunk_binlog_compress_stage", 0).unwrap_or(0),
             store_path_marks: g
                 .keys()
                 .into_iter()
@@ -63,6 +73,14 @@ impl InitFlag {
             self.last_ip_addr,
             self.last_server_port
         );
+        // Upstream's trunk keys, where it writes them.
+        text.push_str(&format!(
+            "current_trunk_file_id={}\ntrunk_last_compress_time={}\n\
+             trunk_binlog_compress_stage={}\n",
+            self.current_trunk_file_id,
+            self.trunk_last_compress_time,
+            self.trunk_binlog_compress_stage
+        ));
         for (i, m) in &self.store_path_marks {
             text.push_str(&format!("{MARK_KEY}{i}={m}\n"));
         }
@@ -93,6 +111,8 @@ mod tests {
             last_ip_addr: "127.0.0.62".into(),
             last_server_port: 23000,
             store_path_marks: [(0, "abc".to_string()), (2, "def".to_string())].into(),
+            current_trunk_file_id: 7,
+            ..Default::default()
         };
         f.save(&base).unwrap();
         assert_eq!(InitFlag::load(&base), Some(f));

@@ -32,6 +32,7 @@ mod test_support;
 pub mod tombstones;
 pub mod tracker_link;
 pub mod transfer;
+pub mod trunk;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -140,8 +141,11 @@ pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Resu
     );
 
     let (trigger, shutdown) = ShutdownTrigger::new();
+    let init = Arc::new(Mutex::new(init));
+    let _ = trunk::INIT_BASE.set(st.cfg.base_path.clone());
+    st.trunk.attach_init(init.clone());
     let links = Arc::new(Links {
-        init: Mutex::new(init),
+        init,
         first_sync: tokio::sync::Mutex::new(()),
         leader: tokio::sync::Mutex::new(None),
     });
@@ -160,6 +164,10 @@ pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Resu
         trigger.subscribe(),
     )));
     tasks.push(tokio::spawn(sync::run_manager(
+        st.clone(),
+        trigger.subscribe(),
+    )));
+    tasks.push(tokio::spawn(trunk::push::run_manager(
         st.clone(),
         trigger.subscribe(),
     )));

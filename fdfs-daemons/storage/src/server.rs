@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::handlers::{
-    appender, download, metadata, path_list, query, remove, sync, upload, Fail, Handled,
+    appender, download, metadata, path_list, query, remove, sync, trunk, upload, Fail, Handled,
 };
 use crate::state::Storage;
 use crate::transfer::discard;
@@ -147,7 +147,13 @@ fn admit(st: &Storage, auth: &mut Responder, may_modify: bool, header: Header) -
         }
         let peers_only = matches!(
             header.cmd,
-            cmd::STORAGE_REPORT_SERVER_ID | cmd::FETCH_ONE_PATH_BINLOG
+            cmd::STORAGE_REPORT_SERVER_ID
+                | cmd::FETCH_ONE_PATH_BINLOG
+                | cmd::TRUNK_ALLOC_SPACE
+                | cmd::TRUNK_ALLOC_CONFIRM
+                | cmd::TRUNK_FREE_SPACE
+                | cmd::TRUNK_SYNC_BINLOG
+                | cmd::TRUNK_TRUNCATE_BINLOG_FILE
         );
         if (batched(header.cmd) || peers_only) && !auth.proven() {
             return Admission::Refuse("cluster_secret not proven");
@@ -262,7 +268,13 @@ async fn dispatch(
         cmd::QUIT => return Ok(()),
         _ => {}
     }
-    if body_len > st.cfg.buff_size as u64 {
+    // The trunk server's binlog lines come 64 KiB at a time, whatever buff_size says.
+    let limit = if header.cmd == cmd::TRUNK_SYNC_BINLOG {
+        st.cfg.buff_size.max(crate::trunk::binlog::PUSH_MAX)
+    } else {
+        st.cfg.buff_size
+    };
+    if body_len > limit as u64 {
         return Err(Fail::Reply(errno::EINVAL));
     }
     let body = conn
@@ -285,6 +297,13 @@ async fn dispatch(
         cmd::SYNC_RENAME_FILE => sync::rename(st, conn, &body, sync_src).await,
         cmd::SYNC_CREATE_LINK => sync::create_link(st, conn, &body, sync_src).await,
         cmd::FETCH_ONE_PATH_BINLOG => path_list::fetch_one_path_binlog(st, conn, &body).await,
+        cmd::TRUNK_ALLOC_SPACE => trunk::alloc_space(st, conn, &body).await,
+        cmd::TRUNK_ALLOC_CONFIRM => trunk::alloc_confirm(st, conn, header.status, &body).await,
+        cmd::TRUNK_FREE_SPACE => trunk::free_space(st, conn, &body).await,
+        cmd::TRUNK_SYNC_BINLOG => trunk::sync_binlog(st, conn, &body).await,
+        cmd::TRUNK_TRUNCATE_BINLOG_FILE => trunk::truncate_binlog(st, conn, &body).await,
+        cmd::TRUNK_GET_BINLOG_SIZE => trunk::get_binlog_size(st, conn, &body).await,
+        cmd::TRUNK_DELETE_BINLOG_MARKS => trunk::delete_binlog_marks(st, conn, &body).await,
         cmd::ACTIVE_TEST if body.is_empty() => conn.reply(0, &[]).await.map_err(|_| Fail::Close),
         _ => Err(Fail::Reply(errno::EINVAL)),
     }

@@ -28,6 +28,8 @@ pub struct Storage {
     pub appenders: std::sync::Arc<crate::appenders::Appenders>,
     /// Damaged files found, and their healing.
     pub integrity: crate::integrity::Integrity,
+    /// Trunk files: settings, the trunk server, and the allocator when it is us.
+    pub trunk: crate::trunk::Trunk,
     /// Our own address as the cluster sees it: `bind_addr`, else learnt from the tracker
     /// connection. It goes into every new file name.
     my_ip: RwLock<Option<IpAddr>>,
@@ -50,6 +52,7 @@ impl Storage {
             tombstones: Default::default(),
             appenders: Default::default(),
             integrity: Default::default(),
+            trunk: Default::default(),
             my_ip: RwLock::new(my_ip),
             identity: RwLock::new(Identity::default()),
             ip_size: RwLock::new(IpSize::V4),

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use fdfs_proto::addr::HostPort;
 use fdfs_proto::config::{IniFile, SpaceLimit};
 use fdfs_proto::msg::{
-    Beat, NotifyReselectLeader, ParameterReq, SyncDestQuery, SyncDestReq, SyncNotify,
-    TrackerGetStatus,
+    Beat, Count64, FetchTrunkFileId, NotifyReselectLeader, ParameterReq, ReportTrunkFileId,
+    ReportTrunkFree, SyncDestQuery, SyncDestReq, SyncNotify, TrackerGetStatus, TrunkFileId,
 };
 use fdfs_proto::msg::{BeatReply, DiskUsage, JoinRequest, StorageBrief, SyncReport, SyncSource};
 use fdfs_proto::{errno, status, IpSize, VERSION_TEXT};
@@ -29,7 +29,7 @@ use crate::state::Storage;
 
 /// State shared by all tracker links of one storage.
 pub struct Links {
-    pub init: Mutex<InitFlag>,
+    pub init: Arc<Mutex<InitFlag>>,
     /// Held while a link settles the initial sync source with its tracker.
     pub first_sync: tokio::sync::Mutex<()>,
     /// Which `tracker_server` entry leads, as the beat replies announced it (`None`
@@ -68,13 +68,6 @@ pub async fn run(st: Arc<Storage>, links: Arc<Links>, tracker: HostPort, mut shu
 /// would put files where peers and clients do not look for them.
 pub fn refuse_unsupported(params: &IniFile) -> Result<(), String> {
     let g = params.global();
-    if g.bool("use_trunk_file", false).unwrap_or(false) {
-        return Err(
-            "the trackers set use_trunk_file = true: trunk files are not supported \
-                    by this storage, which would store small files outside them"
-                .into(),
-        );
-    }
     if g.bool("store_slave_file_use_link", false).unwrap_or(false) {
         return Err(
             "the trackers set store_slave_file_use_link = true: this storage \
@@ -92,6 +85,19 @@ fn apply_parameters(st: &Storage, text: &[u8]) -> Result<(), Error> {
         return Ok(());
     };
     refuse_unsupported(&ini).map_err(Error::Other)?;
+    let trunk = crate::trunk::Params::from_parameters(&ini);
+    if trunk != st.trunk.params() {
+        if let Some(p) = &trunk {
+            info!(
+                "trunk files on: files up to {} bytes go into {} MB trunk files",
+                p.sizes.slot_max_size as u64 - fdfs_proto::trunk::SLOT_HEADER_LEN as u64,
+                p.sizes.trunk_file_size >> 20
+            );
+        }
+        st.trunk
+            .set_params(&st.cfg.base_path, trunk)
+            .map_err(|e| Error::Other(format!("trunk binlog: {e}")))?;
+    }
     let naming = crate::identity::Naming::from_parameters(&ini);
     let identity = st.identity();
     if (naming.by_server_id, naming.id_in_filename)
@@ -306,19 +312,20 @@ async fn session(
 
     // Report at once so the tracker marks us ACTIVE without waiting a whole interval.
     let news = report_disk_usage(st, &mut conn).await?;
-    leader_news(st, links, tracker, news).await;
+    news_of(st, links, tracker, &mut conn, news).await?;
     let mut last_report = Instant::now();
     let mut sync_reported: Option<u64> = None;
     loop {
         let news = beat(st, &mut conn).await?;
-        leader_news(st, links, tracker, news).await;
+        news_of(st, links, tracker, &mut conn, news).await?;
         let news = sync_report(st, &mut conn, &mut sync_reported).await?;
-        leader_news(st, links, tracker, news).await;
+        news_of(st, links, tracker, &mut conn, news).await?;
         if last_report.elapsed() >= st.cfg.stat_report_interval {
             let news = report_disk_usage(st, &mut conn).await?;
-            leader_news(st, links, tracker, news).await;
+            news_of(st, links, tracker, &mut conn, news).await?;
             last_report = Instant::now();
         }
+        trunk_reports(st, &mut conn).await?;
         tokio::select! {
             _ = tokio::time::sleep(st.cfg.heart_beat_interval) => {}
             _ = shutdown.recv() => {
@@ -329,13 +336,21 @@ async fn session(
     }
 }
 
-async fn leader_news(
+/// What a beat reply announced: the leader, the trunk server.
+#[derive(Default)]
+struct News {
+    leader: Option<StorageBrief>,
+    trunk_server: Option<StorageBrief>,
+}
+
+async fn news_of(
     st: &Arc<Storage>,
     links: &Arc<Links>,
     tracker: &HostPort,
-    news: Option<StorageBrief>,
-) {
-    if let Some(brief) = news {
+    conn: &mut Connection,
+    news: News,
+) -> Result<(), Error> {
+    if let Some(brief) = news.leader {
         tokio::spawn(leader_announced(
             st.clone(),
             links.clone(),
@@ -343,9 +358,49 @@ async fn leader_news(
             brief,
         ));
     }
+    if let Some(brief) = news.trunk_server {
+        if st.trunk.params().is_none() {
+            // Trunk files were turned on: the settings first (upstream does the same).
+            let params = conn.call(&ParameterReq).await?;
+            apply_parameters(st, &params)?;
+        }
+        if st.trunk.announced(st, &brief).await {
+            // The newest trunk file id the group has, before any is created here.
+            match conn.call(&FetchTrunkFileId).await {
+                Ok(TrunkFileId(id)) => st.trunk.note_fetched(id as u32),
+                Err(e) => warn!("tracker {tracker}: cannot fetch the trunk file id: {e}"),
+            }
+            st.trunk.take_role(st).await;
+        }
+    }
+    Ok(())
 }
 
-async fn beat(st: &Storage, conn: &mut Connection) -> Result<Option<StorageBrief>, Error> {
+/// The trunk server tells the tracker of a new trunk file id (73) and of its free
+/// trunk space (74).
+async fn trunk_reports(st: &Storage, conn: &mut Connection) -> Result<(), Error> {
+    if !st.trunk.is_server() {
+        return Ok(());
+    }
+    let (id, reported) = st.trunk.current_id();
+    if !reported {
+        match conn.call(&ReportTrunkFileId(TrunkFileId(id as i32))).await {
+            Ok(()) => st.trunk.note_reported(id),
+            // Another storage became trunk server meanwhile.
+            Err(Error::Status(e)) => tracing::debug!("73 refused: errno {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(mb) = st.trunk.free_mb().await {
+        match conn.call(&ReportTrunkFree(Count64(mb))).await {
+            Ok(()) | Err(Error::Status(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn beat(st: &Storage, conn: &mut Connection) -> Result<News, Error> {
     let mut counters = st.stats.snapshot();
     counters.last_heart_beat_time = unix_now();
     let reply = conn
@@ -357,8 +412,8 @@ async fn beat(st: &Storage, conn: &mut Connection) -> Result<Option<StorageBrief
 }
 
 /// Takes the group member list a (leader) tracker sends when it changed; returns the
-/// leader it announced, if it did.
-fn handle_beat_reply(st: &Storage, reply: BeatReply) -> Result<Option<StorageBrief>, Error> {
+/// leader and the trunk server it announced, if it did.
+fn handle_beat_reply(st: &Storage, reply: BeatReply) -> Result<News, Error> {
     if let Some(members) = reply.group_members {
         let list: Vec<String> = members
             .iter()
@@ -367,7 +422,10 @@ fn handle_beat_reply(st: &Storage, reply: BeatReply) -> Result<Option<StorageBri
         tracing::debug!("group members: {}", list.join(", "));
         st.sync.set_members(members);
     }
-    Ok(reply.leader)
+    Ok(News {
+        leader: reply.leader,
+        trunk_server: reply.trunk_server,
+    })
 }
 
 /// 89 SYNC_REPORT when a source's newest received timestamp moved since the last
@@ -376,20 +434,17 @@ async fn sync_report(
     st: &Storage,
     conn: &mut Connection,
     reported: &mut Option<u64>,
-) -> Result<Option<StorageBrief>, Error> {
+) -> Result<News, Error> {
     let (version, entries) = st.sync.received();
     if entries.is_empty() || *reported == Some(version) {
-        return Ok(None);
+        return Ok(News::default());
     }
     let reply = conn.call(&SyncReport { entries }).await?;
     *reported = Some(version);
     handle_beat_reply(st, reply)
 }
 
-async fn report_disk_usage(
-    st: &Storage,
-    conn: &mut Connection,
-) -> Result<Option<StorageBrief>, Error> {
+async fn report_disk_usage(st: &Storage, conn: &mut Connection) -> Result<News, Error> {
     st.store.refresh_usage();
     let usage = DiskUsage {
         paths: st
@@ -495,10 +550,10 @@ mod tests {
         let b = leading_tracker().await;
         let (st, _dir) = storage("two-leaders", &[a.addr.clone(), b.addr.clone()]);
         let links = Arc::new(Links {
-            init: Mutex::new(InitFlag {
+            init: Arc::new(Mutex::new(InitFlag {
                 sync_old_done: true,
                 ..Default::default()
-            }),
+            })),
             first_sync: tokio::sync::Mutex::new(()),
             leader: tokio::sync::Mutex::new(None),
         });

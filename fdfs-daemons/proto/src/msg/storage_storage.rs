@@ -286,12 +286,105 @@ pub struct SyncCreateLink(pub SyncTwoNames);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRename(pub SyncTwoNames);
 
+/// 27 TRUNK_ALLOC_SPACE: a storage asks its group's trunk server for a slot of `size`
+/// bytes (content and its 24-byte header) in store path `path`; the reply is the slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkAllocSpace {
+    pub group: String,
+    pub size: u32,
+    pub path: u8,
+}
+
+impl TrunkAllocSpace {
+    pub const LEN: usize = GROUP_NAME_LEN + 5;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::LEN);
+        w.fixed_str(&self.group, GROUP_NAME_LEN)
+            .u32(self.size)
+            .u8(self.path);
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() != Self::LEN {
+            return Err(ProtoError::length(Self::LEN, body.len()));
+        }
+        let mut r = Reader::new(body);
+        let group = r.fixed_str(GROUP_NAME_LEN, "group name")?;
+        let size = r.i32()?;
+        if size < 0 {
+            return Err(ProtoError::field("slot size", size.to_string()));
+        }
+        Ok(TrunkAllocSpace {
+            group,
+            size: size as u32,
+            path: r.u8()?,
+        })
+    }
+}
+
+/// The body of 28 TRUNK_ALLOC_CONFIRM (the header's status says whether the slot was
+/// written) and of 29 TRUNK_FREE_SPACE: the group and a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkSlotBody {
+    pub group: String,
+    pub slot: crate::trunk::Slot,
+}
+
+impl TrunkSlotBody {
+    pub const LEN: usize = GROUP_NAME_LEN + crate::trunk::Slot::LEN;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(Self::LEN);
+        w.fixed_str(&self.group, GROUP_NAME_LEN)
+            .bytes(&self.slot.encode());
+        w.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self, ProtoError> {
+        if body.len() != Self::LEN {
+            return Err(ProtoError::length(Self::LEN, body.len()));
+        }
+        let mut r = Reader::new(body);
+        let group = r.fixed_str(GROUP_NAME_LEN, "group name")?;
+        let slot = crate::trunk::Slot::decode(r.rest())?;
+        Ok(TrunkSlotBody { group, slot })
+    }
+}
+
+/// 29: a slot is free again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkFreeSpace(pub TrunkSlotBody);
+
+impl Request for TrunkFreeSpace {
+    type Reply = ();
+    fn cmd(&self) -> u8 {
+        cmd::TRUNK_FREE_SPACE
+    }
+    fn body(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+}
+
+impl Reply for crate::trunk::Slot {
+    fn from_body(body: &[u8]) -> Result<Self, ProtoError> {
+        crate::trunk::Slot::decode(body)
+    }
+}
+
+bodiless! {
+    /// 33: the trunk server tells a peer to start its copy of the trunk binlog afresh.
+    TrunkTruncateBinlog => cmd::TRUNK_TRUNCATE_BINLOG_FILE, ();
+}
+
 file_ref_request! {
     SyncCreateLink => cmd::SYNC_CREATE_LINK, ();
     SyncRename => cmd::SYNC_RENAME_FILE, ();
 }
 
 request! {
+    TrunkAllocSpace => cmd::TRUNK_ALLOC_SPACE, crate::trunk::Slot;
     SyncDelete => cmd::SYNC_DELETE_FILE, ();
     SyncTruncate => cmd::SYNC_TRUNCATE_FILE, ();
 }
@@ -313,5 +406,39 @@ mod fetch_one_path_binlog_tests {
         assert_eq!(FetchOnePathBinlog::decode(&raw).unwrap(), q);
         assert!(FetchOnePathBinlog::decode(&raw[..16]).is_err());
         assert_eq!(INFINITE_LEN, 1 << 58);
+    }
+}
+
+#[cfg(test)]
+mod trunk_tests {
+    use super::*;
+
+    #[test]
+    fn alloc_request_is_twenty_one_bytes() {
+        let req = TrunkAllocSpace {
+            group: "group1".into(),
+            size: 39,
+            path: 0,
+        };
+        let raw = req.encode();
+        assert_eq!(raw.len(), 21);
+        assert_eq!(&raw[..6], b"group1");
+        assert_eq!(&raw[16..], &[0, 0, 0, 39, 0]);
+        assert_eq!(TrunkAllocSpace::decode(&raw).unwrap(), req);
+        assert!(TrunkAllocSpace::decode(&raw[..20]).is_err());
+        let body = TrunkSlotBody {
+            group: "group1".into(),
+            slot: crate::trunk::Slot {
+                path: 0,
+                high: 0,
+                low: 1,
+                trunk_id: 1,
+                offset: 0,
+                size: 256,
+            },
+        };
+        let raw = body.encode();
+        assert_eq!(raw.len(), 31);
+        assert_eq!(TrunkSlotBody::decode(&raw).unwrap(), body);
     }
 }

@@ -670,6 +670,36 @@ bodiless! {
     TrunkGetBinlogSize => cmd::TRUNK_GET_BINLOG_SIZE, Count64;
     /// 32: the leader tracker tells the new trunk server to forget its peers' marks.
     TrunkDeleteBinlogMarks => cmd::TRUNK_DELETE_BINLOG_MARKS, ();
+    /// 72: a new trunk server asks the tracker for the group's newest trunk file id.
+    FetchTrunkFileId => cmd::STORAGE_FETCH_TRUNK_FID, TrunkFileId;
+}
+
+/// 73: the trunk server reports the newest trunk file id it created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportTrunkFileId(pub TrunkFileId);
+
+/// 74: the trunk server reports its free trunk space, in MB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportTrunkFree(pub Count64);
+
+impl Request for ReportTrunkFileId {
+    type Reply = ();
+    fn cmd(&self) -> u8 {
+        cmd::STORAGE_REPORT_TRUNK_FID
+    }
+    fn body(&self) -> Vec<u8> {
+        self.0.encode()
+    }
+}
+
+impl Request for ReportTrunkFree {
+    type Reply = ();
+    fn cmd(&self) -> u8 {
+        cmd::STORAGE_REPORT_TRUNK_FREE
+    }
+    fn body(&self) -> Vec<u8> {
+        self.0.encode()
+    }
 }
 
 /// 70 GET_SERVER_ID: a storage asks for its own id (group + `ip:port`); the reply is

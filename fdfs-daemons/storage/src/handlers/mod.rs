@@ -8,6 +8,7 @@ pub mod path_list;
 pub mod query;
 pub mod remove;
 pub mod sync;
+pub mod trunk;
 pub mod upload;
 
 use std::path::PathBuf;
@@ -108,6 +109,41 @@ pub fn open_stored(name: &RemoteName<'_>, path: &std::path::Path) -> std::io::Re
         size: header.file_size as u64,
         mtime: header.mtime as i64,
     })
+}
+
+/// Deletes the file `name` found at `path`: a file of its own is removed; a
+/// trunk-stored one has its slot zeroed (flushed with `fsync_before_reply`) and the slot
+/// is returned, to be given back to the trunk server by the storage that deleted it
+/// first. NotFound when the file is not here (a trunk slot that holds another file
+/// does not hold it).
+pub async fn remove_stored(
+    st: &Storage,
+    name: &RemoteName<'_>,
+    path: &std::path::Path,
+) -> std::io::Result<Option<fdfs_proto::trunk::Slot>> {
+    let Some(slot) = fdfs_proto::trunk::Slot::of(name) else {
+        std::fs::remove_file(path)?;
+        return Ok(None);
+    };
+    let expected = fdfs_proto::trunk::SlotHeader::expected(name)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    let io = st
+        .trunk
+        .slot_io(st, &slot)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    let sync = st.cfg.fsync_before_reply;
+    crate::durability::blocking(move || {
+        if !io.holds(&expected) {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
+        let written = io.zero()?;
+        if sync {
+            written.flush()?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Some(slot))
 }
 
 /// Modification time of a file in unix seconds.

@@ -7,7 +7,7 @@ use fdfs_proto::fileid::{FileKind, METADATA_SUFFIX};
 use fdfs_proto::msg::FileRef;
 use fdfs_runtime::{unix_now, Connection};
 
-use super::{binlog_failed, flush_failed, locate, Fail, Handled};
+use super::{binlog_failed, flush_failed, locate, remove_stored, Fail, Handled};
 use crate::binlog::{Change, Record};
 use crate::state::Storage;
 use crate::stats::counter;
@@ -25,7 +25,20 @@ pub async fn delete(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled
         } else {
             None
         };
-        fs::remove_file(&path).map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        let slot = remove_stored(st, &name, &path)
+            .await
+            .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
+        if let Some(slot) = slot {
+            // Its space goes back to the trunk server (only the storage that deleted
+            // the file first does this; its peers zero their copies).
+            if let Err(e) = st.trunk.free(st, slot).await {
+                tracing::warn!(
+                    "{}: the trunk server did not take its slot back: errno {e} ({})",
+                    name.full,
+                    errno::describe(e)
+                );
+            }
+        }
         let now = unix_now();
         st.tombstones.record(name.full, now, now);
         let mut pos = st

@@ -13,10 +13,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fdfs_proto::errno;
+use fdfs_proto::fileid::RemoteName;
 use fdfs_proto::msg::{
     decode_server_id, SyncDelete, SyncFileHead, SyncRangeHead, SyncTruncate, SyncTwoNames,
     PIPELINE_ANSWER, PIPELINE_ASK,
 };
+use fdfs_proto::trunk::{Slot, SlotHeader, SLOT_HEADER_LEN};
 use fdfs_runtime::{unix_now, Connection};
 
 use super::{locate, Fail, Handled};
@@ -324,6 +326,12 @@ pub async fn create_or_update(
         sess.received(st, conn, head.timestamp);
         return Ok(());
     }
+    let trunk_slot = RemoteName::parse(&filename)
+        .ok()
+        .and_then(|n| Some((Slot::of(&n)?, SlotHeader::expected(&n).ok()?)));
+    if let Some((slot, expected)) = trunk_slot {
+        return copy_into_trunk(st, conn, &head, filename, slot, expected, no_content, sess).await;
+    }
     if no_content {
         if !path.is_file() {
             return Err(Fail::Reply(errno::ENOENT));
@@ -365,6 +373,73 @@ pub async fn create_or_update(
         0 => ok(conn, sess),
         status => Err(Fail::Reply(status)),
     }
+}
+
+/// 16 / 18 of a trunk-stored file: the content goes into the same slot of this
+/// storage's copy of the trunk file (created if it is not here yet), then the header,
+/// rebuilt from the name. A slot that already holds the file takes nothing (EEXIST, as
+/// upstream answers).
+#[allow(clippy::too_many_arguments)]
+async fn copy_into_trunk(
+    st: &Storage,
+    conn: &mut Connection,
+    head: &SyncFileHead,
+    filename: String,
+    slot: Slot,
+    expected: SlotHeader,
+    no_content: bool,
+    sess: &mut SyncSession,
+) -> Handled {
+    let content = if no_content { 0 } else { head.file_size };
+    // The content must fit its slot: a longer one would run into the next file.
+    if head.file_size + SLOT_HEADER_LEN as u64 > slot.size as u64
+        || head.file_size != expected.file_size as u64
+    {
+        return Err(Fail::Reply(errno::EINVAL));
+    }
+    let io = st
+        .trunk
+        .slot_io(st, &slot)
+        .ok_or(Fail::Reply(errno::EINVAL))?;
+    let probe = io.clone();
+    let here = crate::durability::blocking(move || Ok(probe.holds(&expected)))
+        .await
+        .map_err(io_fail)?;
+    if no_content {
+        if !here {
+            return Err(Fail::Reply(errno::ENOENT));
+        }
+        sess.received(st, conn, head.timestamp);
+        return Ok(());
+    }
+    if here {
+        discard(conn, content).await.map_err(|_| Fail::Close)?;
+        sess.log(head.timestamp, &filename, Change::Create);
+        applied(st, sess, head.timestamp);
+        sess.reply(conn, errno::EEXIST);
+        return Ok(());
+    }
+    let opener = io.clone();
+    let mut file = crate::durability::blocking(move || opener.content_writer())
+        .await
+        .map_err(io_fail)?;
+    receive_into(conn, &mut file, head.file_size, None).await?;
+    drop(file);
+    st.stats
+        .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
+    let sync = st.cfg.fsync_before_reply;
+    crate::durability::blocking(move || {
+        let written = io.seal(&expected)?;
+        if sync {
+            written.flush()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(io_fail)?;
+    sess.log(head.timestamp, &filename, Change::Create);
+    sess.received(st, conn, head.timestamp);
+    Ok(())
 }
 
 /// Whether a request may be handled while copies are held: another whole file of a
@@ -451,8 +526,8 @@ pub async fn delete(
     // Remembered even when the file is not here yet: its copy may still be on the way.
     st.tombstones
         .record(name.full, req.timestamp as i64, unix_now());
-    match fs::remove_file(&path) {
-        Ok(()) => {}
+    match super::remove_stored(st, &name, &path).await {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             applied(st, sess, req.timestamp);
             return Err(Fail::Reply(errno::ENOENT));

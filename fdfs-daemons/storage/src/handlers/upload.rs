@@ -9,16 +9,17 @@ use std::path::Path;
 use fdfs_proto::errno;
 use fdfs_proto::fileid::{
     appender_size_field, ends_like_metadata, formatted_ext, normal_size_field, remote_name,
-    PackedName, RemoteName, BASE64_LEN, NORMAL_NAME_LEN,
+    PackedName, RemoteName, BASE64_LEN, FEXT_LEN, NORMAL_NAME_LEN, SIZE_FLAG_TRUNK,
 };
 use fdfs_proto::msg::{SlaveHead, StoredFile, UploadHead};
+use fdfs_proto::trunk::{SlotHeader, SLOT_FILE};
 use fdfs_runtime::{unix_now, Connection};
 use rand::Rng;
 
 use super::{binlog_failed, flush_failed, Fail, Handled};
 use crate::appenders::Version;
 use crate::binlog::{BinlogPos, Change, Record};
-use crate::durability::SealError;
+use crate::durability::{blocking, SealError};
 use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
@@ -111,6 +112,9 @@ async fn upload_inner(
     let head = UploadHead::decode(&raw).map_err(|_| Fail::Reply(errno::EINVAL))?;
     if body_len != UploadHead::LEN as u64 + head.file_size {
         return Err(Fail::Reply(errno::EINVAL));
+    }
+    if !appender && st.trunk.takes(head.file_size) {
+        return upload_to_trunk(st, conn, &head).await;
     }
     let local_ip = conn.local_addr().map_err(|_| Fail::Close)?.ip();
     let source = st.source(local_ip);
@@ -205,6 +209,170 @@ async fn upload_inner(
     conn.reply(0, &reply.encode())
         .await
         .map_err(|_| Fail::Close)
+}
+
+/// An upload small enough for a trunk file (`use_trunk_file`): a slot from the trunk
+/// server, checked free here, the content and then its header written into this
+/// storage's copy of the trunk file (flushed with whatever else went into it
+/// meanwhile), the slot confirmed, and the file named: 60 characters, the slot's
+/// location among them. The name, the header and the record carry the time the upload
+/// started, as upstream's do.
+async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead) -> Handled {
+    let started = unix_now();
+    let local_ip = conn.local_addr().map_err(|_| Fail::Close)?.ip();
+    let source = st.source(local_ip);
+    let reservation = st
+        .store
+        .choose_path(head.store_path_index, head.file_size)
+        .map_err(Fail::Reply)?;
+    let path = reservation.index as u8;
+    let mut tries = 0;
+    let io = loop {
+        tries += 1;
+        let slot = st
+            .trunk
+            .alloc(st, path, head.file_size)
+            .await
+            .map_err(|e| {
+                tracing::warn!(
+                    "no trunk slot for {} bytes: errno {e} ({})",
+                    head.file_size,
+                    errno::describe(e)
+                );
+                Fail::Reply(e)
+            })?;
+        let io = st
+            .trunk
+            .slot_io(st, &slot)
+            .ok_or(Fail::Reply(errno::EINVAL))?;
+        let probe = io.clone();
+        match blocking(move || probe.is_free()).await {
+            Ok(true) => break io,
+            Ok(false) => {
+                // Handed out while a file holds it (a trunk server that had not heard
+                // of that file): reported taken, so it stays out of use, and another
+                // one asked for.
+                tracing::warn!("trunk slot {slot:?} holds a file already; asking for another");
+                let _ = st.trunk.confirm(st, &slot, errno::EEXIST).await;
+                if tries >= crate::trunk::ALLOC_TRIES {
+                    return Err(Fail::Reply(errno::EEXIST));
+                }
+            }
+            Err(e) => {
+                let code = trunk_failed(st, &io, e);
+                let _ = st.trunk.confirm(st, &slot, code).await;
+                return Err(Fail::Reply(code));
+            }
+        }
+    };
+    let slot = io.slot;
+    let writer = {
+        let io = io.clone();
+        blocking(move || io.content_writer()).await
+    };
+    let mut file = match writer {
+        Ok(f) => f,
+        Err(e) => {
+            let code = trunk_failed(st, &io, e);
+            let _ = st.trunk.confirm(st, &slot, code).await;
+            return Err(Fail::Reply(code));
+        }
+    };
+    let mut crc = crc32fast::Hasher::new();
+    let received = receive_into(conn, &mut file, head.file_size, Some(&mut crc)).await;
+    drop(file);
+    drop(reservation);
+    if let Err(e) = received {
+        let (fail, code) = match e {
+            TransferError::Net(_) => (Fail::Close, errno::EIO),
+            TransferError::Disk(e) => {
+                let code = trunk_failed(st, &io, e);
+                (Fail::Reply(code), code)
+            }
+        };
+        give_back(st, &io, code).await;
+        return Err(fail);
+    }
+    st.stats
+        .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
+    let crc = crc.finalize();
+    let fext = formatted_ext(&head.ext, random_digit);
+    let packed = PackedName {
+        source,
+        timestamp: started as u32,
+        size_field: normal_size_field(head.file_size, rand::random()) | SIZE_FLAG_TRUNK,
+        crc32: crc,
+    };
+    let base = format!("{}{}{fext}", packed.encode(), slot.location().encode());
+    let remote = remote_name(slot.path, slot.high, slot.low, &base);
+    let header = SlotHeader {
+        kind: SLOT_FILE,
+        alloc_size: slot.size,
+        file_size: head.file_size as u32,
+        crc32: crc,
+        mtime: started as u32,
+        ext: fext.as_bytes()[fext.len() - FEXT_LEN..]
+            .try_into()
+            .expect("a formatted extension is 7 bytes"),
+    };
+    let sync = st.cfg.fsync_before_reply;
+    let sealing = io.clone();
+    let sealed = blocking(move || {
+        let written = sealing.seal(&header)?;
+        if sync {
+            // One flush for every slot written into this trunk file meanwhile.
+            written.flush()?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = sealed {
+        let code = trunk_failed(st, &io, e);
+        give_back(st, &io, code).await;
+        return Err(Fail::Reply(code));
+    }
+    if let Err(e) = st.trunk.confirm(st, &slot, 0).await {
+        tracing::warn!(
+            "{remote}: the trunk server did not confirm its slot: errno {e} ({})",
+            errno::describe(e)
+        );
+        let zero = io.clone();
+        let _ = blocking(move || zero.zero().map(|_| ())).await;
+        return Err(Fail::Reply(e));
+    }
+    let pos = st
+        .binlog
+        .append(&Record::here(started, remote.as_str(), Change::Create))
+        .map_err(binlog_failed)?;
+    st.durable_names(None, pos).await.map_err(flush_failed)?;
+    wait_replicas(st, pos, &remote).await;
+    st.stats
+        .last_source_update
+        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+    let reply = StoredFile {
+        group: st.cfg.group_name.clone(),
+        filename: remote,
+    };
+    conn.reply(0, &reply.encode())
+        .await
+        .map_err(|_| Fail::Close)
+}
+
+/// Logs a failed write into a trunk file; returns the errno for the client.
+fn trunk_failed(st: &Storage, io: &crate::trunk::SlotIo, e: std::io::Error) -> u8 {
+    let dir = st
+        .store
+        .dir(io.slot.path as usize, io.slot.high, io.slot.low);
+    disk_failed(st, &dir, e)
+}
+
+/// A slot an upload did not fill: zeroed here, and free again at the trunk server.
+async fn give_back(st: &Storage, io: &crate::trunk::SlotIo, code: u8) {
+    let zero = io.clone();
+    if let Err(e) = blocking(move || zero.zero().map(|_| ())).await {
+        tracing::error!("cannot zero trunk slot {:?}: {e}", io.slot);
+    }
+    let _ = st.trunk.confirm(st, &io.slot, code).await;
 }
 
 /// The slave's base name: the master's base without its `.ext`, then prefix and ext.

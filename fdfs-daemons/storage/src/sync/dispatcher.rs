@@ -588,8 +588,12 @@ impl Dispatcher {
         let Some(path) = self.local_path(name) else {
             return Ok(Put::Not(Outcome::Skipped));
         };
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
+        let Ok(remote) = RemoteName::parse(name) else {
+            return Ok(Put::Not(Outcome::Skipped));
+        };
+        // A trunk-stored file is sent from its slot, while the slot still holds it.
+        let stored = match crate::handlers::open_stored(&remote, &path) {
+            Ok(s) => s,
             Err(e) => {
                 if e.kind() != io::ErrorKind::NotFound {
                     warn!("cannot open {}: {e}; record skipped", path.display());
@@ -597,7 +601,7 @@ impl Dispatcher {
                 return Ok(Put::Not(Outcome::Skipped));
             }
         };
-        let size = file.metadata()?.len();
+        let (mut file, start, size) = (stored.file, stored.start, stored.size);
         let head = SyncFileHead {
             filename_len: name.len(),
             file_size: size,
@@ -606,13 +610,12 @@ impl Dispatcher {
         }
         .encode(name);
         let request_start = out.len();
-        if let Some(inline) = put_content(conn, out, command, &head, &mut file, 0, size).await? {
-            if let Ok(remote) = RemoteName::parse(name) {
-                if let Err(why) = integrity::check(&remote, &out[inline..]) {
-                    out.truncate(request_start);
-                    self.st.integrity.report(name, &why);
-                    return Ok(Put::Not(Outcome::Rejected));
-                }
+        if let Some(inline) = put_content(conn, out, command, &head, &mut file, start, size).await?
+        {
+            if let Err(why) = integrity::check(&remote, &out[inline..]) {
+                out.truncate(request_start);
+                self.st.integrity.report(name, &why);
+                return Ok(Put::Not(Outcome::Rejected));
             }
         }
         Ok(Put::Queued { size })

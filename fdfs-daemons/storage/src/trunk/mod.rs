@@ -1,0 +1,735 @@
+//! Trunk files (`use_trunk_file = true` in the trackers' configuration): small files
+//! packed into large preallocated files, as upstream stores them.
+//!
+//! One storage of each group, the *trunk server* (chosen by the leader tracker and
+//! announced in beat replies), hands out regions of the trunk files; every other member
+//! asks it for one (27), writes the content and its 24-byte header into its own copy of
+//! the trunk file, and confirms (28); a deleted file's region is zeroed and given back
+//! (29). Copies reach the other members by ordinary replication, each written into the
+//! same region of their own copy of the trunk file. The trunk server keeps what it hands
+//! out in its trunk binlog ([`binlog`]) and sends the lines to every peer (30,
+//! [`push`]), so whichever member becomes trunk server next knows what is free.
+//!
+//! Where upstream loses files, this storage does not:
+//! - before writing, a region is checked free on this storage's disk (upstream's rule);
+//!   one that is not is reported taken (28 with EEXIST, so the trunk server never hands
+//!   it out again) and another one asked for, so two trunk servers that both hand out
+//!   a region after a change of trunk server do not make two files share it;
+//! - a new trunk server checks every region its binlog says is free against its own
+//!   copy of the trunk files and takes out those a file holds;
+//! - repeated binlog lines (a binlog sent again) are expected, not an error;
+//! - requests to the trunk server go over one kept connection per storage, never a new
+//!   connection each.
+//!
+//! With `fsync_before_reply`, a trunk file is flushed once for all the slots written
+//! into it since its last flush (a group commit): concurrent small uploads share one
+//! flush.
+
+pub mod alloc;
+pub mod binlog;
+pub mod push;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use fdfs_proto::config::IniFile;
+use fdfs_proto::errno;
+use fdfs_proto::msg::{StorageBrief, TrunkAllocSpace, TrunkFreeSpace, TrunkSlotBody};
+use fdfs_proto::trunk::{slot_is_free, Slot, SlotHeader, SLOT_HEADER_LEN};
+use fdfs_runtime::{unix_now, Connection, Error};
+use tracing::{info, warn};
+
+use crate::init_flag::InitFlag;
+use crate::state::Storage;
+use alloc::{Allocator, NeedTrunkFile, Sizes};
+use binlog::{Line, TrunkBinlog};
+
+/// The trunk settings the trackers give (75).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    pub sizes: Sizes,
+    pub binlog_max_backups: u32,
+}
+
+impl Params {
+    /// `None` when the trackers do not use trunk files.
+    pub fn from_parameters(ini: &IniFile) -> Option<Params> {
+        let g = ini.global();
+        if !g.bool("use_trunk_file", false).unwrap_or(false) {
+            return None;
+        }
+        let size = |key: &str, default: u64| g.size(key, default).unwrap_or(default);
+        let trunk_file_size = size("trunk_file_size", 64 << 20).clamp(4 << 20, i32::MAX as u64);
+        let alignment = size("trunk_alloc_alignment_size", 0).min(i32::MAX as u64) as u32;
+        let slot_min_size = (size("slot_min_size", 256).min(64 * 1024) as u32).max(alignment);
+        let slot_max_size = size("slot_max_size", trunk_file_size / 4)
+            .min(trunk_file_size / 2)
+            .max(slot_min_size as u64 + 1) as u32;
+        Some(Params {
+            sizes: Sizes {
+                slot_min_size,
+                slot_max_size,
+                trunk_file_size: trunk_file_size as u32,
+                alignment,
+            },
+            binlog_max_backups: g.int("trunk_binlog_max_backups", 0).unwrap_or(0).max(0) as u32,
+        })
+    }
+}
+
+/// Which storage hands out trunk space, as the leader tracker last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Server {
+    /// Not announced since start-up.
+    Unknown,
+    /// The tracker says there is none.
+    Nobody,
+    Me,
+    Peer(SocketAddr),
+}
+
+/// A trunk file open for writing, with its group flush.
+struct TrunkFile {
+    file: File,
+    /// Writes finished into it (each takes a number).
+    written: AtomicU64,
+    /// Held during a flush: the writes it covered.
+    flushed: Mutex<u64>,
+}
+
+impl TrunkFile {
+    /// Flushes at least every write numbered `upto` or below (concurrent callers share
+    /// one flush: a group commit).
+    fn flush_through(&self, upto: u64) -> io::Result<()> {
+        let mut flushed = self.flushed.lock().unwrap();
+        if *flushed >= upto {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::Acquire);
+        self.file.sync_data()?;
+        *flushed = target;
+        Ok(())
+    }
+}
+
+/// A written slot to be flushed: its file and its write's number.
+pub struct Written {
+    file: Arc<TrunkFile>,
+    number: u64,
+}
+
+impl Written {
+    /// Flushes it, with whatever else was written into its trunk file (blocking).
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.flush_through(self.number)
+    }
+}
+
+pub struct Trunk {
+    params: RwLock<Option<Params>>,
+    binlog: OnceLock<Arc<TrunkBinlog>>,
+    server: RwLock<Server>,
+    /// The allocator, while this storage is the trunk server (and has loaded it).
+    role: tokio::sync::Mutex<Option<Allocator>>,
+    /// Counts changes of role; a push task ends when it moves.
+    pub epoch: AtomicU64,
+    current_id: AtomicU32,
+    reported_id: AtomicU32,
+    init: OnceLock<Arc<Mutex<InitFlag>>>,
+    files: Arc<OpenFiles>,
+    /// The kept connection to a peer trunk server.
+    conn: tokio::sync::Mutex<Option<(SocketAddr, Connection)>>,
+}
+
+impl Default for Trunk {
+    fn default() -> Self {
+        Trunk {
+            params: RwLock::new(None),
+            binlog: OnceLock::new(),
+            server: RwLock::new(Server::Unknown),
+            role: tokio::sync::Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            current_id: AtomicU32::new(0),
+            reported_id: AtomicU32::new(0),
+            init: OnceLock::new(),
+            files: Arc::default(),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// Attempts at an upload's slot before its error goes to the client (a slot found
+/// taken is reported and another one asked for).
+pub const ALLOC_TRIES: usize = 3;
+
+/// Trunk file ids skipped by a trunk server that takes over from another one: ids that
+/// one may have used without telling the trackers yet.
+const UNSURE_ID_GAP: u32 = 8;
+
+impl Trunk {
+    /// Shares the init flag (where the newest trunk file id is kept).
+    pub fn attach_init(&self, init: Arc<Mutex<InitFlag>>) {
+        let id = init.lock().unwrap().current_trunk_file_id;
+        self.current_id.fetch_max(id, Ordering::AcqRel);
+        self.reported_id.store(id, Ordering::Release);
+        let _ = self.init.set(init);
+    }
+
+    pub fn params(&self) -> Option<Params> {
+        *self.params.read().unwrap()
+    }
+
+    /// Takes the trackers' settings; opens the trunk binlog once trunk files are on.
+    pub fn set_params(&self, base_path: &Path, params: Option<Params>) -> io::Result<()> {
+        if params.is_some() && self.binlog.get().is_none() {
+            let log = TrunkBinlog::open(base_path)?;
+            let _ = self.binlog.set(Arc::new(log));
+        }
+        *self.params.write().unwrap() = params;
+        Ok(())
+    }
+
+    pub fn binlog(&self) -> Option<&Arc<TrunkBinlog>> {
+        self.binlog.get()
+    }
+
+    /// Whether an upload of `size` bytes goes into a trunk file.
+    pub fn takes(&self, size: u64) -> bool {
+        self.params()
+            .is_some_and(|p| size + SLOT_HEADER_LEN as u64 <= p.sizes.slot_max_size as u64)
+    }
+
+    pub fn is_server(&self) -> bool {
+        *self.server.read().unwrap() == Server::Me
+    }
+
+    /// The newest trunk file id, and whether the trackers were told of it.
+    pub fn current_id(&self) -> (u32, bool) {
+        let id = self.current_id.load(Ordering::Acquire);
+        (id, self.reported_id.load(Ordering::Acquire) >= id)
+    }
+
+    pub fn note_reported(&self, id: u32) {
+        self.reported_id.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// Raises the newest trunk file id to what the tracker knows (72).
+    pub fn note_fetched(&self, id: u32) {
+        if self.current_id.fetch_max(id, Ordering::AcqRel) < id {
+            self.save_current_id(id);
+        }
+        self.note_reported(id);
+    }
+
+    fn save_current_id(&self, id: u32) {
+        if let Some(init) = self.init.get() {
+            let mut flag = init.lock().unwrap();
+            flag.current_trunk_file_id = flag.current_trunk_file_id.max(id);
+            // The base path is where the flag was loaded from.
+            if let Some(base) = INIT_BASE.get() {
+                if let Err(e) = flag.save(base) {
+                    warn!("cannot save the trunk file id in the init flag: {e}");
+                }
+            }
+        }
+    }
+
+    /// Free trunk space in MB (74), while this storage is the trunk server.
+    pub async fn free_mb(&self) -> Option<i64> {
+        let role = self.role.lock().await;
+        role.as_ref().map(|a| (a.free_bytes() >> 20) as i64)
+    }
+
+    /// A beat reply named the trunk server. Returns true when this storage just
+    /// became it (the caller then asks the tracker for the newest trunk file id and
+    /// calls [`Trunk::take_role`]).
+    pub async fn announced(&self, st: &Storage, brief: &StorageBrief) -> bool {
+        let me = !brief.ip.is_empty()
+            && (st.my_id().is_some_and(|id| id == brief.id)
+                || st
+                    .my_ip()
+                    .is_some_and(|ip| brief.ip.parse().ok() == Some(ip)))
+            && brief.port == st.cfg.port as u32;
+        let new = if brief.ip.is_empty() || brief.port == 0 {
+            Server::Nobody
+        } else if me {
+            Server::Me
+        } else {
+            match brief.ip.parse() {
+                Ok(ip) => Server::Peer(SocketAddr::new(ip, brief.port as u16)),
+                Err(_) => {
+                    warn!("trunk server {}:{} is not an address", brief.ip, brief.port);
+                    Server::Nobody
+                }
+            }
+        };
+        let old = std::mem::replace(&mut *self.server.write().unwrap(), new.clone());
+        if old == new {
+            return false;
+        }
+        match &new {
+            Server::Me => info!("this storage is now the trunk server of its group"),
+            Server::Peer(a) => info!("trunk server is {a}"),
+            _ => info!("the group has no trunk server"),
+        }
+        if old == Server::Me {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            *self.role.lock().await = None;
+            info!("no longer the trunk server: stopped handing out trunk space");
+        }
+        new == Server::Me
+    }
+
+    /// Becomes the trunk server: rebuilds what is free from the trunk binlog, and
+    /// takes out every region a file holds on this storage's disk.
+    pub async fn take_role(&self, st: &Arc<Storage>) {
+        let (Some(params), Some(log)) = (self.params(), self.binlog.get()) else {
+            return;
+        };
+        let lines = match log.lines() {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("cannot read the trunk binlog: {e}; handing out no trunk space");
+                return;
+            }
+        };
+        let sizes = params.sizes;
+        // The binlog of another trunk server may lack its last lines (it stopped before
+        // sending them): a file may sit in a region they would have taken, here or on
+        // a peer this storage has not heard from yet. Such regions are not handed out;
+        // new trunk files are made instead, with ids past any it may have made.
+        let trusted = log.is_mine();
+        if !trusted {
+            let skipped = self.current_id.fetch_add(UNSURE_ID_GAP, Ordering::AcqRel);
+            self.save_current_id(skipped + UNSURE_ID_GAP);
+        }
+        let check = st.clone();
+        let loaded = crate::durability::blocking(move || {
+            let (mut a, report) = Allocator::replay(lines, &sizes, trusted);
+            let mut taken = Vec::new();
+            let now = unix_now();
+            for slot in a.free_slots() {
+                if !check.trunk.slot_free_on_disk(&check, &slot) {
+                    a.quarantine(&slot, now, &mut taken);
+                }
+            }
+            Ok((a, report, taken))
+        })
+        .await;
+        let (alloc, report, taken) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("cannot load the trunk allocator: {e}");
+                return;
+            }
+        };
+        if !taken.is_empty() {
+            warn!(
+                "{} region(s) the trunk binlog says are free hold files here: taken out of use",
+                taken.len()
+            );
+            if let Err(e) = log.append(&taken) {
+                warn!("cannot write the trunk binlog: {e}");
+            }
+        }
+        if let Err(e) = log.mark_mine() {
+            warn!("cannot mark the trunk binlog as this storage's: {e}");
+        }
+        info!(
+            "trunk server: {} binlog line(s), {} MB free ({} MB of it left alone){}",
+            report.lines,
+            alloc.free_bytes() >> 20,
+            alloc.unsure_bytes() >> 20,
+            if report.repeated + report.unknown + report.dropped > 0 {
+                format!(
+                    " ({} repeated, {} unknown, {} overlapping line(s) ignored)",
+                    report.repeated, report.unknown, report.dropped
+                )
+            } else {
+                String::new()
+            }
+        );
+        if self.is_server() {
+            *self.role.lock().await = Some(alloc);
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether this storage's copy of `slot` holds no file (a missing trunk file
+    /// holds none).
+    fn slot_free_on_disk(&self, st: &Storage, slot: &Slot) -> bool {
+        let Some(path) = trunk_path(st, slot) else {
+            return false;
+        };
+        let Ok(file) = File::open(path) else {
+            return true;
+        };
+        let mut raw = [0u8; SLOT_HEADER_LEN];
+        match file.read_exact_at(&mut raw, slot.offset as u64) {
+            Ok(()) => slot_is_free(&raw),
+            Err(e) => e.kind() == io::ErrorKind::UnexpectedEof,
+        }
+    }
+
+    /// The trunk server's side of 27: a slot of `size` bytes in store path `path`.
+    pub async fn alloc_here(&self, st: &Storage, path: u8, size: u32) -> Result<Slot, u8> {
+        let params = self.params().ok_or(errno::EINVAL)?;
+        if size > params.sizes.slot_max_size || path as usize >= st.store.paths().len() {
+            return Err(errno::EINVAL);
+        }
+        let mut role = self.role.lock().await;
+        // Still loading: try again shortly.
+        let alloc = role.as_mut().ok_or(errno::EAGAIN)?;
+        let now = unix_now();
+        let mut lines = Vec::new();
+        let slot = match alloc.alloc(path, size, &params.sizes, now, &mut lines) {
+            Ok(slot) => slot,
+            Err(NeedTrunkFile) => {
+                let file = self.create_trunk_file(st, path, &params).await?;
+                alloc.alloc_in_new(file, size, &params.sizes, now, &mut lines)
+            }
+        };
+        // A held slot is logged as free: nothing to flush before the answer.
+        self.append(&lines)?;
+        Ok(slot)
+    }
+
+    /// The trunk server's side of 28.
+    pub async fn confirm_here(&self, st: &Storage, slot: &Slot, status: u8) -> Result<(), u8> {
+        let size = {
+            let mut role = self.role.lock().await;
+            let alloc = role.as_mut().ok_or(errno::EINVAL)?;
+            let mut lines = Vec::new();
+            alloc.confirm(slot, status, unix_now(), &mut lines)?;
+            if status == errno::EEXIST {
+                warn!("trunk slot {slot:?} already holds a file: taken out of use");
+            }
+            self.append(&lines)?
+        };
+        // A slot confirmed taken must stay taken after a crash of this trunk server.
+        self.flush_binlog(st, size).await
+    }
+
+    /// The trunk server's side of 29.
+    pub async fn free_here(&self, slot: Slot) -> Result<(), u8> {
+        let params = self.params().ok_or(errno::EINVAL)?;
+        let mut role = self.role.lock().await;
+        let alloc = role.as_mut().ok_or(errno::EINVAL)?;
+        let mut lines = Vec::new();
+        alloc.free(slot, &params.sizes, unix_now(), &mut lines)?;
+        self.append(&lines).map(|_| ())
+    }
+
+    /// Appends allocator lines to the trunk binlog (under the allocator's lock, so the
+    /// lines keep its order); returns the binlog's size after them.
+    fn append(&self, lines: &[Line]) -> Result<u64, u8> {
+        let log = self.binlog.get().ok_or(errno::EINVAL)?;
+        log.append(lines).map_err(|e| {
+            warn!("cannot write the trunk binlog: {e}");
+            errno::EIO
+        })
+    }
+
+    /// With `fsync_before_reply`, flushes the trunk binlog through `size` (concurrent
+    /// callers share one flush).
+    async fn flush_binlog(&self, st: &Storage, size: u64) -> Result<(), u8> {
+        if !st.cfg.fsync_before_reply {
+            return Ok(());
+        }
+        let log = self.binlog.get().ok_or(errno::EINVAL)?.clone();
+        crate::durability::blocking(move || log.sync_through(size))
+            .await
+            .map_err(|e| errno::from_io(&e))
+    }
+
+    /// Creates the next trunk file in store path `path` (sparse, full size) and returns
+    /// it as one free region.
+    async fn create_trunk_file(&self, st: &Storage, path: u8, params: &Params) -> Result<Slot, u8> {
+        loop {
+            let id = self.current_id.fetch_add(1, Ordering::AcqRel) + 1;
+            if id > i32::MAX as u32 {
+                return Err(errno::ENOSPC);
+            }
+            self.save_current_id(id);
+            let (high, low) = st
+                .store
+                .choose_subdir(&fdfs_proto::trunk::trunk_id_text(id));
+            let slot = Slot {
+                path,
+                high,
+                low,
+                trunk_id: id,
+                offset: 0,
+                size: params.sizes.trunk_file_size,
+            };
+            let file = trunk_path(st, &slot).ok_or(errno::EINVAL)?;
+            let size = params.sizes.trunk_file_size as u64;
+            let sync = st.cfg.fsync_before_reply;
+            let made = crate::durability::blocking(move || {
+                let f = match OpenOptions::new().write(true).create_new(true).open(&file) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                    Err(e) => return Err(e),
+                };
+                f.set_len(size)?;
+                if sync {
+                    f.sync_all()?;
+                    crate::durability::sync_dir(file.parent().expect("in a directory"))?;
+                }
+                Ok(true)
+            })
+            .await;
+            match made {
+                Ok(true) => {
+                    info!("created trunk file {id} in M{path:02X}/{high:02X}/{low:02X}");
+                    return Ok(slot);
+                }
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!("cannot create trunk file {id}: {e}");
+                    return Err(errno::from_io(&e));
+                }
+            }
+        }
+    }
+
+    /// One request to the trunk server over the kept connection (a new one if it
+    /// broke), with the header status given.
+    async fn call_server(
+        &self,
+        st: &Storage,
+        command: u8,
+        status: u8,
+        body: &[u8],
+    ) -> Result<Vec<u8>, u8> {
+        let addr = match *self.server.read().unwrap() {
+            Server::Peer(a) => a,
+            Server::Unknown | Server::Nobody => return Err(errno::EAGAIN),
+            Server::Me => return Err(errno::EINVAL),
+        };
+        let mut kept = self.conn.lock().await;
+        for attempt in 0..2 {
+            let mut conn = match kept.take() {
+                Some((a, c)) if a == addr => c,
+                _ => crate::outbound::connect(st, addr)
+                    .await
+                    .map_err(|e| net_errno(&e))?,
+            };
+            match conn.request_with_status(command, status, body).await {
+                Ok(reply) => {
+                    *kept = Some((addr, conn));
+                    return Ok(reply);
+                }
+                Err(Error::Status(s)) => {
+                    // Upstream closes after EINVAL; any other answer keeps it.
+                    if s != errno::EINVAL {
+                        *kept = Some((addr, conn));
+                    }
+                    return Err(s);
+                }
+                // A kept connection the server closed meanwhile: once more, afresh.
+                Err(e) if attempt == 0 => {
+                    tracing::debug!("trunk server {addr}: {e}; reconnecting");
+                }
+                Err(e) => return Err(net_errno(&e)),
+            }
+        }
+        Err(errno::EIO)
+    }
+
+    /// A slot for an upload of `size` content bytes in store path `path`.
+    pub async fn alloc(&self, st: &Storage, path: u8, size: u64) -> Result<Slot, u8> {
+        let want = size as u32 + SLOT_HEADER_LEN as u32;
+        if self.is_server() {
+            return self.alloc_here(st, path, want).await;
+        }
+        let req = TrunkAllocSpace {
+            group: st.cfg.group_name.clone(),
+            size: want,
+            path,
+        };
+        let reply = self
+            .call_server(st, fdfs_proto::cmd::TRUNK_ALLOC_SPACE, 0, &req.encode())
+            .await?;
+        let slot = Slot::decode(&reply).map_err(|_| errno::EINVAL)?;
+        if slot.path != path || slot.size < want {
+            warn!("trunk server answered 27 with {slot:?} for {want} bytes in path {path}");
+            return Err(errno::EINVAL);
+        }
+        Ok(slot)
+    }
+
+    /// 28: tells the trunk server whether `slot` was written.
+    pub async fn confirm(&self, st: &Storage, slot: &Slot, status: u8) -> Result<(), u8> {
+        if self.is_server() {
+            return self.confirm_here(st, slot, status).await;
+        }
+        let body = TrunkSlotBody {
+            group: st.cfg.group_name.clone(),
+            slot: *slot,
+        };
+        self.call_server(
+            st,
+            fdfs_proto::cmd::TRUNK_ALLOC_CONFIRM,
+            status,
+            &body.encode(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// 29: gives a deleted file's slot back.
+    pub async fn free(&self, st: &Storage, slot: Slot) -> Result<(), u8> {
+        if self.is_server() {
+            return self.free_here(slot).await;
+        }
+        let req = TrunkFreeSpace(TrunkSlotBody {
+            group: st.cfg.group_name.clone(),
+            slot,
+        });
+        use fdfs_proto::msg::Request;
+        self.call_server(st, req.cmd(), 0, &req.body())
+            .await
+            .map(|_| ())
+    }
+
+    /// What the disk work on this storage's copy of `slot` needs (to run off the
+    /// async threads); `None` for a store path this storage lacks.
+    pub fn slot_io(&self, st: &Storage, slot: &Slot) -> Option<SlotIo> {
+        Some(SlotIo {
+            files: self.files.clone(),
+            path: trunk_path(st, slot)?,
+            trunk_file_size: self
+                .params()
+                .map_or(64 << 20, |p| p.sizes.trunk_file_size as u64),
+            sync_new: st.cfg.fsync_before_reply,
+            slot: *slot,
+        })
+    }
+}
+
+/// The trunk files open for writing, each with its group flush.
+#[derive(Default)]
+pub struct OpenFiles(Mutex<HashMap<PathBuf, Arc<TrunkFile>>>);
+
+/// Disk work on this storage's copy of one slot (blocking calls).
+#[derive(Clone)]
+pub struct SlotIo {
+    files: Arc<OpenFiles>,
+    path: PathBuf,
+    trunk_file_size: u64,
+    sync_new: bool,
+    pub slot: Slot,
+}
+
+impl SlotIo {
+    /// The trunk file, created (sparse, full size) if it is not there yet or short.
+    fn open(&self) -> io::Result<Arc<TrunkFile>> {
+        if let Some(f) = self.files.0.lock().unwrap().get(&self.path) {
+            return Ok(f.clone());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)?;
+        let len = file.metadata()?.len();
+        if len < self.trunk_file_size {
+            file.set_len(self.trunk_file_size)?;
+            if len == 0 && self.sync_new {
+                file.sync_all()?;
+                crate::durability::sync_dir(self.path.parent().expect("in a directory"))?;
+            }
+        }
+        let f = Arc::new(TrunkFile {
+            file,
+            written: AtomicU64::new(0),
+            flushed: Mutex::new(0),
+        });
+        let mut files = self.files.0.lock().unwrap();
+        Ok(files.entry(self.path.clone()).or_insert(f).clone())
+    }
+
+    /// Whether the slot holds no file (upstream's rule), before an upload writes there.
+    pub fn is_free(&self) -> io::Result<bool> {
+        let f = self.open()?;
+        let mut raw = [0u8; SLOT_HEADER_LEN];
+        f.file.read_exact_at(&mut raw, self.slot.offset as u64)?;
+        Ok(slot_is_free(&raw))
+    }
+
+    /// Whether the slot holds the file whose header is `expected`, with `size` bytes.
+    pub fn holds(&self, expected: &SlotHeader) -> bool {
+        let Ok(file) = File::open(&self.path) else {
+            return false;
+        };
+        let mut raw = [0u8; SLOT_HEADER_LEN];
+        file.read_exact_at(&mut raw, self.slot.offset as u64)
+            .is_ok()
+            && SlotHeader::decode(&raw).holds(expected)
+    }
+
+    /// A handle positioned at the slot's content (each writer its own position).
+    pub fn content_writer(&self) -> io::Result<File> {
+        self.open()?;
+        let mut file = OpenOptions::new().write(true).open(&self.path)?;
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(self.slot.content_offset()))?;
+        Ok(file)
+    }
+
+    /// Writes the header that makes the slot hold a file (after its content).
+    pub fn seal(&self, header: &SlotHeader) -> io::Result<Written> {
+        let f = self.open()?;
+        f.file
+            .write_all_at(&header.encode(), self.slot.offset as u64)?;
+        let number = f.written.fetch_add(1, Ordering::AcqRel) + 1;
+        Ok(Written { file: f, number })
+    }
+
+    /// Zeroes the slot (a deleted file, or a failed write).
+    pub fn zero(&self) -> io::Result<Written> {
+        let f = self.open()?;
+        let size = self.slot.size as u64;
+        let zeros = vec![0u8; size.min(1 << 20) as usize];
+        let mut done = 0u64;
+        while done < size {
+            let n = (size - done).min(zeros.len() as u64) as usize;
+            f.file
+                .write_all_at(&zeros[..n], self.slot.offset as u64 + done)?;
+            done += n as u64;
+        }
+        let number = f.written.fetch_add(1, Ordering::AcqRel) + 1;
+        Ok(Written { file: f, number })
+    }
+}
+
+/// Where the base path of the init flag is (set once at start-up).
+pub static INIT_BASE: OnceLock<PathBuf> = OnceLock::new();
+
+/// This storage's copy of the trunk file of `slot`; `None` for a store path it lacks.
+pub fn trunk_path(st: &Storage, slot: &Slot) -> Option<PathBuf> {
+    if slot.path as usize >= st.store.paths().len() {
+        return None;
+    }
+    Some(
+        st.store
+            .dir(slot.path as usize, slot.high, slot.low)
+            .join(slot.trunk_file_name()),
+    )
+}
+
+fn net_errno(e: &Error) -> u8 {
+    match e {
+        Error::Status(s) => *s,
+        Error::Io(io) => errno::from_io(io),
+        _ => errno::EIO,
+    }
+}

@@ -1,0 +1,276 @@
+"""Our storages write trunk files (`use_trunk_file = true`), alone and beside C ones.
+
+Small uploads go into slots of 4 MB trunk files (60-character file IDs); the group's
+trunk server hands the slots out (27/28/29), writes the trunk binlog and sends it to its
+peers (30); copies reach the other members by replication into the same slots.  The
+tests mix our storage with the real C 6.16 one in a group, change the trunk server in
+the middle of uploads, and start a C storage on the data ours wrote (a rollback).
+"""
+
+import base64
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import fdfs_wire as wire
+from c_daemons import Clusters, file_path
+from fdfs_helpers import crc32, payload, wait_for
+from interop import c_bin
+
+TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
+               "trunk_file_size = 4MB\ncheck_active_interval = 4\n"
+               "storage_sync_file_max_time = 1\n")
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    cs = Clusters(tmp_path)
+    yield cs
+    cs.stop_all()
+
+
+def run_c(tool, *args):
+    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def trunk_server_of(c):
+    """The address fdfs_monitor names as the group's trunk server, or None."""
+    p = run_c("fdfs_monitor", c.client_conf)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"current trunk server = (\S+)", p.stdout)
+    return m.group(1) if m else None
+
+
+def upload_ok(c):
+    return run_c("fdfs_upload_file", c.client_conf, c.client_conf).returncode == 0
+
+
+def upload_many(c, tmp_path, tag, count, threads=8, sizes=None):
+    """Uploads `count` small files through the tracker with C's tool, `threads` at a
+    time -> {file id: content}; every upload must succeed."""
+    files, errors, lock = {}, [], threading.Lock()
+
+    def work(k):
+        for i in range(k, count, threads):
+            size = sizes[i % len(sizes)] if sizes else 100 + 37 * i
+            data = payload(size, hash((tag, i)) & 0xFFFF)
+            local = tmp_path / ("%s-%d.bin" % (tag, i))
+            local.write_bytes(data)
+            p = run_c("fdfs_upload_file", c.client_conf, local)
+            with lock:
+                if p.returncode == 0:
+                    files[p.stdout.strip()] = data
+                else:
+                    errors.append(p.stderr.strip()[-300:])
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:3]
+    return files
+
+
+def slot_of(fid):
+    """(store path, trunk id, offset, alloc size) from a trunk file ID."""
+    remote = fid.partition("/")[2]
+    loc = base64.urlsafe_b64decode(remote[37:53])
+    return (remote[:3], int.from_bytes(loc[0:4], "big"), int.from_bytes(loc[4:8], "big"),
+            int.from_bytes(loc[8:12], "big"))
+
+
+def trunk_file(node, fid):
+    """Path of the trunk file holding `fid` on `node`."""
+    _, trunk_id, _, _ = slot_of(fid)
+    return file_path(node, fid).with_name("%06d" % trunk_id)
+
+
+def slot_bytes(node, fid):
+    _, _, offset, size = slot_of(fid)
+    with open(trunk_file(node, fid), "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def on_all(nodes, files):
+    for node in nodes:
+        for fid, data in files.items():
+            if wire.download(node.addr, fid) != (0, data):
+                return False
+    return True
+
+
+def wait_everywhere(nodes, files, what="every file on every storage"):
+    wait_for(lambda: on_all(nodes, files), 90, interval=0.5, what=what)
+
+
+@pytest.mark.timeout(300)
+def test_our_storages_write_trunk_files(clusters, tmp_path):
+    c = clusters.new("trunk-write", storages=2, tracker_extra=TRUNK_EXTRA)
+    a, b = c.nodes
+    wait_for(lambda: trunk_server_of(c) in (a.ip, b.ip), 60, interval=0.5,
+             what="a trunk server picked among our storages")
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="uploads into trunk files")
+    sizes = [0, 1, 15, 233, 256, 1000, 4096, 10_000, 65_536, 300_000]
+    files = upload_many(c, tmp_path, "one", 120, sizes=sizes)
+    assert all(len(f.partition("/")[2]) == 60 for f in files), "not in trunk files"
+    assert all(wire.decode_file_id(f)["trunk"] for f in files)
+    # No two files share a slot, and slots do not overlap.
+    slots = sorted(slot_of(f) for f in files)
+    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
+        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, (slots,)
+    wait_everywhere(c.nodes, files)
+
+    # The slot holds the 24-byte header, then the content, on both storages alike.
+    some = sorted(files)[:10]
+    for fid in some:
+        raw = slot_bytes(a, fid)
+        data = files[fid]
+        _, _, _, size = slot_of(fid)
+        assert raw[0:1] == b"F"
+        assert int.from_bytes(raw[1:5], "big") == size
+        assert int.from_bytes(raw[5:9], "big") == len(data)
+        assert int.from_bytes(raw[9:13], "big") == crc32(data)
+        assert raw[17:24] == fid[-7:].encode()
+        assert raw[24:24 + len(data)] == data
+        assert slot_bytes(b, fid)[:24 + len(data)] == raw[:24 + len(data)]
+
+    # Ranged reads and C's own tools read them from either storage.
+    fid = next(f for f in files if len(files[f]) == 10_000)
+    for node in c.nodes:
+        assert wire.download(node.addr, fid, 100, 50) == (0, files[fid][100:150])
+    p = run_c("fdfs_file_info", c.client_conf, fid)
+    assert p.returncode == 0, p.stderr
+    assert "file size: 10000" in p.stdout, p.stdout
+    p = run_c("fdfs_download_file", c.client_conf, fid, tmp_path / "dl.bin")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "dl.bin").read_bytes() == files[fid]
+
+    # A file too big for a slot is stored on its own.
+    big = tmp_path / "big.bin"
+    big.write_bytes(payload(2 << 20, 5))
+    p = run_c("fdfs_upload_file", c.client_conf, big)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.strip().partition("/")[2]) == 44
+
+    # Deletes zero the slot on both storages and give it back to the trunk server.
+    gone = sorted(files)[::3]
+    for fid in gone:
+        p = run_c("fdfs_delete_file", c.client_conf, fid)
+        assert p.returncode == 0, (fid, p.stderr)
+    kept = {f: d for f, d in files.items() if f not in gone}
+
+    def deleted_everywhere():
+        return all(wire.download(n.addr, f)[0] == 2 and not any(slot_bytes(n, f))
+                   for n in c.nodes for f in gone)
+    wait_for(deleted_everywhere, 60, interval=0.5, what="deleted slots zeroed on both")
+    wait_everywhere(c.nodes, kept, what="the other files untouched")
+
+    # The trunk server logged the freed slots, and sent its binlog to the other one.
+    server = a if trunk_server_of(c) == a.ip else b
+    peer = b if server is a else a
+    binlog = Path(server.base) / "data" / "trunk" / "binlog"
+    freed = {(o, s) for _, _, o, s in map(slot_of, gone)}
+    logged = set()
+    for line in binlog.read_text().splitlines():
+        f = line.split()
+        if f[1] == "A":
+            logged.add((int(f[6]), int(f[7])))
+    assert freed <= logged, freed - logged
+    peer_log = Path(peer.base) / "data" / "trunk" / "binlog"
+    wait_for(lambda: peer_log.exists() and peer_log.read_text() == binlog.read_text(), 30,
+             interval=0.5, what="the trunk binlog copied to the peer (30)")
+
+    # Freed slots are handed out again.
+    more = upload_many(c, tmp_path, "two", 60, sizes=[100])
+    reused = {(o, s) for _, _, o, s in map(slot_of, more)} & freed
+    assert reused, "no freed slot was used again"
+    wait_everywhere(c.nodes, {**kept, **more})
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("c_side", [0, 1], ids=["c-first", "rust-first"])
+def test_c_and_rust_storage_share_a_trunk_group(clusters, tmp_path, c_side):
+    """One C and one Rust storage in a group with trunk files, concurrent uploads
+    through the tracker: every file on both; then the trunk server stops in the middle
+    of uploads, the other one takes over, and no two files share a slot."""
+    c = clusters.new("trunk-mixed-%d" % c_side, storages=2, c_storages={c_side},
+                     tracker_extra=TRUNK_EXTRA)
+    wait_for(lambda: trunk_server_of(c) is not None, 60, interval=0.5,
+             what="a trunk server")
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="uploads into trunk files")
+    files = upload_many(c, tmp_path, "mix", 150)
+    assert all(len(f.partition("/")[2]) == 60 for f in files)
+    wait_everywhere(c.nodes, files)
+
+    first = trunk_server_of(c)
+    gone = next(n for n in c.nodes if n.ip == first)
+    kept = next(n for n in c.nodes if n is not gone)
+    during = {}
+    stop = threading.Event()
+
+    def keep_uploading():
+        i = 0
+        while not stop.is_set():
+            data = payload(200 + i, 9000 + i)
+            local = tmp_path / ("during-%d.bin" % i)
+            local.write_bytes(data)
+            p = run_c("fdfs_upload_file", c.client_conf, local)
+            if p.returncode == 0:
+                during[p.stdout.strip()] = data
+            i += 1
+    t = threading.Thread(target=keep_uploading)
+    t.start()
+    try:
+        wait_for(lambda: len(during) >= 20, 60, interval=0.2, what="uploads under way")
+        c.stop_daemon(gone.daemon)
+        wait_for(lambda: trunk_server_of(c) == kept.ip, 60, interval=0.5,
+                 what="the remaining storage as trunk server")
+        before = len(during)
+        wait_for(lambda: len(during) >= before + 20, 60, interval=0.2,
+                 what="uploads after the trunk server change")
+    finally:
+        stop.set()
+        t.join()
+    # Every acknowledged file is readable, and none shares a slot with another.
+    everything = {**files, **during}
+    slots = sorted(slot_of(f) for f in everything if len(f.partition("/")[2]) == 60)
+    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
+        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+
+    def kept_has(fid, data):
+        return wire.download(kept.addr, fid) == (0, data)
+    # Files acknowledged by the stopped storage reach the kept one once it is back.
+    c.start_daemon(gone.daemon)
+    wait_everywhere(c.nodes, everything, what="every acknowledged file on both")
+    assert all(kept_has(f, d) for f, d in everything.items())
+
+
+@pytest.mark.timeout(300)
+def test_c_storage_serves_trunk_files_ours_wrote(clusters, tmp_path):
+    """Rollback: a C storage started on our storage's data serves the files ours
+    packed into trunk files."""
+    c = clusters.new("trunk-rollback", storages=1, tracker_extra=TRUNK_EXTRA)
+    node = c.nodes[0]
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="uploads into trunk files")
+    files = upload_many(c, tmp_path, "ours", 60)
+    assert all(len(f.partition("/")[2]) == 60 for f in files)
+    c.stop_daemon(node.daemon)
+    c.set_impl(node, "c")
+    c.start_daemon(node.daemon)
+    c.wait_active(node)
+
+    def served():
+        return all(wire.download(node.addr, f) == (0, d) for f, d in files.items())
+    wait_for(served, 60, interval=0.5, what="the C storage serving our trunk files")
+    # And C goes on writing into the trunk files ours created.
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="C uploads after the rollback")
+    more = upload_many(c, tmp_path, "theirs", 30)
+    assert all(wire.download(node.addr, f) == (0, d) for f, d in {**files, **more}.items())
+    slots = sorted(slot_of(f) for f in {**files, **more})
+    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
+        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
