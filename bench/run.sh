@@ -34,15 +34,16 @@ REPORT="$OUT_DIR/$STAMP.md"
 JSONL="$WORK/results.jsonl"
 : >"$JSONL"
 
-# Loopback addresses of our own (127.0.0.x), one per daemon: eight in a row whose fixed
-# ports (FastDFS's, nginx's, SeaweedFS's and its gRPC ones) are all free.
+# Loopback addresses of our own (127.0.0.x), one per daemon: twenty in a row whose fixed
+# ports (FastDFS's, nginx's, SeaweedFS's and its gRPC ones) are all free (the first eight
+# for this script, the next twelve for bench/cbench/compare.sh).
 base=$(python3 - <<'PY'
 import random, socket, sys
 ports = [22122, 23000, 8888, 9333, 8080, 19333, 18080]
 for _ in range(200):
-    base = random.randint(60, 209)
+    base = random.randint(40, 214)
     try:
-        for ip in range(base, base + 8):
+        for ip in range(base, base + 20):
             for port in ports:
                 with socket.socket() as s:
                     s.bind(("127.0.0.%d" % ip, port))
@@ -50,7 +51,7 @@ for _ in range(200):
         continue
     print(base)
     sys.exit(0)
-sys.exit("no eight free 127.0.0.x addresses with ports %s" % ports)
+sys.exit("no twenty free 127.0.0.x addresses with ports %s" % ports)
 PY
 )
 TRACKER_IP=127.0.0.$base; ST1_IP=127.0.0.$((base + 1)); ST2_IP=127.0.0.$((base + 2))
@@ -388,7 +389,7 @@ done
 # One load generator for both sides: fdfs_cbench, written against the official C client
 # library, drives a tracker + group of two of ours (fsync_before_reply false, then the
 # default true) and of C FastDFS 6.16, one cluster after the other, each on fresh data
-# dirs and its own three addresses (127.0.0.base+8 on): bench/cbench/compare.sh (its header
+# dirs and its own three addresses (twelve from 127.0.0.base+8 on): bench/cbench/compare.sh (its header
 # says what is measured). In the background so that cleanup can stop it (it stops its
 # daemons, C ones too, on TERM). The report gets its table (bench/cbench/table.py).
 settle

@@ -5,6 +5,10 @@
 # loopback with fresh data dirs:
 #   ours-nofsync  our daemons, fsync_before_reply = false (FastDFS's own durability)
 #   ours-fsync    our daemons, the default fsync_before_reply = true
+#   ours-trunk    our daemons, fsync_before_reply = true, with trunk files (the tracker's
+#                 use_trunk_file = true, sample sizes: slots up to 1 MB in 64 MB trunk
+#                 files); its rows also give the flushes to disk per upload, counted by
+#                 both storages (their log line at exit), replication's included
 #   c             C FastDFS 6.16 (never flushes before replying), on the sample configs it
 #                 ships (target/c-fastdfs/etc/fdfs), changed only where the address, paths,
 #                 log level, heartbeats and reserved space must be
@@ -23,8 +27,9 @@
 #                                   (default: a new temporary one) is removed at the end
 #
 # Environment: BENCH_SMOKE=1 (0.5 s runs), BENCH_SECONDS (each run; default 5),
-# CBENCH_CLUSTERS (which of the three to run; default all: "ours-nofsync ours-fsync c"),
-# CBENCH_IP (the first of nine consecutive 127.0.0.x it uses; default random),
+# CBENCH_CLUSTERS (which of the four to run; default all: "ours-nofsync ours-fsync
+# ours-trunk c"), CBENCH_IP (the first of twelve consecutive 127.0.0.x it uses; default
+# random),
 # BIN (our release binaries; default target/release, built by bench/run.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,7 +48,7 @@ DIR=${1:-$(mktemp -d /tmp/fdfs-cbench.XXXXXX)}
 mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
 IP0=${CBENCH_IP:-127.0.0.$((RANDOM % 140 + 60))}
 IP_PREFIX=${IP0%.*}; IP_LAST=${IP0##*.}
-[ $((IP_LAST + 8)) -le 254 ] || { echo "compare.sh: CBENCH_IP $IP0: needs nine addresses" >&2; exit 1; }
+[ $((IP_LAST + 11)) -le 254 ] || { echo "compare.sh: CBENCH_IP $IP0: needs twelve addresses" >&2; exit 1; }
 
 declare -A PID=()
 stop() { # name...: SIGTERM, then SIGKILL after 30 s (C storages may take a while)
@@ -135,10 +140,12 @@ wait_active() { # client.conf count names...: until exactly count storages are A
 ours_tracker_conf() { # base ip
   printf 'bind_addr = %s\nport = 22122\nbase_path = %s\nstore_lookup = 0\nreserved_storage_space = 1%%\nlog_level = warn\n' "$2" "$1"
 }
-ours_storage_conf() { # base ip tracker_ip fsync_before_reply
-  printf 'group_name = group1\nbind_addr = %s\nport = 23000\nbase_path = %s\nstore_path0 = %s\ntracker_server = %s:22122\nheart_beat_interval = 1\nstat_report_interval = 5\nmax_connections = 1024\nfsync_before_reply = %s\nsubdir_count_per_path = %s\nlog_level = warn\n' \
-    "$2" "$1" "$1" "$3" "$4" "$SUBDIRS"
+ours_storage_conf() { # base ip tracker_ip fsync_before_reply [log_level]
+  printf 'group_name = group1\nbind_addr = %s\nport = 23000\nbase_path = %s\nstore_path0 = %s\ntracker_server = %s:22122\nheart_beat_interval = 1\nstat_report_interval = 5\nmax_connections = 1024\nfsync_before_reply = %s\nsubdir_count_per_path = %s\nlog_level = %s\n' \
+    "$2" "$1" "$1" "$3" "$4" "$SUBDIRS" "${5:-warn}"
 }
+# The trunk keys of FastDFS's sample tracker.conf.
+TRUNK_KEYS='use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_alloc_alignment_size = 256\ntrunk_file_size = 64MB\n'
 # C's: its sample file with some keys set (each must be in the sample; its first line for
 # the key takes the value, further lines for it, e.g. a second tracker_server, go).
 from_sample() { # sample key=value...
@@ -225,7 +232,7 @@ print(json.dumps(row))
 PY
 }
 
-declare -A IMPL_NAME=([ours-nofsync]="ours, fsync_before_reply=false" [ours-fsync]="ours, fsync_before_reply=true (default)" [c]="FastDFS 6.16")
+declare -A IMPL_NAME=([ours-nofsync]="ours, fsync_before_reply=false" [ours-fsync]="ours, fsync_before_reply=true (default)" [ours-trunk]="ours, trunk files, fsync_before_reply=true (default)" [c]="FastDFS 6.16")
 
 cluster() { # impl index(0..2)
   local impl=$1 i=$2
@@ -239,10 +246,14 @@ cluster() { # impl index(0..2)
     c_storage_conf "$d/st2" "$s2_ip" "$t_ip" >"$d/st2.conf"
     start "$impl/tracker" "$C_BIN/fdfs_trackerd" "$d/tracker.conf" start -N
   else
-    local flag=false; [ "$impl" = ours-fsync ] && flag=true
+    local flag=false level=warn; [ "$impl" = ours-nofsync ] || flag=true
     ours_tracker_conf "$d/tracker" "$t_ip" >"$d/tracker.conf"
-    ours_storage_conf "$d/st1" "$s1_ip" "$t_ip" $flag >"$d/st1.conf"
-    ours_storage_conf "$d/st2" "$s2_ip" "$t_ip" $flag >"$d/st2.conf"
+    if [ "$impl" = ours-trunk ]; then
+      printf "$TRUNK_KEYS" >>"$d/tracker.conf"
+      level=info  # the storages' flush count at exit
+    fi
+    ours_storage_conf "$d/st1" "$s1_ip" "$t_ip" $flag $level >"$d/st1.conf"
+    ours_storage_conf "$d/st2" "$s2_ip" "$t_ip" $flag $level >"$d/st2.conf"
     start "$impl/tracker" "$BIN/fdfs_trackerd" "$d/tracker.conf" start --foreground
   fi
   client_conf "$d/client" "$t_ip" false >"$d/client-unpooled.conf"
@@ -255,8 +266,13 @@ cluster() { # impl index(0..2)
   wait_active "$d/client-pooled.conf" 2 "$impl/tracker" "$impl/st1" "$impl/st2"
   # Ready once replication works both ways: a few files up, until both storages hold them
   # (a C storage starts pushing to its peer only seconds after both are ACTIVE).
-  cbench "$d/client-pooled.conf" upload 2 0.1 $SIZE "$d/ids-warmup" warmup
-  [ -s "$d/ids-warmup" ] || { note "compare.sh: $impl: no upload went through: $(<"$DIR/child.out")"; exit 1; }
+  # (With trunk files, uploads wait for the tracker to pick the trunk server.)
+  local tries=0
+  until cbench "$d/client-pooled.conf" upload 2 0.1 $SIZE "$d/ids-warmup" warmup; [ -s "$d/ids-warmup" ]; do
+    tries=$((tries + 1))
+    [ $tries -lt 60 ] || { note "compare.sh: $impl: no upload went through: $(<"$DIR/child.out")"; exit 1; }
+    sleep 1
+  done
   drain "$(date +%s.%N)" 60 "$d/ids-warmup" "$d/st1" "$d/st2"
   case $line in *'"drain_seconds": null'*) note "compare.sh: $impl: no replication: $line"; exit 1 ;; esac
   note "cbench: $name: tracker $t_ip, storages $s1_ip $s2_ip (ready at ${SECONDS}s)"
@@ -308,13 +324,35 @@ PY
     done
   fi
   stop "$impl/st1" "$impl/st2" "$impl/tracker"
+  if [ "$impl" = ours-trunk ]; then
+    # Flushes per upload: both storages' flushes (each logs its count at exit) over the
+    # files uploaded (warm-up included).
+    python3 - "$DIR/$impl" "$d" <<'PY'
+import json, re, sys
+from pathlib import Path
+logs, d = Path(sys.argv[1]), Path(sys.argv[2])
+flushes = []
+for st in ("st1", "st2"):
+    text = (logs / (st + ".out")).read_text(errors="replace")
+    m = re.findall(r"(\d+) flush\(es\) to disk before replies", text)
+    flushes.append(int(m[-1]) if m else None)
+uploads = sum(len([l for l in open(p) if l.strip()]) for p in d.glob("ids-*")
+              if p.name in ("ids-warmup", "ids-unpooled", "ids-pooled"))
+row = {"label": "flushes to disk per upload (both storages, replication included), trunk files",
+       "section": "cclient", "impl": "ours-trunk", "case": "flushes", "uploads": uploads,
+       "flushes": flushes}
+if None not in flushes and uploads:
+    row["flushes_per_upload"] = round(sum(flushes) / uploads, 3)
+print(json.dumps(row))
+PY
+  fi
   rm -rf "$d"  # its files' deletion goes before the next settle, not into its figures
 }
 
 # (not in a pipe: a subshell would keep the daemons' pids from cleanup)
 i=0
-for impl in ours-nofsync ours-fsync c; do
-  case " ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync c} " in *" $impl "*) ;; *) i=$((i + 1)); continue ;; esac
+for impl in ours-nofsync ours-fsync ours-trunk c; do
+  case " ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync ours-trunk c} " in *" $impl "*) ;; *) i=$((i + 1)); continue ;; esac
   settle
   cluster $impl $i >>"$DIR/rows.jsonl"
   i=$((i + 1))

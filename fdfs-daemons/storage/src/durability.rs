@@ -41,9 +41,19 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("blocking task failed: {e}")))?
 }
 
+/// Flushes made so that a change could be acknowledged (file content, directories,
+/// binlogs), counted for the benchmark's "flushes per upload".
+pub static FLUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one flush (see [`FLUSHES`]).
+pub(crate) fn counted<T>(r: io::Result<T>) -> io::Result<T> {
+    FLUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    r
+}
+
 /// Flushes a directory's entries (names added or removed).
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    counted(File::open(dir)?.sync_all())
 }
 
 impl Storage {
@@ -54,7 +64,7 @@ impl Storage {
             return Ok(());
         }
         let file = file.try_clone()?;
-        blocking(move || file.sync_data()).await
+        blocking(move || counted(file.sync_data())).await
     }
 
     /// Gives `temp`, a received file in `dir`, its name and its binlog record (`name`
@@ -75,7 +85,7 @@ impl Storage {
         }
         let binlog = self.binlog.clone();
         tokio::task::spawn_blocking(move || {
-            temp.file.sync_data().map_err(SealError::Content)?;
+            counted(temp.file.sync_data()).map_err(SealError::Content)?;
             let (r, pos) = name(&mut temp).map_err(SealError::Name)?;
             sync_dir(&dir).map_err(SealError::Names)?;
             binlog.sync_through(pos).map_err(SealError::Names)?;

@@ -203,6 +203,11 @@ pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Resu
     if let Err(e) = st.binlog.sync() {
         warn!("cannot sync binlog: {e}");
     }
+    st.trunk.end_term().await;
+    info!(
+        "stopped; {} flush(es) to disk before replies since the start",
+        durability::FLUSHES.load(std::sync::atomic::Ordering::Relaxed)
+    );
     Ok(())
 }
 

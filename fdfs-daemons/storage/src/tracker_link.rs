@@ -315,6 +315,7 @@ async fn session(
     news_of(st, links, tracker, &mut conn, news).await?;
     let mut last_report = Instant::now();
     let mut sync_reported: Option<u64> = None;
+    let mut trunk_reported = 0u32;
     loop {
         let news = beat(st, &mut conn).await?;
         news_of(st, links, tracker, &mut conn, news).await?;
@@ -325,7 +326,7 @@ async fn session(
             news_of(st, links, tracker, &mut conn, news).await?;
             last_report = Instant::now();
         }
-        trunk_reports(st, &mut conn).await?;
+        trunk_reports(st, &mut conn, &mut trunk_reported).await?;
         tokio::select! {
             _ = tokio::time::sleep(st.cfg.heart_beat_interval) => {}
             _ = shutdown.recv() => {
@@ -350,6 +351,7 @@ async fn news_of(
     conn: &mut Connection,
     news: News,
 ) -> Result<(), Error> {
+    let announces_leader = news.leader.is_some();
     if let Some(brief) = news.leader {
         tokio::spawn(leader_announced(
             st.clone(),
@@ -358,7 +360,18 @@ async fn news_of(
             brief,
         ));
     }
-    if let Some(brief) = news.trunk_server {
+    let Some(brief) = news.trunk_server else {
+        return Ok(());
+    };
+    // As upstream, the leader says who the trunk server is (a follower's word may be
+    // stale): a tracker known to lead, one that announces the leader in the same reply,
+    // or any while no leader is known.
+    let from_leader = announces_leader
+        || match *links.leader.lock().await {
+            Some(i) => st.cfg.tracker_servers.get(i) == Some(tracker),
+            None => true,
+        };
+    if from_leader {
         if st.trunk.params().is_none() {
             // Trunk files were turned on: the settings first (upstream does the same).
             let params = conn.call(&ParameterReq).await?;
@@ -370,22 +383,28 @@ async fn news_of(
                 Ok(TrunkFileId(id)) => st.trunk.note_fetched(id as u32),
                 Err(e) => warn!("tracker {tracker}: cannot fetch the trunk file id: {e}"),
             }
-            st.trunk.take_role(st).await;
+            // Loaded apart from the session: its beats go on meanwhile.
+            let loader = st.clone();
+            tokio::spawn(async move { loader.trunk.take_role(&loader).await });
         }
     }
     Ok(())
 }
 
-/// The trunk server tells the tracker of a new trunk file id (73) and of its free
-/// trunk space (74).
-async fn trunk_reports(st: &Storage, conn: &mut Connection) -> Result<(), Error> {
+/// The trunk server tells the tracker of a new trunk file id (73; `reported`: what this
+/// session told its tracker) and of its free trunk space (74).
+async fn trunk_reports(
+    st: &Storage,
+    conn: &mut Connection,
+    reported: &mut u32,
+) -> Result<(), Error> {
     if !st.trunk.is_server() {
         return Ok(());
     }
-    let (id, reported) = st.trunk.current_id();
-    if !reported {
+    let id = st.trunk.current_id();
+    if id > *reported {
         match conn.call(&ReportTrunkFileId(TrunkFileId(id as i32))).await {
-            Ok(()) => st.trunk.note_reported(id),
+            Ok(()) => *reported = id,
             // Another storage became trunk server meanwhile.
             Err(Error::Status(e)) => tracing::debug!("73 refused: errno {e}"),
             Err(e) => return Err(e),

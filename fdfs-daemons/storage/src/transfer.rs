@@ -28,7 +28,7 @@ impl TransferError {
 /// Reads exactly `len` bytes from the connection into `file`, feeding `crc` on the way.
 pub async fn receive_into(
     conn: &mut Connection,
-    file: &mut File,
+    file: &mut impl Write,
     len: u64,
     mut crc: Option<&mut crc32fast::Hasher>,
 ) -> Result<(), TransferError> {

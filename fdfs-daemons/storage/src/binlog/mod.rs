@@ -236,7 +236,7 @@ impl Binlog {
                 },
             )
         };
-        file.sync_data()?;
+        crate::durability::counted(file.sync_data())?;
         *synced = end;
         Ok(())
     }

@@ -51,6 +51,9 @@ pub struct SyncSession {
     dirs: Vec<std::path::PathBuf>,
     /// The replies of the burst from the first copy held back on, in request order.
     held: Vec<Held>,
+    /// Trunk slots written by this burst, flushed with its binlog records (one flush
+    /// per trunk file for the whole burst).
+    trunk_slots: Vec<crate::trunk::Written>,
 }
 
 /// A reply held back behind a copy that waits for its flush (with the source timestamp
@@ -217,6 +220,11 @@ impl SyncSession {
         if self.records.is_empty() {
             return Ok(());
         }
+        let slots = std::mem::take(&mut self.trunk_slots);
+        if st.cfg.fsync_before_reply && !slots.is_empty() {
+            // The slots' content before the records that say it is here.
+            crate::durability::blocking(move || crate::trunk::flush_all(&slots)).await?;
+        }
         let r = st.binlog.append_records(&self.records);
         self.records.clear();
         let dirs = std::mem::take(&mut self.dirs);
@@ -243,7 +251,10 @@ fn flush_together(files: &[File]) -> Vec<io::Result<()>> {
         // A failure here shows again in the `sync_data` below.
         let _ = crate::sys::start_writeback(f);
     }
-    files.iter().map(|f| f.sync_data()).collect()
+    files
+        .iter()
+        .map(|f| crate::durability::counted(f.sync_data()))
+        .collect()
 }
 
 fn applied(st: &Storage, sess: &SyncSession, timestamp: i32) {
@@ -427,16 +438,11 @@ async fn copy_into_trunk(
     drop(file);
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
-    let sync = st.cfg.fsync_before_reply;
-    crate::durability::blocking(move || {
-        let written = io.seal(&expected)?;
-        if sync {
-            written.flush()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(io_fail)?;
+    let written = crate::durability::blocking(move || io.seal(&expected))
+        .await
+        .map_err(io_fail)?;
+    // Flushed with the burst's records (`SyncSession::write_binlog`), before its replies.
+    sess.trunk_slots.push(written);
     sess.log(head.timestamp, &filename, Change::Create);
     sess.received(st, conn, head.timestamp);
     Ok(())

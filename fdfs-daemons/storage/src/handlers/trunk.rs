@@ -50,7 +50,7 @@ pub async fn alloc_confirm(
         return Err(Fail::Reply(errno::EINVAL));
     }
     st.trunk
-        .confirm_here(st, &req.slot, status)
+        .confirm_here(&req.slot, status)
         .await
         .map_err(Fail::Reply)?;
     conn.reply(0, &[]).await.map_err(|_| Fail::Close)

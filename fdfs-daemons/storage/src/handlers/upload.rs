@@ -227,7 +227,7 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         .map_err(Fail::Reply)?;
     let path = reservation.index as u8;
     let mut tries = 0;
-    let io = loop {
+    let (io, mut file) = loop {
         tries += 1;
         let slot = st
             .trunk
@@ -245,10 +245,16 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
             .trunk
             .slot_io(st, &slot)
             .ok_or(Fail::Reply(errno::EINVAL))?;
-        let probe = io.clone();
-        match blocking(move || probe.is_free()).await {
-            Ok(true) => break io,
-            Ok(false) => {
+        let writer = match io.cached() {
+            Some(w) => Ok(w),
+            None => {
+                let opener = io.clone();
+                blocking(move || opener.writer()).await
+            }
+        };
+        match writer.and_then(|w| w.slot_is_free().map(|free| (w, free))) {
+            Ok((w, true)) => break (io, w),
+            Ok((_, false)) => {
                 // Handed out while a file holds it (a trunk server that had not heard
                 // of that file): reported taken, so it stays out of use, and another
                 // one asked for.
@@ -266,18 +272,6 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         }
     };
     let slot = io.slot;
-    let writer = {
-        let io = io.clone();
-        blocking(move || io.content_writer()).await
-    };
-    let mut file = match writer {
-        Ok(f) => f,
-        Err(e) => {
-            let code = trunk_failed(st, &io, e);
-            let _ = st.trunk.confirm(st, &slot, code).await;
-            return Err(Fail::Reply(code));
-        }
-    };
     let mut crc = crc32fast::Hasher::new();
     let received = receive_into(conn, &mut file, head.file_size, Some(&mut crc)).await;
     drop(file);
@@ -295,6 +289,16 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
     }
     st.stats
         .add_bytes(counter::TOTAL_UPLOAD_BYTES, head.file_size, true);
+    // The content is in place: the slot is ours (its header follows, with the name).
+    if let Err(e) = st.trunk.confirm(st, &slot, 0).await {
+        tracing::warn!(
+            "trunk slot {slot:?}: the trunk server did not confirm it: errno {e} ({})",
+            errno::describe(e)
+        );
+        let zero = io.clone();
+        let _ = blocking(move || zero.zero().map(|_| ())).await;
+        return Err(Fail::Reply(e));
+    }
     let crc = crc.finalize();
     let fext = formatted_ext(&head.ext, random_digit);
     let packed = PackedName {
@@ -315,36 +319,42 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
             .try_into()
             .expect("a formatted extension is 7 bytes"),
     };
+    // Header, flush of the trunk file (one for every slot written into it meanwhile),
+    // record and its flush: one hand-off to the blocking threads.
     let sync = st.cfg.fsync_before_reply;
     let sealing = io.clone();
+    let binlog = st.binlog.clone();
+    let record = Record::here(started, remote.as_str(), Change::Create);
     let sealed = blocking(move || {
         let written = sealing.seal(&header)?;
         if sync {
-            // One flush for every slot written into this trunk file meanwhile.
             written.flush()?;
         }
-        Ok(())
+        let pos = binlog.append(&record);
+        if let (Ok(pos), true) = (&pos, sync) {
+            return Ok(binlog.sync_through(*pos).map(|()| *pos));
+        }
+        Ok(pos)
     })
     .await;
-    if let Err(e) = sealed {
-        let code = trunk_failed(st, &io, e);
-        give_back(st, &io, code).await;
-        return Err(Fail::Reply(code));
-    }
-    if let Err(e) = st.trunk.confirm(st, &slot, 0).await {
-        tracing::warn!(
-            "{remote}: the trunk server did not confirm its slot: errno {e} ({})",
-            errno::describe(e)
-        );
-        let zero = io.clone();
-        let _ = blocking(move || zero.zero().map(|_| ())).await;
-        return Err(Fail::Reply(e));
-    }
-    let pos = st
-        .binlog
-        .append(&Record::here(started, remote.as_str(), Change::Create))
-        .map_err(binlog_failed)?;
-    st.durable_names(None, pos).await.map_err(flush_failed)?;
+    let pos = match sealed {
+        Ok(Ok(pos)) => pos,
+        Ok(Err(e)) => {
+            // Not acknowledged, and no peer would hear of it: the slot goes back.
+            let fail = binlog_failed(e);
+            let zero = io.clone();
+            if blocking(move || zero.zero().map(|_| ())).await.is_ok() {
+                let _ = st.trunk.free(st, slot).await;
+            }
+            return Err(fail);
+        }
+        Err(e) => {
+            let code = trunk_failed(st, &io, e);
+            let zero = io.clone();
+            let _ = blocking(move || zero.zero().map(|_| ())).await;
+            return Err(Fail::Reply(code));
+        }
+    };
     wait_replicas(st, pos, &remote).await;
     st.stats
         .last_source_update

@@ -58,8 +58,9 @@ enum State {
 pub struct Allocator {
     /// (store path, size) → regions of that size, the newest last.
     by_size: BTreeMap<(u8, u32), Vec<(Slot, State)>>,
-    /// (store path, trunk id) → offset → size of every free or held region.
-    by_file: HashMap<(u8, u32), BTreeMap<u32, u32>>,
+    /// Trunk file (store path, directories, id) → offset → size of every free or held
+    /// region.
+    by_file: HashMap<(u8, u8, u8, u32), BTreeMap<u32, u32>>,
     /// Bytes free or held.
     free_bytes: u64,
 }
@@ -145,7 +146,7 @@ impl Allocator {
     }
 
     fn overlaps(&self, slot: &Slot) -> bool {
-        let Some(file) = self.by_file.get(&(slot.path, slot.trunk_id)) else {
+        let Some(file) = self.by_file.get(&file_key(slot)) else {
             return false;
         };
         let end = slot.offset as u64 + slot.size as u64;
@@ -165,7 +166,7 @@ impl Allocator {
             return Err(errno::EEXIST);
         }
         self.by_file
-            .entry((slot.path, slot.trunk_id))
+            .entry(file_key(&slot))
             .or_default()
             .insert(slot.offset, slot.size);
         self.by_size
@@ -189,10 +190,10 @@ impl Allocator {
         if chain.is_empty() {
             self.by_size.remove(&key);
         }
-        if let Some(file) = self.by_file.get_mut(&(slot.path, slot.trunk_id)) {
+        if let Some(file) = self.by_file.get_mut(&file_key(slot)) {
             file.remove(&slot.offset);
             if file.is_empty() {
-                self.by_file.remove(&(slot.path, slot.trunk_id));
+                self.by_file.remove(&file_key(slot));
             }
         }
         self.free_bytes -= slot.size as u64;
@@ -225,10 +226,14 @@ impl Allocator {
             return Err(NeedTrunkFile);
         };
         self.take(&region, State::Free);
-        Ok(self.split(region, want, sizes, now, log))
+        // The region was in the index: its parts fit where it was.
+        Ok(self
+            .split(region, want, sizes, now, log)
+            .expect("a free region's parts do not overlap"))
     }
 
-    /// [`Allocator::alloc`] from `file`, a whole new trunk file's region.
+    /// [`Allocator::alloc`] from `file`, a whole new trunk file's region; EEXIST if the
+    /// index knows regions of a trunk file at the same place (its id was used before).
     pub fn alloc_in_new(
         &mut self,
         file: Slot,
@@ -236,7 +241,10 @@ impl Allocator {
         sizes: &Sizes,
         now: i64,
         log: &mut Vec<Line>,
-    ) -> Slot {
+    ) -> Result<Slot, u8> {
+        if self.overlaps(&file) {
+            return Err(errno::EEXIST);
+        }
         log.push(Line::new(now, Op::Add, file));
         self.split(file, sizes.aligned(size), sizes, now, log)
     }
@@ -248,7 +256,7 @@ impl Allocator {
         sizes: &Sizes,
         now: i64,
         log: &mut Vec<Line>,
-    ) -> Slot {
+    ) -> Result<Slot, u8> {
         log.push(Line::new(now, Op::Del, region));
         let mut slot = region;
         if region.size - want.min(region.size) >= sizes.slot_min_size {
@@ -257,16 +265,14 @@ impl Allocator {
                 size: region.size - want,
                 ..region
             };
-            if self.insert(rest, State::Free).is_ok() {
-                log.push(Line::new(now, Op::Add, rest));
-            }
+            self.insert(rest, State::Free)?;
+            log.push(Line::new(now, Op::Add, rest));
             slot.size = want;
         }
         // Held: logged as free until it is confirmed.
-        if self.insert(slot, State::Held).is_ok() {
-            log.push(Line::new(now, Op::Add, slot));
-        }
-        slot
+        self.insert(slot, State::Held)?;
+        log.push(Line::new(now, Op::Add, slot));
+        Ok(slot)
     }
 
     /// 28: the storage that was given `slot` wrote there (status 0), found it taken by
@@ -316,6 +322,10 @@ impl Allocator {
     }
 }
 
+fn file_key(slot: &Slot) -> (u8, u8, u8, u32) {
+    (slot.path, slot.high, slot.low, slot.trunk_id)
+}
+
 /// What a replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Replayed {
@@ -360,7 +370,7 @@ mod tests {
         let mut a = Allocator::default();
         let mut log = Vec::new();
         assert_eq!(a.alloc(0, 39, &SIZES, 7, &mut log), Err(NeedTrunkFile));
-        let slot = a.alloc_in_new(file(1), 39, &SIZES, 7, &mut log);
+        let slot = a.alloc_in_new(file(1), 39, &SIZES, 7, &mut log).unwrap();
         assert_eq!((slot.offset, slot.size), (0, 256));
         a.confirm(&slot, 0, 8, &mut log).unwrap();
         assert_eq!(
@@ -382,7 +392,7 @@ mod tests {
         let mut a = Allocator::default();
         let mut log = Vec::new();
         let mut slots = Vec::new();
-        let first = a.alloc_in_new(file(1), 1000, &SIZES, 0, &mut log);
+        let first = a.alloc_in_new(file(1), 1000, &SIZES, 0, &mut log).unwrap();
         slots.push(first);
         for _ in 0..4 {
             let s = a.alloc(0, 1000, &SIZES, 0, &mut log).unwrap();
@@ -425,7 +435,7 @@ mod tests {
     fn replay_ignores_repeats_and_keeps_regions_apart() {
         let mut log = Vec::new();
         let mut a = Allocator::default();
-        let s = a.alloc_in_new(file(1), 39, &SIZES, 0, &mut log);
+        let s = a.alloc_in_new(file(1), 39, &SIZES, 0, &mut log).unwrap();
         a.confirm(&s, 0, 0, &mut log).unwrap();
         // The same lines twice (a trunk binlog sent again after a change of trunk
         // server, say): the first copy of each region wins.
@@ -455,7 +465,7 @@ mod tests {
     fn unsure_regions_are_not_handed_out() {
         let mut log = Vec::new();
         let mut a = Allocator::default();
-        let s = a.alloc_in_new(file(1), 39, &SIZES, 0, &mut log);
+        let s = a.alloc_in_new(file(1), 39, &SIZES, 0, &mut log).unwrap();
         a.confirm(&s, 0, 0, &mut log).unwrap();
         let (mut b, _) = Allocator::replay(log.clone(), &SIZES, false);
         assert_eq!(b.free_bytes(), a.free_bytes());
@@ -465,6 +475,14 @@ mod tests {
         // A slot freed meanwhile is handed out again.
         b.free(s, &SIZES, 0, &mut more).unwrap();
         assert_eq!(b.alloc(0, 39, &SIZES, 0, &mut more), Ok(s));
+        // A new trunk file where one is known already is refused; in another directory
+        // the same id is another file.
+        assert_eq!(
+            b.alloc_in_new(file(1), 39, &SIZES, 0, &mut more),
+            Err(errno::EEXIST)
+        );
+        let elsewhere = Slot { low: 2, ..file(1) };
+        assert!(b.alloc_in_new(elsewhere, 39, &SIZES, 0, &mut more).is_ok());
     }
 
     #[test]

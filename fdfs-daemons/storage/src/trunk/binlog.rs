@@ -139,6 +139,11 @@ impl TrunkBinlog {
         fs::write(self.dir.join(MINE), b"1\n")
     }
 
+    /// A term of this storage's begins: until it ends cleanly, the binlog may lack lines.
+    pub fn unmark_mine(&self) -> io::Result<()> {
+        remove_if_there(&self.dir.join(MINE))
+    }
+
     /// Whether no other trunk server wrote to the binlog since [`TrunkBinlog::mark_mine`].
     pub fn is_mine(&self) -> bool {
         self.dir.join(MINE).exists()
@@ -161,12 +166,12 @@ impl TrunkBinlog {
     /// Flushes at least through `size` bytes (concurrent callers share a flush).
     pub fn sync_through(&self, size: u64) -> io::Result<()> {
         let mut synced = self.synced.lock().unwrap();
-        if *synced >= size {
-            return Ok(());
-        }
         let file = self.file.lock().unwrap().try_clone()?;
         let end = file.metadata()?.len();
-        file.sync_data()?;
+        if *synced >= size.min(end) {
+            return Ok(());
+        }
+        crate::durability::counted(file.sync_data())?;
         *synced = end;
         Ok(())
     }
@@ -224,6 +229,8 @@ impl TrunkBinlog {
         } else {
             file.set_len(0)?;
         }
+        // (Never both locks at once here: `sync_through` takes them the other way.)
+        drop(file);
         *self.synced.lock().unwrap() = 0;
         remove_if_there(&self.snapshot_path())
     }

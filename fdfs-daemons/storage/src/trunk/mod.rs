@@ -18,8 +18,11 @@
 //! - a new trunk server checks every region its binlog says is free against its own
 //!   copy of the trunk files and takes out those a file holds;
 //! - repeated binlog lines (a binlog sent again) are expected, not an error;
-//! - requests to the trunk server go over one kept connection per storage, never a new
-//!   connection each.
+//! - requests to the trunk server go over kept connections (a few, reused), never a
+//!   new connection each;
+//! - the trunk binlog is flushed when a term ends cleanly; a term that did not end so
+//!   (a crash) is not trusted by the next one, which then leaves alone what the binlog
+//!   says is free, as after another storage's term.
 //!
 //! With `fsync_before_reply`, a trunk file is flushed once for all the slots written
 //! into it since its last flush (a group commit): concurrent small uploads share one
@@ -112,7 +115,7 @@ impl TrunkFile {
             return Ok(());
         }
         let target = self.written.load(Ordering::Acquire);
-        self.file.sync_data()?;
+        crate::durability::counted(self.file.sync_data())?;
         *flushed = target;
         Ok(())
     }
@@ -139,12 +142,13 @@ pub struct Trunk {
     role: tokio::sync::Mutex<Option<Allocator>>,
     /// Counts changes of role; a push task ends when it moves.
     pub epoch: AtomicU64,
+    /// Set while the allocator is being loaded.
+    loading: std::sync::atomic::AtomicBool,
     current_id: AtomicU32,
-    reported_id: AtomicU32,
     init: OnceLock<Arc<Mutex<InitFlag>>>,
     files: Arc<OpenFiles>,
-    /// The kept connection to a peer trunk server.
-    conn: tokio::sync::Mutex<Option<(SocketAddr, Connection)>>,
+    /// Idle connections to a peer trunk server, kept for the next request.
+    conns: Mutex<Vec<(SocketAddr, Connection)>>,
 }
 
 impl Default for Trunk {
@@ -155,11 +159,11 @@ impl Default for Trunk {
             server: RwLock::new(Server::Unknown),
             role: tokio::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
+            loading: std::sync::atomic::AtomicBool::new(false),
             current_id: AtomicU32::new(0),
-            reported_id: AtomicU32::new(0),
             init: OnceLock::new(),
             files: Arc::default(),
-            conn: tokio::sync::Mutex::new(None),
+            conns: Mutex::new(Vec::new()),
         }
     }
 }
@@ -167,6 +171,9 @@ impl Default for Trunk {
 /// Attempts at an upload's slot before its error goes to the client (a slot found
 /// taken is reported and another one asked for).
 pub const ALLOC_TRIES: usize = 3;
+
+/// Idle connections kept to the trunk server.
+const KEPT_CONNECTIONS: usize = 32;
 
 /// Trunk file ids skipped by a trunk server that takes over from another one: ids that
 /// one may have used without telling the trackers yet.
@@ -177,7 +184,6 @@ impl Trunk {
     pub fn attach_init(&self, init: Arc<Mutex<InitFlag>>) {
         let id = init.lock().unwrap().current_trunk_file_id;
         self.current_id.fetch_max(id, Ordering::AcqRel);
-        self.reported_id.store(id, Ordering::Release);
         let _ = self.init.set(init);
     }
 
@@ -209,14 +215,9 @@ impl Trunk {
         *self.server.read().unwrap() == Server::Me
     }
 
-    /// The newest trunk file id, and whether the trackers were told of it.
-    pub fn current_id(&self) -> (u32, bool) {
-        let id = self.current_id.load(Ordering::Acquire);
-        (id, self.reported_id.load(Ordering::Acquire) >= id)
-    }
-
-    pub fn note_reported(&self, id: u32) {
-        self.reported_id.fetch_max(id, Ordering::AcqRel);
+    /// The newest trunk file id (each tracker session reports it when it moves, 73).
+    pub fn current_id(&self) -> u32 {
+        self.current_id.load(Ordering::Acquire)
     }
 
     /// Raises the newest trunk file id to what the tracker knows (72).
@@ -224,7 +225,6 @@ impl Trunk {
         if self.current_id.fetch_max(id, Ordering::AcqRel) < id {
             self.save_current_id(id);
         }
-        self.note_reported(id);
     }
 
     fn save_current_id(&self, id: u32) {
@@ -280,8 +280,16 @@ impl Trunk {
         }
         if old == Server::Me {
             self.epoch.fetch_add(1, Ordering::AcqRel);
-            *self.role.lock().await = None;
+            self.end_term().await;
             info!("no longer the trunk server: stopped handing out trunk space");
+        }
+        if matches!(new, Server::Peer(_)) {
+            // Another storage hands out space now: this binlog may miss its lines.
+            if let Some(log) = self.binlog.get() {
+                if let Err(e) = log.unmark_mine() {
+                    warn!("cannot write the trunk binlog's mark: {e}");
+                }
+            }
         }
         new == Server::Me
     }
@@ -289,16 +297,41 @@ impl Trunk {
     /// Becomes the trunk server: rebuilds what is free from the trunk binlog, and
     /// takes out every region a file holds on this storage's disk.
     pub async fn take_role(&self, st: &Arc<Storage>) {
-        let (Some(params), Some(log)) = (self.params(), self.binlog.get()) else {
+        if self.loading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.load_role(st).await;
+        self.loading.store(false, Ordering::Release);
+    }
+
+    /// Whether this storage is the trunk server but has no allocator (its load failed):
+    /// the caller tries [`Trunk::take_role`] again.
+    pub async fn needs_role(&self) -> bool {
+        self.is_server()
+            && !self.loading.load(Ordering::Acquire)
+            && self.role.lock().await.is_none()
+    }
+
+    async fn load_role(&self, st: &Arc<Storage>) {
+        let (Some(params), Some(log)) = (self.params(), self.binlog.get().cloned()) else {
             return;
         };
-        let lines = match log.lines() {
+        let lines = match crate::durability::blocking(move || log.lines()).await {
             Ok(l) => l,
             Err(e) => {
-                warn!("cannot read the trunk binlog: {e}; handing out no trunk space");
+                warn!("cannot read the trunk binlog: {e}; handing out no trunk space yet");
                 return;
             }
         };
+        let Some(log) = self.binlog.get() else {
+            return;
+        };
+        // New trunk files get ids past every one the binlog names.
+        if let Some(max) = lines.iter().map(|l| l.slot.trunk_id).max() {
+            if self.current_id.fetch_max(max, Ordering::AcqRel) < max {
+                self.save_current_id(max);
+            }
+        }
         let sizes = params.sizes;
         // The binlog of another trunk server may lack its last lines (it stopped before
         // sending them): a file may sit in a region they would have taken, here or on
@@ -338,8 +371,9 @@ impl Trunk {
                 warn!("cannot write the trunk binlog: {e}");
             }
         }
-        if let Err(e) = log.mark_mine() {
-            warn!("cannot mark the trunk binlog as this storage's: {e}");
+        // Trusted again only once this term ends cleanly.
+        if let Err(e) = log.unmark_mine() {
+            warn!("cannot write the trunk binlog's mark: {e}");
         }
         info!(
             "trunk server: {} binlog line(s), {} MB free ({} MB of it left alone){}",
@@ -392,7 +426,7 @@ impl Trunk {
             Ok(slot) => slot,
             Err(NeedTrunkFile) => {
                 let file = self.create_trunk_file(st, path, &params).await?;
-                alloc.alloc_in_new(file, size, &params.sizes, now, &mut lines)
+                alloc.alloc_in_new(file, size, &params.sizes, now, &mut lines)?
             }
         };
         // A held slot is logged as free: nothing to flush before the answer.
@@ -401,19 +435,17 @@ impl Trunk {
     }
 
     /// The trunk server's side of 28.
-    pub async fn confirm_here(&self, st: &Storage, slot: &Slot, status: u8) -> Result<(), u8> {
-        let size = {
-            let mut role = self.role.lock().await;
-            let alloc = role.as_mut().ok_or(errno::EINVAL)?;
-            let mut lines = Vec::new();
-            alloc.confirm(slot, status, unix_now(), &mut lines)?;
-            if status == errno::EEXIST {
-                warn!("trunk slot {slot:?} already holds a file: taken out of use");
-            }
-            self.append(&lines)?
-        };
-        // A slot confirmed taken must stay taken after a crash of this trunk server.
-        self.flush_binlog(st, size).await
+    pub async fn confirm_here(&self, slot: &Slot, status: u8) -> Result<(), u8> {
+        let mut role = self.role.lock().await;
+        let alloc = role.as_mut().ok_or(errno::EINVAL)?;
+        let mut lines = Vec::new();
+        alloc.confirm(slot, status, unix_now(), &mut lines)?;
+        if status == errno::EEXIST {
+            warn!("trunk slot {slot:?} already holds a file: taken out of use");
+        }
+        // Not flushed here: a term that ends in a crash is not trusted by the next one
+        // (see `take_role`), so a lost line cannot free a slot a file holds.
+        self.append(&lines).map(|_| ())
     }
 
     /// The trunk server's side of 29.
@@ -436,16 +468,24 @@ impl Trunk {
         })
     }
 
-    /// With `fsync_before_reply`, flushes the trunk binlog through `size` (concurrent
-    /// callers share one flush).
-    async fn flush_binlog(&self, st: &Storage, size: u64) -> Result<(), u8> {
-        if !st.cfg.fsync_before_reply {
-            return Ok(());
+    /// Ends a term cleanly (a change of trunk server, or the daemon stopping): the
+    /// binlog is flushed and marked complete, so the next term here trusts it.
+    pub async fn end_term(&self) {
+        let Some(alloc) = self.role.lock().await.take() else {
+            return;
+        };
+        drop(alloc);
+        let Some(log) = self.binlog.get().cloned() else {
+            return;
+        };
+        let done = crate::durability::blocking(move || {
+            log.sync_through(u64::MAX)?;
+            log.mark_mine()
+        })
+        .await;
+        if let Err(e) = done {
+            warn!("cannot flush the trunk binlog: {e}");
         }
-        let log = self.binlog.get().ok_or(errno::EINVAL)?.clone();
-        crate::durability::blocking(move || log.sync_through(size))
-            .await
-            .map_err(|e| errno::from_io(&e))
     }
 
     /// Creates the next trunk file in store path `path` (sparse, full size) and returns
@@ -513,28 +553,39 @@ impl Trunk {
             Server::Unknown | Server::Nobody => return Err(errno::EAGAIN),
             Server::Me => return Err(errno::EINVAL),
         };
-        let mut kept = self.conn.lock().await;
         for attempt in 0..2 {
-            let mut conn = match kept.take() {
-                Some((a, c)) if a == addr => c,
-                _ => crate::outbound::connect(st, addr)
+            let idle = {
+                let mut conns = self.conns.lock().unwrap();
+                conns.retain(|(a, _)| *a == addr);
+                conns.pop()
+            };
+            let reused = idle.is_some();
+            let mut conn = match idle {
+                Some((_, c)) => c,
+                None => crate::outbound::connect(st, addr)
                     .await
                     .map_err(|e| net_errno(&e))?,
             };
+            let keep = |conn: Connection| {
+                let mut conns = self.conns.lock().unwrap();
+                if conns.len() < KEPT_CONNECTIONS {
+                    conns.push((addr, conn));
+                }
+            };
             match conn.request_with_status(command, status, body).await {
                 Ok(reply) => {
-                    *kept = Some((addr, conn));
+                    keep(conn);
                     return Ok(reply);
                 }
                 Err(Error::Status(s)) => {
                     // Upstream closes after EINVAL; any other answer keeps it.
                     if s != errno::EINVAL {
-                        *kept = Some((addr, conn));
+                        keep(conn);
                     }
                     return Err(s);
                 }
                 // A kept connection the server closed meanwhile: once more, afresh.
-                Err(e) if attempt == 0 => {
+                Err(e) if attempt == 0 && reused => {
                     tracing::debug!("trunk server {addr}: {e}; reconnecting");
                 }
                 Err(e) => return Err(net_errno(&e)),
@@ -568,7 +619,7 @@ impl Trunk {
     /// 28: tells the trunk server whether `slot` was written.
     pub async fn confirm(&self, st: &Storage, slot: &Slot, status: u8) -> Result<(), u8> {
         if self.is_server() {
-            return self.confirm_here(st, slot, status).await;
+            return self.confirm_here(slot, status).await;
         }
         let body = TrunkSlotBody {
             group: st.cfg.group_name.clone(),
@@ -601,13 +652,21 @@ impl Trunk {
 
     /// What the disk work on this storage's copy of `slot` needs (to run off the
     /// async threads); `None` for a store path this storage lacks.
+    /// `None` too for a slot that does not lie inside a trunk file (a name or a
+    /// request that would have us write elsewhere).
     pub fn slot_io(&self, st: &Storage, slot: &Slot) -> Option<SlotIo> {
+        let trunk_file_size = self
+            .params()
+            .map_or(64 << 20, |p| p.sizes.trunk_file_size as u64);
+        if (slot.size as usize) < SLOT_HEADER_LEN
+            || slot.offset as u64 + slot.size as u64 > trunk_file_size
+        {
+            return None;
+        }
         Some(SlotIo {
             files: self.files.clone(),
             path: trunk_path(st, slot)?,
-            trunk_file_size: self
-                .params()
-                .map_or(64 << 20, |p| p.sizes.trunk_file_size as u64),
+            trunk_file_size,
             sync_new: st.cfg.fsync_before_reply,
             slot: *slot,
         })
@@ -617,6 +676,38 @@ impl Trunk {
 /// The trunk files open for writing, each with its group flush.
 #[derive(Default)]
 pub struct OpenFiles(Mutex<HashMap<PathBuf, Arc<TrunkFile>>>);
+
+/// Writes a slot's content through the trunk file's shared handle, at the slot's place
+/// (positioned writes: uploads into one trunk file do not disturb each other).
+pub struct SlotWriter {
+    file: Arc<TrunkFile>,
+    at: u64,
+}
+
+impl SlotWriter {
+    /// Whether the slot holds no file (upstream's rule: CRC32, time and extension of
+    /// its header zero), before an upload writes there. One 24-byte read of a trunk
+    /// file in use, mostly from the page cache.
+    pub fn slot_is_free(&self) -> io::Result<bool> {
+        let mut raw = [0u8; SLOT_HEADER_LEN];
+        self.file
+            .file
+            .read_exact_at(&mut raw, self.at - SLOT_HEADER_LEN as u64)?;
+        Ok(slot_is_free(&raw))
+    }
+}
+
+impl io::Write for SlotWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.file.write_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Disk work on this storage's copy of one slot (blocking calls).
 #[derive(Clone)]
@@ -657,12 +748,21 @@ impl SlotIo {
         Ok(files.entry(self.path.clone()).or_insert(f).clone())
     }
 
-    /// Whether the slot holds no file (upstream's rule), before an upload writes there.
-    pub fn is_free(&self) -> io::Result<bool> {
-        let f = self.open()?;
-        let mut raw = [0u8; SLOT_HEADER_LEN];
-        f.file.read_exact_at(&mut raw, self.slot.offset as u64)?;
-        Ok(slot_is_free(&raw))
+    /// The trunk file if it is open already (no disk work to open it).
+    pub fn cached(&self) -> Option<SlotWriter> {
+        let file = self.files.0.lock().unwrap().get(&self.path).cloned()?;
+        Some(SlotWriter {
+            file,
+            at: self.slot.content_offset(),
+        })
+    }
+
+    /// The trunk file, opened (and created) if need be (blocking).
+    pub fn writer(&self) -> io::Result<SlotWriter> {
+        Ok(SlotWriter {
+            file: self.open()?,
+            at: self.slot.content_offset(),
+        })
     }
 
     /// Whether the slot holds the file whose header is `expected`, with `size` bytes.
@@ -709,6 +809,19 @@ impl SlotIo {
         let number = f.written.fetch_add(1, Ordering::AcqRel) + 1;
         Ok(Written { file: f, number })
     }
+}
+
+/// Flushes written slots: once per trunk file, for the newest write into it (blocking).
+pub fn flush_all(slots: &[Written]) -> io::Result<()> {
+    let mut newest: Vec<&Written> = Vec::new();
+    for w in slots {
+        match newest.iter_mut().find(|n| Arc::ptr_eq(&n.file, &w.file)) {
+            Some(n) if n.number < w.number => *n = w,
+            Some(_) => {}
+            None => newest.push(w),
+        }
+    }
+    newest.iter().try_for_each(|w| w.flush())
 }
 
 /// Where the base path of the init flag is (set once at start-up).

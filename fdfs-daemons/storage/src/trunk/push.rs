@@ -26,6 +26,11 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
             _ = shutdown.recv() => break,
         }
         tasks.retain(|_, (_, t)| !t.is_finished());
+        if st.trunk.needs_role().await {
+            // The allocator did not load (an unreadable binlog, say): again.
+            let again = st.clone();
+            tokio::spawn(async move { again.trunk.take_role(&again).await });
+        }
         let epoch = st.trunk.epoch.load(Ordering::Acquire);
         if !st.trunk.is_server() || st.trunk.free_mb().await.is_none() {
             continue;

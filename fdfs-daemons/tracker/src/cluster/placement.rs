@@ -323,11 +323,20 @@ fn first_writable(g: &Group) -> Option<String> {
         .map(|s| s.id.clone())
 }
 
-/// The storage that takes the next upload, per `store_server`.
+/// The storage that takes the next upload, per `store_server`. With trunk files
+/// (`FirstById`, as upstream forces it then) the group's trunk server goes first when
+/// it takes uploads: it hands out trunk space to itself, without a round trip.
 fn pick_writable(g: &mut Group, policy: StoreServer) -> Option<String> {
     let writable: Vec<&Storage> = g.storages.values().filter(|s| s.is_writable()).collect();
     if writable.is_empty() {
         return None;
+    }
+    if policy == StoreServer::FirstById {
+        if let Some(t) = g.trunk.server.as_deref() {
+            if let Some(s) = writable.iter().find(|s| s.id == t) {
+                return Some(s.id.clone());
+            }
+        }
     }
     let chosen = match policy {
         StoreServer::RoundRobin => {
@@ -537,12 +546,20 @@ mod tests {
             );
         }
         let mut c = Cluster::new(placement(|p| p.store_server = StoreServer::FirstById));
-        active(&mut c, "g", "10.0.0.2", 1, 5000);
+        let second = active(&mut c, "g", "10.0.0.2", 1, 5000);
         active(&mut c, "g", "10.0.0.1", 1, 5000);
         for _ in 0..2 {
             assert_eq!(
                 c.select_store(None, false).unwrap().servers[0].ip,
                 "10.0.0.1"
+            );
+        }
+        // With trunk files the trunk server takes the uploads (no 27/28 round trips).
+        c.groups.get_mut("g").unwrap().trunk.server = Some(second.id);
+        for _ in 0..2 {
+            assert_eq!(
+                c.select_store(None, false).unwrap().servers[0].ip,
+                "10.0.0.2"
             );
         }
     }
