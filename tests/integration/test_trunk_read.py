@@ -1,11 +1,11 @@
 """Files a C storage packed into trunk files (`use_trunk_file = true`), read by ours.
 
 A C tracker and storage with trunk files on store small files; then our storage starts
-on the C storage's data and serves every one of them byte for byte from its trunk slot
-(whole, ranged, file info, metadata), and a file C deleted (its slot zeroed) is ENOENT.  Our
-daemons do not write trunk files yet and refuse to join a cluster that does, so the C
-tracker is restarted with trunk files off before our storage joins: what is tested here
-is reading the trunk files C wrote, by our storage and by nginx with our module.
+on the C storage's data (the C tracker still leading, trunk files still on) and serves
+every one of them byte for byte from its trunk slot (whole, ranged, file info,
+metadata), a file C deleted (its slot zeroed) is ENOENT, and nginx with our module
+serves them too.  A delete through our storage zeroes the slot and the space is handed
+out again.
 """
 
 import pytest
@@ -66,14 +66,10 @@ def test_rust_storage_serves_c_trunk_files(clusters, tmp_path):
     assert p.returncode == 0, p.stderr
     del files[gone]
 
-    # Our storage on the same data (the tracker no longer asks for trunk files).
+    # Our storage on the same data, under the same C tracker.
     c.stop_daemon(node.daemon)
-    c.tracker.stop()
-    conf = c.tracker_conf.read_text().replace("use_trunk_file = true", "use_trunk_file = false")
-    c.tracker_conf.write_text(conf)
-    c.tracker.start()
     c.set_impl(node, "rust")
-    node.daemon.start()
+    c.start_daemon(node.daemon)
     c.wait_active(node)
 
     for fid, data in files.items():
@@ -119,3 +115,31 @@ def test_rust_storage_serves_c_trunk_files(clusters, tmp_path):
     if forged != remote:
         st, _ = wire.download(node.addr, forged_id)
         assert st == 2, forged_id
+
+    # Deleting through our storage zeroes the slot; the C tracker's trunk server (ours
+    # now) hands the space out again.
+    victim = next(f for f, d in files.items() if len(d) == 1000)
+    p = run_c("fdfs_delete_file", c.client_conf, victim)
+    assert p.returncode == 0, p.stderr
+    assert wire.download(node.addr, victim)[0] == 2
+    _, _, remote = victim.partition("/")
+    import base64
+    loc = base64.urlsafe_b64decode(remote[37:53])
+    trunk_id, offset, size = (int.from_bytes(loc[i:i + 4], "big") for i in (0, 4, 8))
+    parts = remote.split("/")
+    trunk = "%s/data/%s/%s/%06d" % (node.store_paths[0], parts[1], parts[2], trunk_id)
+    with open(trunk, "rb") as f:
+        f.seek(offset)
+        assert not any(f.read(size)), "the deleted file's slot is not zeroed"
+
+    def reused():
+        local = tmp_path / "again.bin"
+        local.write_bytes(payload(1000, 99))
+        p = run_c("fdfs_upload_file", c.client_conf, local)
+        if p.returncode != 0:
+            return False
+        again = p.stdout.strip().partition("/")[2]
+        got = base64.urlsafe_b64decode(again[37:53])
+        return (int.from_bytes(got[0:4], "big"), int.from_bytes(got[4:8], "big")) == \
+            (trunk_id, offset)
+    wait_for(reused, 60, interval=0.5, what="the freed slot handed out again")

@@ -150,6 +150,14 @@ def test_our_storages_write_trunk_files(clusters, tmp_path):
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "dl.bin").read_bytes() == files[fid]
 
+    # Metadata of a trunk-stored file is a file of its own beside the trunk file, and
+    # reaches the peer too.
+    server_node = a
+    assert wire.set_meta(server_node.addr, fid, {"width": "640"}) == 0
+    assert wire.get_meta(server_node.addr, fid) == (0, {"width": "640"})
+    wait_for(lambda: wire.get_meta(b.addr, fid) == (0, {"width": "640"}), 30, interval=0.5,
+             what="the metadata on the peer")
+
     # A file too big for a slot is stored on its own.
     big = tmp_path / "big.bin"
     big.write_bytes(payload(2 << 20, 5))

@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use fdfs_proto::errno;
-use fdfs_proto::fileid::METADATA_SUFFIX;
+use fdfs_proto::fileid::{RemoteName, METADATA_SUFFIX};
 use fdfs_proto::metadata::{self, OP_OVERWRITE};
 use fdfs_proto::msg::{FileRef, SetMetadata};
 use fdfs_runtime::{unix_now, Connection};
@@ -39,12 +39,19 @@ fn write_atomic(path: &Path, content: &[u8], flush: bool) -> io::Result<()> {
 /// Finds the file a metadata request names: metadata of a metadata file is no such
 /// thing (`<file>-m-m` would be a file of its own). The test is exact: a data file whose
 /// name merely ends in `-m` (a C storage's `…1234.-m`) has metadata of its own.
+/// The file a metadata request names; ENOENT unless it is here (a trunk-stored one in
+/// its slot).
 fn locate_for_metadata(st: &Storage, group: &str, filename: &str) -> Result<PathBuf, Fail> {
     let (name, path) = locate(st, group, filename).map_err(Fail::Reply)?;
     if name.is_metadata() {
         return Err(Fail::Reply(errno::EINVAL));
     }
     Ok(path)
+}
+
+/// Whether the file a metadata request names is here.
+fn file_here(filename: &str, path: &Path) -> bool {
+    RemoteName::parse(filename).is_ok_and(|name| super::is_here(&name, path))
 }
 
 pub async fn set_metadata(st: &Storage, conn: &mut Connection, body: &[u8]) -> Handled {
@@ -66,7 +73,7 @@ pub async fn set_metadata(st: &Storage, conn: &mut Connection, body: &[u8]) -> H
 fn set_inner(st: &Storage, body: &[u8]) -> Result<Option<(PathBuf, BinlogPos)>, Fail> {
     let req = SetMetadata::decode(body).map_err(|_| Fail::Reply(errno::EINVAL))?;
     let path = locate_for_metadata(st, &req.group, &req.filename)?;
-    if !path.is_file() {
+    if !file_here(&req.filename, &path) {
         return Err(Fail::Reply(errno::ENOENT));
     }
     let meta = meta_path(&path);

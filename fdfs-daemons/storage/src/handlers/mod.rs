@@ -146,6 +146,11 @@ pub async fn remove_stored(
     Ok(Some(slot))
 }
 
+/// Whether the file `name` found at `path` is here (a trunk-stored one in its slot).
+pub fn is_here(name: &RemoteName<'_>, path: &std::path::Path) -> bool {
+    open_stored(name, path).is_ok_and(|s| s.file.metadata().is_ok_and(|m| m.is_file()))
+}
+
 /// Modification time of a file in unix seconds.
 pub fn mtime_of(meta: &std::fs::Metadata) -> i64 {
     meta.modified()

@@ -425,7 +425,8 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         return Err(Fail::Reply(errno::EINVAL));
     }
     let master_path = st.store.resolve(&master).map_err(Fail::Reply)?;
-    if !master_path.is_file() {
+    // (A trunk-stored master is in its slot.)
+    if !super::is_here(&master, &master_path) {
         return Err(Fail::Reply(errno::ENOENT));
     }
     let slave = remote_name(
