@@ -199,6 +199,22 @@ def test_our_storages_write_trunk_files(clusters, tmp_path):
     assert reused, "no freed slot was used again"
     wait_everywhere(c.nodes, {**kept, **more})
 
+    # fdfs_monitor shows the trunk server's free trunk space (74) as C's tracker does.
+    def free_shown():
+        p = run_c("fdfs_monitor", c.client_conf)
+        m = re.search(r"trunk free space = +(\d+)", p.stdout)
+        return m is not None and int(m.group(1)) > 0
+    wait_for(free_shown, 30, interval=0.5, what="the free trunk space in fdfs_monitor")
+
+    # A new member catches up: every trunk-stored file into its own trunk files, and
+    # the trunk binlog from the trunk server.
+    new = c.add_storage()
+    c.wait_active(new)
+    wait_everywhere([new], {**kept, **more}, what="every file on the new member")
+    new_log = Path(new.base) / "data" / "trunk" / "binlog"
+    wait_for(lambda: new_log.exists() and new_log.read_text() == binlog.read_text(), 30,
+             interval=0.5, what="the trunk binlog on the new member")
+
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("c_side", [0, 1], ids=["c-first", "rust-first"])
@@ -282,3 +298,54 @@ def test_c_storage_serves_trunk_files_ours_wrote(clusters, tmp_path):
     slots = sorted(slot_of(f) for f in {**files, **more})
     for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
         assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+
+
+@pytest.mark.timeout(300)
+def test_trunk_server_housekeeping(clusters, tmp_path):
+    """trunk_create_file_advance makes trunk files ahead of need; a compressed trunk
+    binlog (trunk_compress_binlog_interval) holds just the free regions, merged
+    (trunk_free_space_merge), and reaches the peer whole; nothing stored is touched."""
+    extra = TRUNK_EXTRA + ("trunk_create_file_advance = true\ntrunk_create_file_interval = 1\n"
+                           "trunk_create_file_space_threshold = 12MB\n"
+                           "trunk_compress_binlog_interval = 2\ntrunk_free_space_merge = true\n")
+    c = clusters.new("trunk-housekeeping", storages=2, tracker_extra=extra)
+    wait_for(lambda: trunk_server_of(c) in [n.ip for n in c.nodes], 60, interval=0.5,
+             what="a trunk server")
+    server = next(n for n in c.nodes if n.ip == trunk_server_of(c))
+    peer = next(n for n in c.nodes if n is not server)
+
+    def trunk_files(node):
+        return sorted(p for sp in node.store_paths for p in (Path(sp) / "data").glob("*/*/*")
+                      if re.fullmatch(r"\d{6,}", p.name))
+    # 12 MB free wanted, 4 MB trunk files: three made ahead, before any upload.
+    wait_for(lambda: len(trunk_files(server)) >= 3, 60, interval=0.5,
+             what="trunk files created ahead")
+    assert all(p.stat().st_size == 4 << 20 for p in trunk_files(server))
+
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="uploads into trunk files")
+    files = upload_many(c, tmp_path, "hk", 60)
+    gone = sorted(files)[::2]
+    for fid in gone:
+        assert run_c("fdfs_delete_file", c.client_conf, fid).returncode == 0
+    kept = {f: d for f, d in files.items() if f not in gone}
+
+    binlog = Path(server.base) / "data" / "trunk" / "binlog"
+
+    def compressed():
+        lines = binlog.read_text().splitlines()
+        return lines and all(ln.split()[1] == "A" for ln in lines)
+    wait_for(compressed, 60, interval=0.5, what="the trunk binlog compressed to free regions")
+    # Merged: no two free regions of one trunk file touch.
+    regions = sorted((tuple(ln.split()[2:6]), int(ln.split()[6]), int(ln.split()[7]))
+                     for ln in binlog.read_text().splitlines())
+    for (f1, o1, s1), (f2, o2, _) in zip(regions, regions[1:]):
+        assert f1 != f2 or o1 + s1 < o2, regions
+    peer_log = Path(peer.base) / "data" / "trunk" / "binlog"
+    wait_for(lambda: peer_log.exists() and peer_log.read_text() == binlog.read_text(), 30,
+             interval=0.5, what="the compressed binlog on the peer")
+    wait_everywhere(c.nodes, kept)
+    more = upload_many(c, tmp_path, "hk2", 30)
+    slots = sorted(slot_of(f) for f in {**kept, **more})
+    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
+        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+    wait_everywhere(c.nodes, {**kept, **more})

@@ -314,6 +314,60 @@ impl Allocator {
         Ok(())
     }
 
+    /// Adds a whole new trunk file as free space (created ahead of need).
+    pub fn add_free(&mut self, file: Slot, now: i64, log: &mut Vec<Line>) -> Result<(), u8> {
+        self.insert(file, State::Free)?;
+        log.push(Line::new(now, Op::Add, file));
+        Ok(())
+    }
+
+    /// Every region, held ones included, as the `A` lines a rewritten binlog holds (a
+    /// held region is logged free until its confirmation, as always).
+    pub fn snapshot(&self, now: i64) -> Vec<Line> {
+        let mut regions: Vec<Slot> = self.by_size.values().flatten().map(|(s, _)| *s).collect();
+        regions.sort();
+        regions
+            .into_iter()
+            .map(|s| Line::new(now, Op::Add, s))
+            .collect()
+    }
+
+    /// Makes neighbouring free regions of a trunk file one (never a held one). With
+    /// `whole_file` (the trunk file size), regions that cover a whole trunk file are
+    /// taken out and returned: the caller removes those files.
+    pub fn merge(&mut self, whole_file: Option<u32>) -> Vec<Slot> {
+        let mut all: Vec<(Slot, State)> = std::mem::take(&mut self.by_size)
+            .into_values()
+            .flatten()
+            .collect();
+        self.by_file.clear();
+        self.free_bytes = 0;
+        all.sort_by_key(|(s, _)| (file_key(s), s.offset));
+        let mut merged: Vec<(Slot, State)> = Vec::with_capacity(all.len());
+        for (slot, state) in all {
+            if let Some((last, last_state)) = merged.last_mut() {
+                if *last_state == state
+                    && state != State::Held
+                    && file_key(last) == file_key(&slot)
+                    && last.offset as u64 + last.size as u64 == slot.offset as u64
+                {
+                    last.size += slot.size;
+                    continue;
+                }
+            }
+            merged.push((slot, state));
+        }
+        let mut removed = Vec::new();
+        for (slot, state) in merged {
+            if state == State::Free && slot.offset == 0 && Some(slot.size) == whole_file {
+                removed.push(slot);
+                continue;
+            }
+            let _ = self.insert(slot, state);
+        }
+        removed
+    }
+
     /// Takes a free region out of use for good (a file occupies it): logged as taken.
     pub fn quarantine(&mut self, slot: &Slot, now: i64, log: &mut Vec<Line>) {
         if self.take(slot, State::Free) || self.take(slot, State::Unsure) {
@@ -483,6 +537,45 @@ mod tests {
         );
         let elsewhere = Slot { low: 2, ..file(1) };
         assert!(b.alloc_in_new(elsewhere, 39, &SIZES, 0, &mut more).is_ok());
+    }
+
+    #[test]
+    fn merging_joins_neighbours_but_never_held_slots() {
+        let mut a = Allocator::default();
+        let mut log = Vec::new();
+        let s1 = a.alloc_in_new(file(1), 1000, &SIZES, 0, &mut log).unwrap();
+        let s2 = a.alloc(0, 1000, &SIZES, 0, &mut log).unwrap();
+        let s3 = a.alloc(0, 1000, &SIZES, 0, &mut log).unwrap();
+        for s in [&s1, &s2] {
+            a.confirm(s, 0, 0, &mut log).unwrap();
+        }
+        // s3 stays held; s1 and s2 are freed: one region of 2000 bytes after merging.
+        a.free(s1, &SIZES, 0, &mut log).unwrap();
+        a.free(s2, &SIZES, 0, &mut log).unwrap();
+        let free_before = a.free_bytes();
+        assert!(a.merge(Some(SIZES.trunk_file_size)).is_empty());
+        assert_eq!(a.free_bytes(), free_before);
+        let snap = a.snapshot(5);
+        let regions: Vec<(u32, u32)> = snap.iter().map(|l| (l.slot.offset, l.slot.size)).collect();
+        assert_eq!(
+            regions,
+            vec![
+                (0, 2000),
+                (2000, 1000),
+                (3000, SIZES.trunk_file_size - 3000)
+            ]
+        );
+        // The held slot is still confirmable, and the snapshot replays to the same space.
+        a.confirm(&s3, 0, 6, &mut log).unwrap();
+        let (b, _) = Allocator::replay(snap, &SIZES, true);
+        assert_eq!(b.free_bytes(), free_before);
+        // A trunk file wholly free again is handed back for removal.
+        let mut c = Allocator::default();
+        let t = c.alloc_in_new(file(2), 39, &SIZES, 0, &mut log).unwrap();
+        c.confirm(&t, 0, 0, &mut log).unwrap();
+        c.free(t, &SIZES, 0, &mut log).unwrap();
+        assert_eq!(c.merge(Some(SIZES.trunk_file_size)), vec![file(2)]);
+        assert_eq!(c.free_bytes(), 0);
     }
 
     #[test]

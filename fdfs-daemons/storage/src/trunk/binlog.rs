@@ -235,6 +235,27 @@ impl TrunkBinlog {
         remove_if_there(&self.snapshot_path())
     }
 
+    /// Replaces the whole binlog with `lines` (a compaction): written aside, flushed,
+    /// then renamed over it. Returns the sizes before and after.
+    pub fn replace(&self, lines: &[Line]) -> io::Result<(u64, u64)> {
+        let text: String = lines.iter().map(Line::to_string).collect();
+        let tmp = self.dir.join("binlog.tmp");
+        let mut file = self.file.lock().unwrap();
+        let before = file.metadata()?.len();
+        {
+            let mut out = File::create(&tmp)?;
+            out.write_all(text.as_bytes())?;
+            out.sync_all()?;
+        }
+        fs::rename(&tmp, self.path())?;
+        *file = OpenOptions::new().append(true).open(self.path())?;
+        crate::durability::sync_dir(&self.dir)?;
+        drop(file);
+        *self.synced.lock().unwrap() = text.len() as u64;
+        remove_if_there(&self.snapshot_path())?;
+        Ok((before, text.len() as u64))
+    }
+
     /// `data/storage_trunk.dat`: upstream's snapshot of the free regions (this storage
     /// never writes one; it is removed whenever upstream removes it).
     fn snapshot_path(&self) -> PathBuf {

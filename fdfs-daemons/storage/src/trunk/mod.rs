@@ -30,6 +30,7 @@
 
 pub mod alloc;
 pub mod binlog;
+pub mod housekeeping;
 pub mod push;
 
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ use binlog::{Line, TrunkBinlog};
 pub struct Params {
     pub sizes: Sizes,
     pub binlog_max_backups: u32,
+    pub housekeeping: housekeeping::Schedule,
 }
 
 impl Params {
@@ -82,6 +84,7 @@ impl Params {
                 alignment,
             },
             binlog_max_backups: g.int("trunk_binlog_max_backups", 0).unwrap_or(0).max(0) as u32,
+            housekeeping: housekeeping::Schedule::from_parameters(ini),
         })
     }
 }
@@ -144,6 +147,8 @@ pub struct Trunk {
     pub epoch: AtomicU64,
     /// Set while the allocator is being loaded.
     loading: std::sync::atomic::AtomicBool,
+    /// The trunk binlog's size right after the last compression.
+    compacted_size: AtomicU64,
     current_id: AtomicU32,
     init: OnceLock<Arc<Mutex<InitFlag>>>,
     files: Arc<OpenFiles>,
@@ -160,6 +165,7 @@ impl Default for Trunk {
             role: tokio::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
             loading: std::sync::atomic::AtomicBool::new(false),
+            compacted_size: AtomicU64::new(u64::MAX),
             current_id: AtomicU32::new(0),
             init: OnceLock::new(),
             files: Arc::default(),
@@ -238,6 +244,86 @@ impl Trunk {
                 }
             }
         }
+    }
+
+    /// When the trunk binlog was last compressed (the init flag's
+    /// `trunk_last_compress_time`).
+    pub fn last_compress_time(&self) -> i64 {
+        self.init
+            .get()
+            .map_or(0, |i| i.lock().unwrap().trunk_last_compress_time)
+    }
+
+    /// `trunk_create_file_advance`: creates trunk files until `threshold` bytes are free
+    /// to hand out; returns how many.
+    pub async fn create_ahead(&self, st: &Storage, threshold: u64) -> Result<usize, u8> {
+        let params = self.params().ok_or(errno::EINVAL)?;
+        let size = params.sizes.trunk_file_size as u64;
+        let mut role = self.role.lock().await;
+        let alloc = role.as_mut().ok_or(errno::EAGAIN)?;
+        let free = alloc.free_bytes() - alloc.unsure_bytes();
+        let count = (threshold.saturating_sub(free) / size) as usize;
+        let mut lines = Vec::new();
+        for _ in 0..count {
+            let path = st.store.choose_path(-1, size)?.index as u8;
+            let file = self.create_trunk_file(st, path, &params).await?;
+            alloc.add_free(file, unix_now(), &mut lines)?;
+        }
+        self.append(&lines)?;
+        Ok(count)
+    }
+
+    /// Rewrites the trunk binlog as the regions it adds up to (merged first with
+    /// `merge`; with `delete_unused`, wholly free trunk files removed here), and has
+    /// every peer sent it afresh. Returns the binlog's sizes before and after; `None`
+    /// when nothing was written since the last compression.
+    pub async fn compact(
+        &self,
+        st: &Storage,
+        merge: bool,
+        delete_unused: bool,
+    ) -> io::Result<Option<(u64, u64)>> {
+        let not_now = || io::Error::other("not the trunk server");
+        let params = self.params().ok_or_else(not_now)?;
+        let log = self.binlog.get().ok_or_else(not_now)?.clone();
+        let mut role = self.role.lock().await;
+        let alloc = role.as_mut().ok_or_else(not_now)?;
+        if log.size()? == self.compacted_size.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        // The pushes to peers stop first (they save no mark once the epoch moved).
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let unused = if merge || delete_unused {
+            alloc.merge(delete_unused.then_some(params.sizes.trunk_file_size))
+        } else {
+            Vec::new()
+        };
+        let now = unix_now();
+        let lines = alloc.snapshot(now);
+        let sizes = crate::durability::blocking(move || log.replace(&lines)).await?;
+        self.compacted_size.store(sizes.1, Ordering::Release);
+        for file in unused {
+            if let Some(path) = trunk_path(st, &file) {
+                self.files.0.lock().unwrap().remove(&path);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => info!("removed unused trunk file {}", path.display()),
+                    Err(e) => warn!("cannot remove unused trunk file {}: {e}", path.display()),
+                }
+            }
+        }
+        drop(role);
+        // The peers' marks point into the old binlog: each is sent the new one whole.
+        if let Some(log) = self.binlog.get() {
+            log.delete_marks()?;
+        }
+        if let Some(init) = self.init.get() {
+            let mut flag = init.lock().unwrap();
+            flag.trunk_last_compress_time = now;
+            if let Some(base) = INIT_BASE.get() {
+                flag.save(base)?;
+            }
+        }
+        Ok(Some(sizes))
     }
 
     /// Free trunk space in MB (74), while this storage is the trunk server.
@@ -338,7 +424,7 @@ impl Trunk {
         // a peer this storage has not heard from yet. Such regions are not handed out;
         // new trunk files are made instead, with ids past any it may have made.
         let trusted = log.is_mine();
-        if !trusted {
+        if !trusted && !lines.is_empty() {
             let skipped = self.current_id.fetch_add(UNSURE_ID_GAP, Ordering::AcqRel);
             self.save_current_id(skipped + UNSURE_ID_GAP);
         }

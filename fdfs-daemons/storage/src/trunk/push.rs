@@ -20,6 +20,7 @@ use crate::state::Storage;
 /// Starts and stops a push task per peer while this storage is the trunk server.
 pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
     let mut tasks: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut ticks = super::housekeeping::Ticks::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -31,10 +32,18 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
             let again = st.clone();
             tokio::spawn(async move { again.trunk.take_role(&again).await });
         }
-        let epoch = st.trunk.epoch.load(Ordering::Acquire);
         if !st.trunk.is_server() || st.trunk.free_mb().await.is_none() {
             continue;
         }
+        super::housekeeping::tick(&st, &mut ticks, fdfs_runtime::unix_now()).await;
+        let epoch = st.trunk.epoch.load(Ordering::Acquire);
+        // Pushes of an earlier epoch (the binlog was rewritten) end now.
+        tasks.retain(|_, (e, t)| {
+            if *e != epoch {
+                t.abort();
+            }
+            *e == epoch
+        });
         for peer in st.sync.members() {
             if is_me(&st, &peer)
                 || matches!(
@@ -91,7 +100,9 @@ async fn push(st: Arc<Storage>, peer: StorageBrief, mark: String, epoch: u64) {
                     warn!("trunk binlog to {addr}: {e}; retrying");
                 }
                 failing = true;
-                let _ = log.save_mark(&mark, offset);
+                if current() {
+                    let _ = log.save_mark(&mark, offset);
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -118,7 +129,7 @@ async fn push_some(
     while current() {
         let chunk = log.read_from(*offset)?;
         if chunk.is_empty() {
-            if saved != *offset {
+            if saved != *offset && current() {
                 log.save_mark(mark, *offset)?;
                 saved = *offset;
             }
@@ -135,7 +146,8 @@ async fn push_some(
         *offset += chunk.len() as u64;
         debug!("trunk binlog to {addr}: {offset} bytes");
     }
-    log.save_mark(mark, *offset)?;
+    // (No mark saved: this term or this binlog is over; the next push starts afresh
+    // or from the last mark saved while it was current.)
     conn.quit().await;
     Ok(())
 }
