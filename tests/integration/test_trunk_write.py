@@ -349,3 +349,29 @@ def test_trunk_server_housekeeping(clusters, tmp_path):
     for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
         assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
     wait_everywhere(c.nodes, {**kept, **more})
+
+
+@pytest.mark.timeout(300)
+def test_replaced_disk_of_a_trunk_group(clusters, tmp_path):
+    """A storage of a trunk group comes back with empty store paths: it gets every
+    trunk-stored file back into slots of its own trunk files, from its peer."""
+    c = clusters.new("trunk-recovery", storages=2, tracker_extra=TRUNK_EXTRA)
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="uploads into trunk files")
+    files = upload_many(c, tmp_path, "rec", 60)
+    wait_everywhere(c.nodes, files)
+    # The one that is not the trunk server loses its disks.
+    server_ip = trunk_server_of(c)
+    node = next(n for n in c.nodes if n.ip != server_ip)
+    c.stop_daemon(node.daemon)
+    for sp in node.store_paths:
+        for entry in Path(sp).iterdir():
+            if entry.is_dir():
+                import shutil
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    c.start_daemon(node.daemon)
+    c.wait_active(node)
+    wait_everywhere([node], files, what="every trunk-stored file on the recovered storage")
+    for fid in sorted(files)[:5]:
+        assert slot_bytes(node, fid)[24:24 + len(files[fid])] == files[fid]

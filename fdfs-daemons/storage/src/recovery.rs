@@ -777,7 +777,28 @@ async fn fetch_file(
 ) -> Result<Option<u64>, DownloadError> {
     let dir = path.parent().expect("a file in a directory").to_path_buf();
     let mtime = UNIX_EPOCH + Duration::from_secs(timestamp.max(0) as u64);
+    // A trunk-stored file goes back into its slot of this storage's trunk file.
+    let slot = RemoteName::parse(name).ok().and_then(|n| {
+        let slot = fdfs_proto::trunk::Slot::of(&n)?;
+        Some((
+            st.trunk.slot_io(st, &slot)?,
+            fdfs_proto::trunk::SlotHeader::expected(&n).ok()?,
+        ))
+    });
     let (len, named) = integrity::download(st, conn, name, dir, move |f| {
+        if let Some((io, header)) = slot {
+            let size = f.file.metadata()?.len();
+            if size + fdfs_proto::trunk::SLOT_HEADER_LEN as u64 > io.slot.size as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "larger than its trunk slot",
+                ));
+            }
+            f.file.seek(SeekFrom::Start(0))?;
+            io::copy(&mut f.file, &mut io.writer()?)?;
+            io.seal(&header)?.flush()?;
+            return Ok(true);
+        }
         f.file.set_modified(mtime)?;
         match f.commit_no_replace(&path) {
             Ok(()) => Ok(true),

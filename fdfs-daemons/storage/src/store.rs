@@ -613,7 +613,10 @@ impl NewFile {
     pub fn create(dir: &Path) -> io::Result<NewFile> {
         use std::os::unix::fs::OpenOptionsExt;
         if !NO_TMPFILE.load(Ordering::Relaxed) {
+            // Readable too: a trunk-stored file recovered from a peer is copied from it
+            // into its slot.
             match fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
                 .open(dir)
@@ -643,6 +646,7 @@ impl NewFile {
         loop {
             let path = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
             match fs::OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&path)

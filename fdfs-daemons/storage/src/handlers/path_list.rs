@@ -146,6 +146,14 @@ fn list_line(out: &mut Vec<u8>, rec: &Record, index: u8, data: &Path) -> io::Res
         return Ok(false);
     }
     let path = data.join(name.data_relative());
+    if fdfs_proto::trunk::location_of(&name).is_some() {
+        // Trunk-stored: here while its slot holds it.
+        if !super::is_here(&name, &path) {
+            return Ok(false);
+        }
+        Record::new(rec.timestamp, rec.origin, rec.name.as_str(), Change::Create).write_to(out);
+        return Ok(true);
+    }
     let meta = match fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
