@@ -76,6 +76,32 @@ def main():
     if fails:
         out += ["", "Failures: " + "; ".join(fails) + "."]
 
+    trunk = [r for r in rows if r.get("impl") == "ours-trunk"]
+    if trunk:
+        out += ["", "Trunk files (the tracker's `use_trunk_file = true`, FastDFS's sample trunk "
+                "sizes): our cluster with `fsync_before_reply = true`, next to FastDFS 6.16 "
+                "without trunk files and without flushes (its fastest), same run, same load.",
+                "", "| 4 KiB, 16 threads | ours, trunk files, fsync | FastDFS 6.16 | ours / C |",
+                "|---|---|---|---|"]
+        for title, case in (("upload via tracker, no connection pool", "upload-unpooled"),
+                            ("upload via tracker, connection pool", "upload-pooled"),
+                            ("download direct from one storage, pool", "download-direct")):
+            a, b = ops("ours-trunk", case), ops("c", case)
+            out.append("| %s | %s | %s | %s |" % (
+                title, "%.0f/s" % a if a is not None else "–",
+                "%.0f/s" % b if b is not None else "–",
+                "%.2f ×" % (a / b) if a is not None and b else "–"))
+        for pool in ("unpooled", "pooled"):
+            r = cell.get(("ours-trunk", "drain-" + pool))
+            if r is not None:
+                out.append("| replication drain after the %s uploads | %s | | |" % (
+                    pool, "%.2f s (%s files)" % (r["drain_seconds"], r.get("files"))
+                    if r.get("drain_seconds") is not None else "not within 60 s"))
+        f = cell.get(("ours-trunk", "flushes"))
+        if f is not None:
+            out.append("| flushes to disk per upload, both storages | %s | 0 | |" % (
+                f.get("flushes_per_upload", "–")))
+
     backlog = [r for r in rows if r.get("case") == "backlog"]
     if backlog:
         out += ["", "Replication of a backlog from a C storage (same C cluster): its peer stopped, "

@@ -272,6 +272,7 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         }
     };
     let slot = io.slot;
+    let pending = file.pending();
     let mut crc = crc32fast::Hasher::new();
     let received = receive_into(conn, &mut file, head.file_size, Some(&mut crc)).await;
     drop(file);
@@ -325,12 +326,17 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
     let sealing = io.clone();
     let binlog = st.binlog.clone();
     let record = Record::here(started, remote.as_str(), Change::Create);
+    // The record goes in before the flushes: the uploads one trunk flush covers have
+    // all written theirs, so one binlog flush covers them too. (A record flushed before
+    // its content is harmless: the file is not served, nor sent to peers, until its
+    // slot's header names it.)
     let sealed = blocking(move || {
         let written = sealing.seal(&header)?;
+        let pos = binlog.append(&record);
+        drop(pending);
         if sync {
             written.flush()?;
         }
-        let pos = binlog.append(&record);
         if let (Ok(pos), true) = (&pos, sync) {
             return Ok(binlog.sync_through(*pos).map(|()| *pos));
         }

@@ -107,15 +107,30 @@ struct TrunkFile {
     written: AtomicU64,
     /// Held during a flush: the writes it covered.
     flushed: Mutex<u64>,
+    /// Uploads writing into it that have not written their header yet.
+    pending: std::sync::atomic::AtomicUsize,
 }
+
+/// How long a flush waits at most for uploads still writing into its trunk file, and
+/// how often it looks.
+const LINGER_STEP: std::time::Duration = std::time::Duration::from_micros(100);
+const LINGER_STEPS: u32 = 10;
 
 impl TrunkFile {
     /// Flushes at least every write numbered `upto` or below (concurrent callers share
-    /// one flush: a group commit).
+    /// one flush: a group commit). While other uploads are still writing into the file,
+    /// the flush waits for them a little (at most a millisecond), so that it covers
+    /// them too: one flush for many files is what makes flushing cheap.
     fn flush_through(&self, upto: u64) -> io::Result<()> {
         let mut flushed = self.flushed.lock().unwrap();
         if *flushed >= upto {
             return Ok(());
+        }
+        for _ in 0..LINGER_STEPS {
+            if self.pending.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            std::thread::sleep(LINGER_STEP);
         }
         let target = self.written.load(Ordering::Acquire);
         crate::durability::counted(self.file.sync_data())?;
@@ -770,7 +785,23 @@ pub struct SlotWriter {
     at: u64,
 }
 
+/// An upload writing into a trunk file (see [`TrunkFile::flush_through`]); dropped once
+/// its header is written, or when it gives up.
+pub struct Pending(Arc<TrunkFile>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl SlotWriter {
+    /// Counts this upload as writing into the trunk file until the guard is dropped.
+    pub fn pending(&self) -> Pending {
+        self.file.pending.fetch_add(1, Ordering::AcqRel);
+        Pending(self.file.clone())
+    }
+
     /// Whether the slot holds no file (upstream's rule: CRC32, time and extension of
     /// its header zero), before an upload writes there. One 24-byte read of a trunk
     /// file in use, mostly from the page cache.
@@ -829,6 +860,7 @@ impl SlotIo {
             file,
             written: AtomicU64::new(0),
             flushed: Mutex::new(0),
+            pending: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut files = self.files.0.lock().unwrap();
         Ok(files.entry(self.path.clone()).or_insert(f).clone())
