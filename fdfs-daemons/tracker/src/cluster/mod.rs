@@ -11,7 +11,7 @@ mod placement;
 mod stats;
 mod trunk;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fdfs_proto::errno;
 use fdfs_proto::msg::{
@@ -298,6 +298,9 @@ pub struct Joined {
 }
 
 /// The cluster state.
+/// How long a report about a storage not joined yet is kept (seconds).
+const EARLY_REPORT_TTL: i64 = 300;
+
 #[derive(Debug)]
 pub struct Cluster {
     groups: BTreeMap<String, Group>,
@@ -317,6 +320,10 @@ pub struct Cluster {
     trunk_files: bool,
     /// Moves on with every change of any group's trunk server (65 tells followers).
     trunk_epoch: u64,
+    /// Reports (76) of the initial copy of a storage that had not joined this tracker
+    /// yet (its source tells every tracker, possibly before the new storage reached this
+    /// one): (group, ip) -> (status, when). Applied when it joins, if recent.
+    early_reports: HashMap<(String, String), (u8, i64)>,
     /// Membership or a status changed: save soon.
     dirty: bool,
     /// Only counters / space changed: save eventually.
@@ -336,6 +343,7 @@ impl Cluster {
             trust_declared_ids: false,
             trunk_files: false,
             trunk_epoch: 0,
+            early_reports: HashMap::new(),
             dirty: false,
             stats_dirty: false,
         }
@@ -813,10 +821,40 @@ impl Cluster {
         s.sync_until_timestamp = now;
         group.set_status(&who.id, WAIT_SYNC, "sync source assigned");
         self.changed();
+        self.apply_early_report(who);
         Ok(Some(SyncSource {
             src_id: src,
             until_timestamp: now,
         }))
+    }
+
+    fn remember_early_report(&mut self, group: &str, brief: &StorageBrief) {
+        let now = fdfs_runtime::unix_now();
+        self.early_reports
+            .retain(|_, (_, at)| now - *at < EARLY_REPORT_TTL);
+        if self.early_reports.len() < 1024 {
+            self.early_reports
+                .insert((group.to_string(), brief.ip.clone()), (brief.status, now));
+        }
+    }
+
+    /// A storage waiting for its initial copy here (WAIT_SYNC): a recent report of that
+    /// copy made before it joined this tracker takes effect now.
+    fn apply_early_report(&mut self, who: &Joined) {
+        let Some(g) = self.groups.get_mut(&who.group) else {
+            return;
+        };
+        let Some(ip) = g.storages.get(&who.id).map(|s| s.ip.clone()) else {
+            return;
+        };
+        let Some((status, at)) = self.early_reports.remove(&(who.group.clone(), ip)) else {
+            return;
+        };
+        if fdfs_runtime::unix_now() - at < EARLY_REPORT_TTL
+            && g.set_status(&who.id, status, "reported by a peer before it joined here")
+        {
+            self.changed();
+        }
     }
 
     /// 88 SYNC_NOTIFY: the storage tells every tracker its sync source (or none).
@@ -843,6 +881,7 @@ impl Cluster {
             }
         }
         self.changed();
+        self.apply_early_report(who);
         Ok(())
     }
 
@@ -872,11 +911,19 @@ impl Cluster {
         let id = if g.storages.contains_key(&brief.id) {
             brief.id.clone()
         } else {
-            g.find_by_ip(&brief.ip, u16::try_from(brief.port).ok())
-                .map(|s| s.id.clone())
-                .ok_or_else(|| {
-                    Refusal::not_found(format!("storage {} not in group {group}", brief.id))
-                })?
+            match g.find_by_ip(&brief.ip, u16::try_from(brief.port).ok()) {
+                Some(s) => s.id.clone(),
+                None => {
+                    // Not joined here yet: remembered for when it does.
+                    if matches!(brief.status, SYNCING | OFFLINE) {
+                        self.remember_early_report(group, brief);
+                    }
+                    return Err(Refusal::not_found(format!(
+                        "storage {} not in group {group}",
+                        brief.id
+                    )));
+                }
+            }
         };
         // A peer only reports the steps of an initial copy: SYNCING when it starts, and
         // OFFLINE when it is done (the next beat makes the storage ACTIVE). A late or
@@ -1124,6 +1171,35 @@ pub(crate) mod tests {
         let (first, _) = c.join(&join_req("g", 1, false), "10.0.0.1", 302).unwrap();
         c.beat(&first, None, 303).unwrap();
         assert_eq!(status_of(&c, "g", "10.0.0.1"), ACTIVE);
+    }
+
+    /// A follower tracker: the source reports the new storage's copy done before the
+    /// new storage joined this tracker; when it joins, the report takes effect.
+    #[test]
+    fn a_report_before_the_join_takes_effect_at_the_join() {
+        let mut c = Cluster::new(Placement::default());
+        let (first, _) = c.join(&join_req("g", 1, true), "10.0.0.1", 10).unwrap();
+        c.sync_dest_req(&first, 10).unwrap();
+        c.beat(&first, None, 11).unwrap();
+        let early = StorageBrief {
+            status: OFFLINE,
+            port: 23000,
+            id: "10.0.0.2".into(),
+            ip: "10.0.0.2".into(),
+        };
+        assert!(
+            c.report_status("g", &early).is_err(),
+            "not joined: ENOENT, as before"
+        );
+        let (second, _) = c.join(&join_req("g", 1, true), "10.0.0.2", 20).unwrap();
+        let src = SyncSource {
+            src_id: "10.0.0.1".into(),
+            until_timestamp: 20,
+        };
+        c.sync_notify(&second, Some(src)).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), OFFLINE);
+        c.beat(&second, None, 21).unwrap();
+        assert_eq!(status_of(&c, "g", "10.0.0.2"), ACTIVE);
     }
 
     #[test]
