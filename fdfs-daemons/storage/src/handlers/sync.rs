@@ -431,9 +431,13 @@ async fn copy_into_trunk(
         return Ok(());
     }
     let opener = io.clone();
-    let mut file = crate::durability::blocking(move || opener.content_writer())
-        .await
-        .map_err(io_fail)?;
+    let mut file = crate::durability::blocking(move || {
+        // No name is served from the slot while its new content comes in.
+        opener.clear_header()?;
+        opener.content_writer()
+    })
+    .await
+    .map_err(io_fail)?;
     receive_into(conn, &mut file, head.file_size, None).await?;
     drop(file);
     st.stats

@@ -297,7 +297,7 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
             errno::describe(e)
         );
         let zero = io.clone();
-        let _ = blocking(move || zero.zero().map(|_| ())).await;
+        let _ = blocking(move || zero.zero_unclaimed()).await;
         return Err(Fail::Reply(e));
     }
     let crc = crc.finalize();
@@ -385,7 +385,7 @@ fn trunk_failed(st: &Storage, io: &crate::trunk::SlotIo, e: std::io::Error) -> u
 /// A slot an upload did not fill: zeroed here, and free again at the trunk server.
 async fn give_back(st: &Storage, io: &crate::trunk::SlotIo, code: u8) {
     let zero = io.clone();
-    if let Err(e) = blocking(move || zero.zero().map(|_| ())).await {
+    if let Err(e) = blocking(move || zero.zero_unclaimed()).await {
         tracing::error!("cannot zero trunk slot {:?}: {e}", io.slot);
     }
     let _ = st.trunk.confirm(st, &io.slot, code).await;

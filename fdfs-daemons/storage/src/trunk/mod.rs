@@ -912,6 +912,27 @@ impl SlotIo {
         Ok(Written { file: f, number })
     }
 
+    /// Zeroes the slot after an upload into it failed before its header was written,
+    /// unless a header there names a file: then another storage's copy of a file got
+    /// into the slot meanwhile (the trunk server had handed it out again), and it stays.
+    pub fn zero_unclaimed(&self) -> io::Result<()> {
+        let f = self.open()?;
+        let mut raw = [0u8; SLOT_HEADER_LEN];
+        f.file.read_exact_at(&mut raw, self.slot.offset as u64)?;
+        if slot_is_free(&raw) {
+            self.zero()?;
+        }
+        Ok(())
+    }
+
+    /// Clears the slot's header, so that no name is served from the slot while new
+    /// content is written into it (a copy from a peer over an older file's slot).
+    pub fn clear_header(&self) -> io::Result<()> {
+        let f = self.open()?;
+        f.file
+            .write_all_at(&[0u8; SLOT_HEADER_LEN], self.slot.offset as u64)
+    }
+
     /// Zeroes the slot (a deleted file, or a failed write).
     pub fn zero(&self) -> io::Result<Written> {
         let f = self.open()?;
@@ -962,5 +983,63 @@ fn net_errno(e: &Error) -> u8 {
         Error::Status(s) => *s,
         Error::Io(io) => errno::from_io(io),
         _ => errno::EIO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn slot_io(dir: &Path, offset: u32) -> SlotIo {
+        SlotIo {
+            files: Arc::default(),
+            path: dir.join("000001"),
+            trunk_file_size: 1 << 20,
+            sync_new: false,
+            slot: Slot {
+                path: 0,
+                high: 0,
+                low: 0,
+                trunk_id: 1,
+                offset,
+                size: 256,
+            },
+        }
+    }
+
+    fn header(crc32: u32) -> SlotHeader {
+        SlotHeader {
+            kind: fdfs_proto::trunk::SLOT_FILE,
+            alloc_size: 256,
+            file_size: 5,
+            crc32,
+            mtime: 7,
+            ext: *b"123.txt",
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_leaves_another_storages_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // Our upload wrote content, then failed before its header: zeroed.
+        let ours = slot_io(dir.path(), 0);
+        let mut w = ours.writer().unwrap();
+        let _pending = w.pending();
+        w.write_all(b"hello").unwrap();
+        ours.zero_unclaimed().unwrap();
+        let raw = std::fs::read(&ours.path).unwrap();
+        assert!(raw[..256].iter().all(|b| *b == 0));
+        // A peer's copy of another file got into the slot meanwhile: it stays.
+        let theirs = slot_io(dir.path(), 256);
+        let mut w = theirs.writer().unwrap();
+        w.write_all(b"world").unwrap();
+        theirs.seal(&header(9)).unwrap().flush().unwrap();
+        theirs.zero_unclaimed().unwrap();
+        assert!(theirs.holds(&header(9)));
+        // A copy over an older file's slot: no name while the new content comes in.
+        theirs.clear_header().unwrap();
+        assert!(!theirs.holds(&header(9)));
+        assert!(theirs.writer().unwrap().slot_is_free().unwrap());
     }
 }
