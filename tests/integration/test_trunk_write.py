@@ -375,3 +375,22 @@ def test_replaced_disk_of_a_trunk_group(clusters, tmp_path):
     wait_everywhere([node], files, what="every trunk-stored file on the recovered storage")
     for fid in sorted(files)[:5]:
         assert slot_bytes(node, fid)[24:24 + len(files[fid])] == files[fid]
+
+
+@pytest.mark.timeout(300)
+def test_trunk_files_with_storage_ids(clusters, tmp_path):
+    """Trunk files in a cluster named by storage ids (`use_storage_id`, ids in file
+    names): a C and a Rust storage share the group; the trunk server is named by id,
+    file IDs carry the uploader's id, every file reaches both."""
+    c = clusters.new("trunk-ids", storages=2, c_storages={0}, use_storage_id=True,
+                     id_type_in_filename="id", tracker_extra=TRUNK_EXTRA)
+    wait_for(lambda: trunk_server_of(c) is not None, 60, interval=0.5, what="a trunk server")
+    wait_for(lambda: upload_ok(c), 60, interval=0.5, what="uploads into trunk files")
+    files = upload_many(c, tmp_path, "ids", 80)
+    assert all(len(f.partition("/")[2]) == 60 for f in files)
+    # The source field holds a server id (ids start at 100001 here; in the byte order
+    # C writes it), not an address.
+    sources = {int.from_bytes(bytes(int(b) for b in wire.decode_file_id(f)["source_ip"]
+                                    .split(".")), "little") for f in files}
+    assert sources and all(100001 <= s < 100010 for s in sources), sources
+    wait_everywhere(c.nodes, files)
