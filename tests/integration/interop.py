@@ -42,6 +42,12 @@ def c_bin(name):
     return path
 
 
+def run_c(tool, *args, timeout=60):
+    """Runs one C FastDFS tool; its CompletedProcess (text output)."""
+    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def java_sdk_classes():
     """Directory holding the compiled official Java SDK (org.csource.fastdfs), built once."""
     javac = shutil.which("javac")

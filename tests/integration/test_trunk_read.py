@@ -11,26 +11,13 @@ out again.
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters
 from fdfs_helpers import crc32, payload, wait_for
+from interop import run_c
+from trunk_helpers import clusters  # noqa: F401
 from nginx_fixtures import free_port_on, http, require_nginx, start_storage_nginx
 
 TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
                "trunk_file_size = 4MB\nstore_server = 1\n")
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
-
-
-def run_c(tool, *args):
-    import subprocess
-    from interop import c_bin
-    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
-                          timeout=60)
 
 
 @pytest.mark.timeout(300)

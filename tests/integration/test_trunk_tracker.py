@@ -2,83 +2,20 @@
 
 A tracker is the first node an operator replaces; in a trunk cluster it must pick each
 group's trunk server (31, 32), announce it (beat reply flag 0x02), take the trunk
-server's reports (72, 73, 74) and pick another when it goes, as the C tracker does. Our
-storages do not write trunk files yet, so the storages here are the real C 6.16 ones.
+server's reports (72, 73, 74) and pick another when it goes, as the C tracker does. The
+storages here are the real C 6.16 ones (our storages with trunk files, alone and beside
+C ones: test_trunk_write.py).
 """
 
 import re
-import subprocess
-import threading
 
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters
-from fdfs_helpers import payload, wait_for
-from interop import c_bin
-
-TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
-               "trunk_file_size = 4MB\ncheck_active_interval = 4\n"
-               "storage_sync_file_max_time = 1\n")
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
-
-
-def run_c(tool, *args):
-    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
-                          timeout=60)
-
-
-def monitor(c):
-    p = run_c("fdfs_monitor", c.client_conf)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
-
-
-def trunk_server_of(c):
-    """The `ip` fdfs_monitor names as the group's trunk server, or None."""
-    m = re.search(r"current trunk server = (\S+)", monitor(c))
-    return m.group(1) if m else None
-
-
-def upload_many(c, tmp_path, tag, count, threads=8):
-    """Uploads `count` small files through the tracker with C's tool, `threads` at a
-    time -> {file id: content}; every upload must succeed."""
-    files, errors, lock = {}, [], threading.Lock()
-
-    def work(k):
-        for i in range(k, count, threads):
-            data = payload(100 + 37 * i, hash((tag, i)) & 0xFFFF)
-            local = tmp_path / ("%s-%d.bin" % (tag, i))
-            local.write_bytes(data)
-            p = run_c("fdfs_upload_file", c.client_conf, local)
-            with lock:
-                if p.returncode == 0:
-                    files[p.stdout.strip()] = data
-                else:
-                    errors.append(p.stderr.strip()[-300:])
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors, errors[:3]
-    return files
-
-
-def slot_of(fid):
-    """(store path, trunk id, offset) from a trunk file ID's location part."""
-    import base64
-    remote = fid.partition("/")[2]
-    loc = base64.b64decode(remote[37:53].replace("-", "+").replace("_", "/") + "==")
-    trunk_id = int.from_bytes(loc[0:4], "big")
-    offset = int.from_bytes(loc[4:8], "big")
-    return remote[:3], trunk_id, offset
+from fdfs_helpers import wait_for
+from interop import run_c
+from trunk_helpers import (TRUNK_EXTRA, clusters, monitor, slot_of,  # noqa: F401
+                           trunk_server_of, upload_many)
 
 
 def assert_on(node, files):

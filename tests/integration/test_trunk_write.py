@@ -7,80 +7,18 @@ tests mix our storage with the real C 6.16 one in a group, change the trunk serv
 the middle of uploads, and start a C storage on the data ours wrote (a rollback).
 """
 
-import base64
 import re
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters, file_path
+from c_daemons import file_path
 from fdfs_helpers import crc32, payload, wait_for
-from interop import c_bin
-
-TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
-               "trunk_file_size = 4MB\ncheck_active_interval = 4\n"
-               "storage_sync_file_max_time = 1\n")
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
-
-
-def run_c(tool, *args):
-    return subprocess.run([str(c_bin(tool)), *map(str, args)], capture_output=True, text=True,
-                          timeout=60)
-
-
-def trunk_server_of(c):
-    """The address fdfs_monitor names as the group's trunk server, or None."""
-    p = run_c("fdfs_monitor", c.client_conf)
-    assert p.returncode == 0, p.stderr
-    m = re.search(r"current trunk server = (\S+)", p.stdout)
-    return m.group(1) if m else None
-
-
-def upload_ok(c):
-    return run_c("fdfs_upload_file", c.client_conf, c.client_conf).returncode == 0
-
-
-def upload_many(c, tmp_path, tag, count, threads=8, sizes=None):
-    """Uploads `count` small files through the tracker with C's tool, `threads` at a
-    time -> {file id: content}; every upload must succeed."""
-    files, errors, lock = {}, [], threading.Lock()
-
-    def work(k):
-        for i in range(k, count, threads):
-            size = sizes[i % len(sizes)] if sizes else 100 + 37 * i
-            data = payload(size, hash((tag, i)) & 0xFFFF)
-            local = tmp_path / ("%s-%d.bin" % (tag, i))
-            local.write_bytes(data)
-            p = run_c("fdfs_upload_file", c.client_conf, local)
-            with lock:
-                if p.returncode == 0:
-                    files[p.stdout.strip()] = data
-                else:
-                    errors.append(p.stderr.strip()[-300:])
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors, errors[:3]
-    return files
-
-
-def slot_of(fid):
-    """(store path, trunk id, offset, alloc size) from a trunk file ID."""
-    remote = fid.partition("/")[2]
-    loc = base64.urlsafe_b64decode(remote[37:53])
-    return (remote[:3], int.from_bytes(loc[0:4], "big"), int.from_bytes(loc[4:8], "big"),
-            int.from_bytes(loc[8:12], "big"))
+from interop import run_c
+from trunk_helpers import (TRUNK_EXTRA, assert_apart, clusters, slot_of,  # noqa: F401
+                           trunk_server_of, upload_many, upload_ok)
 
 
 def trunk_file(node, fid):
@@ -120,9 +58,7 @@ def test_our_storages_write_trunk_files(clusters, tmp_path):
     assert all(len(f.partition("/")[2]) == 60 for f in files), "not in trunk files"
     assert all(wire.decode_file_id(f)["trunk"] for f in files)
     # No two files share a slot, and slots do not overlap.
-    slots = sorted(slot_of(f) for f in files)
-    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
-        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, (slots,)
+    assert_apart(files)
     wait_everywhere(c.nodes, files)
 
     # The slot holds the 24-byte header, then the content, on both storages alike.
@@ -262,9 +198,7 @@ def test_c_and_rust_storage_share_a_trunk_group(clusters, tmp_path, c_side):
         t.join()
     # Every acknowledged file is readable, and none shares a slot with another.
     everything = {**files, **during}
-    slots = sorted(slot_of(f) for f in everything if len(f.partition("/")[2]) == 60)
-    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
-        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+    assert_apart(everything)
 
     def kept_has(fid, data):
         return wire.download(kept.addr, fid) == (0, data)
@@ -295,9 +229,7 @@ def test_c_storage_serves_trunk_files_ours_wrote(clusters, tmp_path):
     wait_for(lambda: upload_ok(c), 60, interval=0.5, what="C uploads after the rollback")
     more = upload_many(c, tmp_path, "theirs", 30)
     assert all(wire.download(node.addr, f) == (0, d) for f, d in {**files, **more}.items())
-    slots = sorted(slot_of(f) for f in {**files, **more})
-    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
-        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+    assert_apart({**files, **more})
 
 
 @pytest.mark.timeout(300)
@@ -345,9 +277,7 @@ def test_trunk_server_housekeeping(clusters, tmp_path):
              interval=0.5, what="the compressed binlog on the peer")
     wait_everywhere(c.nodes, kept)
     more = upload_many(c, tmp_path, "hk2", 30)
-    slots = sorted(slot_of(f) for f in {**kept, **more})
-    for (p1, t1, o1, s1), (p2, t2, o2, s2) in zip(slots, slots[1:]):
-        assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+    assert_apart({**kept, **more})
     wait_everywhere(c.nodes, {**kept, **more})
 
 

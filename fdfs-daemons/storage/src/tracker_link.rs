@@ -380,7 +380,7 @@ async fn news_of(
         if st.trunk.announced(st, &brief).await {
             // The newest trunk file id the group has, before any is created here.
             match conn.call(&FetchTrunkFileId).await {
-                Ok(TrunkFileId(id)) => st.trunk.note_fetched(id as u32),
+                Ok(TrunkFileId(id)) => st.trunk.note_fetched(id as u32).await,
                 Err(e) => warn!("tracker {tracker}: cannot fetch the trunk file id: {e}"),
             }
             // Loaded apart from the session: its beats go on meanwhile.

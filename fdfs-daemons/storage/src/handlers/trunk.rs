@@ -69,14 +69,11 @@ pub async fn free_space(st: &Storage, conn: &mut Connection, body: &[u8]) -> Han
 
 /// The trunk binlog of a storage that is not the trunk server (30 and 33 are refused
 /// by the trunk server itself, and with trunk files off).
-fn peer_binlog(st: &Storage) -> Result<&crate::trunk::binlog::TrunkBinlog, Fail> {
+fn peer_binlog(st: &Storage) -> Result<&std::sync::Arc<crate::trunk::binlog::TrunkBinlog>, Fail> {
     if st.trunk.is_server() {
         return Err(Fail::Reply(errno::EINVAL));
     }
-    st.trunk
-        .binlog()
-        .map(|b| b.as_ref())
-        .ok_or(Fail::Reply(errno::EINVAL))
+    st.trunk.binlog().ok_or(Fail::Reply(errno::EINVAL))
 }
 
 /// 30: lines of the trunk server's binlog, appended as they are.
@@ -100,11 +97,14 @@ pub async fn truncate_binlog(st: &Storage, conn: &mut Connection, body: &[u8]) -
     if !body.is_empty() {
         return Err(Fail::Reply(errno::EINVAL));
     }
-    let log = peer_binlog(st)?;
-    log.restart(params.binlog_max_backups).map_err(|e| {
-        tracing::error!("cannot restart the trunk binlog: {e}");
-        Fail::Reply(errno::from_io(&e))
-    })?;
+    let log = peer_binlog(st)?.clone();
+    let backups = params.binlog_max_backups;
+    crate::durability::blocking(move || log.restart(backups))
+        .await
+        .map_err(|e| {
+            tracing::error!("cannot restart the trunk binlog: {e}");
+            Fail::Reply(errno::from_io(&e))
+        })?;
     conn.reply(0, &[]).await.map_err(|_| Fail::Close)
 }
 
@@ -127,8 +127,9 @@ pub async fn delete_binlog_marks(st: &Storage, conn: &mut Connection, body: &[u8
     if !body.is_empty() || st.trunk.is_server() {
         return Err(Fail::Reply(errno::EINVAL));
     }
-    let log = st.trunk.binlog().ok_or(Fail::Reply(errno::EINVAL))?;
-    log.delete_marks()
+    let log = st.trunk.binlog().ok_or(Fail::Reply(errno::EINVAL))?.clone();
+    crate::durability::blocking(move || log.delete_marks())
+        .await
         .map_err(|e| Fail::Reply(errno::from_io(&e)))?;
     conn.reply(0, &[]).await.map_err(|_| Fail::Close)
 }

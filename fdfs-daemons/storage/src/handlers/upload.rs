@@ -87,6 +87,27 @@ async fn wait_replicas(st: &Storage, pos: BinlogPos, name: &str) {
     }
 }
 
+/// The reply to an upload of a new file named `remote` (recorded at `pos`), once the
+/// peers `sync_wait_replicas` asks for have it.
+async fn reply_stored(
+    st: &Storage,
+    conn: &mut Connection,
+    pos: BinlogPos,
+    remote: String,
+) -> Handled {
+    wait_replicas(st, pos, &remote).await;
+    st.stats
+        .last_source_update
+        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
+    let reply = StoredFile {
+        group: st.cfg.group_name.clone(),
+        filename: remote,
+    };
+    conn.reply(0, &reply.encode())
+        .await
+        .map_err(|_| Fail::Close)
+}
+
 fn random_digit() -> u8 {
     rand::thread_rng().gen_range(0..10)
 }
@@ -198,17 +219,7 @@ async fn upload_inner(
                 .remember_crc(&dir.join(&base), Version::of(&meta), crc);
         }
     }
-    wait_replicas(st, pos, &remote).await;
-    st.stats
-        .last_source_update
-        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
-    let reply = StoredFile {
-        group: st.cfg.group_name.clone(),
-        filename: remote,
-    };
-    conn.reply(0, &reply.encode())
-        .await
-        .map_err(|_| Fail::Close)
+    reply_stored(st, conn, pos, remote).await
 }
 
 /// An upload small enough for a trunk file (`use_trunk_file`): a slot from the trunk
@@ -361,17 +372,7 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
             return Err(Fail::Reply(code));
         }
     };
-    wait_replicas(st, pos, &remote).await;
-    st.stats
-        .last_source_update
-        .store(unix_now(), std::sync::atomic::Ordering::Relaxed);
-    let reply = StoredFile {
-        group: st.cfg.group_name.clone(),
-        filename: remote,
-    };
-    conn.reply(0, &reply.encode())
-        .await
-        .map_err(|_| Fail::Close)
+    reply_stored(st, conn, pos, remote).await
 }
 
 /// Logs a failed write into a trunk file; returns the errno for the client.

@@ -242,23 +242,34 @@ impl Trunk {
     }
 
     /// Raises the newest trunk file id to what the tracker knows (72).
-    pub fn note_fetched(&self, id: u32) {
+    pub async fn note_fetched(&self, id: u32) {
         if self.current_id.fetch_max(id, Ordering::AcqRel) < id {
-            self.save_current_id(id);
+            if let Err(e) = self.save_current_id(id).await {
+                warn!("cannot save the trunk file id in the init flag: {e}");
+            }
         }
     }
 
-    fn save_current_id(&self, id: u32) {
-        if let Some(init) = self.init.get() {
+    /// Changes the init flag and saves it (flushed), off the async threads.
+    async fn save_init(
+        &self,
+        change: impl FnOnce(&mut InitFlag) + Send + 'static,
+    ) -> io::Result<()> {
+        let (Some(init), Some(base)) = (self.init.get().cloned(), INIT_BASE.get()) else {
+            return Ok(());
+        };
+        crate::durability::blocking(move || {
             let mut flag = init.lock().unwrap();
-            flag.current_trunk_file_id = flag.current_trunk_file_id.max(id);
-            // The base path is where the flag was loaded from.
-            if let Some(base) = INIT_BASE.get() {
-                if let Err(e) = flag.save(base) {
-                    warn!("cannot save the trunk file id in the init flag: {e}");
-                }
-            }
-        }
+            change(&mut flag);
+            flag.save(base)
+        })
+        .await
+    }
+
+    /// Saves a new newest trunk file id, before any file of that id is made.
+    async fn save_current_id(&self, id: u32) -> io::Result<()> {
+        self.save_init(move |f| f.current_trunk_file_id = f.current_trunk_file_id.max(id))
+            .await
     }
 
     /// When the trunk binlog was last compressed (the init flag's
@@ -328,16 +339,11 @@ impl Trunk {
         }
         drop(role);
         // The peers' marks point into the old binlog: each is sent the new one whole.
-        if let Some(log) = self.binlog.get() {
-            log.delete_marks()?;
+        if let Some(log) = self.binlog.get().cloned() {
+            crate::durability::blocking(move || log.delete_marks()).await?;
         }
-        if let Some(init) = self.init.get() {
-            let mut flag = init.lock().unwrap();
-            flag.trunk_last_compress_time = now;
-            if let Some(base) = INIT_BASE.get() {
-                flag.save(base)?;
-            }
-        }
+        self.save_init(move |f| f.trunk_last_compress_time = now)
+            .await?;
         Ok(Some(sizes))
     }
 
@@ -430,7 +436,9 @@ impl Trunk {
         // New trunk files get ids past every one the binlog names.
         if let Some(max) = lines.iter().map(|l| l.slot.trunk_id).max() {
             if self.current_id.fetch_max(max, Ordering::AcqRel) < max {
-                self.save_current_id(max);
+                if let Err(e) = self.save_current_id(max).await {
+                    warn!("cannot save the trunk file id in the init flag: {e}");
+                }
             }
         }
         let sizes = params.sizes;
@@ -441,7 +449,9 @@ impl Trunk {
         let trusted = log.is_mine();
         if !trusted && !lines.is_empty() {
             let skipped = self.current_id.fetch_add(UNSURE_ID_GAP, Ordering::AcqRel);
-            self.save_current_id(skipped + UNSURE_ID_GAP);
+            if let Err(e) = self.save_current_id(skipped + UNSURE_ID_GAP).await {
+                warn!("cannot save the trunk file id in the init flag: {e}");
+            }
         }
         let check = st.clone();
         let loaded = crate::durability::blocking(move || {
@@ -597,7 +607,12 @@ impl Trunk {
             if id > i32::MAX as u32 {
                 return Err(errno::ENOSPC);
             }
-            self.save_current_id(id);
+            // Kept before the file is made (upstream fails the allocation too when it
+            // cannot): after a crash, the id is never handed out again.
+            if let Err(e) = self.save_current_id(id).await {
+                warn!("cannot save the trunk file id {id} in the init flag: {e}");
+                return Err(errno::from_io(&e));
+            }
             let (high, low) = st
                 .store
                 .choose_subdir(&fdfs_proto::trunk::trunk_id_text(id));
