@@ -407,6 +407,22 @@ impl<'a> Section<'a> {
         })
     }
 
+    /// A listening address `ip:port` (`[ipv6]:port`), or a bare port for every address;
+    /// `None` when the key is absent or empty (the listener is off).
+    pub fn listen_addr(&self, key: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let Some(text) = self.str(key).map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        let addr = match text.parse::<u16>() {
+            Ok(port) => Some(std::net::SocketAddr::from(([0, 0, 0, 0], port))),
+            Err(_) => text.parse().ok(),
+        };
+        match addr {
+            Some(a) if a.port() != 0 => Ok(Some(a)),
+            _ => Err(self.invalid(key, "ip:port, [ipv6]:port or a port (empty: off)")),
+        }
+    }
+
     /// An error for a value the caller found invalid. Names file and line of
     /// the last occurrence, or the main file if the key is absent.
     pub fn invalid(&self, key: &str, expected: &str) -> ConfigError {
@@ -577,6 +593,15 @@ mod tests {
         trunk_file_size = 64MB\ntrunk_create_file_time_base = 02:00\n\
         response_ip_addr_size = auto\nallow_hosts = 10.0.1.[1-15]\n\
         allow_hosts = host[01-08,20-25].domain.com\nhttp.server_port = 8080\n";
+
+    #[test]
+    fn listen_addresses() {
+        cases(
+            |s| s.listen_addr("k"),
+            " => None; 9101 => Some(0.0.0.0:9101); 127.0.0.5:9101 => Some(127.0.0.5:9101); \
+             [::1]:9101 => Some([::1]:9101); 0 => err; 127.0.0.5 => err; host:1 => err",
+        );
+    }
 
     #[test]
     fn realistic_tracker_conf() {

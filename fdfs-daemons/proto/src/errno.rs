@@ -48,6 +48,34 @@ pub fn describe(code: u8) -> &'static str {
     }
 }
 
+/// The errno's symbol ("ENOENT"; "OK" for 0), for metric labels; `None` for codes
+/// FastDFS does not name.
+pub fn symbol(code: u8) -> Option<&'static str> {
+    Some(match code {
+        OK => "OK",
+        EPERM => "EPERM",
+        ENOENT => "ENOENT",
+        EIO => "EIO",
+        EAGAIN => "EAGAIN",
+        ENOMEM => "ENOMEM",
+        EACCES => "EACCES",
+        EFAULT => "EFAULT",
+        EBUSY => "EBUSY",
+        EEXIST => "EEXIST",
+        ENOTDIR => "ENOTDIR",
+        EISDIR => "EISDIR",
+        EINVAL => "EINVAL",
+        ENONET => "ENONET",
+        ENOSPC => "ENOSPC",
+        ENAMETOOLONG => "ENAMETOOLONG",
+        EOPNOTSUPP => "EOPNOTSUPP",
+        ETIMEDOUT => "ETIMEDOUT",
+        ECONNREFUSED => "ECONNREFUSED",
+        EALREADY => "EALREADY",
+        _ => return None,
+    })
+}
+
 /// Maps an I/O error to the errno FastDFS would send for it.
 pub fn from_io(err: &std::io::Error) -> u8 {
     match err.raw_os_error() {

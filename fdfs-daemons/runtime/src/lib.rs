@@ -5,7 +5,9 @@
 
 pub mod conn;
 pub mod daemon;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 mod sys;
 

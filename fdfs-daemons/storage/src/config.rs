@@ -55,6 +55,9 @@ pub struct StorageConfig {
     pub sync_wait_timeout: Duration,
     /// `allow_hosts`: addresses that may connect at all (everyone by default).
     pub allow_hosts: Arc<AllowHosts>,
+    /// `metrics_listen` (extension): where `/metrics`, `/healthz` and `/readyz` are
+    /// served; `None` (the default): nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `modify_allow_hosts`: addresses that may delete or change files (everyone by
     /// default; an extension).
     pub modify_allow_hosts: AllowHosts,
@@ -174,6 +177,7 @@ impl StorageConfig {
                 AllowHosts::parse(g.all("allow_hosts"))
                     .map_err(|e| g.invalid("allow_hosts", &e))?,
             ),
+            metrics_listen: g.listen_addr("metrics_listen")?,
             modify_allow_hosts: AllowHosts::parse(g.all("modify_allow_hosts"))
                 .map_err(|e| g.invalid("modify_allow_hosts", &e))?,
             cluster_secret: fdfs_proto::cluster_auth::parse_secret(g.str("cluster_secret"))

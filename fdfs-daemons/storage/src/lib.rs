@@ -33,6 +33,7 @@ pub mod tombstones;
 pub mod tracker_link;
 pub mod transfer;
 pub mod trunk;
+pub mod web;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -140,6 +141,15 @@ pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Resu
         st.store.paths().len()
     );
 
+    let web = match st.cfg.metrics_listen {
+        Some(addr) => Some(
+            fdfs_runtime::http::bind(addr)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+
     let (trigger, shutdown) = ShutdownTrigger::new();
     let init = Arc::new(Mutex::new(init));
     let _ = trunk::INIT_BASE.set(st.cfg.base_path.clone());
@@ -171,6 +181,19 @@ pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Resu
         st.clone(),
         trigger.subscribe(),
     )));
+
+    if let Some(web) = web {
+        info!(
+            "metrics on http://{}/metrics",
+            web.local_addr().map_err(|e| e.to_string())?
+        );
+        tasks.push(tokio::spawn(fdfs_runtime::http::serve(
+            web,
+            st.cfg.allow_hosts.clone(),
+            web::handler(st.clone()),
+            trigger.subscribe(),
+        )));
+    }
 
     let server = {
         let st = st.clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use fdfs_proto::cluster_auth::{Answer, Responder};
 use fdfs_proto::header::HEADER_LEN;
 use fdfs_proto::{cmd, errno, Header};
+use fdfs_runtime::metrics::Outcome;
 use fdfs_runtime::server::IdleEnd;
 use fdfs_runtime::Connection;
 use tokio::net::TcpStream;
@@ -63,6 +64,7 @@ pub async fn handle_connection(
         {
             break;
         }
+        let started = std::time::Instant::now();
         let outcome = match admit(&st, &mut auth, may_modify, header) {
             Admission::Go => dispatch(&st, &mut conn, header, body_len, &mut sync_sess).await,
             Admission::Handshake => cluster_auth(&st, &mut conn, &mut auth, header, body_len).await,
@@ -72,6 +74,15 @@ pub async fn handle_connection(
                 Err(Fail::ReplyAndClose(errno::EACCES))
             }
         };
+        st.requests.observe(
+            header.cmd,
+            match &outcome {
+                Ok(()) => Outcome::Status(0),
+                Err(Fail::Reply(e) | Fail::ReplyAndClose(e)) => Outcome::Status(*e),
+                Err(Fail::Close) => Outcome::Closed,
+            },
+            started.elapsed(),
+        );
         let close = match outcome {
             // The client is done: the replies it was promised go out first (below).
             Ok(()) => header.cmd == cmd::QUIT,

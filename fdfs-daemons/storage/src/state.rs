@@ -20,6 +20,8 @@ pub struct Storage {
     pub store: Store,
     pub binlog: std::sync::Arc<Binlog>,
     pub stats: Stats,
+    /// Requests by command and result, and their latency (`/metrics`).
+    pub requests: fdfs_runtime::metrics::RequestMetrics,
     /// Replication: group members, peers' progress, what we received.
     pub sync: SyncState,
     /// Recent deletes, so that a replayed copy does not bring a file back.
@@ -48,6 +50,7 @@ impl Storage {
             store,
             binlog: std::sync::Arc::new(binlog),
             stats: Stats::default(),
+            requests: Default::default(),
             sync: SyncState::default(),
             tombstones: Default::default(),
             appenders: Default::default(),

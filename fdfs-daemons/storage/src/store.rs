@@ -35,6 +35,8 @@ pub struct StorePath {
     /// Out of service after an I/O error or a read-only file system, until a probe
     /// write succeeds again.
     failed: AtomicBool,
+    /// I/O errors met on this path (`/metrics`).
+    pub io_errors: AtomicU64,
 }
 
 impl StorePath {
@@ -328,6 +330,7 @@ impl Store {
                 free_mb: AtomicU64::new(0),
                 pending: AtomicU64::new(0),
                 failed: AtomicBool::new(false),
+                io_errors: AtomicU64::new(0),
             });
         }
         let store = Store {
@@ -372,6 +375,7 @@ impl Store {
         let Some(p) = self.paths.get(index) else {
             return;
         };
+        p.io_errors.fetch_add(1, Ordering::Relaxed);
         if broken && !p.failed.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 "store path {index} ({}) failed: {e}; no new files go there until a test write succeeds",

@@ -115,6 +115,9 @@ pub struct TrackerConfig {
     pub network_timeout: Duration,
     pub base_path: PathBuf,
     pub max_connections: usize,
+    /// `metrics_listen` (extension): where `/metrics`, `/healthz`, `/readyz` and the
+    /// console are served; `None` (the default): nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `allow_hosts`: client addresses accepted (everyone by default).
     pub allow_hosts: std::sync::Arc<fdfs_proto::allow_hosts::AllowHosts>,
     /// `cluster_secret`: storages and other trackers must prove it (extension; none by
@@ -215,6 +218,7 @@ impl TrackerConfig {
             network_timeout: seconds(g.int_in("network_timeout", 60, 1, 86400)?),
             base_path,
             max_connections: g.int_in("max_connections", 256, 1, 1_000_000)? as usize,
+            metrics_listen: g.listen_addr("metrics_listen")?,
             allow_hosts: std::sync::Arc::new(
                 fdfs_proto::allow_hosts::AllowHosts::parse(g.all("allow_hosts"))
                     .map_err(|e| g.invalid("allow_hosts", &e))?,

@@ -24,6 +24,7 @@ pub mod service;
 pub mod storage_cmds;
 pub mod tracker_cmds;
 pub mod trunk;
+pub mod web;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,6 +55,8 @@ const LONG_DOWNTIME: i64 = 600;
 /// A tracker bound to its port, with its saved state loaded.
 pub struct Tracker {
     listener: TcpListener,
+    /// `metrics_listen`, bound with the main port so a taken address stops the start.
+    web: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -94,8 +97,13 @@ impl Tracker {
         let addr = SocketAddr::new(ip, config.port);
         let listener = fdfs_runtime::server::listen(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let web = match config.metrics_listen {
+            Some(addr) => Some(fdfs_runtime::http::bind(addr).await?),
+            None => None,
+        };
         Ok(Tracker {
             listener,
+            web,
             shared: Arc::new(Shared {
                 config,
                 cluster: Mutex::new(cluster),
@@ -103,6 +111,7 @@ impl Tracker {
                 restart_interval,
                 peers: Mutex::new(Relationship::new(me)),
                 connections: Default::default(),
+                requests: Default::default(),
                 copy_sys_files: copy_sys_files.into(),
             }),
         })
@@ -124,6 +133,15 @@ impl Tracker {
         let saver = tokio::spawn(save_when_changed(shared.clone(), shutdown.clone()));
         let peers = tokio::spawn(peers::run(shared.clone(), shutdown.clone()));
         let trunks = tokio::spawn(trunk::run(shared.clone(), shutdown.clone()));
+        if let Some(web) = self.web {
+            info!("metrics and console on http://{}/", web.local_addr()?);
+            tokio::spawn(fdfs_runtime::http::serve(
+                web,
+                shared.config.allow_hosts.clone(),
+                web::handler(shared.clone()),
+                shutdown.clone(),
+            ));
+        }
         let handler_shared = shared.clone();
         serve_allowed(
             self.listener,

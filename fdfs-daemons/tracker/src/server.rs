@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use fdfs_proto::cluster_auth::{self, Answer};
 use fdfs_proto::{cmd, errno};
+use fdfs_runtime::metrics::Outcome;
 use fdfs_runtime::server::IdleEnd;
 use fdfs_runtime::Connection;
 use tokio::net::TcpStream;
@@ -32,6 +33,8 @@ pub struct Shared {
     /// (never take `cluster` while holding `peers`).
     pub peers: Mutex<Relationship>,
     pub connections: ConnectionGauge,
+    /// Requests by command and result, and their latency (`/metrics`).
+    pub requests: fdfs_runtime::metrics::RequestMetrics,
     /// Started without groups or after a long downtime: copy a peer's sys files.
     pub copy_sys_files: std::sync::atomic::AtomicBool,
 }
@@ -205,6 +208,7 @@ async fn serve_connection(
             peer,
             local,
         };
+        let started = std::time::Instant::now();
         let (status, reply) = match dispatch(shared, &mut session, &req) {
             Ok(reply) => (0, reply),
             Err(refusal) => {
@@ -212,7 +216,15 @@ async fn serve_connection(
                 (refusal.errno, Vec::new())
             }
         };
-        if let Err(e) = conn.reply(status, &reply).await {
+        let sent = conn.reply(status, &reply).await;
+        let outcome = match sent {
+            Ok(()) => Outcome::Status(status),
+            Err(_) => Outcome::Closed,
+        };
+        shared
+            .requests
+            .observe(header.cmd, outcome, started.elapsed());
+        if let Err(e) = sent {
             debug!("{peer}: sending reply: {e}");
             break;
         }

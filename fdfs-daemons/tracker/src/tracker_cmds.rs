@@ -132,28 +132,40 @@ pub fn get_leader(shared: &Shared, req: &Request<'_>) -> Reply {
 /// 96 TRACKER_CLUSTER_STAT (leader only): every known tracker.
 pub fn cluster_stat(shared: &Shared, req: &Request<'_>) -> Reply {
     let filter = TrackerClusterFilter::decode(req.body)?;
-    let now = unix_now();
-    let known: Vec<String> = shared.cluster().trackers().iter().cloned().collect();
-    let peers = shared.peers();
-    if !peers.is_leader() {
+    if !shared.peers().is_leader() {
         return Err(Refusal::new(
             errno::EOPNOTSUPP,
             "this tracker is not the leader",
         ));
     }
+    let list: Vec<TrackerInfo> = tracker_infos(shared)
+        .into_iter()
+        .filter(|t| filter.accepts(t))
+        .collect();
+    Ok(TrackerInfo::encode_list(&list))
+}
+
+/// Every tracker this one knows, by address. The leader knows its followers' pings
+/// (96's view); a follower knows itself and who leads.
+pub fn tracker_infos(shared: &Shared) -> Vec<TrackerInfo> {
+    let now = unix_now();
+    let known: Vec<String> = shared.cluster().trackers().iter().cloned().collect();
+    let peers = shared.peers();
+    let leading = peers.is_leader();
+    let leader = peers.leader().map(str::to_string);
     let me = peers.me().unwrap_or_default().to_string();
     let mut hosts = known;
     if !hosts.contains(&me) {
         hosts.push(me.clone());
     }
     hosts.sort();
-    let list: Vec<TrackerInfo> = hosts
+    hosts
         .into_iter()
         .map(|host| {
             if host == me {
                 return TrackerInfo {
                     host,
-                    is_leader: true,
+                    is_leader: leading,
                     is_active: true,
                     connections: shared.connections.counts(),
                     version: VERSION_TEXT.into(),
@@ -162,7 +174,7 @@ pub fn cluster_stat(shared: &Shared, req: &Request<'_>) -> Reply {
                 };
             }
             match peers.followers().get(&host) {
-                Some(f) => TrackerInfo {
+                Some(f) if leading => TrackerInfo {
                     is_leader: false,
                     is_active: now - f.last_ping <= FOLLOWER_ACTIVE_SECS,
                     connections: f.connections,
@@ -171,15 +183,15 @@ pub fn cluster_stat(shared: &Shared, req: &Request<'_>) -> Reply {
                     last_heartbeat: f.last_ping,
                     host,
                 },
-                None => TrackerInfo {
+                _ => TrackerInfo {
+                    is_leader: leader.as_deref() == Some(host.as_str()),
+                    is_active: leader.as_deref() == Some(host.as_str()),
                     host,
                     ..TrackerInfo::default()
                 },
             }
         })
-        .filter(|t| filter.accepts(t))
-        .collect();
-    Ok(TrackerInfo::encode_list(&list))
+        .collect()
 }
 
 /// 61 GET_SYS_FILES_START: snapshots the sys files for this connection.

@@ -119,6 +119,11 @@ impl SyncState {
         self.tick.send_modify(|t| *t += 1);
     }
 
+    /// Where `peer`'s dispatcher is done up to, while one runs.
+    pub fn progress_of(&self, peer: &str) -> Option<BinlogPos> {
+        self.progress.lock().unwrap().get(peer).copied()
+    }
+
     /// Waits until `want` peers (at most as many as there are) are past `pos`, or
     /// `timeout`. True if they are.
     pub async fn wait_replicas(&self, pos: BinlogPos, want: usize, timeout: Duration) -> bool {
