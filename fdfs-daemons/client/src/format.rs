@@ -84,7 +84,8 @@ pub fn bytes_to_human(bytes: i64) -> String {
     }
 }
 
-fn mb_to_human(mb: i64) -> String {
+/// A size in MB as [`bytes_to_human`] prints it.
+pub fn mb_to_human(mb: i64) -> String {
     bytes_to_human(mb.saturating_mul(1 << 20))
 }
 
@@ -99,24 +100,43 @@ pub fn rw_caption(mode: u8) -> &'static str {
     }
 }
 
-/// The sync delay suffix of `last_synced_timestamp`.
-fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
+/// How far a storage is behind the newest upload on the other storages of its group,
+/// from the 92 records: its `last_synced_timestamp` against its peers' newest
+/// `last_source_update`, as upstream's `fdfs_monitor` computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncLag {
+    /// No peer has had an upload: nothing to sync.
+    Nothing,
+    /// Peers have had uploads, and this storage has synced none.
+    Never,
+    /// Seconds behind the newest upload on a peer (0 when up to date).
+    Behind(i64),
+}
+
+/// The [`SyncLag`] of `storage`, one of `all` (its group, itself included).
+pub fn sync_lag(storage: &StorageStat, all: &[StorageStat]) -> SyncLag {
     let max_src = all
         .iter()
         .filter(|p| !std::ptr::eq(*p, storage))
         .map(|p| p.counters.last_source_update)
         .fold(0, i64::max);
     if max_src == 0 {
-        return String::new();
+        return SyncLag::Nothing;
     }
     let synced = storage.counters.last_synced_timestamp;
     if synced == 0 {
-        return "(never synced)".into();
+        return SyncLag::Never;
     }
-    let delay = (max_src - synced).max(0);
+    SyncLag::Behind((max_src - synced).max(0))
+}
+
+/// A delay as upstream's `fdfs_monitor` prints it: `5s`, `16m:40s`, `02h:00m:05s`,
+/// `3 days 01h:00m:00s`.
+pub fn delay_text(delay: i64) -> String {
+    let delay = delay.max(0);
     let (day, rem) = (delay / 86400, delay % 86400);
     let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let text = if day != 0 {
+    if day != 0 {
         format!("{day} days {hour:02}h:{minute:02}m:{second:02}s")
     } else if hour != 0 {
         format!("{hour:02}h:{minute:02}m:{second:02}s")
@@ -124,8 +144,16 @@ fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
         format!("{minute:02}m:{second:02}s")
     } else {
         format!("{second}s")
-    };
-    format!("({text} delay)")
+    }
+}
+
+/// The sync delay suffix of `last_synced_timestamp`.
+fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
+    match sync_lag(storage, all) {
+        SyncLag::Nothing => String::new(),
+        SyncLag::Never => "(never synced)".into(),
+        SyncLag::Behind(delay) => format!("({} delay)", delay_text(delay)),
+    }
 }
 
 /// The label `fdfs_monitor` prints for a counter: the wire name, except that upstream
@@ -435,6 +463,15 @@ mod tests {
         );
         dest.counters.last_synced_timestamp = 1_795_475_400;
         assert!(in_utc(|| replication_lag(&dest, &src)).ends_with(", 0 s behind"));
+    }
+
+    #[test]
+    fn delay_texts() {
+        assert_eq!(delay_text(0), "0s");
+        assert_eq!(delay_text(59), "59s");
+        assert_eq!(delay_text(1000), "16m:40s");
+        assert_eq!(delay_text(7205), "02h:00m:05s");
+        assert_eq!(delay_text(3 * 86400 + 3600), "3 days 01h:00m:00s");
     }
 
     #[test]

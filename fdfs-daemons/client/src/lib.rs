@@ -5,7 +5,7 @@
 //! * [`StorageClient`] is one session with a storage: uploads and downloads stream
 //!   the content in bounded pieces, so memory does not grow with the file size.
 //! * [`Client`] combines them the way the C client does.
-//! * [`cli`], [`tools`] and [`format`](mod@format) make up the command-line tools.
+//! * [`cli`], [`tools`], [`format`](mod@format) and [`report`] make up the command-line tools.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod format;
+pub mod report;
 pub mod storage;
 pub mod tools;
 pub mod tracker;
