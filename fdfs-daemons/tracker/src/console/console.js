@@ -61,13 +61,15 @@ function sumCommands(d, test) {
   return n;
 }
 
-function drawChart(id, series) {
+// A line chart of `series` ([{name, values}]); `floor`: the least top of the y axis.
+function drawChart(id, series, floor = 1) {
   const canvas = document.getElementById(id);
   if (!canvas) return;
+  canvas.dataset.last = JSON.stringify(Object.fromEntries(series.map(s => [s.name, s.values.at(-1) ?? null])));
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, padL = 44, padB = 16, padT = 18;
   ctx.clearRect(0, 0, w, h);
-  const max = Math.max(1e-9, ...series.flatMap(s => s.values));
+  const max = Math.max(floor, ...series.flatMap(s => s.values));
   const top = niceCeil(max);
   ctx.font = "11px system-ui, sans-serif";
   ctx.strokeStyle = "#d9dde3"; ctx.fillStyle = "#6b7380";
@@ -83,7 +85,7 @@ function drawChart(id, series) {
     ctx.strokeStyle = color; ctx.lineWidth = 1.6; ctx.beginPath();
     const n = s.values.length;
     s.values.forEach((v, j) => {
-      const px = padL + (w - padL) * (KEEP - n + j) / (KEEP - 1);
+      const px = padL + (w - padL) * (n > 1 ? j / (n - 1) : 1);
       const py = padT + (h - padT - padB) * (1 - v / top);
       if (j === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
     });
@@ -158,7 +160,7 @@ function renderCluster(d) {
     { name: "storages", values: rates(x => sumCommands(x, k => k.startsWith("storage_"))) },
   ]);
   const lat = q => history.slice(1).map((s, i) => 1000 * quantile(q, history[i].d, s.d));
-  drawChart("chart-latency", [{ name: "p50", values: lat(0.5) }, { name: "p99", values: lat(0.99) }]);
+  drawChart("chart-latency", [{ name: "p50", values: lat(0.5) }, { name: "p99", values: lat(0.99) }], 0.1);
   drawChart("chart-lag", d.groups.map(g => ({
     name: g.name,
     values: history.map(s => {
