@@ -183,6 +183,8 @@ cmd_test() {
   bash "$ROOT/tests/setup-python.sh"
   log "C FastDFS 6.16 daemons and tools, as peers and clients (built once, in target/c-fastdfs)"
   install_packages default-jdk-headless perl
+  log "a browser for the console tests, Prometheus for the dashboard and alert rules"
+  install_packages chromium prometheus
   local interop="$ROOT/../shared/interop"
   [ -d "$interop" ] || die "the C FastDFS sources are expected in $interop"
   bash "$interop/build-c-fastdfs.sh" "$ROOT/target/c-fastdfs"
@@ -191,7 +193,7 @@ cmd_test() {
   # able to install faketime: both required only as root, skipped otherwise.
   local root_only=0
   if [ "$(id -u)" = 0 ]; then root_only=1; fi
-  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_REQUIRE_TMPFS=1 FDFS_REQUIRE_C=1 FDFS_C_DIR="$ROOT/target/c-fastdfs" FDFS_JAVA_SDK="$interop/fastdfs-client-java.tar.gz" FDFS_REQUIRE_IPTABLES=$root_only FDFS_REQUIRE_FAKETIME=$root_only FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
+  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_REQUIRE_TMPFS=1 FDFS_REQUIRE_C=1 FDFS_REQUIRE_BROWSER=1 FDFS_REQUIRE_PROMETHEUS=1 FDFS_C_DIR="$ROOT/target/c-fastdfs" FDFS_JAVA_SDK="$interop/fastdfs-client-java.tar.gz" FDFS_REQUIRE_IPTABLES=$root_only FDFS_REQUIRE_FAKETIME=$root_only FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
 }
 
 cmd_check() {
