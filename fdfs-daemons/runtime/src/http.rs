@@ -62,6 +62,11 @@ pub type Handler = Arc<dyn Fn(String, String) -> PageFuture + Send + Sync>;
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection is closed after this long (the client opens another).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
+/// Connections served at once; more wait in the listen backlog (scrapers and consoles
+/// are few, and none of them may use up the daemon's file descriptors).
+const MAX_CONNECTIONS: usize = 64;
 
 /// Serves `handler` on `listener` until `shutdown`.
 pub async fn serve(
@@ -70,7 +75,12 @@ pub async fn serve(
     handler: Handler,
     mut shutdown: Shutdown,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("never closed"),
+            _ = shutdown.recv() => return,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -85,13 +95,18 @@ pub async fn serve(
         let handler = handler.clone();
         let allowed = allow.allows(peer.ip());
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| answer(req, peer, allowed, handler.clone()));
+            // Outsiders get their 403 and the connection ends.
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(allowed)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!("http {peer}: {e}");
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Err(e)) => debug!("http {peer}: {e}"),
+                Ok(Ok(())) => {}
+                Err(_) => debug!("http {peer}: connection closed after {CONNECTION_LIFETIME:?}"),
             }
         });
     }
