@@ -8,6 +8,7 @@
 #   ./build.sh check   cargo fmt --check and clippy
 #   ./build.sh nginx   nginx with ngx_fastdfs_module (NGINX=debian: the module for Debian's nginx)
 #   ./build.sh bench   the benchmark (bench/run.sh), results in bench/results/
+#   ./build.sh deb     Debian packages in target/deb/ (daemons and tools, nginx module)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -208,6 +209,15 @@ cmd_nginx() {
   bash "$ROOT/scripts/build-nginx.sh" "$@"
 }
 
+# Debian packages (scripts/build-deb.sh): fastdfs-rs (daemons, tools, units, configs) and
+# libnginx-mod-http-fastdfs (the module for Debian's nginx), into target/deb/.
+cmd_deb() {
+  build_release
+  NGINX=debian cmd_nginx
+  log "Debian packages"
+  bash "$ROOT/scripts/build-deb.sh"
+}
+
 # nginx for demo storage N (ip, group) on port 8888, from nginx-conf/ (needs `cmd_nginx`).
 start_demo_nginx() {
   local n=$1 ip=$2 group=$3 dir="$RUN_DIR/nginx$1" dist="$ROOT/target-ngx/dist"
@@ -244,5 +254,6 @@ case "${1:-}" in
   check) cmd_check ;;
   nginx) shift; cmd_nginx "$@" ;;
   bench) ensure_toolchain; bash "$ROOT/bench/run.sh" ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  deb) cmd_deb ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
