@@ -180,6 +180,8 @@ cmd_test() {
   # every HTTP scenario compared, with the worker's CPU per request measured on both sides
   [ "$(grep -c 'module / static .*throughput_ratio=.*cpu_per_request_ratio=' "$ROOT/bench/results/latest.md")" = 4 ] ||
     die "bench smoke run: the report lacks the HTTP module/static ratios"
+  log "Debian packages (installed, run and purged by tests/integration/test_packages.py)"
+  cmd_deb
   log "python clients (venvs under .venv-tests/)"
   bash "$ROOT/tests/setup-python.sh"
   log "C FastDFS 6.16 daemons and tools, as peers and clients (built once, in target/c-fastdfs)"
@@ -192,7 +194,7 @@ cmd_test() {
   # able to install faketime: both required only as root, skipped otherwise.
   local root_only=0
   if [ "$(id -u)" = 0 ]; then root_only=1; fi
-  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_REQUIRE_TMPFS=1 FDFS_REQUIRE_C=1 FDFS_C_DIR="$ROOT/target/c-fastdfs" FDFS_JAVA_SDK="$interop/fastdfs-client-java.tar.gz" FDFS_REQUIRE_IPTABLES=$root_only FDFS_REQUIRE_FAKETIME=$root_only FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
+  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_REQUIRE_TMPFS=1 FDFS_REQUIRE_C=1 FDFS_C_DIR="$ROOT/target/c-fastdfs" FDFS_JAVA_SDK="$interop/fastdfs-client-java.tar.gz" FDFS_REQUIRE_IPTABLES=$root_only FDFS_REQUIRE_FAKETIME=$root_only FDFS_REQUIRE_PACKAGES=$root_only FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
 }
 
 cmd_check() {
