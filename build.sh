@@ -8,6 +8,7 @@
 #   ./build.sh check   cargo fmt --check and clippy
 #   ./build.sh nginx   nginx with ngx_fastdfs_module (NGINX=debian: the module for Debian's nginx)
 #   ./build.sh bench   the benchmark (bench/run.sh), results in bench/results/
+#   ./build.sh deb     Debian packages in target/deb/ (daemons and tools, nginx module)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
@@ -179,6 +180,8 @@ cmd_test() {
   # every HTTP scenario compared, with the worker's CPU per request measured on both sides
   [ "$(grep -c 'module / static .*throughput_ratio=.*cpu_per_request_ratio=' "$ROOT/bench/results/latest.md")" = 4 ] ||
     die "bench smoke run: the report lacks the HTTP module/static ratios"
+  log "Debian packages (installed, run and purged by tests/integration/test_packages.py)"
+  cmd_deb
   log "python clients (venvs under .venv-tests/)"
   bash "$ROOT/tests/setup-python.sh"
   log "C FastDFS 6.16 daemons and tools, as peers and clients (built once, in target/c-fastdfs)"
@@ -193,7 +196,7 @@ cmd_test() {
   # able to install faketime: both required only as root, skipped otherwise.
   local root_only=0
   if [ "$(id -u)" = 0 ]; then root_only=1; fi
-  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_REQUIRE_TMPFS=1 FDFS_REQUIRE_C=1 FDFS_REQUIRE_BROWSER=1 FDFS_REQUIRE_PROMETHEUS=1 FDFS_C_DIR="$ROOT/target/c-fastdfs" FDFS_JAVA_SDK="$interop/fastdfs-client-java.tar.gz" FDFS_REQUIRE_IPTABLES=$root_only FDFS_REQUIRE_FAKETIME=$root_only FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
+  FDFS_REQUIRE_NGINX=1 FDFS_REQUIRE_BINARIES=1 FDFS_REQUIRE_TMPFS=1 FDFS_REQUIRE_C=1 FDFS_REQUIRE_BROWSER=1 FDFS_REQUIRE_PROMETHEUS=1 FDFS_C_DIR="$ROOT/target/c-fastdfs" FDFS_JAVA_SDK="$interop/fastdfs-client-java.tar.gz" FDFS_REQUIRE_IPTABLES=$root_only FDFS_REQUIRE_FAKETIME=$root_only FDFS_REQUIRE_PACKAGES=$root_only FDFS_BIN_DIR="$ROOT/target/debug" "$ROOT/.venv-tests/runner/bin/python" -m pytest "$ROOT/tests/integration" -q
 }
 
 cmd_check() {
@@ -208,6 +211,15 @@ cmd_check() {
 cmd_nginx() {
   ensure_toolchain
   bash "$ROOT/scripts/build-nginx.sh" "$@"
+}
+
+# Debian packages (scripts/build-deb.sh): fastdfs-rs (daemons, tools, units, configs) and
+# libnginx-mod-http-fastdfs (the module for Debian's nginx), into target/deb/.
+cmd_deb() {
+  build_release
+  NGINX=debian cmd_nginx
+  log "Debian packages"
+  bash "$ROOT/scripts/build-deb.sh"
 }
 
 # nginx for demo storage N (ip, group) on port 8888, from nginx-conf/ (needs `cmd_nginx`).
@@ -246,5 +258,6 @@ case "${1:-}" in
   check) cmd_check ;;
   nginx) shift; cmd_nginx "$@" ;;
   bench) ensure_toolchain; bash "$ROOT/bench/run.sh" ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  deb) cmd_deb ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
