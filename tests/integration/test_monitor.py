@@ -1,7 +1,10 @@
 """fdfs_monitor against the real daemons: two trackers, group1 with two storages.
 
-* `list` keeps its layout: line for line the keys C's fdfs_monitor 6.16 prints, but for
-  the lines it has always had beyond them (see line_keys); no leader in it (C prints none).
+* `list`, the default mode, `list <group> [<storage id>]` print what C's fdfs_monitor
+  6.16 prints for the same cluster at the same moment, byte for byte but for the values
+  that move between two runs (masked, their shape kept: `2.5 GB` is not `2 GB`); with
+  our trackers, and with C's tracker and trunk files (the trunk lines). The failure
+  lines of `delete` and `set_trunk_server` are C's too.
 * `--json` parses, and its groups, storages, statuses and counters are the cluster's:
   the upload and download counts equal what the test did once the heartbeats have
   reported them (waited for, with a deadline).
@@ -13,17 +16,21 @@
 One cluster for the module (its directory removed when every test passed); the test
 that stops a storage starts it again."""
 
+import difflib
 import json
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
 import interop
+from c_daemons import Clusters
 from conftest import pick_addr, release_addrs, require_binary, start_cluster, stop_cluster
 from fdfs_helpers import payload, wait_for
 from fdfs_wire import leader_of
+from trunk_helpers import TRUNK_EXTRA
 
 DEADLINE = 60.0
 UPLOADS = 5
@@ -88,37 +95,139 @@ def agreed_leader(c):
 
 # ------------------------------------------------------------------ list
 
-def line_keys(text, ours=False):
-    """The shape of a `list` output: each line's indentation and key (the text before
-    `=`), digits of other lines masked. From ours, the lines it has always had beyond
-    C 6.16's (kept as they are, scripts parse them): the `server_count=N, server_index=N`
-    first line (6.16: `tracker server count=N, current server index=N`), `storage_port`
-    and the `replication from/to` lines."""
-    lines = text.splitlines()[1:]
-    if ours:
-        lines = [ln for ln in lines if not ln.startswith(("\t\treplication ",
-                                                          "\t\tstorage_port = "))]
-    return [ln.split("=", 1)[0].rstrip() if "=" in ln else re.sub(r"\d+", "N", ln)
-            for ln in lines]
+# The lines whose values may move between two runs a moment apart (heartbeats bring new
+# counters, times and free space): their digits are masked, their shape kept, so that
+# `2.5 GB` and `2 GB`, or `16 minutes 40 seconds` and `16m:40s`, still differ.
+VOLATILE_KEYS = ("disk free space", "disk available space", "trunk free space",
+                 "connection.", "total_", "success_", "stotal_", "last_")
 
 
-def test_list_layout_is_upstreams(mon):
-    first = addr_text(mon.tracker_addrs[0])
-    ours = monitor(mon.client_conf, "-h", first, "list").stdout
-    lines = ours.splitlines()
-    assert re.fullmatch(r"server_count=2, server_index=[01]", lines[0]), ours
-    assert lines[1:5] == ["", "tracker server is %s" % first, "", "group count: 1"], ours
-    assert "leader" not in ours and "{" not in ours, ours
-    assert ours.count("\tStorage ") == 2, ours
+def masked(text, many_trackers=False):
+    """`text` (a `list` output) with the digits of VOLATILE_KEYS lines masked; with
+    `many_trackers` (no -h, a random tracker asked) also the tracker index and address."""
+    out = []
+    for i, ln in enumerate(text.splitlines(True)):
+        key = ln.strip().split(" = ", 1)[0]
+        if key.startswith(VOLATILE_KEYS) or (many_trackers and i in (0, 2)):
+            ln = re.sub(r"\d+", "N", ln)
+        out.append(ln)
+    return "".join(out)
+
+
+def ours_and_cs(conf, *args, many_trackers=False, attempts=6):
+    """Our fdfs_monitor and C's, run one right after the other with the same arguments,
+    until their outputs agree but for the volatile values (a heartbeat may land between
+    them) -> (ours, C's) CompletedProcess, masked stdout of each compared by the caller."""
+    for _ in range(attempts):
+        ours = monitor(conf, *args, check=False)
+        cs = interop.run_c("fdfs_monitor", conf, *args)
+        if masked(ours.stdout, many_trackers) == masked(cs.stdout, many_trackers):
+            break
+        time.sleep(0.3)
+    return ours, cs
+
+
+def assert_same_text(conf, *args, many_trackers=False, exit_code=0):
+    """Our stdout is C's, line for line (volatile values masked); returns it."""
+    ours, cs = ours_and_cs(conf, *args, many_trackers=many_trackers)
+    what = "fdfs_monitor %s" % " ".join(map(str, args))
+    assert cs.returncode == 0, "C %s: %s%s" % (what, cs.stdout, cs.stderr)
+    assert ours.returncode == exit_code, "%s -> %d: %s%s" % (what, ours.returncode,
+                                                            ours.stdout, ours.stderr)
+    a, b = masked(ours.stdout, many_trackers), masked(cs.stdout, many_trackers)
+    diff = "".join(difflib.unified_diff(b.splitlines(True), a.splitlines(True),
+                                        "C", "ours", n=2))
+    assert a == b, "%s differs from C's:\n%s\nours:\n%s\nC:\n%s" % (
+        what, diff, ours.stdout, cs.stdout)
+    return ours.stdout
+
+
+def assert_lists_like_c(c, tracker, storage_ids):
+    """Every listing mode prints C's text: the default mode with and without -h,
+    `list`, `list <group>`, `list <group> <storage id>` (C ignores the id), and an
+    unknown group (nothing listed; ours exits 2 where C exits 0)."""
+    h = ("-h", addr_text(tracker))
+    out = assert_same_text(c.client_conf, *h)
+    assert out.startswith("tracker server count=%d, current server index=" %
+                          len(c.tracker_addrs)), out
+    assert "\ntracker server is %s\n\ngroup count: 1\n" % addr_text(tracker) in out, out
+    for sid in storage_ids:
+        assert "\t\tid = %s\n" % sid in out, out
+    assert out.count("\tStorage ") == len(storage_ids), out
+    assert "leader" not in out and "replication" not in out, out
+    assert_same_text(c.client_conf, *h, "list")
+    assert_same_text(c.client_conf, *h, "list", "group1")
+    assert_same_text(c.client_conf, *h, "list", "group1", storage_ids[0])
+    assert_same_text(c.client_conf, *h, "list", "nosuchgroup", exit_code=2)
+    assert_same_text(c.client_conf, many_trackers=len(c.tracker_addrs) > 1)
+    return out
+
+
+def assert_failures_like_c(c, tracker, storage_id):
+    """delete and set_trunk_server print C's line when the tracker refuses (ours exits
+    with the errno, C with 0). Only requests a tracker turns down: nothing changes."""
+    h = ("-h", addr_text(tracker))
+    for args in [("delete", "group1"), ("delete", "group1", storage_id),
+                 ("delete", "nosuchgroup", "nosuchid"),
+                 ("set_trunk_server", "nosuchgroup", "nosuchid")]:
+        ours, cs = ours_and_cs(c.client_conf, *h, *args)
+        assert cs.returncode == 0, cs.stdout + cs.stderr
+        assert " fail, error no: " in cs.stdout, (args, cs.stdout)
+        assert ours.stdout == cs.stdout, (args, ours.stdout, ours.stderr, cs.stdout)
+        code = int(re.search(r"error no: (\d+)", cs.stdout).group(1))
+        assert ours.returncode == code, (args, ours.returncode, ours.stderr)
+
+
+def test_list_is_cs_text(mon):
+    """Our two trackers and storages: our fdfs_monitor prints what C's does."""
+    out = assert_lists_like_c(mon, mon.tracker_addrs[0], [n.ip for n in mon.nodes])
     for n in mon.nodes:
-        assert "\t\thost = %s:%d  ACTIVE\n" % n.addr in ours, ours
-    assert ours.count("\t\tstorage_port = ") == 2, ours
-    # Otherwise line for line the keys C's fdfs_monitor prints for the same cluster.
-    c = interop.run_c("fdfs_monitor", mon.client_conf, "-h", first, "list")
-    assert c.returncode == 0, c.stdout + c.stderr
-    assert c.stdout.startswith("tracker server count=2, current server index="), c.stdout
-    assert line_keys(ours, ours=True) == line_keys(c.stdout), \
-        "ours:\n%s\nC:\n%s" % (ours, c.stdout)
+        assert "\t\thost = %s:%d  ACTIVE\n" % n.addr in out, out
+    # C's units: a decimal under 10 (`5.0 MB`, `2.5 GB`), bytes as `N  B`.
+    assert re.search(r"^disk total space     = +(\d\.\d|\d{2,}) [KMGTP]B$", out, re.M), out
+    assert_failures_like_c(mon, mon.tracker_addrs[0], mon.nodes[0].ip)
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    cs = Clusters(tmp_path)
+    yield cs
+    cs.stop_all()
+
+
+@pytest.mark.timeout(300)
+def test_list_is_cs_text_on_cs_tracker_with_trunk_files(clusters, tmp_path):
+    """C's tracker, our storages in trunk mode (the trunk lines, a trunk server picked):
+    the same text from both tools, set_trunk_server's answer included."""
+    c = clusters.new("monitor-c", storages=2, store_paths=1, c_trackers={0},
+                     tracker_extra=TRUNK_EXTRA)
+    c.wait_active(c.nodes[1])
+    for i in range(3):
+        src = tmp_path / ("t%d.bin" % i)
+        src.write_bytes(payload(500 + i, i))
+        run(require_binary("fdfs_upload_file"), c.client_conf, src)
+
+    def trunk_server():
+        m = re.search(r"current trunk server = (\S+)",
+                      interop.run_c("fdfs_monitor", c.client_conf).stdout)
+        return m.group(1) if m else None
+    trunk = wait_for(trunk_server, DEADLINE, 0.5, "a trunk server in C's fdfs_monitor")
+    out = assert_lists_like_c(c, c.tracker_addr, [n.ip for n in c.nodes])
+    assert re.search(r"^trunk free space = +\S+ [KMGTP ]?B$", out, re.M), out
+    assert "current trunk server = %s (%s)\n" % (trunk, trunk) in out, out
+    assert out.count("if_trunk_server = 1\n") == 1, out
+    assert_failures_like_c(c, c.tracker_addr, c.nodes[0].ip)
+    # set_trunk_server answers that change nothing: the trunk server kept (no id), the
+    # trunk server again (EALREADY), the other storage (EEXIST while it is active).
+    other = next(n.ip for n in c.nodes if n.ip != trunk)
+    h = ("-h", addr_text(c.tracker_addr))
+    for args in [("group1",), ("group1", trunk), ("group1", other)]:
+        ours, cs = ours_and_cs(c.client_conf, *h, "set_trunk_server", *args)
+        assert ours.stdout == cs.stdout, (args, ours.stdout, ours.stderr, cs.stdout)
+        m = re.search(r"error no: (\d+)", cs.stdout)
+        assert ours.returncode == (int(m.group(1)) if m else 0), (args, ours.stderr)
+    assert "set trunk server group1:: success, new trunk server: %s\n" % trunk in \
+        monitor(c.client_conf, *h, "set_trunk_server", "group1").stdout
 
 
 # ------------------------------------------------------------------ --json

@@ -32,6 +32,11 @@ pub fn errno_text(code: u8) -> String {
     if text != "unknown error" {
         return text.to_string();
     }
+    strerror(code)
+}
+
+/// The C library's text for an errno, as upstream's `STRERROR` prints it.
+pub fn strerror(code: u8) -> String {
     let os = std::io::Error::from_raw_os_error(code as i32).to_string();
     match os.find(" (os error") {
         Some(p) => os[..p].to_string(),
@@ -62,26 +67,52 @@ pub fn file_info(d: &FileDetails) -> String {
     out
 }
 
-/// libfastcommon's `bytes_to_human_str`: the largest unit the value reaches, integer.
+/// libfastcommon's `format_bytes_string`: `bytes` in `unit`s, one decimal under 10
+/// (`2.5`, `9.0`), else whole; rounded half up either way.
+fn bytes_in_unit(bytes: i64, unit: i64) -> String {
+    // i128: ten times the remainder of an exabyte does not fit an i64.
+    let (bytes, unit) = (bytes as i128, unit as i128);
+    let mut n = bytes / unit;
+    let remain = bytes - n * unit;
+    if n < 10 {
+        let mut fragment = (remain * 10 + unit / 2) / unit;
+        if fragment == 10 {
+            n += 1;
+            fragment = 0;
+        }
+        if n < 10 {
+            format!("{n}.{fragment}")
+        } else {
+            n.to_string()
+        }
+    } else {
+        if remain >= unit / 2 {
+            n += 1;
+        }
+        n.to_string()
+    }
+}
+
+/// libfastcommon's `bytes_to_human_str` (6.16): the largest unit the value reaches,
+/// with a decimal under 10 of it (`2.5 GB`, `10 GB`, `513 MB`); bytes as `N  B` (two
+/// spaces, for alignment).
 pub fn bytes_to_human(bytes: i64) -> String {
     const KB: i64 = 1 << 10;
     const MB: i64 = 1 << 20;
     const GB: i64 = 1 << 30;
     const TB: i64 = 1 << 40;
     const PB: i64 = 1 << 50;
-    if bytes < KB {
-        format!("{bytes} B")
-    } else if bytes < MB {
-        format!("{} KB", bytes / KB)
-    } else if bytes < GB {
-        format!("{} MB", bytes / MB)
-    } else if bytes < TB {
-        format!("{} GB", bytes / GB)
-    } else if bytes < PB {
-        format!("{} TB", bytes / TB)
-    } else {
-        format!("{} PB", bytes / PB)
-    }
+    const EB: i64 = 1 << 60;
+    let (unit, letter) = match bytes {
+        b if b < KB => return format!("{bytes}  B"),
+        b if b < MB => (KB, 'K'),
+        b if b < GB => (MB, 'M'),
+        b if b < TB => (GB, 'G'),
+        b if b < PB => (TB, 'T'),
+        b if b < EB => (PB, 'P'),
+        _ => (EB, 'E'),
+    };
+    format!("{} {letter}B", bytes_in_unit(bytes, unit))
 }
 
 /// A size in MB as [`bytes_to_human`] prints it.
@@ -130,7 +161,7 @@ pub fn sync_lag(storage: &StorageStat, all: &[StorageStat]) -> SyncLag {
     SyncLag::Behind((max_src - synced).max(0))
 }
 
-/// A delay as upstream's `fdfs_monitor` prints it: `5s`, `16m:40s`, `02h:00m:05s`,
+/// A delay in the summary's short form: `5s`, `16m:40s`, `02h:00m:05s`,
 /// `3 days 01h:00m:00s`.
 pub fn delay_text(delay: i64) -> String {
     let delay = delay.max(0);
@@ -147,12 +178,40 @@ pub fn delay_text(delay: i64) -> String {
     }
 }
 
+/// libfastcommon's `seconds_to_human_str`, as `fdfs_monitor list` prints a delay:
+/// `0 second`, `1 second`, `16 minutes 40 seconds`, `2 hours 5 seconds`, `3 days 1 hour`
+/// (units at zero left out).
+pub fn seconds_to_human(seconds: i64) -> String {
+    let rem = seconds.max(0);
+    let parts = [
+        (rem / 86400, "day"),
+        (rem % 86400 / 3600, "hour"),
+        (rem % 3600 / 60, "minute"),
+        (rem % 60, "second"),
+    ];
+    let Some(first) = parts.iter().position(|&(n, _)| n > 0) else {
+        return "0 second".into();
+    };
+    parts[first..]
+        .iter()
+        .filter(|&&(n, _)| n > 0)
+        .map(|&(n, unit)| {
+            if n == 1 {
+                format!("1 {unit}")
+            } else {
+                format!("{n} {unit}s")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The sync delay suffix of `last_synced_timestamp`.
 fn sync_delay(storage: &StorageStat, all: &[StorageStat]) -> String {
     match sync_lag(storage, all) {
         SyncLag::Nothing => String::new(),
         SyncLag::Never => "(never synced)".into(),
-        SyncLag::Behind(delay) => format!("({} delay)", delay_text(delay)),
+        SyncLag::Behind(delay) => format!("({} delay)", seconds_to_human(delay)),
     }
 }
 
@@ -163,6 +222,15 @@ fn counter_label(index: usize) -> &'static str {
         "stotal_download_bytes"
     } else {
         fdfs_proto::msg::COUNTER_NAMES[index]
+    }
+}
+
+/// A storage status as upstream's `get_storage_status_caption`: `UNKNOWN` for any code
+/// it does not name (NONE, 99, among them).
+fn status_caption(code: u8) -> &'static str {
+    match code {
+        status::NONE => "UNKNOWN",
+        other => status::name(other),
     }
 }
 
@@ -222,7 +290,7 @@ fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat
         o,
         "\t\thost = {host}:{}  {}",
         s.storage_port,
-        status::name(s.status)
+        status_caption(s.status)
     );
     let _ = writeln!(o, "\t\tread write mode = {}", rw_caption(s.rw_mode));
     let _ = writeln!(o, "\t\tversion = {}", s.version);
@@ -247,7 +315,6 @@ fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat
     let _ = writeln!(o, "\t\tupload priority = {}", s.upload_priority);
     let _ = writeln!(o, "\t\tstore_path_count = {}", s.store_path_count);
     let _ = writeln!(o, "\t\tsubdir_count_per_path = {}", s.subdir_count_per_path);
-    let _ = writeln!(o, "\t\tstorage_port = {}", s.storage_port);
     let _ = writeln!(o, "\t\tcurrent_write_path = {}", s.current_write_path);
     let _ = writeln!(o, "\t\tsource storage id = {}", s.sync_src_id);
     let _ = writeln!(o, "\t\tif_trunk_server = {}", s.is_trunk_server as u8);
@@ -279,38 +346,6 @@ fn storage_listing(o: &mut String, k: usize, s: &StorageStat, all: &[StorageStat
         datetime(c.last_synced_timestamp),
         sync_delay(s, all)
     );
-    // Not upstream: replication lag against each peer of the group, after the
-    // upstream lines so scripts parsing those keep working.
-    for p in all.iter().filter(|p| !std::ptr::eq(*p, s)) {
-        let _ = writeln!(
-            o,
-            "\t\treplication from {} = {}",
-            p.id,
-            replication_lag(s, p)
-        );
-        let _ = writeln!(o, "\t\treplication to {} = {}", p.id, replication_lag(p, s));
-    }
-}
-
-/// How far `dest` has the files uploaded to `src`, from the 92 records alone:
-/// `dest.last_synced_timestamp` (the newest source timestamp it has received, as the
-/// tracker aggregates it over dest's sources) against `src.last_source_update` (the
-/// last upload on src). Exact for two-storage groups; with more peers the tracker's
-/// aggregate (minimum for round-robin uploads) makes it an upper bound.
-pub fn replication_lag(dest: &StorageStat, src: &StorageStat) -> String {
-    let newest = src.counters.last_source_update;
-    let synced = dest.counters.last_synced_timestamp;
-    if newest == 0 {
-        return "nothing to sync".into();
-    }
-    if synced == 0 {
-        return format!("never synced, source updated {}", datetime(newest));
-    }
-    format!(
-        "synced up to {}, {} s behind",
-        datetime(synced),
-        (newest - synced).max(0)
-    )
 }
 
 #[cfg(test)]
@@ -361,12 +396,46 @@ mod tests {
 
     #[test]
     fn human_sizes() {
-        assert_eq!(bytes_to_human(512), "512 B");
-        assert_eq!(mb_to_human(0), "0 B");
+        // libfastcommon 1.0.x's bytes_to_human_str, checked against C's fdfs_monitor.
+        assert_eq!(bytes_to_human(0), "0  B");
+        assert_eq!(bytes_to_human(512), "512  B");
+        assert_eq!(bytes_to_human(1023), "1023  B");
+        assert_eq!(bytes_to_human(1024), "1.0 KB");
+        assert_eq!(bytes_to_human(1536), "1.5 KB");
+        assert_eq!(bytes_to_human(10 * 1024 - 52), "9.9 KB");
+        assert_eq!(bytes_to_human(10 * 1024 - 51), "10 KB");
+        assert_eq!(mb_to_human(0), "0  B");
+        assert_eq!(mb_to_human(5), "5.0 MB");
         assert_eq!(mb_to_human(1023), "1023 MB");
-        assert_eq!(mb_to_human(51_175), "49 GB");
-        assert_eq!(mb_to_human(3 << 20), "3 TB");
-        assert_eq!(format!("{:>7}", mb_to_human(5)), "   5 MB");
+        assert_eq!(mb_to_human(2560), "2.5 GB");
+        assert_eq!(mb_to_human(2611), "2.5 GB");
+        assert_eq!(mb_to_human(2612), "2.6 GB");
+        assert_eq!(mb_to_human(10_188), "9.9 GB");
+        assert_eq!(mb_to_human(10_189), "10 GB");
+        assert_eq!(mb_to_human(51_175), "50 GB");
+        assert_eq!(mb_to_human(50_687), "49 GB");
+        assert_eq!(mb_to_human(3 << 20), "3.0 TB");
+        assert_eq!(mb_to_human(3 << 30), "3.0 PB");
+        assert_eq!(mb_to_human(5 << 40), "5.0 EB");
+        assert_eq!(mb_to_human(i64::MAX), "8.0 EB");
+        assert_eq!(format!("{:>7}", mb_to_human(5)), " 5.0 MB");
+        assert_eq!(format!("{:>7}", mb_to_human(0)), "   0  B");
+    }
+
+    #[test]
+    fn seconds_texts() {
+        assert_eq!(seconds_to_human(-5), "0 second");
+        assert_eq!(seconds_to_human(0), "0 second");
+        assert_eq!(seconds_to_human(1), "1 second");
+        assert_eq!(seconds_to_human(59), "59 seconds");
+        assert_eq!(seconds_to_human(60), "1 minute");
+        assert_eq!(seconds_to_human(1000), "16 minutes 40 seconds");
+        assert_eq!(seconds_to_human(7205), "2 hours 5 seconds");
+        assert_eq!(seconds_to_human(3 * 86400 + 3600), "3 days 1 hour");
+        assert_eq!(
+            seconds_to_human(86400 + 2 * 3600 + 60 + 1),
+            "1 day 2 hours 1 minute 1 second"
+        );
     }
 
     #[test]
@@ -374,6 +443,8 @@ mod tests {
         assert_eq!(errno_text(2), "no such file, group or server");
         assert!(!errno_text(104).is_empty());
         assert!(!errno_text(104).contains("os error"));
+        assert_eq!(strerror(2), "No such file or directory");
+        assert_eq!(strerror(16), "Device or resource busy");
     }
 
     #[test]
@@ -415,54 +486,86 @@ mod tests {
         let text = in_utc(|| group_listing(&g, &[a, b]));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "group name = group1");
-        assert_eq!(lines[1], "disk total space     =    2 GB");
-        assert_eq!(lines[2], "disk free space      =    1 GB");
+        assert_eq!(lines[1], "disk total space     =  2.0 GB");
+        assert_eq!(lines[2], "disk free space      =  1.0 GB");
         assert_eq!(lines[3], "disk reserved space  =  100 MB");
         assert_eq!(lines[4], "disk available space =  924 MB");
         assert_eq!(lines[5], "storage server count = 2");
         assert_eq!(lines[11], "current write server index = 0");
         assert_eq!(lines[12], "");
-        assert_eq!(lines[13], "\tStorage 1:");
-        assert_eq!(lines[14], "\t\tid = 127.0.0.61");
-        assert_eq!(lines[15], "\t\thost = 127.0.0.61:23000  ACTIVE");
-        assert_eq!(lines[16], "\t\tread write mode = both (normal)");
-        assert_eq!(lines[18], "\t\tjoin time = 2026-11-23 23:08:24");
         assert!(text.contains("\t\thost = 127.0.0.62:23000  WAIT_SYNC\n"));
         assert!(text.contains("\t\tstotal_download_bytes = 77\n"));
-        assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 23:08:24 (0s delay)\n"));
-        assert!(text.contains("\t\tlast_synced_timestamp = 2026-11-23 22:46:40 (16m:40s delay)\n"));
-        let per_storage = text.matches("\tStorage ").count();
-        assert_eq!(per_storage, 2);
-        // The lag lines follow the upstream block of each storage.
-        let a_block = &text[text.find("\tStorage 1:").unwrap()..text.find("\tStorage 2:").unwrap()];
-        let last = a_block.find("\t\tlast_synced_timestamp = ").unwrap();
-        assert!(a_block[last..].contains(
-            "\t\treplication from 127.0.0.62 = synced up to 2026-11-23 23:08:24, 0 s behind\n\
-             \t\treplication to 127.0.0.62 = synced up to 2026-11-23 22:46:40, 1000 s behind\n"
+        assert!(text.contains(
+            "\t\tlast_synced_timestamp = 2026-11-23 22:46:40 (16 minutes 40 seconds delay)\n"
         ));
+        assert_eq!(text.matches("\tStorage ").count(), 2);
+        // The first storage, whole: C's keys in C's order, nothing more.
+        let first: Vec<&str> = lines[13..]
+            .iter()
+            .take_while(|l| **l != "\tStorage 2:")
+            .copied()
+            .collect();
+        let mut expected = vec![
+            "\tStorage 1:",
+            "\t\tid = 127.0.0.61",
+            "\t\thost = 127.0.0.61:23000  ACTIVE",
+            "\t\tread write mode = both (normal)",
+            "\t\tversion = 6.16.1",
+            "\t\tjoin time = 2026-11-23 23:08:24",
+            "\t\tup time = 2026-11-23 23:08:24",
+            "\t\tdisk total space     =    0  B",
+            "\t\tdisk free space      =    0  B",
+            "\t\tdisk reserved space  =    0  B",
+            "\t\tdisk available space =    0  B",
+            "\t\tupload priority = 0",
+            "\t\tstore_path_count = 0",
+            "\t\tsubdir_count_per_path = 0",
+            "\t\tcurrent_write_path = 0",
+            "\t\tsource storage id = ",
+            "\t\tif_trunk_server = 0",
+            "\t\tconnection.alloc_count = 0",
+            "\t\tconnection.current_count = 0",
+            "\t\tconnection.max_count = 0",
+        ];
+        let counters: Vec<String> = (0..fdfs_proto::msg::COUNTER_NAMES.len())
+            .map(|i| format!("\t\t{} = 0", counter_label(i)))
+            .collect();
+        expected.extend(counters.iter().map(String::as_str));
+        expected.extend([
+            "\t\tlast_heart_beat_time = 1970-01-01 00:00:00",
+            "\t\tlast_source_update = 2026-11-23 23:03:20",
+            "\t\tlast_sync_update = 1970-01-01 00:00:00",
+            "\t\tlast_synced_timestamp = 2026-11-23 23:08:24 (0 second delay)",
+        ]);
+        assert_eq!(first, expected);
         assert!(text.ends_with(
-            "\t\treplication from 127.0.0.61 = synced up to 2026-11-23 22:46:40, 1000 s behind\n\
-             \t\treplication to 127.0.0.61 = synced up to 2026-11-23 23:08:24, 0 s behind\n"
+            "\t\tlast_synced_timestamp = 2026-11-23 22:46:40 (16 minutes 40 seconds delay)\n"
         ));
     }
 
     #[test]
-    fn replication_lag_texts() {
-        let mut src = StorageStat::default();
-        let mut dest = StorageStat::default();
-        assert_eq!(in_utc(|| replication_lag(&dest, &src)), "nothing to sync");
-        src.counters.last_source_update = 1_795_475_304;
-        assert_eq!(
-            in_utc(|| replication_lag(&dest, &src)),
-            "never synced, source updated 2026-11-23 23:08:24"
-        );
-        dest.counters.last_synced_timestamp = 1_795_475_300;
-        assert_eq!(
-            in_utc(|| replication_lag(&dest, &src)),
-            "synced up to 2026-11-23 23:08:20, 4 s behind"
-        );
-        dest.counters.last_synced_timestamp = 1_795_475_400;
-        assert!(in_utc(|| replication_lag(&dest, &src)).ends_with(", 0 s behind"));
+    fn monitor_sync_delay_texts() {
+        let g = GroupStat {
+            group: "g".into(),
+            ..Default::default()
+        };
+        let a = StorageStat {
+            id: "a".into(),
+            status: status::NONE,
+            ..Default::default()
+        };
+        let b = StorageStat {
+            id: "b".into(),
+            ..Default::default()
+        };
+        // Nothing uploaded anywhere: no delay text, the separating space kept.
+        let text = in_utc(|| group_listing(&g, &[a.clone(), b.clone()]));
+        assert!(text.contains("\t\tlast_synced_timestamp = 1970-01-01 00:00:00 \n"));
+        assert!(text.contains("\t\thost = :0  UNKNOWN\n"));
+        let mut b = b;
+        b.counters.last_source_update = 1_795_475_304;
+        let text = in_utc(|| group_listing(&g, &[a, b]));
+        assert!(text.contains("\t\tlast_synced_timestamp = 1970-01-01 00:00:00 (never synced)\n"));
     }
 
     #[test]

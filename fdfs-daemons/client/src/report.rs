@@ -301,7 +301,7 @@ impl ClusterReport {
     }
 }
 
-/// "924 MB of 2 GB free (45%)".
+/// "924 MB of 2.0 GB free (45%)".
 fn space_text(free_mb: i64, total_mb: i64) -> String {
     let pct = if total_mb > 0 {
         format!(" ({}%)", free_mb.max(0) * 100 / total_mb)
@@ -567,15 +567,15 @@ trackers: 3, reachable: 2
   127.0.0.7:22122  unreachable
 
 groups: 2
-  group1: storages 2, active 1; 2 GB of 4 GB free (61%); trunk server 127.0.0.61 (127.0.0.61:23000)
-  group2: storages 2, active 2; 9 GB of 20 GB free (46%); trunk server none
+  group1: storages 2, active 1; 2.5 GB of 4.0 GB free (61%); trunk server 127.0.0.61 (127.0.0.61:23000)
+  group2: storages 2, active 2; 9.3 GB of 20 GB free (46%); trunk server none
 
 storages: 4, with problems: 3
-  GROUP   ID          HOST              STATUS   SPACE                      UPLOADS       DOWNLOADS  SYNC LAG     PROBLEMS
-! group1  127.0.0.62  127.0.0.62:23000  OFFLINE  1 GB of 2 GB free (73%)    0             0          0s           OFFLINE
-! group2  127.0.0.71  127.0.0.71:23000  ACTIVE   512 MB of 10 GB free (5%)  0             0          -            low space (5% free)
-! group2  127.0.0.72  127.0.0.72:23000  ACTIVE   8 GB of 10 GB free (87%)   0             0          01h:00m:00s  sync 01h:00m:00s behind
-  group1  127.0.0.61  127.0.0.61:23000  ACTIVE   1 GB of 2 GB free (50%)    5 (2 failed)  3          -
+  GROUP   ID          HOST              STATUS   SPACE                        UPLOADS       DOWNLOADS  SYNC LAG     PROBLEMS
+! group1  127.0.0.62  127.0.0.62:23000  OFFLINE  1.5 GB of 2.0 GB free (73%)  0             0          0s           OFFLINE
+! group2  127.0.0.71  127.0.0.71:23000  ACTIVE   512 MB of 10 GB free (5%)    0             0          -            low space (5% free)
+! group2  127.0.0.72  127.0.0.72:23000  ACTIVE   8.8 GB of 10 GB free (87%)   0             0          01h:00m:00s  sync 01h:00m:00s behind
+  group1  127.0.0.61  127.0.0.61:23000  ACTIVE   1.0 GB of 2.0 GB free (50%)  5 (2 failed)  3          -
 ";
         assert_eq!(text, want, "\n{text}");
     }

@@ -320,7 +320,10 @@ pub async fn run(a: Args) -> Result<(), ToolError> {
         }
         return Ok(());
     }
-    println!("server_count={n}, server_index={}", tracker.current_index());
+    println!(
+        "tracker server count={n}, current server index={}",
+        tracker.current_index()
+    );
     let (mut conn, addr) = tracker
         .connect()
         .await
@@ -330,50 +333,62 @@ pub async fn run(a: Args) -> Result<(), ToolError> {
     } else {
         addr.port()
     };
-    println!("\ntracker server is {}:{port}\n", addr.ip());
+    // SocketAddr's Display brackets an IPv6 address, as upstream's format_ip_address.
+    println!("\ntracker server is {}\n", SocketAddr::new(addr.ip(), port));
 
     let result = match &a.op {
         Op::List(group) => list_on(&mut conn, group.as_deref()).await,
         Op::Delete {
             group,
             storage_id: None,
-        } => match tracker.delete_group(group).await {
-            Ok(()) => {
-                println!("delete group: {group} success");
-                Ok(())
-            }
-            Err(e) => Err(ToolError::op(&format!("delete group: {group}"), &e)),
-        },
+        } => upstream_outcome(
+            &format!("delete group: {group}"),
+            tracker.delete_group(group).await.map(|()| String::new()),
+        ),
         Op::Delete {
             group,
             storage_id: Some(id),
-        } => match tracker.delete_storage(group, id).await {
-            Ok(()) => {
-                println!("delete storage server {group}::{id} success");
-                Ok(())
-            }
-            Err(e) => Err(ToolError::op(
-                &format!("delete storage server {group}::{id}"),
-                &e,
-            )),
-        },
-        Op::SetTrunkServer { group, storage_id } => {
-            match tracker.set_trunk_server(group, storage_id).await {
-                Ok(new_id) => {
-                    println!(
-                        "set trunk server {group}::{storage_id} success, new trunk server: {new_id}"
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(ToolError::op(
-                    &format!("set trunk server {group}::{storage_id}"),
-                    &e,
-                )),
-            }
-        }
+        } => upstream_outcome(
+            &format!("delete storage server {group}::{id}"),
+            tracker
+                .delete_storage(group, id)
+                .await
+                .map(|()| String::new()),
+        ),
+        Op::SetTrunkServer { group, storage_id } => upstream_outcome(
+            &format!("set trunk server {group}::{storage_id}"),
+            tracker
+                .set_trunk_server(group, storage_id)
+                .await
+                .map(|new_id| format!(", new trunk server: {new_id}")),
+        ),
     };
     conn.quit().await;
     result
+}
+
+/// The outcome line of `delete` and `set_trunk_server` on stdout, as upstream prints it
+/// (`<what> success<extra>`, or `<what> fail, error no: N, error info: <strerror>`);
+/// a failure also exits with the errno (upstream exits 0).
+fn upstream_outcome(what: &str, result: Result<String, Error>) -> Result<(), ToolError> {
+    match result {
+        Ok(extra) => {
+            println!("{what} success{extra}");
+            Ok(())
+        }
+        Err(e) => {
+            let code = e.errno();
+            println!(
+                "{what} fail, error no: {code}, error info: {}",
+                format::strerror(code)
+            );
+            Err(ToolError {
+                message: String::new(),
+                exit_code: (code as i32).max(1),
+                show_usage: false,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
