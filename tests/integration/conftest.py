@@ -686,9 +686,13 @@ class Cluster:
 _live_clusters = []
 
 
-def start_cluster(tmp_path_factory, name, **kw):
+def start_cluster(tmp_path_factory, name, prepare=None, **kw):
+    """A started Cluster(**kw); prepare(cluster), when given, runs before the start (to
+    change its config files)."""
     root = tmp_path_factory.mktemp("fdfs-%s-" % name)
     c = Cluster(root, name, **kw)
+    if prepare is not None:
+        prepare(c)
     _live_clusters.append(c)
     try:
         c.start()

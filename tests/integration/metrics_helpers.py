@@ -5,40 +5,32 @@ import http.client
 import re
 import time
 
-from conftest import Cluster, _live_clusters, pick_port, release_addrs
+from conftest import pick_port, start_cluster
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def with_metrics(tmp_path_factory, name, **kw):
-    """A started cluster (as conftest.start_cluster) whose every daemon serves HTTP on
-    its own 127.0.0.x: returns (cluster, {"tracker": addr, "tracker1": addr, ...,
+    """A started cluster (conftest.start_cluster) whose every daemon serves HTTP on its
+    own 127.0.0.x: returns (cluster, {"tracker": addr, "tracker1": addr, ...,
     "storage0": addr, ...})."""
-    root = tmp_path_factory.mktemp("fdfs-%s-" % name)
-    c = Cluster(root, name, **kw)
     web = {}
-    trackers = [(c.tracker_ip, c.tracker_conf)] + [
-        (ip, d.conf) for ip, _, d in c.extra_trackers]
-    for i, (ip, conf) in enumerate(trackers):
-        addr = (ip, pick_port(ip))
-        web["tracker" if i == 0 else "tracker%d" % i] = addr
-        with open(conf, "a") as f:
-            f.write("metrics_listen = %s:%d\n" % addr)
-    for i, node in enumerate(c.nodes):
-        addr = (node.ip, pick_port(node.ip, {node.port}))
-        web["storage%d" % i] = addr
-        node.extra += "metrics_listen = %s:%d\n" % addr
-        c.write_node_conf(node)
-    _live_clusters.append(c)
-    try:
-        c.start()
-    except BaseException:
-        c.stop()
-        _live_clusters.remove(c)
-        release_addrs(c.claimed_ips)
-        raise
-    return c, web
+
+    def enable(c):
+        trackers = [(c.tracker_ip, c.tracker_conf)] + [
+            (ip, d.conf) for ip, _, d in c.extra_trackers]
+        for i, (ip, conf) in enumerate(trackers):
+            addr = (ip, pick_port(ip))
+            web["tracker" if i == 0 else "tracker%d" % i] = addr
+            with open(conf, "a") as f:
+                f.write("metrics_listen = %s:%d\n" % addr)
+        for i, node in enumerate(c.nodes):
+            addr = (node.ip, pick_port(node.ip, {node.port}))
+            web["storage%d" % i] = addr
+            node.extra += "metrics_listen = %s:%d\n" % addr
+            c.write_node_conf(node)
+    return start_cluster(tmp_path_factory, name, prepare=enable, **kw), web
 
 
 def get(addr, path="/metrics", source=None, timeout=10):

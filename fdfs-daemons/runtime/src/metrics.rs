@@ -151,26 +151,28 @@ pub struct Scrape {
 impl Scrape {
     /// Sets gauge `name` for `labels` (all samples of a name share the label names).
     pub fn gauge(&mut self, name: &'static str, help: &str, labels: &[(&str, &str)], v: f64) {
-        let vec = self.gauges.entry(name).or_insert_with(|| {
-            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-            let vec = GaugeVec::new(Opts::new(name, help), &names).expect("valid metric");
-            register(&self.registry, vec.clone());
-            vec
-        });
-        let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-        vec.with_label_values(&values).set(v);
+        let vec = family(
+            &self.registry,
+            &mut self.gauges,
+            name,
+            help,
+            labels,
+            GaugeVec::new,
+        );
+        vec.with_label_values(&values(labels)).set(v);
     }
 
     /// Sets counter `name` (a running total kept elsewhere) for `labels`.
     pub fn counter(&mut self, name: &'static str, help: &str, labels: &[(&str, &str)], v: f64) {
-        let vec = self.counters.entry(name).or_insert_with(|| {
-            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-            let vec = CounterVec::new(Opts::new(name, help), &names).expect("valid metric");
-            register(&self.registry, vec.clone());
-            vec
-        });
-        let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-        vec.with_label_values(&values).inc_by(v.max(0.0));
+        let vec = family(
+            &self.registry,
+            &mut self.counters,
+            name,
+            help,
+            labels,
+            CounterVec::new,
+        );
+        vec.with_label_values(&values(labels)).inc_by(v.max(0.0));
     }
 
     /// The text format of these values and of `requests`.
@@ -188,8 +190,27 @@ impl Scrape {
     }
 }
 
-fn register<C: Collector + 'static>(registry: &Registry, c: C) {
-    registry.register(Box::new(c)).expect("each name once");
+/// The family `name` of `map`, made and registered on first use.
+fn family<'m, V: Collector + Clone + 'static>(
+    registry: &Registry,
+    map: &'m mut HashMap<&'static str, V>,
+    name: &'static str,
+    help: &str,
+    labels: &[(&str, &str)],
+    make: fn(Opts, &[&str]) -> prometheus::Result<V>,
+) -> &'m V {
+    map.entry(name).or_insert_with(|| {
+        let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+        let vec = make(Opts::new(name, help), &names).expect("valid metric");
+        registry
+            .register(Box::new(vec.clone()))
+            .expect("each name once");
+        vec
+    })
+}
+
+fn values<'a>(labels: &[(&str, &'a str)]) -> Vec<&'a str> {
+    labels.iter().map(|(_, v)| *v).collect()
 }
 
 #[cfg(test)]
