@@ -7,9 +7,11 @@
 //!   `server` also adds an internal named location (`@ngx_fastdfs_proxy`) that fetches
 //!   files not here yet from their source storage through nginx's proxy module, so
 //!   nothing else is needed in nginx.conf.
+//! * `fastdfs_metrics;` (location): answer with the module's counters in Prometheus' text
+//!   format (see `metrics.rs`), as `stub_status` does for nginx's own.
 
 use core::ffi::{c_char, c_void};
-use core::ptr::null_mut;
+use core::ptr::{null_mut, NonNull};
 use std::sync::Arc;
 
 use fdfs_proto::http::modconf::{ModConf, DEFAULT_PATH};
@@ -29,6 +31,9 @@ pub const PROXY_LOCATION: &str = "@ngx_fastdfs_proxy";
 const TARGET_VAR: &str = "ngx_fastdfs_proxy_target";
 /// Variable whose slot holds the per-request forwarding state (never read by nginx).
 const STATE_VAR: &str = "ngx_fastdfs_proxy_state";
+/// Variable holding how the module served the request (`local`, `proxy`...): counted
+/// when nginx logs the request, and usable in `log_format`.
+const SERVED_VAR: &str = "ngx_fastdfs_served";
 
 /// The location added to each server that uses the module. Tries the next storage on a
 /// connect error or timeout (`error_page` back into the same location; the rewrite-phase
@@ -57,6 +62,11 @@ pub struct MainConf {
     pub conf: Option<Arc<ModConf>>,
     pub target_idx: ngx_uint_t,
     pub state_idx: ngx_uint_t,
+    pub served_idx: ngx_uint_t,
+    /// Some location uses `fastdfs_metrics`.
+    pub metrics_used: bool,
+    /// The counters' shared memory zone (when the module or `fastdfs_metrics` is used).
+    pub metrics_zone: Option<NonNull<ngx_shm_zone_t>>,
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +102,7 @@ unsafe impl HttpModuleLocationConf for FastdfsModule {
     type LocationConf = LocConf;
 }
 
-pub static mut COMMANDS: [ngx_command_t; 4] = [
+pub static mut COMMANDS: [ngx_command_t; 5] = [
     ngx_command_t {
         name: ngx_string!("fastdfs_conf"),
         type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
@@ -113,6 +123,14 @@ pub static mut COMMANDS: [ngx_command_t; 4] = [
         name: ngx_string!("ngx_fastdfs_proxy_location"),
         type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
         set: Some(set_proxy_location),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("fastdfs_metrics"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_fastdfs_metrics),
         conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: null_mut(),
@@ -181,6 +199,24 @@ extern "C" fn set_ngx_fastdfs_module(
         // SAFETY: nginx is parsing this directive inside a server's location.
         return unsafe { add_proxy_location(cf) };
     }
+    NGX_CONF_OK
+}
+
+extern "C" fn set_fastdfs_metrics(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: called by nginx's config parser inside a location.
+    let cfr = unsafe { &mut *cf };
+    let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cfr) else {
+        return NGX_CONF_ERROR;
+    };
+    clcf.handler = Some(crate::metrics::scrape_handler);
+    let Some(mcf) = FastdfsModule::main_conf_mut(cfr) else {
+        return NGX_CONF_ERROR;
+    };
+    mcf.metrics_used = true;
     NGX_CONF_OK
 }
 
@@ -266,7 +302,7 @@ unsafe extern "C" fn variable_not_set(
 ///
 /// `cf` is nginx's live configuration.
 pub unsafe fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    for name in [TARGET_VAR, STATE_VAR] {
+    for name in [TARGET_VAR, STATE_VAR, SERVED_VAR] {
         let mut s = ngx_str_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
@@ -288,8 +324,8 @@ pub unsafe fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     // SAFETY: nginx passes its live configuration.
     let cfr = unsafe { &mut *cf };
-    let mut idx = [0 as ngx_uint_t; 2];
-    for (i, name) in [TARGET_VAR, STATE_VAR].into_iter().enumerate() {
+    let mut idx = [0 as ngx_uint_t; 3];
+    for (i, name) in [TARGET_VAR, STATE_VAR, SERVED_VAR].into_iter().enumerate() {
         let mut s = ngx_str_t {
             len: name.len(),
             data: name.as_ptr() as *mut u8,
@@ -306,20 +342,34 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     };
     mcf.target_idx = idx[0];
     mcf.state_idx = idx[1];
+    mcf.served_idx = idx[2];
     if !mcf.used {
         return NGX_OK as ngx_int_t;
     }
     let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cfr) else {
         return NGX_ERROR as ngx_int_t;
     };
-    let phase = &mut cmcf.phases[ngx_http_phases_NGX_HTTP_REWRITE_PHASE as usize].handlers;
-    // SAFETY: the phase's handlers are an nginx array of ngx_http_handler_pt.
-    let h = unsafe { ngx_array_push(phase) } as *mut ngx_http_handler_pt;
-    if h.is_null() {
-        return NGX_ERROR as ngx_int_t;
+    let handlers: [(ngx_http_phases, ngx_http_handler_pt); 2] = [
+        (
+            ngx_http_phases_NGX_HTTP_REWRITE_PHASE,
+            Some(crate::handler::proxy_rewrite_handler),
+        ),
+        // counts the module's requests once their status and size are final
+        (
+            ngx_http_phases_NGX_HTTP_LOG_PHASE,
+            Some(crate::metrics::log_handler),
+        ),
+    ];
+    for (phase, handler) in handlers {
+        let phase = &mut cmcf.phases[phase as usize].handlers;
+        // SAFETY: the phase's handlers are an nginx array of ngx_http_handler_pt.
+        let h = unsafe { ngx_array_push(phase) } as *mut ngx_http_handler_pt;
+        if h.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        // SAFETY: h is the fresh element of that array.
+        unsafe { *h = handler };
     }
-    // SAFETY: h is the fresh element of that array.
-    unsafe { *h = Some(crate::handler::proxy_rewrite_handler) };
     NGX_OK as ngx_int_t
 }
 
@@ -327,6 +377,13 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
 pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx passes the main conf create_main_conf made for this module.
     let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    if mcf.used || mcf.metrics_used {
+        // SAFETY: nginx passes its live configuration.
+        mcf.metrics_zone = unsafe { crate::metrics::add_zone(cf) };
+        if mcf.metrics_zone.is_none() {
+            return NGX_CONF_ERROR;
+        }
+    }
     if !mcf.used && mcf.conf_path.is_none() {
         return NGX_CONF_OK;
     }

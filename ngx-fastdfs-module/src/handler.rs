@@ -20,10 +20,11 @@ use ngx::http::{HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf};
 use ngx::ngx_log_error;
 use ngx_fastdfs_serve::{
     decide, on_miss, Action, Arrival, Forward, ForwardState, Incoming, Level, Note, SendFile,
-    TrunkSlot,
+    Served, TrunkSlot,
 };
 
 use crate::conf::{MainConf, PROXY_LOCATION};
+use crate::metrics;
 use crate::park::park;
 use crate::peers::Listing;
 use crate::request::{Head, HttpRequest, OpenFile};
@@ -69,6 +70,11 @@ fn serve_after_wait(req: &mut HttpRequest<'_>) -> Status {
 
 /// Serves the request; `waited`: it was parked for the first listing already.
 fn serve(req: &mut HttpRequest<'_>, waited: bool) -> Status {
+    let Some(mcf) = FastdfsModule::main_conf(req.ngx()) else {
+        return Status::NGX_ERROR;
+    };
+    // Counted when nginx logs the request, with its final status; refined below.
+    metrics::mark(req, mcf, Served::None);
     if !req.is_get_or_head() {
         return HTTPStatus::NOT_ALLOWED.into();
     }
@@ -76,9 +82,6 @@ fn serve(req: &mut HttpRequest<'_>, waited: bool) -> Status {
     if rc != Status::NGX_OK {
         return rc;
     }
-    let Some(mcf) = FastdfsModule::main_conf(req.ngx()) else {
-        return Status::NGX_ERROR;
-    };
     let Some(conf) = mcf.conf.as_deref() else {
         return HTTPStatus::INTERNAL_SERVER_ERROR.into();
     };
@@ -91,7 +94,16 @@ fn serve(req: &mut HttpRequest<'_>, waited: bool) -> Status {
             .as_ref()
             .and_then(|(name, _)| req.header_in(name)),
     };
-    let found = match decide(conf, &incoming, now()) {
+    let decision = decide(conf, &incoming, now());
+    if !waited {
+        // a request served again after waiting was counted the first time
+        let token = match &decision {
+            Ok(found) => found.token,
+            Err(refusal) => refusal.token,
+        };
+        metrics::token(mcf, token);
+    }
+    let found = match decision {
         Ok(found) => found,
         Err(refusal) => {
             if let Some(note) = &refusal.note {
@@ -103,6 +115,7 @@ fn serve(req: &mut HttpRequest<'_>, waited: bool) -> Status {
     if let Some(note) = &found.note {
         log_note(req.log(), note);
     }
+    metrics::mark(req, mcf, found.action.served());
     match &found.action {
         Action::TokenFailFile { path, send } => return send_file(req, &[*path], send),
         Action::Local { path, send } => {
@@ -209,6 +222,9 @@ fn forward(
     let (forward, notes) = on_miss(conf, file, query, &arrival, &Listing, now());
     for note in &notes {
         log_note(req.log(), note);
+    }
+    if let Some(served) = forward.served() {
+        metrics::mark(req, mcf, served);
     }
     match forward {
         Forward::NotFound => HTTPStatus::NOT_FOUND.into(),

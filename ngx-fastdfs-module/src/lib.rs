@@ -6,6 +6,7 @@
 //! `fdfs_proto::http`, and what to answer for a request is decided in
 //! `ngx_fastdfs_serve` (`serve/`), both plain Rust that `cargo test` reaches. Here:
 //! `conf` (directives), `handler` (the handlers, carrying out those decisions),
+//! `metrics` (the counters all workers share, and `fastdfs_metrics;`),
 //! `request` (the safe layer over nginx's request they go through), `park` (waiting
 //! for the first storage listing) and `peers` (the listing).
 //!
@@ -22,6 +23,7 @@
 
 mod conf;
 mod handler;
+mod metrics;
 mod park;
 mod peers;
 mod request;

@@ -461,6 +461,94 @@ impl<'r> HttpRequest<'r> {
         Ok(())
     }
 
+    /// Sets indexed variable `idx` to a static string (no copy).
+    pub fn set_variable_static(&mut self, idx: ngx_uint_t, value: &'static str) -> Result<(), ()> {
+        let v = self.variable(idx).ok_or(())?;
+        // The slot is only read through: nothing writes to a variable's value.
+        v.data = value.as_ptr().cast_mut();
+        v.set_len(value.len() as _);
+        v.set_valid(1);
+        v.set_no_cacheable(0);
+        v.set_not_found(0);
+        Ok(())
+    }
+
+    /// The value the module set in the slot of indexed variable `idx`, if any (the slot
+    /// itself: no get handler runs).
+    pub fn variable_value(&mut self, idx: ngx_uint_t) -> Option<&[u8]> {
+        let v = self.variable(idx)?;
+        if v.valid() == 0 || v.not_found() != 0 || v.data.is_null() {
+            return None;
+        }
+        // SAFETY: a valid slot holds `len` bytes at `data`: a string in the request pool
+        // or a static one (set_variable, set_variable_static).
+        Some(unsafe { core::slice::from_raw_parts(v.data, v.len() as usize) })
+    }
+
+    /// The response status as nginx logs it (`$status`): an error page's status, else
+    /// the status sent, else 9 for HTTP/0.9, else 0 (nothing was sent).
+    pub fn final_status(&self) -> u32 {
+        let r = self.get();
+        let status = if r.err_status != 0 {
+            r.err_status
+        } else if r.headers_out.status != 0 {
+            r.headers_out.status
+        } else if r.http_version == NGX_HTTP_VERSION_9 as ngx_uint_t {
+            9
+        } else {
+            0
+        };
+        u32::try_from(status).unwrap_or(0)
+    }
+
+    /// Bytes of the response body sent so far (`$body_bytes_sent`).
+    pub fn body_bytes_sent(&self) -> u64 {
+        let r = self.get();
+        // SAFETY: the connection of a live request is live.
+        let sent = unsafe { (*r.connection).sent };
+        u64::try_from(sent - r.header_size as off_t).unwrap_or(0)
+    }
+
+    /// Answers 200 with `body` (copied into the request pool) as `content_type`.
+    pub fn send_text(&mut self, content_type: &'static str, body: &[u8]) -> Status {
+        let data = self.pool().alloc_unaligned(body.len().max(1)).cast::<u8>();
+        if data.is_null() {
+            return Status::NGX_ERROR;
+        }
+        // SAFETY: data is a fresh allocation of at least body.len() bytes in the request
+        // pool, which outlives the response.
+        unsafe { core::ptr::copy_nonoverlapping(body.as_ptr(), data, body.len()) };
+        let r = self.get_mut();
+        r.headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+        r.headers_out.content_length_n = body.len() as off_t;
+        r.headers_out.content_type = ngx_str_t {
+            len: content_type.len(),
+            data: content_type.as_ptr().cast_mut(),
+        };
+        r.headers_out.content_type_len = content_type.len();
+        // SAFETY: the request is live.
+        let rc = unsafe { ngx_http_send_header(self.as_ptr()) };
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || self.get().header_only() != 0
+        {
+            return Status(rc);
+        }
+        let Some(b) = self.calloc::<ngx_buf_t>() else {
+            return Status::NGX_ERROR;
+        };
+        // A memory buffer is only read: nothing writes through the pointer.
+        b.pos = data;
+        b.last = data.wrapping_add(body.len());
+        b.set_memory(1);
+        b.set_last_buf(self.ngx().is_main() as _);
+        b.set_last_in_chain(1);
+        let Some(cl) = self.calloc::<ngx_chain_t>() else {
+            return Status::NGX_ERROR;
+        };
+        cl.buf = b;
+        // SAFETY: the request is live and cl a chain of one buffer in its pool.
+        Status(unsafe { ngx_http_output_filter(self.as_ptr(), cl) })
+    }
+
     /// Keeps `value` in the slot of indexed variable `idx` (which, unlike the module
     /// context, survives internal redirects) until the request is freed, then drops it.
     pub fn keep_in_variable<T>(&mut self, idx: ngx_uint_t, value: T) -> Result<(), ()> {

@@ -9,6 +9,7 @@
 //! reaches it: the module is a cdylib whose nginx symbols resolve only inside nginx.
 
 mod forward;
+pub mod metrics;
 mod note;
 mod send;
 
@@ -18,10 +19,13 @@ use fdfs_proto::fileid::FileKind;
 use fdfs_proto::http::disposition::content_disposition;
 use fdfs_proto::http::range::range_count;
 use fdfs_proto::http::{parse_query, FileRequest, ModConf, Query, UrlError};
-use fdfs_proto::token::check_token;
+use fdfs_proto::token::{check_token, TokenError};
 use fdfs_proto::trunk::{SlotHeader, SLOT_HEADER_LEN};
 
 pub use forward::{on_miss, Arrival, Cluster, Forward, ForwardState, Lookup, Next};
+pub use metrics::{
+    holds_counters, Counters, Finished, RangeKind, Served, TokenCheck, HEADER_WORDS,
+};
 pub use note::{Level, Note};
 pub use send::{Body, InvalidFlvSlice, Reply, SendFile};
 
@@ -45,11 +49,17 @@ pub struct Refusal<'a> {
     pub status: u16,
     /// Logged first.
     pub note: Option<Note<'a>>,
+    /// The anti-steal token's verdict, when it was checked.
+    pub token: Option<TokenCheck>,
 }
 
 impl Refusal<'_> {
     fn bare(status: u16) -> Self {
-        Refusal { status, note: None }
+        Refusal {
+            status,
+            note: None,
+            token: None,
+        }
     }
 }
 
@@ -60,6 +70,8 @@ pub struct Found<'a> {
     pub query: Query,
     /// Logged first.
     pub note: Option<Note<'a>>,
+    /// The anti-steal token's verdict, when it was checked.
+    pub token: Option<TokenCheck>,
     pub action: Action<'a>,
 }
 
@@ -111,6 +123,7 @@ pub fn decide<'a>(
             return Err(Refusal {
                 status: BAD_REQUEST,
                 note,
+                token: None,
             });
         }
     };
@@ -120,13 +133,23 @@ pub fn decide<'a>(
         .bypass_header
         .as_ref()
         .is_some_and(|(_, value)| req.bypass == Some(value.as_str()));
-    if conf.http.check_token && !conf.http.disabled && !bypass {
+    let checks_token = conf.http.check_token && !conf.http.disabled;
+    let mut token_check = (checks_token && bypass).then_some(TokenCheck::Bypass);
+    if checks_token && !bypass {
         let (Some(token), Some(ts)) = (query.get("token"), query.get("ts")) else {
-            return Err(Refusal::bare(BAD_REQUEST));
+            return Err(Refusal {
+                token: Some(TokenCheck::Missing),
+                ..Refusal::bare(BAD_REQUEST)
+            });
         };
         let ts: i64 = ts.trim().parse().unwrap_or(0);
         let secret = &conf.http.secret_key;
+        token_check = Some(TokenCheck::Ok);
         if let Err(error) = check_token(file.remote, secret, token, ts, now, conf.http.token_ttl) {
+            let token = Some(match error {
+                TokenError::Expired => TokenCheck::Expired,
+                TokenError::Malformed | TokenError::Mismatch => TokenCheck::Bad,
+            });
             let note = Some(Note::TokenRefused {
                 remote: file.remote,
                 error,
@@ -135,6 +158,7 @@ pub fn decide<'a>(
                 return Err(Refusal {
                     status: BAD_REQUEST,
                     note,
+                    token,
                 });
             };
             let send = SendFile {
@@ -153,6 +177,7 @@ pub fn decide<'a>(
                 file,
                 query,
                 note,
+                token,
                 action: Action::TokenFailFile { path, send },
             });
         }
@@ -163,6 +188,7 @@ pub fn decide<'a>(
             file,
             query,
             note: None,
+            token: token_check,
             action: Action::Elsewhere,
         });
     };
@@ -170,7 +196,10 @@ pub fn decide<'a>(
         .range
         .is_some_and(|h| !conf.http.multi_range_enabled && range_count(h) > 1)
     {
-        return Err(Refusal::bare(RANGE_NOT_SATISFIABLE));
+        return Err(Refusal {
+            token: token_check,
+            ..Refusal::bare(RANGE_NOT_SATISFIABLE)
+        });
     }
     let is_flv = conf.flv_support
         && req.range.is_none()
@@ -211,13 +240,19 @@ pub fn decide<'a>(
             }
         }
         // A trunk file name whose location does not decode names nothing.
-        Some(Err(())) => return Err(Refusal::bare(NOT_FOUND)),
+        Some(Err(())) => {
+            return Err(Refusal {
+                token: token_check,
+                ..Refusal::bare(NOT_FOUND)
+            })
+        }
         None => Action::Local { path, send },
     };
     Ok(Found {
         file,
         query,
         note: None,
+        token: token_check,
         action,
     })
 }

@@ -303,6 +303,90 @@ fn anti_steal_token() {
     assert_eq!(found.action, Action::TokenFailFile { path: &fail, send });
 }
 
+/// The token's verdict that `decide` reports for the module's counters.
+fn verdict(r: &Result<Found<'_>, Refusal<'_>>) -> Option<TokenCheck> {
+    match r {
+        Ok(found) => found.token,
+        Err(refusal) => refusal.token,
+    }
+}
+
+#[test]
+fn token_verdicts_for_the_counters() {
+    let name = normal("123.jpg");
+    let uri = format!("/group1/{name}");
+    // tokens off: no verdict
+    let s = Setup::new("");
+    assert_eq!(verdict(&decide(&s.conf, &get(&uri, ""), NOW)), None);
+
+    const TOKEN: &str = "http.anti_steal.check_token = true\nhttp.anti_steal.secret_key = k\n\
+                         http.anti_steal.token_ttl = 900\n\
+                         anti_steal_bypass_header_name = X-Bypass\n\
+                         anti_steal_bypass_header_value = yes\n";
+    let s = Setup::new(TOKEN);
+    let good = format!("token={}&ts={}", make_token(&name, "k", NOW - 5), NOW - 5);
+    let old = NOW - 10_000;
+    let expired = format!("token={}&ts={}", make_token(&name, "k", old), old);
+    let wrong = format!("token={}&ts={}", make_token(&name, "x", NOW), NOW);
+    let cases: [(&str, Option<&str>, TokenCheck, u16); 6] = [
+        (&good, None, TokenCheck::Ok, 0),
+        (&expired, None, TokenCheck::Expired, 400),
+        (&wrong, None, TokenCheck::Bad, 400),
+        ("token=short&ts=1", None, TokenCheck::Bad, 400),
+        ("ts=1", None, TokenCheck::Missing, 400),
+        ("", Some("yes"), TokenCheck::Bypass, 0),
+    ];
+    for (args, bypass, check, status) in cases {
+        let req = Incoming {
+            bypass,
+            ..get(&uri, args)
+        };
+        let r = decide(&s.conf, &req, NOW);
+        assert_eq!(verdict(&r), Some(check), "{args}");
+        assert_eq!(r.as_ref().err().map_or(0, |r| r.status), status, "{args}");
+    }
+    // a good token, then a refusal for the range: the verdict stays
+    let multi = Incoming {
+        range: Some("bytes=0-1,3-4"),
+        ..get(&uri, &good)
+    };
+    let s = Setup::new(&format!("{TOKEN}http.multi_range.enabled = false\n"));
+    let r = decide(&s.conf, &multi, NOW);
+    assert_eq!(
+        (refusal_status(&r), verdict(&r)),
+        (416, Some(TokenCheck::Ok))
+    );
+    // refused with the token_check_fail file: served as such
+    let s = Setup::new(&format!(
+        "{TOKEN}http.anti_steal.token_check_fail = $DIR/fail.jpg\n"
+    ));
+    let found = decide(&s.conf, &get(&uri, &expired), NOW).unwrap();
+    assert_eq!(found.token, Some(TokenCheck::Expired));
+    assert_eq!(found.action.served(), Served::FailFile);
+}
+
+fn refusal_status(r: &Result<Found<'_>, Refusal<'_>>) -> u16 {
+    r.as_ref().err().map_or(0, |r| r.status)
+}
+
+#[test]
+fn how_requests_are_served() {
+    let s = Setup::new("");
+    let uri = format!("/group1/{}", normal("123.jpg"));
+    let found = decide(&s.conf, &get(&uri, ""), NOW).unwrap();
+    assert_eq!(found.action.served(), Served::Local);
+    let trunk = "/group1/M00/00/01/wKgAxGsEx2iIDTARAAAADwL5vO4AAAAAQAAAAAAAAEA236.txt";
+    let found = decide(&s.conf, &get(trunk, ""), NOW).unwrap();
+    assert_eq!(found.action.served(), Served::Trunk);
+    assert_eq!(Action::Elsewhere.served(), Served::None);
+    assert_eq!(Forward::NotFound.served(), Some(Served::None));
+    assert_eq!(Forward::Wait.served(), None);
+    let redirect = Forward::Redirect {
+        location: "http://x/".into(),
+    };
+    assert_eq!(redirect.served(), Some(Served::Redirect));
+}
+
 /// A cluster whose listing holds `members` for group1 and group2 (`None`: pending).
 struct FakeCluster {
     members: Option<Vec<Ipv4Addr>>,
