@@ -54,6 +54,7 @@ base_path = $RUN_DIR/tracker$n
 store_lookup = 0
 reserved_storage_space = 1%
 check_active_interval = 30
+metrics_listen = $t:9101
 log_level = info
 CONF
   done
@@ -73,6 +74,7 @@ subdir_count_per_path = 256
 $(tracker_lines)
 heart_beat_interval = 2
 stat_report_interval = 10
+metrics_listen = $ip:9102
 log_level = info
 CONF
   done
@@ -139,6 +141,8 @@ Six-node cluster is running (data and logs under $RUN_DIR):
   trackers$trackers
   storages$storages
   nginx with ngx_fastdfs_module on every storage at port 8888.
+  console: http://${DEMO_TRACKERS[0]}:9101/ (metrics: /metrics on port 9101 of the
+  trackers and 9102 of the storages)
 Uploaded $sample as:
 
   $file_id
