@@ -730,7 +730,8 @@ async fn download_all(
                         }
                     }
                     What::Link { link, target } => {
-                        match blocking(move || Ok(make_link(&link, &target))).await? {
+                        let subdirs = st.store.subdirs();
+                        match blocking(move || Ok(make_link(&link, &target, subdirs))).await? {
                             Linked::Made => counts.linked += 1,
                             Linked::Present => counts.present += 1,
                             Linked::Failed => counts.bad += 1,
@@ -816,9 +817,10 @@ enum Linked {
     Failed,
 }
 
-/// Recreates a symbolic link of the list. Blocking.
-fn make_link(link: &Path, target: &Path) -> Linked {
-    match std::os::unix::fs::symlink(target, link) {
+/// Recreates a symbolic link of the list (and its directory). Blocking.
+fn make_link(link: &Path, target: &Path, subdirs: u32) -> Linked {
+    let dir = link.parent().expect("a link in a directory");
+    match crate::store::in_data_dir(dir, subdirs, || std::os::unix::fs::symlink(target, link)) {
         Ok(()) => Linked::Made,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Linked::Present,
         Err(e) => {

@@ -265,12 +265,13 @@ fn new_mark(i: usize) -> String {
 }
 
 impl Store {
-    /// Opens every store path, creating `data/` and its XX/YY directories as upstream does
-    /// on first start. Decides first, before creating anything, which paths lost their
-    /// data (`fresh`); on a storage that had joined its group (`joined_before`) such a
-    /// path gets its recovery flag (flushed) before anything else is written to it, so a
-    /// crash cannot leave it looking complete. Records each path's mark in `init`
-    /// (saved) before it is written into the path. Blocking.
+    /// Opens every store path, creating `data/` (its XX/YY directories are made when a
+    /// file first goes into them: see [`make_data_dir`]). Decides first, before creating
+    /// anything, which paths lost their data (`fresh`); on a storage that had joined its
+    /// group (`joined_before`) such a path gets its recovery flag (flushed) before
+    /// anything else is written to it, so a crash cannot leave it looking complete.
+    /// Records each path's mark in `init` (saved) before it is written into the path.
+    /// Blocking.
     pub fn open(
         cfg: &StorageConfig,
         init: &mut InitFlag,
@@ -316,7 +317,8 @@ impl Store {
             if let Some(m) = &f.new_mark {
                 write_flushed(&data, PATH_MARK_FILE, &format!("{PATH_MARK_KEY}{m}\n"))?;
             }
-            create_subdirs(&data, cfg.subdir_count_per_path)?;
+            // Left by earlier versions, which made every directory up front.
+            let _ = fs::remove_file(data.join(".subdirs_created"));
             // One walk: uploads a crash cut short go, and whether files are here is
             // noted (a fresh path has neither).
             let has_files = !f.fresh && remove_temp_files(&data, cfg.subdir_count_per_path);
@@ -507,6 +509,24 @@ impl Store {
             .join(format!("{low:02X}"))
     }
 
+    /// Makes data directory `dir` if it is missing ([`make_data_dir`]), off the async
+    /// workers.
+    pub async fn make_dir(&self, dir: &Path) -> io::Result<()> {
+        let (dir, subdirs) = (dir.to_path_buf(), self.subdirs);
+        crate::durability::blocking(move || make_data_dir(&dir, subdirs)).await
+    }
+
+    /// A new file in data directory `dir`, which is made first if it is missing.
+    pub async fn new_file(&self, dir: &Path) -> io::Result<NewFile> {
+        match NewFile::create(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.make_dir(dir).await?;
+                NewFile::create(dir)
+            }
+            r => r,
+        }
+    }
+
     /// The on-disk path of a checked remote filename. The name was validated by
     /// [`RemoteName::parse`] (no `/`, no `..`, uppercase hex parts), so it stays inside
     /// the store path; the subdirectory must also exist in this store's layout.
@@ -536,48 +556,155 @@ fn pjw_hash(data: &[u8]) -> u32 {
     h
 }
 
-fn create_subdirs(data: &Path, subdirs: u32) -> io::Result<()> {
-    // A marker avoids walking 65,536 directories on every start.
-    let marker = data.join(".subdirs_created");
-    if fs::read_to_string(&marker).ok().as_deref() == Some(&subdirs.to_string()) {
+/// The name of a data directory level: `0A`.
+fn level_name(n: u32) -> String {
+    format!("{n:02X}")
+}
+
+/// Makes directory `d` unless it is there (as a directory: anything else is an error);
+/// whether it made it. Never makes a missing parent.
+fn make_one(d: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o755).create(d) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => Ok(false),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}", d.display()),
+        )),
+    }
+}
+
+/// Makes data directory `dir` (`<store path>/data/XX/YY`, `subdirs` directories per
+/// level) and `data/XX` if they are missing; safe against another thread or process
+/// making them at the same time. `data/` itself is never made: a store path whose data
+/// is gone (an unmounted disk) stays an error. Blocking.
+///
+/// Upstream makes all `subdirs`² directories when a store path is first used, and on
+/// every start takes the tree as complete when `00/00` and the last one (`FF/FF` for
+/// 256) are there; else it makes every missing one (those there are fine), and then,
+/// on a storage that had synced its group's files, takes the path for a replaced disk
+/// and recovers it from a peer. So the last directory is only ever made after all the
+/// others, when a file first goes into it: a tree that has it is complete, and upstream
+/// started on it finds every directory it may write into.
+pub fn make_data_dir(dir: &Path, subdirs: u32) -> io::Result<()> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is no data directory", dir.display()),
+        )
+    };
+    let high = dir.parent().ok_or_else(bad)?;
+    let data = high.parent().ok_or_else(bad)?;
+    let last = level_name(subdirs.max(1) - 1);
+    let is_last = |p: &Path| p.file_name().is_some_and(|n| n == last.as_str());
+    if is_last(dir) && is_last(high) {
+        return make_data_tree(data, subdirs);
+    }
+    if make_one(high)? {
+        crate::durability::sync_dir(data)?;
+    }
+    if make_one(dir)? {
+        crate::durability::sync_dir(high)?;
+    }
+    Ok(())
+}
+
+/// Makes every data directory under `data` that is missing, the last one last (see
+/// [`make_data_dir`]). Blocking.
+fn make_data_tree(data: &Path, subdirs: u32) -> io::Result<()> {
+    let n = subdirs.max(1);
+    let last = data.join(level_name(n - 1)).join(level_name(n - 1));
+    if last.is_dir() {
         return Ok(());
     }
-    for high in 0..subdirs {
-        for low in 0..subdirs {
-            let d = data.join(format!("{high:02X}")).join(format!("{low:02X}"));
-            match fs::create_dir_all(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot create {}: {e}", d.display()),
-                    ))
-                }
+    tracing::info!(
+        "{}: making the rest of its {} data directories",
+        data.display(),
+        n * n
+    );
+    let mut made_high = false;
+    for high in 0..n {
+        let h = data.join(level_name(high));
+        made_high |= make_one(&h)?;
+        let mut made = false;
+        for low in 0..n {
+            if high == n - 1 && low == n - 1 {
+                continue;
             }
+            made |= make_one(&h.join(level_name(low)))?;
+        }
+        if made {
+            crate::durability::sync_dir(&h)?;
         }
     }
-    fs::write(marker, subdirs.to_string())
+    if made_high {
+        crate::durability::sync_dir(data)?;
+    }
+    if make_one(&last)? {
+        crate::durability::sync_dir(last.parent().expect("in a directory"))?;
+    }
+    Ok(())
+}
+
+/// Runs `op`, which creates something in data directory `dir`; when it fails for want
+/// of the directory, makes it ([`make_data_dir`], unless another thread just did) and
+/// runs `op` once more. Blocking.
+pub fn in_data_dir<T>(
+    dir: &Path,
+    subdirs: u32,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    match op() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !dir.is_dir() {
+                make_data_dir(dir, subdirs)?;
+            }
+            op()
+        }
+        r => r,
+    }
+}
+
+/// The data directories (`data/XX/YY`) there are in `data`.
+fn existing_data_dirs(data: &Path, subdirs: u32) -> Vec<PathBuf> {
+    let level = |d: &Path| -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(d) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.len() == 2
+                    && u32::from_str_radix(&name, 16).is_ok_and(|n| n < subdirs)
+                    && name.bytes().all(|b| !b.is_ascii_lowercase())
+                    && e.file_type().is_ok_and(|t| t.is_dir())
+            })
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    };
+    level(data).iter().flat_map(|h| level(h)).collect()
 }
 
 /// Removes uploads that a crash left half-written: they never got a final name.
 /// Returns whether other files are there.
 fn remove_temp_files(data: &Path, subdirs: u32) -> bool {
     let mut has_files = false;
-    for high in 0..subdirs {
-        for low in 0..subdirs {
-            let d = data.join(format!("{high:02X}")).join(format!("{low:02X}"));
-            let Ok(entries) = fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with(TEMP_PREFIX) {
-                    let _ = fs::remove_file(e.path());
-                } else if !name.starts_with('.') {
-                    has_files = true;
-                }
+    for d in existing_data_dirs(data, subdirs) {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(e.path());
+            } else if !name.starts_with('.') {
+                has_files = true;
             }
         }
     }
@@ -804,15 +931,19 @@ mod tests {
         let store = Store::open(&cfg, &mut init, false, false).unwrap();
         assert!(store.paths().iter().all(|p| p.fresh && !p.has_files));
         assert_eq!(init.store_path_marks.len(), 2);
-        assert!(s0.join("data/01/01").is_dir());
+        // No data directory yet: each is made when a file first goes into it.
+        assert!(!s0.join("data/00").exists());
         assert!(!s0.join("data/.recovery.flag").exists());
         assert_eq!(InitFlag::load(&cfg.base_path).unwrap(), init);
+        make_data_dir(&store.dir(0, 0, 1), 2).unwrap();
         fs::write(s0.join("data/00/01/somefile"), b"x").unwrap();
+        fs::write(s0.join("data/00/01/.tmp-0123"), b"x").unwrap();
         drop(store);
         // Started again: nothing fresh, files seen.
         let store = Store::open(&cfg, &mut init, true, true).unwrap();
         assert!(store.paths().iter().all(|p| !p.fresh));
         assert!(store.paths()[0].has_files && !store.paths()[1].has_files);
+        assert!(!s0.join("data/00/01/.tmp-0123").exists());
         drop(store);
         // A replaced disk (the path is there, empty): recovered, its flag written
         // before anything else.
@@ -842,6 +973,80 @@ mod tests {
             .err()
             .expect("refused");
         assert!(e.to_string().contains("another storage"), "{e}");
+    }
+
+    /// The directories made in `data`, as `XX/YY`.
+    fn tree(data: &Path) -> Vec<String> {
+        existing_data_dirs(data, 256)
+            .iter()
+            .map(|d| d.strip_prefix(data).unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn data_directories_are_made_when_needed_the_last_one_last() {
+        let t = crate::test_support::scratch("lazy-dirs");
+        let data = t.path().join("data");
+        // Without data/ (an unmounted disk) nothing is made.
+        let e = make_data_dir(&data.join("00/01"), 4).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert!(!data.exists());
+        fs::create_dir(&data).unwrap();
+        make_data_dir(&data.join("00/01"), 4).unwrap();
+        make_data_dir(&data.join("00/01"), 4).unwrap();
+        make_data_dir(&data.join("02/03"), 4).unwrap();
+        assert_eq!(tree(&data), ["00/01", "02/03"]);
+        // Something else under the name is an error.
+        fs::write(data.join("01"), b"x").unwrap();
+        assert!(make_data_dir(&data.join("01/00"), 4).is_err());
+        fs::remove_file(data.join("01")).unwrap();
+        // The last one: all of them, so that upstream finds the tree complete.
+        make_data_dir(&data.join("03/03"), 4).unwrap();
+        assert_eq!(tree(&data).len(), 16);
+        assert_eq!(tree(&data).last().unwrap(), "03/03");
+        // A file is made where its directory is missing.
+        fs::remove_dir(data.join("02/03")).unwrap();
+        let dir = data.join("02/03");
+        let mut tries = 0;
+        in_data_dir(&dir, 4, || {
+            tries += 1;
+            fs::write(dir.join("f"), b"x")
+        })
+        .unwrap();
+        assert_eq!(tries, 2);
+        assert!(dir.join("f").is_file());
+        // Tried once more only.
+        let mut tries = 0;
+        let e = in_data_dir(&dir, 4, || -> io::Result<()> {
+            tries += 1;
+            Err(io::ErrorKind::NotFound.into())
+        })
+        .unwrap_err();
+        assert_eq!((tries, e.kind()), (2, io::ErrorKind::NotFound));
+        let mut tries = 0;
+        let e = in_data_dir(&dir, 4, || -> io::Result<()> {
+            tries += 1;
+            Err(io::ErrorKind::PermissionDenied.into())
+        })
+        .unwrap_err();
+        assert_eq!((tries, e.kind()), (1, io::ErrorKind::PermissionDenied));
+    }
+
+    #[test]
+    fn many_threads_make_one_directory() {
+        let t = crate::test_support::scratch("lazy-race");
+        let data = t.path().join("data");
+        fs::create_dir(&data).unwrap();
+        std::thread::scope(|s| {
+            for i in 0..32 {
+                let data = &data;
+                s.spawn(move || {
+                    let dir = data.join("05/07");
+                    in_data_dir(&dir, 16, || fs::write(dir.join(format!("f{i}")), b"x")).unwrap();
+                });
+            }
+        });
+        assert_eq!(fs::read_dir(data.join("05/07")).unwrap().count(), 32);
     }
 
     #[test]

@@ -351,7 +351,7 @@ pub async fn create_or_update(
         return Ok(());
     }
     let dir = path.parent().expect("file has a directory");
-    let mut temp = match NewFile::create(dir) {
+    let mut temp = match st.store.new_file(dir).await {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("cannot create a file in {}: {e}", dir.display());
@@ -622,7 +622,15 @@ pub async fn create_link(
     if File::open(&target).is_err() {
         return Err(Fail::Reply(errno::ENOENT));
     }
-    std::os::unix::fs::symlink(&target, &link).map_err(io_fail)?;
+    let make = || std::os::unix::fs::symlink(&target, &link);
+    match make() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = link.parent().expect("a link in a directory");
+            st.store.make_dir(dir).await.map_err(io_fail)?;
+            make().map_err(io_fail)?;
+        }
+        r => r.map_err(io_fail)?,
+    }
     sess.touched(link.parent());
     let target = req.second.clone();
     sess.log(req.timestamp, &req.first, Change::Link { target });

@@ -165,7 +165,7 @@ async fn upload_inner(
             }
         };
         let dir = st.store.dir(reservation.index, high, low);
-        match NewFile::create(&dir) {
+        match st.store.new_file(&dir).await {
             Ok(t) => break (reservation, dir, t),
             Err(e) => {
                 let code = disk_failed(st, &dir, e);
@@ -457,7 +457,7 @@ async fn upload_slave_inner(st: &Storage, conn: &mut Connection, body_len: u64) 
         .parent()
         .expect("slave path has a directory")
         .to_path_buf();
-    let temp = match NewFile::create(&dir) {
+    let temp = match st.store.new_file(&dir).await {
         Ok(t) => t,
         Err(e) => {
             let code = disk_failed(st, &dir, e);

@@ -627,8 +627,11 @@ impl Trunk {
             let file = trunk_path(st, &slot).ok_or(errno::EINVAL)?;
             let size = params.sizes.trunk_file_size as u64;
             let sync = st.cfg.fsync_before_reply;
+            let subdirs = st.store.subdirs();
             let made = crate::durability::blocking(move || {
-                let f = match OpenOptions::new().write(true).create_new(true).open(&file) {
+                let dir = file.parent().expect("in a directory");
+                let create = || OpenOptions::new().write(true).create_new(true).open(&file);
+                let f = match crate::store::in_data_dir(dir, subdirs, create) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
                     Err(e) => return Err(e),
@@ -784,6 +787,7 @@ impl Trunk {
             path: trunk_path(st, slot)?,
             trunk_file_size,
             sync_new: st.cfg.fsync_before_reply,
+            subdirs: st.store.subdirs(),
             slot: *slot,
         })
     }
@@ -848,6 +852,8 @@ pub struct SlotIo {
     path: PathBuf,
     trunk_file_size: u64,
     sync_new: bool,
+    /// Directories per level of the data tree (its directory is made when missing).
+    subdirs: u32,
     pub slot: Slot,
 }
 
@@ -857,12 +863,15 @@ impl SlotIo {
         if let Some(f) = self.files.0.lock().unwrap().get(&self.path) {
             return Ok(f.clone());
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)?;
+        let dir = self.path.parent().expect("in a directory");
+        let file = crate::store::in_data_dir(dir, self.subdirs, || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+        })?;
         let len = file.metadata()?.len();
         if len < self.trunk_file_size {
             file.set_len(self.trunk_file_size)?;
@@ -1012,6 +1021,7 @@ mod tests {
             path: dir.join("000001"),
             trunk_file_size: 1 << 20,
             sync_new: false,
+            subdirs: 256,
             slot: Slot {
                 path: 0,
                 high: 0,
@@ -1056,5 +1066,17 @@ mod tests {
         theirs.clear_header().unwrap();
         assert!(!theirs.holds(&header(9)));
         assert!(theirs.writer().unwrap().slot_is_free().unwrap());
+    }
+
+    #[test]
+    fn a_trunk_file_is_made_with_its_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("data/00/00");
+        std::fs::create_dir(t.path().join("data")).unwrap();
+        let io = slot_io(&dir, 0);
+        io.writer().unwrap().write_all(b"hello").unwrap();
+        io.seal(&header(3)).unwrap().flush().unwrap();
+        assert!(io.holds(&header(3)));
+        assert_eq!(std::fs::metadata(&io.path).unwrap().len(), 1 << 20);
     }
 }
