@@ -55,6 +55,7 @@ store_lookup = 0
 reserved_storage_space = 1%
 check_active_interval = 30
 metrics_listen = $t:9101
+storage_metrics_port = 9102
 log_level = info
 CONF
   done

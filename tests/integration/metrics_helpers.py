@@ -3,6 +3,7 @@ and reading the Prometheus text format."""
 
 import http.client
 import re
+import socket
 import time
 
 from conftest import pick_port, start_cluster
@@ -25,12 +26,37 @@ def with_metrics(tmp_path_factory, name, **kw):
             web["tracker" if i == 0 else "tracker%d" % i] = addr
             with open(conf, "a") as f:
                 f.write("metrics_listen = %s:%d\n" % addr)
+        # One port on every storage's address, which the trackers are told (the
+        # console reads the storages' latency there).
+        port = common_port([n.ip for n in c.nodes], {n.port for n in c.nodes})
         for i, node in enumerate(c.nodes):
-            addr = (node.ip, pick_port(node.ip, {node.port}))
-            web["storage%d" % i] = addr
-            node.extra += "metrics_listen = %s:%d\n" % addr
+            web["storage%d" % i] = (node.ip, port)
+            node.extra += "metrics_listen = %s:%d\n" % (node.ip, port)
             c.write_node_conf(node)
+        for conf in [c.tracker_conf] + [d.conf for _, _, d in c.extra_trackers]:
+            with open(conf, "a") as f:
+                f.write("storage_metrics_port = %d\n" % port)
     return start_cluster(tmp_path_factory, name, prepare=enable, **kw), web
+
+
+def common_port(ips, taken):
+    """A port free on every one of `ips` (not one of `taken`)."""
+    for _ in range(100):
+        port = pick_port(ips[0], taken)
+        if all(bindable(ip, port) for ip in ips[1:]):
+            return port
+    raise RuntimeError("no port free on all of %s" % ips)
+
+
+def bindable(ip, port):
+    s = socket.socket()
+    try:
+        s.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def get(addr, path="/metrics", source=None, timeout=10):

@@ -83,6 +83,8 @@ def test_cluster_at_a_glance_and_a_storage_going_offline(six, browser):
                  what="uploads charted")
         wait_for(lambda: (last("chart-latency").get("p99") or 0) > 0, 30,
                  what="latency charted")
+        wait_for(lambda: (last("chart-storage-latency").get("upload p99") or 0) > 0, 30,
+                 what="the storages' upload latency charted")
     finally:
         stop.set()
         uploader.join(60)
@@ -123,6 +125,8 @@ def test_storage_page(six, browser):
     assert facts["Status"] == "ACTIVE"
     assert facts["Address"] == "%s:%d" % node.addr
     assert browser.eval("document.getElementById('cluster-view').hidden") is True
+    wait_for(lambda: browser.eval("document.getElementById('one-storage-latency').hidden")
+             is False, 30, what="the storage's latency chart")
     browser.screenshot(ARTIFACTS / "console-storage.png")
 
 

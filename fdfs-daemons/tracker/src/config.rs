@@ -118,6 +118,9 @@ pub struct TrackerConfig {
     /// `metrics_listen` (extension): where `/metrics`, `/healthz`, `/readyz` and the
     /// console are served; `None` (the default): nowhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `storage_metrics_port` (extension): the port of the storages' `metrics_listen`;
+    /// the console then charts their request latency (read from their `/metrics`).
+    pub storage_metrics_port: Option<u16>,
     /// `allow_hosts`: client addresses accepted (everyone by default).
     pub allow_hosts: std::sync::Arc<fdfs_proto::allow_hosts::AllowHosts>,
     /// `cluster_secret`: storages and other trackers must prove it (extension; none by
@@ -219,6 +222,10 @@ impl TrackerConfig {
             base_path,
             max_connections: g.int_in("max_connections", 256, 1, 1_000_000)? as usize,
             metrics_listen: g.listen_addr("metrics_listen")?,
+            storage_metrics_port: match g.int_in("storage_metrics_port", 0, 0, 65535)? {
+                0 => None,
+                port => Some(port as u16),
+            },
             allow_hosts: std::sync::Arc::new(
                 fdfs_proto::allow_hosts::AllowHosts::parse(g.all("allow_hosts"))
                     .map_err(|e| g.invalid("allow_hosts", &e))?,

@@ -37,7 +37,16 @@ const SYNC_LATE_SECS: i64 = 60;
 pub fn handler(shared: Arc<Shared>) -> Handler {
     Arc::new(move |path, _query| {
         let shared = shared.clone();
-        Box::pin(async move { page(&shared, &path) })
+        Box::pin(async move {
+            if path == "/api/cluster" {
+                let mut data = cluster_json(&shared);
+                if let Some(port) = shared.config.storage_metrics_port {
+                    add_storage_latency(&mut data, port).await;
+                }
+                return Page::ok("application/json", serde_json::to_vec(&data).expect("json"));
+            }
+            page(&shared, &path)
+        })
     })
 }
 
@@ -49,10 +58,6 @@ fn page(shared: &Shared, path: &str) -> Page {
             Some(leader) => Page::text(200, format!("ready, leader {leader}\n")),
             None => Page::text(503, "no tracker leader yet\n"),
         },
-        "/api/cluster" => Page::ok(
-            "application/json",
-            serde_json::to_vec(&cluster_json(shared)).expect("json"),
-        ),
         "/console.js" => Page::ok("text/javascript; charset=utf-8", CONSOLE_JS),
         "/console.css" => Page::ok("text/css; charset=utf-8", CONSOLE_CSS),
         "/" | "/index.html" => Page::ok("text/html; charset=utf-8", INDEX_HTML),
@@ -484,6 +489,114 @@ fn cluster_json(shared: &Shared) -> Value {
     })
 }
 
+/// The commands whose latency the console charts per storage.
+const CHARTED: [&str; 2] = ["upload_file", "download_file"];
+/// How long the console waits for a storage's `/metrics`.
+const STORAGE_SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+/// The most of a storage's `/metrics` read.
+const STORAGE_SCRAPE_MAX: u64 = 4 << 20;
+
+/// Adds each storage's latency histograms (read from its `/metrics` on `port`) to the
+/// console's data: `latency` per storage, `null` where it could not be read.
+async fn add_storage_latency(data: &mut Value, port: u16) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let groups = data["groups"].as_array().cloned().unwrap_or_default();
+    for (gi, g) in groups.iter().enumerate() {
+        let members = g["storages"].as_array().cloned().unwrap_or_default();
+        for (si, s) in members.iter().enumerate() {
+            let ip = s["ip"].as_str().unwrap_or_default().to_string();
+            tasks.spawn(async move {
+                let text = tokio::time::timeout(STORAGE_SCRAPE_TIMEOUT, scrape(&ip, port))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                (gi, si, text.map(|t| latency_histograms(&t)))
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        let Ok((gi, si, latency)) = done else {
+            continue;
+        };
+        data["groups"][gi]["storages"][si]["latency"] = latency.unwrap_or(Value::Null);
+    }
+}
+
+/// `GET /metrics` of a storage, the body of a 200.
+async fn scrape(ip: &str, port: u16) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => ip.to_string(),
+    };
+    let mut stream = tokio::net::TcpStream::connect(format!("{host}:{port}")).await?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    stream
+        .take(STORAGE_SCRAPE_MAX)
+        .read_to_end(&mut raw)
+        .await?;
+    let text = String::from_utf8_lossy(&raw);
+    match text.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
+        {
+            Ok(body.to_string())
+        }
+        _ => Err(std::io::Error::other("not a 200 answer")),
+    }
+}
+
+/// From Prometheus text: `{command: {"buckets": [[le, cumulative count]...], "count": n}}`
+/// of `fastdfs_request_duration_seconds` for the charted commands (`+Inf` left out:
+/// `count` holds it).
+fn latency_histograms(text: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("fastdfs_request_duration_seconds_") else {
+            continue;
+        };
+        let Some((kind, rest)) = rest.split_once('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix("=\""))
+                .map(|v| v.trim_end_matches('"'))
+        };
+        let Some(command) = label("command").filter(|c| CHARTED.contains(c)) else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let entry = out
+            .entry(command.to_string())
+            .or_insert_with(|| json!({ "buckets": [], "count": 0 }));
+        match kind {
+            "count" => entry["count"] = json!(v as u64),
+            "bucket" => {
+                if let Some(le) = label("le").and_then(|le| le.parse::<f64>().ok()) {
+                    if le.is_finite() {
+                        entry["buckets"]
+                            .as_array_mut()
+                            .expect("array")
+                            .push(json!([le, v as u64]));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +627,21 @@ mod tests {
             },
             is_trunk_server: false,
         }
+    }
+
+    #[test]
+    fn latency_read_from_a_storage_scrape() {
+        let text = "# TYPE fastdfs_request_duration_seconds histogram\n\
+            fastdfs_request_duration_seconds_bucket{command=\"upload_file\",le=\"0.001\"} 3\n\
+            fastdfs_request_duration_seconds_bucket{command=\"upload_file\",le=\"+Inf\"} 5\n\
+            fastdfs_request_duration_seconds_count{command=\"upload_file\"} 5\n\
+            fastdfs_request_duration_seconds_count{command=\"sync_create_file\"} 9\n\
+            fastdfs_requests_total{command=\"upload_file\",result=\"ok\"} 5\n";
+        let v = latency_histograms(text);
+        assert_eq!(
+            v,
+            json!({"upload_file": {"buckets": [[0.001, 3]], "count": 5}})
+        );
     }
 
     #[test]

@@ -38,14 +38,16 @@ function rates(pick) {
   return out;
 }
 
-// histogram_quantile over the change of the latency buckets between two samples.
-function quantile(q, a, b) {
-  const buckets = b.requests.latency_buckets.map((x, i) => [x[0], x[1] - (a.requests.latency_buckets[i] || [0, 0])[1]]);
-  const total = b.requests.count - a.requests.count;
+// histogram_quantile over the change of a latency histogram between two samples: each
+// side is {buckets: [[le, cumulative count]...], count}.
+function histQuantile(q, a, b) {
+  if (!a || !b) return 0;
+  const total = b.count - a.count;
   if (total <= 0) return 0;
   const rank = q * total;
   let prevLe = 0, prevCount = 0;
-  for (const [le, count] of buckets) {
+  const delta = b.buckets.map((x, i) => [x[0], x[1] - ((a.buckets[i] || [0, 0])[1])]);
+  for (const [le, count] of delta) {
     if (count >= rank) {
       const inBucket = count - prevCount;
       return inBucket > 0 ? prevLe + (le - prevLe) * (rank - prevCount) / inBucket : le;
@@ -53,6 +55,28 @@ function quantile(q, a, b) {
     prevLe = le; prevCount = count;
   }
   return prevLe;
+}
+
+function trackerHist(d) {
+  return { buckets: d.requests.latency_buckets.map(x => [x[0], x[1]]), count: d.requests.count };
+}
+
+// The latency histogram of `command` summed over `list` storages (null if none has one).
+function storageHist(list, command) {
+  let out = null;
+  for (const s of list) {
+    const h = s.latency && s.latency[command];
+    if (!h) continue;
+    if (!out) out = { buckets: h.buckets.map(x => [x[0], 0]), count: 0 };
+    h.buckets.forEach((x, i) => { if (out.buckets[i]) out.buckets[i][1] += x[1]; });
+    out.count += h.count;
+  }
+  return out;
+}
+
+// ms per sample of quantile q of the histogram pick(sample) gives.
+function latencySeries(q, pick) {
+  return history.slice(1).map((s, i) => 1000 * histQuantile(q, pick(history[i].d), pick(s.d)));
 }
 
 function sumCommands(d, test) {
@@ -159,8 +183,18 @@ function renderCluster(d) {
     { name: "fetch queries", values: rates(x => sumCommands(x, k => k.startsWith("query_fetch") || k === "query_update")) },
     { name: "storages", values: rates(x => sumCommands(x, k => k.startsWith("storage_"))) },
   ]);
-  const lat = q => history.slice(1).map((s, i) => 1000 * quantile(q, history[i].d, s.d));
-  drawChart("chart-latency", [{ name: "p50", values: lat(0.5) }, { name: "p99", values: lat(0.99) }], 0.1);
+  drawChart("chart-latency", [
+    { name: "p50", values: latencySeries(0.5, trackerHist) },
+    { name: "p99", values: latencySeries(0.99, trackerHist) },
+  ], 0.1);
+  const charted = all.some(s => s.latency);
+  document.getElementById("storage-latency").hidden = !charted;
+  if (charted) {
+    drawChart("chart-storage-latency", [
+      { name: "upload p99", values: latencySeries(0.99, x => storageHist(storages(x), "upload_file")) },
+      { name: "download p99", values: latencySeries(0.99, x => storageHist(storages(x), "download_file")) },
+    ], 0.1);
+  }
   drawChart("chart-lag", d.groups.map(g => ({
     name: g.name,
     values: history.map(s => {
@@ -199,6 +233,16 @@ function renderStorage(d) {
     { name: "downloads", values: rates(mine("downloads")) },
   ]);
   drawChart("chart-storage-lag", [{ name: "lag", values: history.map(x => Math.max(0, mine("synced_delay")(x.d) || 0)) }]);
+  document.getElementById("one-storage-latency").hidden = !s.latency;
+  if (s.latency) {
+    const hist = command => x => storageHist(storages(x).filter(y => y.id === storagePage), command);
+    drawChart("chart-one-storage-latency", [
+      { name: "upload p50", values: latencySeries(0.5, hist("upload_file")) },
+      { name: "upload p99", values: latencySeries(0.99, hist("upload_file")) },
+      { name: "download p50", values: latencySeries(0.5, hist("download_file")) },
+      { name: "download p99", values: latencySeries(0.99, hist("download_file")) },
+    ], 0.1);
+  }
 }
 
 async function poll() {
