@@ -35,14 +35,20 @@ class Browser:
     def __init__(self, width=1280, height=1000):
         import websocket  # websocket-client, in the runner venv
 
-        self.profile = tempfile.mkdtemp(prefix="fdfs-chromium-")
+        # Everything chromium writes (its profile, and the scratch files it makes in
+        # TMPDIR) goes under one directory, removed at close.
+        self.root = tempfile.mkdtemp(prefix="fdfs-chromium-")
+        self.profile = os.path.join(self.root, "profile")
+        scratch = os.path.join(self.root, "tmp")
+        os.makedirs(scratch)
         self.proc = subprocess.Popen(
             [chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--disable-extensions", "--disable-background-networking",
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              "--remote-allow-origins=*", "--user-data-dir=" + self.profile,
              "--window-size=%d,%d" % (width, height), "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env=dict(os.environ, TMPDIR=scratch))
         try:
             port_file = Path(self.profile) / "DevToolsActivePort"
             port = wait_for(lambda: port_file.exists() and port_file.read_text().split()[0],
@@ -104,5 +110,5 @@ class Browser:
                 self.proc.wait(10)
         # chromium may still be writing its profile for a moment after it exits
         deadline = time.monotonic() + 10
-        while os.path.exists(self.profile) and time.monotonic() < deadline:
-            shutil.rmtree(self.profile, ignore_errors=True)
+        while os.path.exists(self.root) and time.monotonic() < deadline:
+            shutil.rmtree(self.root, ignore_errors=True)
