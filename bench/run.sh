@@ -388,9 +388,10 @@ done
 # ---------------------------------------------------------------- C client library, same run
 # One load generator for both sides: fdfs_cbench, written against the official C client
 # library, drives a tracker + group of two of ours (fsync_before_reply false, then the
-# default true) and of C FastDFS 6.16, one cluster after the other, each on fresh data
-# dirs and its own three addresses (twelve from 127.0.0.base+8 on): bench/cbench/compare.sh (its header
-# says what is measured). In the background so that cleanup can stop it (it stops its
+# default true, then trunk files) and of C FastDFS 6.16, one cluster after the other, each
+# on fresh data dirs and its own three addresses (twelve from 127.0.0.base+8 on), every
+# scenario at 1 and at 16 threads: bench/cbench/compare.sh (its header says what is
+# measured). In the background so that cleanup can stop it (it stops its
 # daemons, C ones too, on TERM). The report gets its table (bench/cbench/table.py).
 settle
 BIN="$BIN" BENCH_SMOKE="$SMOKE" BENCH_SECONDS="$SECONDS_EACH" CBENCH_IP=127.0.0.$((base + 8)) \
