@@ -2,7 +2,8 @@
 # The benchmark: our daemons on loopback, next to the machine's own limits and SeaweedFS,
 # in one run. Writes bench/results/<timestamp>.md (and latest.md) with every figure.
 #
-#   bench/run.sh            full run (about 13 minutes)
+#   bench/run.sh            full run (the comparison with C FastDFS, bench/cbench/compare.sh,
+#                           takes about ten minutes of it)
 #   BENCH_SMOKE=1 bench/run.sh   tiny counts: checks that every step still works
 #
 # Settings (environment): BENCH_SECONDS (per small-file run, default 5),
