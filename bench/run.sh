@@ -2,7 +2,8 @@
 # The benchmark: our daemons on loopback, next to the machine's own limits and SeaweedFS,
 # in one run. Writes bench/results/<timestamp>.md (and latest.md) with every figure.
 #
-#   bench/run.sh            full run (about 13 minutes)
+#   bench/run.sh            full run (the comparison with C FastDFS, bench/cbench/compare.sh,
+#                           takes about ten minutes of it)
 #   BENCH_SMOKE=1 bench/run.sh   tiny counts: checks that every step still works
 #
 # Settings (environment): BENCH_SECONDS (per small-file run, default 5),
@@ -388,9 +389,10 @@ done
 # ---------------------------------------------------------------- C client library, same run
 # One load generator for both sides: fdfs_cbench, written against the official C client
 # library, drives a tracker + group of two of ours (fsync_before_reply false, then the
-# default true) and of C FastDFS 6.16, one cluster after the other, each on fresh data
-# dirs and its own three addresses (twelve from 127.0.0.base+8 on): bench/cbench/compare.sh (its header
-# says what is measured). In the background so that cleanup can stop it (it stops its
+# default true, then trunk files) and of C FastDFS 6.16, one cluster after the other, each
+# on fresh data dirs and its own three addresses (twelve from 127.0.0.base+8 on), every
+# scenario at 1 and at 16 threads: bench/cbench/compare.sh (its header says what is
+# measured). In the background so that cleanup can stop it (it stops its
 # daemons, C ones too, on TERM). The report gets its table (bench/cbench/table.py).
 settle
 BIN="$BIN" BENCH_SMOKE="$SMOKE" BENCH_SECONDS="$SECONDS_EACH" CBENCH_IP=127.0.0.$((base + 8)) \

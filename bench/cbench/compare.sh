@@ -12,11 +12,15 @@
 #   c             C FastDFS 6.16 (never flushes before replying), on the sample configs it
 #                 ships (target/c-fastdfs/etc/fdfs), changed only where the address, paths,
 #                 log level, heartbeats and reserved space must be
-# For each, 4 KiB files, 16 threads: uploads through the tracker without connection pool,
-# then with it; after each, the time until both storages hold every file just uploaded
-# (drain.py: exact, file by file); then pooled downloads straight from the first storage
-# of the files of the pooled run, counting misses (ENOENT: a file not there; after the
-# drain there should be none, and the figure is not inflated by cheap error replies).
+# For each, 4 KiB files, at each thread count of CBENCH_THREADS (default 1, then 16):
+# uploads through the tracker without connection pool, then with it, then straight to the
+# first storage (pooled; no tracker asked); after each, the time until both storages hold
+# every file just uploaded (drain.py: exact, file by file); then pooled downloads of every
+# file the cluster took so far, straight from the first storage, then through the tracker,
+# counting misses (ENOENT: a file not there; after the drains there should be none, and
+# the figure is not inflated by cheap error replies). Before each upload run the disk is
+# let settle. On the trunk cluster the direct uploads go to the trunk server (either
+# storage), where the tracker sends its uploads too.
 # Then, on the C cluster, the replication of a backlog from a C storage: its peer stopped,
 # uploads for as long as one run, the peer started again, the time until it holds every
 # file and the rate between the first and the last file arriving; the peer is first the C
@@ -27,8 +31,9 @@
 #                                   (default: a new temporary one) is removed at the end
 #
 # Environment: BENCH_SMOKE=1 (0.5 s runs), BENCH_SECONDS (each run; default 5),
-# CBENCH_CLUSTERS (which of the four to run; default all: "ours-nofsync ours-fsync
-# ours-trunk c"), CBENCH_IP (the first of twelve consecutive 127.0.0.x it uses; default
+# CBENCH_THREADS (the thread counts, each run in turn; default "1 16"; the backlog's load
+# is always 16 threads), CBENCH_CLUSTERS (which of the four to run; default all:
+# "ours-nofsync ours-fsync ours-trunk c"), CBENCH_IP (the first of twelve consecutive 127.0.0.x it uses; default
 # random),
 # BIN (our release binaries; default target/release, built by bench/run.sh).
 set -euo pipefail
@@ -43,7 +48,7 @@ if [ "${BENCH_SMOKE:-0}" = 1 ]; then
 else
   SECS=${BENCH_SECONDS:-5}; SETTLE_MAX=120; SUBDIRS=256
 fi
-THREADS=16; SIZE=4096
+THREADS_LIST=${CBENCH_THREADS:-1 16}; SIZE=4096
 DIR=${1:-$(mktemp -d /tmp/fdfs-cbench.XXXXXX)}
 mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
 IP0=${CBENCH_IP:-127.0.0.$((RANDOM % 140 + 60))}
@@ -195,7 +200,7 @@ except ValueError:
 row = {"label": label, "section": "cclient", "impl": impl, "case": case}
 if "per_second" in r:
     row["ops_per_sec"] = r["per_second"]
-for k in ("ok", "failed", "first_error", "seconds", "pool", "note"):
+for k in ("threads", "direct", "ok", "failed", "first_error", "seconds", "pool", "note"):
     if k in r:
         row[k] = r[k]
 for kv in sys.argv[5:]:
@@ -219,11 +224,12 @@ cbench() { # fdfs_cbench's arguments: its JSON line in $line (fdfs_cbench exits 
   misses=$(grep -c 'fdfs_recv_response fail, errno: 2,' "$DIR/cbench.err" || true)
   grep -v 'errno: 2,\|response status 2 != 0' "$DIR/cbench.err" | tail -5 >&2 || true
 }
-drain_row() { # impl case label drain-json
+drain_row() { # impl case threads label drain-json
   python3 - "$@" <<'PY'
 import json, sys
-impl, case, label, d = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-row = {"label": label, "section": "cclient", "impl": impl, "case": case,
+impl, case, threads, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+d = json.loads(sys.argv[5])
+row = {"label": label, "section": "cclient", "impl": impl, "case": case, "threads": threads,
        "files": d["files"], "drain_seconds": d["drain_seconds"]}
 if d["missing"]:
     row["missing"] = d["missing"]
@@ -238,7 +244,6 @@ cluster() { # impl index(0..2)
   local impl=$1 i=$2
   local t_ip=$IP_PREFIX.$((IP_LAST + 3 * i)) s1_ip=$IP_PREFIX.$((IP_LAST + 3 * i + 1)) s2_ip=$IP_PREFIX.$((IP_LAST + 3 * i + 2))
   local d="$DIR/$impl" name=${IMPL_NAME[$impl]} line misses
-  local what="fdfs_cbench ${SIZE}B c$THREADS"
   mkdir -p "$d"/{tracker,st1,st2,client}
   if [ "$impl" = c ]; then
     c_tracker_conf "$d/tracker" "$t_ip" >"$d/tracker.conf"
@@ -277,18 +282,43 @@ cluster() { # impl index(0..2)
   case $line in *'"drain_seconds": null'*) note "compare.sh: $impl: no replication: $line"; exit 1 ;; esac
   note "cbench: $name: tracker $t_ip, storages $s1_ip $s2_ip (ready at ${SECONDS}s)"
 
-  local pool t_end
-  for pool in unpooled pooled; do
-    # The start-up's data directories (and the run before) written back first.
-    settle
-    cbench "$d/client-$pool.conf" upload $THREADS "$SECS" $SIZE "$d/ids-$pool" "upload"
-    t_end=$(date +%s.%N)
-    emit "$impl" "upload-$pool" "$what upload via tracker, $pool: $name" "$line"
-    drain "$t_end" 60 "$d/ids-$pool" "$d/st1" "$d/st2"
-    drain_row "$impl" "drain-$pool" "$what replication drain after the $pool uploads: $name" "$line"
+  # Direct uploads go to the first storage; with trunk files to the trunk server, where
+  # the tracker sends its uploads too (fdfs_monitor set_trunk_server without an id names
+  # it; the storage ids are the addresses).
+  local direct_ip=$s1_ip
+  if [ "$impl" = ours-trunk ]; then
+    direct_ip=$("$BIN/fdfs_monitor" "$d/client-pooled.conf" set_trunk_server group1 |
+      sed -n 's/.*new trunk server: //p')
+    case " $s1_ip $s2_ip " in *" $direct_ip "*) ;; *)
+      note "compare.sh: $impl: no trunk server named: '$direct_ip'"; exit 1 ;; esac
+  fi
+
+  local t up what ids t_end
+  for t in $THREADS_LIST; do
+    what="fdfs_cbench ${SIZE}B c$t"
+    for up in unpooled pooled direct; do
+      # The start-up's data directories (and the run before) written back first.
+      settle
+      ids="$d/ids-c$t-$up"
+      if [ $up = direct ]; then
+        cbench "$d/client-pooled.conf" upload "$t" "$SECS" $SIZE "$ids" "$direct_ip:23000" "upload"
+        emit "$impl" "upload-direct" "$what upload direct to one storage, pooled: $name" "$line" \
+          storage="\"$direct_ip\""
+      else
+        cbench "$d/client-$up.conf" upload "$t" "$SECS" $SIZE "$ids" "upload"
+        emit "$impl" "upload-$up" "$what upload via tracker, $up: $name" "$line"
+      fi
+      t_end=$(date +%s.%N)
+      drain "$t_end" 60 "$ids" "$d/st1" "$d/st2"
+      drain_row "$impl" "drain-$up" "$t" "$what replication drain after the uploads ($up): $name" "$line"
+    done
+    # Every file the cluster holds so far (both storages hold them all after the drains).
+    cat "$d"/ids-c* >"$d/download-ids"
+    cbench "$d/client-pooled.conf" download "$t" "$SECS" "$d/download-ids" "$s1_ip:23000" "download"
+    emit "$impl" "download-direct" "$what download direct from one storage, pooled: $name" "$line" misses="$misses"
+    cbench "$d/client-pooled.conf" download "$t" "$SECS" "$d/download-ids" "download"
+    emit "$impl" "download-tracker" "$what download via tracker, pooled: $name" "$line" misses="$misses"
   done
-  cbench "$d/client-pooled.conf" download $THREADS "$SECS" "$d/ids-pooled" "$s1_ip:23000" "download"
-  emit "$impl" "download-direct" "$what download direct from one storage, pooled: $name" "$line" misses="$misses"
 
   if [ "$impl" = c ]; then
     # A backlog on the C storage st1 for its stopped peer st2, then st2 started again:
@@ -297,7 +327,7 @@ cluster() { # impl index(0..2)
     for peer in c ours; do
       stop "$impl/st2"
       wait_active "$d/client-pooled.conf" 1 "$impl/tracker" "$impl/st1"
-      cbench "$d/client-pooled.conf" upload $THREADS "$SECS" $SIZE "$d/ids-backlog-$peer" "backlog"
+      cbench "$d/client-pooled.conf" upload 16 "$SECS" $SIZE "$d/ids-backlog-$peer" "backlog"
       since=$(date +%s.%N)
       if [ $peer = c ]; then start "$impl/st2" "$C_BIN/fdfs_storaged" "$d/st2.conf" start -N
       else
@@ -315,7 +345,7 @@ rate = round((d["files"] - 1) / span, 1) if span and d["files"] > 1 else None
 row = {"label": "replication of a backlog from a C storage to %s (peer restarted)" % (
            "a C storage" if peer == "c" else "our storage, fsync_before_reply=false"),
        "section": "cclient", "impl": "c" if peer == "c" else "ours-nofsync",
-       "case": "backlog", "files": d["files"], "ops_per_sec": rate,
+       "case": "backlog", "threads": 16, "files": d["files"], "ops_per_sec": rate,
        "catchup_seconds": d["drain_seconds"], "first_file_seconds": d["first_seconds"]}
 if d["missing"]:
     row["missing"] = d["missing"]
@@ -336,8 +366,7 @@ for st in ("st1", "st2"):
     text = (logs / (st + ".out")).read_text(errors="replace")
     m = re.findall(r"(\d+) flush\(es\) to disk before replies", text)
     flushes.append(int(m[-1]) if m else None)
-uploads = sum(len([l for l in open(p) if l.strip()]) for p in d.glob("ids-*")
-              if p.name in ("ids-warmup", "ids-unpooled", "ids-pooled"))
+uploads = sum(len([l for l in open(p) if l.strip()]) for p in d.glob("ids-*"))
 row = {"label": "flushes to disk per upload (both storages, replication included), trunk files",
        "section": "cclient", "impl": "ours-trunk", "case": "flushes", "uploads": uploads,
        "flushes": flushes}

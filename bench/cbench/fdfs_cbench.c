@@ -2,16 +2,19 @@
  * fdfs_cbench: a load generator written against the official FastDFS C client library
  * (libfdfsclient), so that one client drives both our daemons and C FastDFS in the same
  * benchmark run. The calls are the ones applications make: storage_upload_by_filebuff1
- * through the tracker, storage_download_file_to_buff1 through the tracker or straight
- * from one storage. Connections follow the client config: with
- * `use_connection_pool = true` the library keeps them, otherwise every request makes new
- * ones, exactly as applications see it.
+ * through the tracker or straight to one storage (no tracker asked, store path chosen by
+ * the storage, as fdfs_upload_file does when given a storage), and
+ * storage_download_file_to_buff1 through the tracker or straight from one storage.
+ * Connections follow the client config: with `use_connection_pool = true` the library
+ * keeps them, otherwise every request makes new ones, exactly as applications see it.
  *
- *   fdfs_cbench <client.conf> upload   <threads> <seconds> <size> <ids_out> [label]
+ *   fdfs_cbench <client.conf> upload   <threads> <seconds> <size> <ids_out>
+ *                                      [storage_ip:port] [label]
  *   fdfs_cbench <client.conf> download <threads> <seconds> <ids_in> [storage_ip:port] [label]
  *
- * Prints one JSON line: label, op, threads, ok, failed, seconds, per_second and the first
- * error seen. Build: bench/cbench/build.sh (links the C build in target/c-fastdfs).
+ * Prints one JSON line: label, op, direct (to one storage), threads, pool, ok, failed,
+ * seconds, per_second and the first error seen. Build: bench/cbench/build.sh (links the
+ * C build in target/c-fastdfs).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -34,7 +37,7 @@ struct shared {
     /* download: the ids to fetch, cycled through */
     char (*ids)[ID_MAX];
     long id_count;
-    /* download straight from one storage (port 0: ask the tracker) */
+    /* upload to / download from one storage straight (port 0: ask the tracker) */
     ConnectionInfo storage;
     /* upload: where the new ids go */
     FILE *ids_out;
@@ -59,17 +62,18 @@ static int one_request(struct shared *s, long n, ConnectionInfo *storage, char *
     int result = 0;
 
     /* the reentrant form: each call gets its own connection (or a pooled one); a
-     * download straight from a storage asks no tracker, so it takes no connection */
+     * request straight to a storage asks no tracker, so it takes no connection */
     tracker = NULL;
-    if (s->upload || storage == NULL) {
+    if (storage == NULL) {
         tracker = tracker_get_connection_r(&server, &result);
         if (tracker == NULL) {
             return result != 0 ? result : ECONNREFUSED;
         }
     }
     if (s->upload) {
-        result = storage_upload_by_filebuff1(tracker, NULL, 0, s->payload, s->size,
-                "bin", NULL, 0, NULL, file_id);
+        /* straight to a storage: store path -1, the storage picks one */
+        result = storage_upload_by_filebuff1(tracker, storage, storage != NULL ? -1 : 0,
+                s->payload, s->size, "bin", NULL, 0, NULL, file_id);
     } else {
         result = storage_download_file_to_buff1(tracker, storage,
                 s->ids[n % s->id_count], &buff, &got);
@@ -155,7 +159,8 @@ static long read_ids(const char *path, char (**ids)[ID_MAX])
 static int usage(const char *me)
 {
     fprintf(stderr,
-            "usage: %s <client.conf> upload <threads> <seconds> <size> <ids_out> [label]\n"
+            "usage: %s <client.conf> upload <threads> <seconds> <size> <ids_out> "
+            "[storage_ip:port] [label]\n"
             "       %s <client.conf> download <threads> <seconds> <ids_in> "
             "[storage_ip:port] [label]\n", me, me);
     return 1;
@@ -197,7 +202,16 @@ int main(int argc, char *argv[])
             perror(argv[6]);
             return 1;
         }
-        label = argc > 7 ? argv[7] : "upload";
+        if (argc > 7 && strchr(argv[7], ':') != NULL) {
+            if (conn_pool_parse_server_info(argv[7], &s.storage,
+                        FDFS_STORAGE_SERVER_DEF_PORT) != 0) {
+                fprintf(stderr, "%s: bad storage address %s\n", argv[0], argv[7]);
+                return 1;
+            }
+            label = argc > 8 ? argv[8] : "upload";
+        } else {
+            label = argc > 7 ? argv[7] : "upload";
+        }
     } else {
         s.id_count = read_ids(argv[5], &s.ids);
         if (s.id_count <= 0) {
@@ -237,10 +251,11 @@ int main(int argc, char *argv[])
     if (s.ids_out != NULL) {
         fclose(s.ids_out);
     }
-    printf("{\"label\": \"%s\", \"op\": \"%s\", \"threads\": %d, \"pool\": %s, "
-           "\"ok\": %ld, \"failed\": %ld, \"seconds\": %.3f, \"per_second\": %.1f, "
+    printf("{\"label\": \"%s\", \"op\": \"%s\", \"direct\": %s, \"threads\": %d, "
+           "\"pool\": %s, \"ok\": %ld, \"failed\": %ld, \"seconds\": %.3f, \"per_second\": %.1f, "
            "\"first_error\": %d}\n",
-           label, s.upload ? "upload" : "download", thread_count,
+           label, s.upload ? "upload" : "download",
+           s.storage.port != 0 ? "true" : "false", thread_count,
            g_use_connection_pool ? "true" : "false", s.ok, s.failed, elapsed,
            s.ok / elapsed, s.first_error);
     fdfs_client_destroy();

@@ -1,13 +1,37 @@
 #!/usr/bin/env python3
 """The "C client library, same run" section of the report, as Markdown, from the JSON rows
-bench/cbench/compare.sh wrote (those with "section": "cclient"; other rows are ignored).
+bench/cbench/compare.sh wrote (those with "section": "cclient"; other rows are ignored):
+one table, a row per scenario and thread count, a column per cluster, and the ratio of
+each of our clusters to FastDFS's, all from the same run.
 
     table.py RESULTS.jsonl
 """
 import json
 import sys
 
-IMPLS = ("ours-nofsync", "ours-fsync", "c")
+# (impl, column title, ratio column title)
+IMPLS = (
+    ("ours-nofsync", "ours, fsync off", "fsync off / C"),
+    ("ours-fsync", "ours, default (fsync)", "default / C"),
+    ("ours-trunk", "ours, trunk files, fsync", "trunk / C"),
+    ("c", "FastDFS 6.16", None),
+)
+RATES = (
+    ("upload-unpooled", "upload via tracker, no connection pool"),
+    ("upload-pooled", "upload via tracker, connection pool"),
+    ("upload-direct", "upload direct to one storage, pool"),
+    ("download-direct", "download direct from one storage, pool"),
+    ("download-tracker", "download via tracker, pool"),
+)
+DRAINS = (
+    ("drain-unpooled", "replication drain after the uploads via tracker, no pool"),
+    ("drain-pooled", "replication drain after the uploads via tracker, pool"),
+    ("drain-direct", "replication drain after the direct uploads"),
+)
+
+
+def rate(v):
+    return "–" if v is None else "{:,.0f}/s".format(v)
 
 
 def main():
@@ -21,106 +45,126 @@ def main():
         out.append(skipped[0]["label"])
         print("\n".join(out))
         return
-    cell = {(r.get("impl"), r.get("case")): r for r in rows if r.get("case") != "backlog"}
-    out += [
-        "One load generator for every column: `fdfs_cbench` (bench/cbench), written against "
-        "the official C client library (libfdfsclient, FastDFS 6.16). 4 KiB files, 16 threads; "
-        "each column its own tracker and group of two storages on loopback, fresh data dirs, "
-        "run one after the other. FastDFS 6.16 runs on its sample configs and never flushes "
-        "before replying. Drain: from the end of the uploads until both storages hold every "
-        "file (looked for one by one). The downloads come after the drain, from one storage, "
-        "of the pooled run's files: a miss (ENOENT) would be a file not there.",
-        "",
-        "| 4 KiB, 16 threads | ours, fsync off | ours, default (fsync) | FastDFS 6.16 "
-        "| ours fsync off / C | ours default / C |",
-        "|---|---|---|---|---|---|",
-    ]
+    present = {r.get("impl") for r in rows}
+    impls = [i for i in IMPLS if i[0] in present]
+    ours = [i for i in impls if i[2] is not None]
+    have_c = "c" in present
+    threads = sorted({r.get("threads", 16) for r in rows if r.get("case") in dict(RATES)})
+    cell = {(r.get("impl"), r.get("case"), r.get("threads", 16)): r for r in rows}
 
-    def ops(impl, case):
-        r = cell.get((impl, case))
+    def get(impl, case, t):
+        return cell.get((impl, case, t))
+
+    def ops(impl, case, t):
+        r = get(impl, case, t)
         return None if r is None else r.get("ops_per_sec")
 
-    def rate_row(title, case):
-        vals = [ops(i, case) for i in IMPLS]
-        cells = ["%.0f/s" % v if v is not None else "–" for v in vals]
-        c = vals[2]
-        ratios = ["%.2f ×" % (v / c) if v is not None and c else "–" for v in vals[:2]]
-        fails = []
-        for i in IMPLS:
-            r = cell.get((i, case)) or {}
-            if r.get("failed"):
-                fails.append("%s: %s failed (first error %s)" % (i, r["failed"], r.get("first_error")))
-        out.append("| %s | %s | %s |" % (title, " | ".join(cells), " | ".join(ratios)))
-        return fails
+    out += [
+        "One load generator for every column: `fdfs_cbench` (bench/cbench), written against "
+        "the official C client library (libfdfsclient, FastDFS 6.16). 4 KiB files; each column "
+        "its own tracker and group of two storages on loopback, fresh data dirs, run one after "
+        "the other; each row's figures, and so its ratios, come from this one run. FastDFS 6.16 "
+        "runs on its sample configs and never flushes before replying. Uploads through the "
+        "tracker without and with the library's connection pool, then straight to one storage "
+        "(the trunk server with trunk files); after each, the drain: from the end of the "
+        "uploads until both storages hold every file (looked for one by one). Downloads come "
+        "after the drains, of every file uploaded so far, from one storage or where the tracker "
+        "says: a miss (ENOENT) would be a file not there.",
+        "",
+        "| 4 KiB files | threads | %s |%s" % (
+            " | ".join(i[1] for i in impls),
+            "".join(" %s |" % i[2] for i in ours) if have_c else ""),
+        "|---|---|%s" % ("---|" * (len(impls) + (len(ours) if have_c else 0))),
+    ]
 
-    fails = rate_row("upload via tracker, no connection pool", "upload-unpooled")
-    fails += rate_row("upload via tracker, connection pool", "upload-pooled")
-    fails += rate_row("download direct from one storage, pool", "download-direct")
-    for pool in ("unpooled", "pooled"):
+    def line(title, t, cells, ratios):
+        out.append("| %s | %s | %s |%s" % (
+            title, t, " | ".join(cells), "".join(" %s |" % x for x in ratios) if have_c else ""))
+
+    fails = []
+    for case, title in RATES:
+        for t in threads:
+            vals = [ops(i[0], case, t) for i in impls]
+            if all(v is None for v in vals):
+                continue
+            c = ops("c", case, t)
+            line(title, t, [rate(v) for v in vals],
+                 ["%.2f ×" % (ops(i[0], case, t) / c) if ops(i[0], case, t) is not None and c
+                  else "–" for i in ours])
+            for i in impls:
+                r = get(i[0], case, t) or {}
+                if r.get("failed"):
+                    fails.append("%s, %s, %d threads: %s failed (first error %s)" % (
+                        i[1], title, t, r["failed"], r.get("first_error")))
+    for case, title in DRAINS:
+        for t in threads:
+            cells = []
+            for i in impls:
+                r = get(i[0], case, t)
+                if r is None:
+                    cells.append("–")
+                elif r.get("drain_seconds") is None:
+                    cells.append("not within 60 s (%s of %s missing)" % (
+                        r.get("missing"), r.get("files")))
+                else:
+                    cells.append("%.2f s ({:,} files)".format(r.get("files") or 0) % r["drain_seconds"])
+            if any(x != "–" for x in cells):
+                line(title, t, cells, [""] * len(ours))
+    for case, title in (("download-direct", "direct downloads: misses (ENOENT) / failures"),
+                        ("download-tracker", "downloads via tracker: misses (ENOENT) / failures")):
+        for t in threads:
+            cells = []
+            for i in impls:
+                r = get(i[0], case, t)
+                cells.append("–" if r is None else "%s / %s" % (r.get("misses", 0), r.get("failed", 0)))
+            if any(x != "–" for x in cells):
+                line(title, t, cells, [""] * len(ours))
+    f = get("ours-trunk", "flushes", 16)
+    if f is not None:
+        cells = ["%s" % f.get("flushes_per_upload", "–") if i[0] == "ours-trunk" else
+                 "0" if i[0] == "c" else "" for i in impls]
+        line("flushes to disk per upload, both storages (replication included)", "all",
+             cells, [""] * len(ours))
+
+    # The backlog from a C storage: the C -> C figure in FastDFS's column, C -> ours in
+    # our fsync-off column (the peer that took it over runs with fsync_before_reply=false).
+    backlog = {r["impl"]: r for r in rows if r.get("case") == "backlog"}
+    if backlog:
+        t = 16
+        cells = [rate(backlog[i[0]].get("ops_per_sec")) if i[0] in backlog else "–" for i in impls]
+        a, b = backlog.get("ours-nofsync", {}), backlog.get("c", {})
+        ratios = ["%.2f ×" % (a["ops_per_sec"] / b["ops_per_sec"])
+                  if i[0] == "ours-nofsync" and a.get("ops_per_sec") and b.get("ops_per_sec")
+                  else "" for i in ours]
+        line("backlog from a C storage, replicated into this peer", t, cells, ratios)
         cells = []
-        for i in IMPLS:
-            r = cell.get((i, "drain-" + pool))
+        for i in impls:
+            r = backlog.get(i[0])
             if r is None:
                 cells.append("–")
-            elif r.get("drain_seconds") is None:
-                cells.append("not within 60 s (%s of %s missing)" % (r.get("missing"), r.get("files")))
+            elif r.get("catchup_seconds") is None:
+                cells.append("not within 120 s (%s missing)" % r.get("missing"))
             else:
-                cells.append("%.2f s (%s files)" % (r["drain_seconds"], r.get("files")))
-        out.append("| replication drain after the %s uploads | %s | | |" % (
-            "unpooled" if pool == "unpooled" else "pooled", " | ".join(cells)))
-    cells = []
-    for i in IMPLS:
-        r = cell.get((i, "download-direct"))
-        cells.append("–" if r is None else "%s / %s" % (r.get("misses", 0), r.get("failed", 0)))
-    out.append("| download misses (ENOENT) / failures | %s | | |" % " | ".join(cells))
+                cells.append("%.2f s ({:,} files)".format(r.get("files") or 0) % r["catchup_seconds"])
+        line("backlog: catch-up from the peer's start", t, cells, [""] * len(ours))
+
+    out.append("")
+    if "ours-trunk" in present:
+        out.append("Trunk files: the tracker's `use_trunk_file = true` with FastDFS's sample "
+                   "trunk sizes (slots up to 1 MB in 64 MB trunk files); FastDFS 6.16 runs "
+                   "without trunk files (and without flushes, its fastest). Flushes per upload: "
+                   "both storages' flushes before replies (each logs its count at exit) over "
+                   "the uploads.")
+    if backlog:
+        if out[-1]:
+            out.append("")
+        out.append("Backlog: on the C cluster, one storage's peer stopped, 16 threads of "
+                   "uploads for one run's time to the C storage alone, the peer started again "
+                   "(FastDFS's column: the C storage; fsync-off column: our storage on the same "
+                   "data). Rate: files over the time from the first to the last arriving; "
+                   "catch-up: from the peer's start until it held every file.")
     if fails:
         out += ["", "Failures: " + "; ".join(fails) + "."]
-
-    trunk = [r for r in rows if r.get("impl") == "ours-trunk"]
-    if trunk:
-        out += ["", "Trunk files (the tracker's `use_trunk_file = true`, FastDFS's sample trunk "
-                "sizes): our cluster with `fsync_before_reply = true`, next to FastDFS 6.16 "
-                "without trunk files and without flushes (its fastest), same run, same load.",
-                "", "| 4 KiB, 16 threads | ours, trunk files, fsync | FastDFS 6.16 | ours / C |",
-                "|---|---|---|---|"]
-        for title, case in (("upload via tracker, no connection pool", "upload-unpooled"),
-                            ("upload via tracker, connection pool", "upload-pooled"),
-                            ("download direct from one storage, pool", "download-direct")):
-            a, b = ops("ours-trunk", case), ops("c", case)
-            out.append("| %s | %s | %s | %s |" % (
-                title, "%.0f/s" % a if a is not None else "–",
-                "%.0f/s" % b if b is not None else "–",
-                "%.2f ×" % (a / b) if a is not None and b else "–"))
-        for pool in ("unpooled", "pooled"):
-            r = cell.get(("ours-trunk", "drain-" + pool))
-            if r is not None:
-                out.append("| replication drain after the %s uploads | %s | | |" % (
-                    pool, "%.2f s (%s files)" % (r["drain_seconds"], r.get("files"))
-                    if r.get("drain_seconds") is not None else "not within 60 s"))
-        f = cell.get(("ours-trunk", "flushes"))
-        if f is not None:
-            out.append("| flushes to disk per upload, both storages | %s | 0 | |" % (
-                f.get("flushes_per_upload", "–")))
-
-    backlog = [r for r in rows if r.get("case") == "backlog"]
-    if backlog:
-        out += ["", "Replication of a backlog from a C storage (same C cluster): its peer stopped, "
-                "uploads for one run's time to the C storage alone, the peer started again. "
-                "Rate: files over the time from the first to the last arriving; catch-up: from "
-                "the peer's start until it held every file.", "",
-                "| source → peer | files | files/s | catch-up s |", "|---|---|---|---|"]
-        by = {}
-        for r in backlog:
-            name = "C → C" if r["impl"] == "c" else "C → ours (fsync off)"
-            by[r["impl"]] = r
-            out.append("| %s | %s | %s | %s |" % (
-                name, r.get("files"),
-                "%.0f" % r["ops_per_sec"] if r.get("ops_per_sec") is not None else "–",
-                "%.2f" % r["catchup_seconds"] if r.get("catchup_seconds") is not None else
-                "not within 120 s (%s missing)" % r.get("missing")))
-        a, b = by.get("ours-nofsync", {}), by.get("c", {})
-        if a.get("ops_per_sec") and b.get("ops_per_sec"):
-            out.append("| C → ours / C → C | | %.2f × | |" % (a["ops_per_sec"] / b["ops_per_sec"]))
     print("\n".join(out))
 
 
