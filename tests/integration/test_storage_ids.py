@@ -744,7 +744,8 @@ def test_storage_not_in_storage_ids_refused(clusters, tracker):
     find my server id") or keeps being refused; never ACTIVE."""
     c = unlisted_cluster(clusters, tracker, "unlisted")
     rogue = c.add_storage(listed=False, start=False)
-    assert rogue.storage_id is None and rogue.ip not in c.storage_ids_file.read_text()
+    listed = re.findall(r"[\d.]+(?=:\d+)", c.storage_ids_file.read_text())
+    assert rogue.storage_id is None and rogue.ip not in listed
     c.stopped.add(id(rogue.daemon))     # it may exit: left out of the liveness checks
     rogue.daemon.start()
     refused_unless_listed(c, rogue, c.nodes[0],

@@ -278,6 +278,7 @@ impl Store {
         init_existed: bool,
         joined_before: bool,
     ) -> io::Result<Store> {
+        crate::durability::set_sync_new_dirs(cfg.fsync_before_reply);
         let flag_file = crate::init_flag::path(&cfg.base_path);
         let mut found = Vec::new();
         for (i, sp) in cfg.store_paths.iter().enumerate() {
@@ -602,10 +603,10 @@ pub fn make_data_dir(dir: &Path, subdirs: u32) -> io::Result<()> {
         return make_data_tree(data, subdirs);
     }
     if make_one(high)? {
-        crate::durability::sync_dir(data)?;
+        crate::durability::sync_new_dir(data)?;
     }
     if make_one(dir)? {
-        crate::durability::sync_dir(high)?;
+        crate::durability::sync_new_dir(high)?;
     }
     Ok(())
 }
@@ -635,14 +636,14 @@ fn make_data_tree(data: &Path, subdirs: u32) -> io::Result<()> {
             made |= make_one(&h.join(level_name(low)))?;
         }
         if made {
-            crate::durability::sync_dir(&h)?;
+            crate::durability::sync_new_dir(&h)?;
         }
     }
     if made_high {
-        crate::durability::sync_dir(data)?;
+        crate::durability::sync_new_dir(data)?;
     }
     if make_one(&last)? {
-        crate::durability::sync_dir(last.parent().expect("in a directory"))?;
+        crate::durability::sync_new_dir(last.parent().expect("in a directory"))?;
     }
     Ok(())
 }
