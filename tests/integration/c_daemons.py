@@ -28,12 +28,11 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import conftest
-from conftest import Cluster, Daemon, require_binary
+from conftest import Cluster, Daemon, bindable, require_binary
 from interop import c_bin
 
 C_STOP_GRACE = 30.0
@@ -98,16 +97,6 @@ class CDaemon(Daemon):
         return super().logs().replace("--- %s " % self.name, "--- %s [C] " % self.name, 1)
 
 
-def _bindable(ip, port):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
 
 def c_tracker(name, conf, base_path):
     return CDaemon(name, "fdfs_trackerd", conf, base_path, "trackerd.log")
@@ -151,7 +140,7 @@ class MixedCluster(Cluster):
         assert len(self.nodes) <= len(hosts), "colocated: more storages than trackers"
         port = self.tracker_port
         for _ in range(500):
-            if all(_bindable(h, port) for h in hosts):
+            if all(bindable(h, port) for h in hosts):
                 break
             port = random.SystemRandom().randint(20000, 60000)
         else:
@@ -163,7 +152,7 @@ class MixedCluster(Cluster):
             self.extra_trackers[i] = (ip, port, d)
             d.conf.write_text(self.tracker_conf_text(ip, port, d.base_path))
         for i, n in enumerate(self.nodes):
-            assert n.port != port and _bindable(hosts[i], n.port), \
+            assert n.port != port and bindable(hosts[i], n.port), \
                 "storage port %d not free on %s" % (n.port, hosts[i])
             n.ip = hosts[i]
             self.write_node_conf(n)

@@ -22,7 +22,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -708,6 +707,27 @@ def stop_cluster(c):
     if c in _live_clusters:
         _live_clusters.remove(c)
     release_addrs(c.claimed_ips)
+
+
+@pytest.fixture
+def clusters(tmp_path):
+    """c_daemons.Clusters: C and Rust daemons side by side, all stopped at the end."""
+    from c_daemons import Clusters  # c_daemons imports this module
+    cs = Clusters(tmp_path)
+    yield cs
+    cs.stop_all()
+
+
+def bindable(ip, port):
+    """Whether `ip:port` can be bound now."""
+    s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,9 @@ and reading the Prometheus text format."""
 
 import http.client
 import re
-import socket
 import time
 
-from conftest import pick_port, start_cluster
+from conftest import bindable, pick_port, start_cluster
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -47,16 +46,6 @@ def common_port(ips, taken):
             return port
     raise RuntimeError("no port free on all of %s" % ips)
 
-
-def bindable(ip, port):
-    s = socket.socket()
-    try:
-        s.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def get(addr, path="/metrics", source=None, timeout=10):

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters, file_path
+from c_daemons import file_path
 from conftest import REPO, STATUS_ACTIVE
 from fdfs_helpers import payload, wait_for
 
@@ -34,13 +34,6 @@ SUBDIRS = 256
 MAKE_DATA_DIRS = REPO / "scripts" / "make-data-dirs.sh"
 # Every upload into the next directory (C's keys; C defaults to 100 per directory).
 LAZY_EXTRA = "file_distribute_path_mode = 0\nfile_distribute_rotate_count = 1\n"
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Resource limits: thousands of idle connections never lock new clients out, and a
 client that stalls mid-request is dropped after `network_timeout`."""
 
-import os
 import resource
 import socket
 import time

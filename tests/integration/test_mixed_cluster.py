@@ -18,18 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters, c_tracker, file_path
+from c_daemons import c_tracker, file_path
 from conftest import STATUS_ACTIVE, Daemon, require_binary
 from fdfs_helpers import payload, wait_for
 
 THREADS = 24
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import time
 import pytest
 
 import interop
-from c_daemons import Clusters
 from conftest import pick_addr, release_addrs, require_binary, start_cluster, stop_cluster
 from fdfs_helpers import payload, wait_for
 from fdfs_wire import leader_of
@@ -186,13 +185,6 @@ def test_list_is_cs_text(mon):
     # C's units: a decimal under 10 (`5.0 MB`, `2.5 GB`), bytes as `N  B`.
     assert re.search(r"^disk total space     = +(\d\.\d|\d{2,}) [KMGTP]B$", out, re.M), out
     assert_failures_like_c(mon, mon.tracker_addrs[0], mon.nodes[0].ip)
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
 
 
 @pytest.mark.timeout(300)

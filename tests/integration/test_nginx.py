@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import fdfs_wire as wire
-from conftest import Daemon, require_binary, start_cluster, stop_cluster
+from conftest import Daemon, bindable, require_binary, start_cluster, stop_cluster
 from fdfs_helpers import payload, wait_for
 from nginx_fixtures import (CONF_DIR, DEBIAN_MODULE, Nginx, free_ip, free_port_on, http,
                             make_remote_name, mod_conf_text, raw_get, require_nginx,
@@ -37,17 +37,6 @@ def local_path(cluster, fid):
     idx = int(remote[1:3], 16)
     return cluster.store_paths[idx] / "data" / remote[4:]
 
-
-def _bindable(ip, port):
-    import socket
-    s = socket.socket()
-    try:
-        s.bind((ip, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 class Env:
@@ -273,7 +262,7 @@ def test_failover_to_group_member(env, tmp_path_factory):
     c = env.c1
     # storages of a group share one port (the tracker refuses others)
     c_ip = next(ip for ip in (free_ip(env.port) for _ in range(50))
-                if free_port_on(ip) and _bindable(ip, c.storage_port))
+                if free_port_on(ip) and bindable(ip, c.storage_port))
     base = tmp_path_factory.mktemp("storage-c")
     stores = [base / "store0", base / "store1"]
     for p in stores:
@@ -506,7 +495,7 @@ def test_tracker_tier_and_top_tier(env, group2, tmp_path):
     import re as _re  # noqa: F401
     root = tmp_path / "tier"
     root.mkdir()
-    listen = (free_ip(8000 if _bindable("127.0.0.1", 8000) else free_port_on("127.0.0.1")), 0)
+    listen = (free_ip(8000 if bindable("127.0.0.1", 8000) else free_port_on("127.0.0.1")), 0)
     listen = (listen[0], free_port_on(listen[0]))
     t = top = None
     try:

@@ -25,7 +25,6 @@ import shutil
 import signal
 import socket
 import struct
-import time
 
 import re
 

@@ -26,7 +26,6 @@ import struct
 import threading
 import zlib
 
-import pytest
 
 import fdfs_wire as wire
 from conftest import STATUS_ACTIVE, start_cluster, stop_cluster

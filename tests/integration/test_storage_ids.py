@@ -43,7 +43,7 @@ import time
 import pytest
 
 import fdfs_wire as wire
-from c_daemons import Clusters, file_path
+from c_daemons import file_path
 from conftest import FIRST_STORAGE_ID, STATUS_ACTIVE, pick_addr
 from fdfs_helpers import payload, wait_for
 from interop import c_bin
@@ -61,13 +61,6 @@ IMPLS = ["c", "rust"]
 
 # replicas readable 1 s after their synced timestamp reaches the file's (module doc)
 SYNC_MAX_TIME = "storage_sync_file_max_time = 1\n"
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
 
 
 def new_cluster(clusters, name, impl, storages=2, **kw):

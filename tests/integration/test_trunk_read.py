@@ -13,7 +13,6 @@ import pytest
 import fdfs_wire as wire
 from fdfs_helpers import crc32, payload, wait_for
 from interop import run_c
-from trunk_helpers import clusters  # noqa: F401
 from nginx_fixtures import free_port_on, http, require_nginx, start_storage_nginx
 
 TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"

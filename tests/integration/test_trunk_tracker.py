@@ -14,7 +14,7 @@ import pytest
 import fdfs_wire as wire
 from fdfs_helpers import wait_for
 from interop import run_c
-from trunk_helpers import (TRUNK_EXTRA, clusters, monitor, slot_of,  # noqa: F401
+from trunk_helpers import (TRUNK_EXTRA, monitor, slot_of,  # noqa: F401
                            trunk_server_of, upload_many)
 
 

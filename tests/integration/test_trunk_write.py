@@ -17,7 +17,7 @@ import fdfs_wire as wire
 from c_daemons import file_path
 from fdfs_helpers import crc32, payload, wait_for
 from interop import run_c
-from trunk_helpers import (TRUNK_EXTRA, assert_apart, clusters, slot_of,  # noqa: F401
+from trunk_helpers import (TRUNK_EXTRA, assert_apart, slot_of,  # noqa: F401
                            trunk_server_of, upload_many, upload_ok)
 
 

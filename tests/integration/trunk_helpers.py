@@ -1,13 +1,10 @@
-"""What the trunk file tests share: the tracker keys, the fixture, C's view of the trunk
+"""What the trunk file tests share: the tracker keys, C's view of the trunk
 server, concurrent uploads with C's tool, and where a trunk-stored file's slot is."""
 
 import base64
 import re
 import threading
 
-import pytest
-
-from c_daemons import Clusters
 from fdfs_helpers import payload
 from interop import run_c
 
@@ -15,13 +12,6 @@ from interop import run_c
 TRUNK_EXTRA = ("use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n"
                "trunk_file_size = 4MB\ncheck_active_interval = 4\n"
                "storage_sync_file_max_time = 1\n")
-
-
-@pytest.fixture
-def clusters(tmp_path):
-    cs = Clusters(tmp_path)
-    yield cs
-    cs.stop_all()
 
 
 def monitor(c):
