@@ -2,6 +2,7 @@
 //! and timed in a histogram; and [`Scrape`], the values read from the daemon's state at
 //! each scrape (space, statuses, lag), rendered together in the text format.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -28,14 +29,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn label(self) -> String {
+    /// Allocates only for an errno FastDFS does not name (requests are counted on the
+    /// hot path).
+    fn label(self) -> Cow<'static, str> {
         match self {
-            Outcome::Status(0) => "ok".to_string(),
+            Outcome::Status(0) => Cow::Borrowed("ok"),
             Outcome::Status(e) => match errno::symbol(e) {
-                Some(name) => name.to_string(),
-                None => format!("errno_{e}"),
+                Some(name) => Cow::Borrowed(name),
+                None => Cow::Owned(format!("errno_{e}")),
             },
-            Outcome::Closed => "closed".to_string(),
+            Outcome::Closed => Cow::Borrowed("closed"),
         }
     }
 }
@@ -86,7 +89,7 @@ impl RequestMetrics {
     pub fn observe(&self, code: u8, outcome: Outcome, elapsed: Duration) {
         let command = cmd::name(code);
         self.requests
-            .with_label_values(&[command, &outcome.label()])
+            .with_label_values(&[command, outcome.label().as_ref()])
             .inc();
         self.duration
             .with_label_values(&[command])
