@@ -56,25 +56,6 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     counted(File::open(dir)?.sync_all())
 }
 
-/// Whether a data directory made when a file first goes into it is flushed into its
-/// parent: `fsync_before_reply`, set when the store paths are opened. Without it
-/// nothing is flushed before a reply, as upstream.
-static SYNC_NEW_DIRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-pub(crate) fn set_sync_new_dirs(on: bool) {
-    SYNC_NEW_DIRS.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Flushes `dir`'s entries after a data directory was made in it (see
-/// [`set_sync_new_dirs`]).
-pub(crate) fn sync_new_dir(dir: &Path) -> io::Result<()> {
-    if SYNC_NEW_DIRS.load(std::sync::atomic::Ordering::Relaxed) {
-        sync_dir(dir)
-    } else {
-        Ok(())
-    }
-}
-
 impl Storage {
     /// Flushes a file's content (before it is named, or before a change to it is
     /// acknowledged).

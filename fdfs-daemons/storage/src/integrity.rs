@@ -323,9 +323,9 @@ pub async fn download<R: Send + 'static>(
     }
     let flush = st.cfg.fsync_before_reply;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-    let subdirs = st.store.subdirs();
+    let dirs = st.store.data_dirs();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Written<R>> {
-        let mut temp = crate::store::in_data_dir(&dir, subdirs, || NewFile::create(&dir))?;
+        let mut temp = crate::store::in_data_dir(&dir, dirs, || NewFile::create(&dir))?;
         let mut h = crc32fast::Hasher::new();
         let mut got = 0u64;
         while let Some(chunk) = rx.blocking_recv() {

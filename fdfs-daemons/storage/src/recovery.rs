@@ -730,8 +730,8 @@ async fn download_all(
                         }
                     }
                     What::Link { link, target } => {
-                        let subdirs = st.store.subdirs();
-                        match blocking(move || Ok(make_link(&link, &target, subdirs))).await? {
+                        let dirs = st.store.data_dirs();
+                        match blocking(move || Ok(make_link(&link, &target, dirs))).await? {
                             Linked::Made => counts.linked += 1,
                             Linked::Present => counts.present += 1,
                             Linked::Failed => counts.bad += 1,
@@ -818,9 +818,9 @@ enum Linked {
 }
 
 /// Recreates a symbolic link of the list (and its directory). Blocking.
-fn make_link(link: &Path, target: &Path, subdirs: u32) -> Linked {
+fn make_link(link: &Path, target: &Path, dirs: crate::store::DataDirs) -> Linked {
     let dir = link.parent().expect("a link in a directory");
-    match crate::store::in_data_dir(dir, subdirs, || std::os::unix::fs::symlink(target, link)) {
+    match crate::store::in_data_dir(dir, dirs, || std::os::unix::fs::symlink(target, link)) {
         Ok(()) => Linked::Made,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Linked::Present,
         Err(e) => {

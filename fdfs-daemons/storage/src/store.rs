@@ -85,6 +85,8 @@ struct Rotation {
 pub struct Store {
     paths: Vec<StorePath>,
     subdirs: u32,
+    /// New data directories are flushed into their parents (`fsync_before_reply`).
+    sync_new_dirs: bool,
     hash_mode: bool,
     rotate_count: u32,
     rotation: Mutex<Rotation>,
@@ -278,7 +280,6 @@ impl Store {
         init_existed: bool,
         joined_before: bool,
     ) -> io::Result<Store> {
-        crate::durability::set_sync_new_dirs(cfg.fsync_before_reply);
         let flag_file = crate::init_flag::path(&cfg.base_path);
         let mut found = Vec::new();
         for (i, sp) in cfg.store_paths.iter().enumerate() {
@@ -339,6 +340,7 @@ impl Store {
         let store = Store {
             paths,
             subdirs: cfg.subdir_count_per_path,
+            sync_new_dirs: cfg.fsync_before_reply,
             hash_mode: cfg.file_distribute_path_mode == 1,
             rotate_count: cfg.file_distribute_rotate_count,
             rotation: Mutex::new(Rotation {
@@ -359,6 +361,14 @@ impl Store {
 
     pub fn subdirs(&self) -> u32 {
         self.subdirs
+    }
+
+    /// How data directories are made when first needed (see [`make_data_dir`]).
+    pub fn data_dirs(&self) -> DataDirs {
+        DataDirs {
+            subdirs: self.subdirs,
+            sync: self.sync_new_dirs,
+        }
     }
 
     /// Re-reads total and free space of every store path.
@@ -513,8 +523,8 @@ impl Store {
     /// Makes data directory `dir` if it is missing ([`make_data_dir`]), off the async
     /// workers.
     pub async fn make_dir(&self, dir: &Path) -> io::Result<()> {
-        let (dir, subdirs) = (dir.to_path_buf(), self.subdirs);
-        crate::durability::blocking(move || make_data_dir(&dir, subdirs)).await
+        let (dir, dirs) = (dir.to_path_buf(), self.data_dirs());
+        crate::durability::blocking(move || make_data_dir(&dir, dirs)).await
     }
 
     /// A new file in data directory `dir`, which is made first if it is missing.
@@ -557,6 +567,25 @@ fn pjw_hash(data: &[u8]) -> u32 {
     h
 }
 
+/// How data directories are made: `subdirs` per level, and whether a new one is
+/// flushed into its parent (`fsync_before_reply`; without it nothing is flushed before
+/// a reply, as upstream).
+#[derive(Debug, Clone, Copy)]
+pub struct DataDirs {
+    pub subdirs: u32,
+    pub sync: bool,
+}
+
+impl DataDirs {
+    fn sync_parent(self, dir: &Path) -> io::Result<()> {
+        if self.sync {
+            crate::durability::sync_dir(dir)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// The name of a data directory level: `0A`.
 fn level_name(n: u32) -> String {
     format!("{n:02X}")
@@ -588,7 +617,8 @@ fn make_one(d: &Path) -> io::Result<bool> {
 /// and recovers it from a peer. So the last directory is only ever made after all the
 /// others, when a file first goes into it: a tree that has it is complete, and upstream
 /// started on it finds every directory it may write into.
-pub fn make_data_dir(dir: &Path, subdirs: u32) -> io::Result<()> {
+pub fn make_data_dir(dir: &Path, dirs: DataDirs) -> io::Result<()> {
+    let subdirs = dirs.subdirs;
     let bad = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -600,21 +630,21 @@ pub fn make_data_dir(dir: &Path, subdirs: u32) -> io::Result<()> {
     let last = level_name(subdirs.max(1) - 1);
     let is_last = |p: &Path| p.file_name().is_some_and(|n| n == last.as_str());
     if is_last(dir) && is_last(high) {
-        return make_data_tree(data, subdirs);
+        return make_data_tree(data, dirs);
     }
     if make_one(high)? {
-        crate::durability::sync_new_dir(data)?;
+        dirs.sync_parent(data)?;
     }
     if make_one(dir)? {
-        crate::durability::sync_new_dir(high)?;
+        dirs.sync_parent(high)?;
     }
     Ok(())
 }
 
 /// Makes every data directory under `data` that is missing, the last one last (see
 /// [`make_data_dir`]). Blocking.
-fn make_data_tree(data: &Path, subdirs: u32) -> io::Result<()> {
-    let n = subdirs.max(1);
+fn make_data_tree(data: &Path, dirs: DataDirs) -> io::Result<()> {
+    let n = dirs.subdirs.max(1);
     let last = data.join(level_name(n - 1)).join(level_name(n - 1));
     if last.is_dir() {
         return Ok(());
@@ -636,14 +666,14 @@ fn make_data_tree(data: &Path, subdirs: u32) -> io::Result<()> {
             made |= make_one(&h.join(level_name(low)))?;
         }
         if made {
-            crate::durability::sync_new_dir(&h)?;
+            dirs.sync_parent(&h)?;
         }
     }
     if made_high {
-        crate::durability::sync_new_dir(data)?;
+        dirs.sync_parent(data)?;
     }
     if make_one(&last)? {
-        crate::durability::sync_new_dir(last.parent().expect("in a directory"))?;
+        dirs.sync_parent(last.parent().expect("in a directory"))?;
     }
     Ok(())
 }
@@ -653,13 +683,13 @@ fn make_data_tree(data: &Path, subdirs: u32) -> io::Result<()> {
 /// runs `op` once more. Blocking.
 pub fn in_data_dir<T>(
     dir: &Path,
-    subdirs: u32,
+    dirs: DataDirs,
     mut op: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     match op() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if !dir.is_dir() {
-                make_data_dir(dir, subdirs)?;
+                make_data_dir(dir, dirs)?;
             }
             op()
         }
@@ -899,6 +929,14 @@ pub fn commit_new_file(
 mod tests {
     use super::*;
 
+    /// `n` directories per level, new ones flushed.
+    fn dirs(n: u32) -> DataDirs {
+        DataDirs {
+            subdirs: n,
+            sync: true,
+        }
+    }
+
     #[test]
     fn pjw_hash_is_stable() {
         assert_eq!(pjw_hash(b""), 0);
@@ -936,7 +974,7 @@ mod tests {
         assert!(!s0.join("data/00").exists());
         assert!(!s0.join("data/.recovery.flag").exists());
         assert_eq!(InitFlag::load(&cfg.base_path).unwrap(), init);
-        make_data_dir(&store.dir(0, 0, 1), 2).unwrap();
+        make_data_dir(&store.dir(0, 0, 1), dirs(2)).unwrap();
         fs::write(s0.join("data/00/01/somefile"), b"x").unwrap();
         fs::write(s0.join("data/00/01/.tmp-0123"), b"x").unwrap();
         drop(store);
@@ -989,27 +1027,27 @@ mod tests {
         let t = crate::test_support::scratch("lazy-dirs");
         let data = t.path().join("data");
         // Without data/ (an unmounted disk) nothing is made.
-        let e = make_data_dir(&data.join("00/01"), 4).unwrap_err();
+        let e = make_data_dir(&data.join("00/01"), dirs(4)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
         assert!(!data.exists());
         fs::create_dir(&data).unwrap();
-        make_data_dir(&data.join("00/01"), 4).unwrap();
-        make_data_dir(&data.join("00/01"), 4).unwrap();
-        make_data_dir(&data.join("02/03"), 4).unwrap();
+        make_data_dir(&data.join("00/01"), dirs(4)).unwrap();
+        make_data_dir(&data.join("00/01"), dirs(4)).unwrap();
+        make_data_dir(&data.join("02/03"), dirs(4)).unwrap();
         assert_eq!(tree(&data), ["00/01", "02/03"]);
         // Something else under the name is an error.
         fs::write(data.join("01"), b"x").unwrap();
-        assert!(make_data_dir(&data.join("01/00"), 4).is_err());
+        assert!(make_data_dir(&data.join("01/00"), dirs(4)).is_err());
         fs::remove_file(data.join("01")).unwrap();
         // The last one: all of them, so that upstream finds the tree complete.
-        make_data_dir(&data.join("03/03"), 4).unwrap();
+        make_data_dir(&data.join("03/03"), dirs(4)).unwrap();
         assert_eq!(tree(&data).len(), 16);
         assert_eq!(tree(&data).last().unwrap(), "03/03");
         // A file is made where its directory is missing.
         fs::remove_dir(data.join("02/03")).unwrap();
         let dir = data.join("02/03");
         let mut tries = 0;
-        in_data_dir(&dir, 4, || {
+        in_data_dir(&dir, dirs(4), || {
             tries += 1;
             fs::write(dir.join("f"), b"x")
         })
@@ -1018,14 +1056,14 @@ mod tests {
         assert!(dir.join("f").is_file());
         // Tried once more only.
         let mut tries = 0;
-        let e = in_data_dir(&dir, 4, || -> io::Result<()> {
+        let e = in_data_dir(&dir, dirs(4), || -> io::Result<()> {
             tries += 1;
             Err(io::ErrorKind::NotFound.into())
         })
         .unwrap_err();
         assert_eq!((tries, e.kind()), (2, io::ErrorKind::NotFound));
         let mut tries = 0;
-        let e = in_data_dir(&dir, 4, || -> io::Result<()> {
+        let e = in_data_dir(&dir, dirs(4), || -> io::Result<()> {
             tries += 1;
             Err(io::ErrorKind::PermissionDenied.into())
         })
@@ -1043,7 +1081,10 @@ mod tests {
                 let data = &data;
                 s.spawn(move || {
                     let dir = data.join("05/07");
-                    in_data_dir(&dir, 16, || fs::write(dir.join(format!("f{i}")), b"x")).unwrap();
+                    in_data_dir(&dir, dirs(16), || {
+                        fs::write(dir.join(format!("f{i}")), b"x")
+                    })
+                    .unwrap();
                 });
             }
         });

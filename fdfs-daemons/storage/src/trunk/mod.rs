@@ -627,11 +627,11 @@ impl Trunk {
             let file = trunk_path(st, &slot).ok_or(errno::EINVAL)?;
             let size = params.sizes.trunk_file_size as u64;
             let sync = st.cfg.fsync_before_reply;
-            let subdirs = st.store.subdirs();
+            let dirs = st.store.data_dirs();
             let made = crate::durability::blocking(move || {
                 let dir = file.parent().expect("in a directory");
                 let create = || OpenOptions::new().write(true).create_new(true).open(&file);
-                let f = match crate::store::in_data_dir(dir, subdirs, create) {
+                let f = match crate::store::in_data_dir(dir, dirs, create) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
                     Err(e) => return Err(e),
@@ -787,7 +787,7 @@ impl Trunk {
             path: trunk_path(st, slot)?,
             trunk_file_size,
             sync_new: st.cfg.fsync_before_reply,
-            subdirs: st.store.subdirs(),
+            dirs: st.store.data_dirs(),
             slot: *slot,
         })
     }
@@ -852,8 +852,8 @@ pub struct SlotIo {
     path: PathBuf,
     trunk_file_size: u64,
     sync_new: bool,
-    /// Directories per level of the data tree (its directory is made when missing).
-    subdirs: u32,
+    /// How its data directory is made when missing.
+    dirs: crate::store::DataDirs,
     pub slot: Slot,
 }
 
@@ -864,7 +864,7 @@ impl SlotIo {
             return Ok(f.clone());
         }
         let dir = self.path.parent().expect("in a directory");
-        let file = crate::store::in_data_dir(dir, self.subdirs, || {
+        let file = crate::store::in_data_dir(dir, self.dirs, || {
             OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -1021,7 +1021,10 @@ mod tests {
             path: dir.join("000001"),
             trunk_file_size: 1 << 20,
             sync_new: false,
-            subdirs: 256,
+            dirs: crate::store::DataDirs {
+                subdirs: 256,
+                sync: false,
+            },
             slot: Slot {
                 path: 0,
                 high: 0,
