@@ -21,7 +21,12 @@
 # the figure is not inflated by cheap error replies). Before each upload run the disk is
 # let settle. On the trunk cluster the direct uploads go to the trunk server (either
 # storage), where the tracker sends its uploads too.
-# Then, on the C cluster, the replication of a backlog from a C storage: its peer stopped,
+# Last, with both ours-trunk and c among the clusters, the trunk target in alternating
+# rounds (CBENCH_ROUNDS, default 5, 1 in a smoke run, 0: none): both clusters up at once
+# on fresh data, each round 16 threads of uploads via the tracker (unpooled, pooled) to
+# one and then the other, the order swapped every round; the medians are the figures to
+# quote, as a slow minute of a shared machine falls on both alike.
+# Before that, on the C cluster, the replication of a backlog from a C storage: its peer stopped,
 # uploads for as long as one run, the peer started again, the time until it holds every
 # file and the rate between the first and the last file arriving; the peer is first the C
 # storage (C -> C), then ours on the same data (C -> ours, a rolling migration's step).
@@ -32,7 +37,7 @@
 #
 # Environment: BENCH_SMOKE=1 (0.5 s runs), BENCH_SECONDS (each run; default 5),
 # CBENCH_THREADS (the thread counts, each run in turn; default "1 16"; the backlog's load
-# is always 16 threads), CBENCH_CLUSTERS (which of the four to run; default all:
+# and the rounds are always 16 threads), CBENCH_ROUNDS (above), CBENCH_CLUSTERS (which of the four to run; default all:
 # "ours-nofsync ours-fsync ours-trunk c"), CBENCH_IP (the first of twelve consecutive 127.0.0.x it uses; default
 # random),
 # BIN (our release binaries; default target/release, built by bench/run.sh).
@@ -49,6 +54,7 @@ else
   SECS=${BENCH_SECONDS:-5}; SETTLE_MAX=120; SUBDIRS=256
 fi
 THREADS_LIST=${CBENCH_THREADS:-1 16}; SIZE=4096
+ROUNDS=${CBENCH_ROUNDS:-$([ "${BENCH_SMOKE:-0}" = 1 ] && echo 1 || echo 5)}
 DIR=${1:-$(mktemp -d /tmp/fdfs-cbench.XXXXXX)}
 mkdir -p "$DIR"; DIR=$(cd "$DIR" && pwd)
 IP0=${CBENCH_IP:-127.0.0.$((RANDOM % 140 + 60))}
@@ -240,10 +246,13 @@ PY
 
 declare -A IMPL_NAME=([ours-nofsync]="ours, fsync_before_reply=false" [ours-fsync]="ours, fsync_before_reply=true (default)" [ours-trunk]="ours, trunk files, fsync_before_reply=true (default)" [c]="FastDFS 6.16")
 
-cluster() { # impl index(0..2)
+declare -A S1_IP=() S2_IP=() T_IP=() DIRECT_IP=()
+up() { # impl index(0..3): its tracker and two storages on fresh data dirs, ready (warm-up
+       # files replicated both ways); the addresses in T_IP, S1_IP, S2_IP, DIRECT_IP
   local impl=$1 i=$2
   local t_ip=$IP_PREFIX.$((IP_LAST + 3 * i)) s1_ip=$IP_PREFIX.$((IP_LAST + 3 * i + 1)) s2_ip=$IP_PREFIX.$((IP_LAST + 3 * i + 2))
   local d="$DIR/$impl" name=${IMPL_NAME[$impl]} line misses
+  T_IP[$impl]=$t_ip; S1_IP[$impl]=$s1_ip; S2_IP[$impl]=$s2_ip
   mkdir -p "$d"/{tracker,st1,st2,client}
   if [ "$impl" = c ]; then
     c_tracker_conf "$d/tracker" "$t_ip" >"$d/tracker.conf"
@@ -292,7 +301,14 @@ cluster() { # impl index(0..2)
     case " $s1_ip $s2_ip " in *" $direct_ip "*) ;; *)
       note "compare.sh: $impl: no trunk server named: '$direct_ip'"; exit 1 ;; esac
   fi
+  DIRECT_IP[$impl]=$direct_ip
+}
 
+cluster() { # impl index(0..3): the cluster up, every scenario, the cluster down
+  local impl=$1 i=$2
+  up "$impl" "$i"
+  local d="$DIR/$impl" name=${IMPL_NAME[$impl]} line misses
+  local t_ip=${T_IP[$impl]} s1_ip=${S1_IP[$impl]} s2_ip=${S2_IP[$impl]} direct_ip=${DIRECT_IP[$impl]}
   local t up what ids t_end
   for t in $THREADS_LIST; do
     what="fdfs_cbench ${SIZE}B c$t"
@@ -353,11 +369,17 @@ print(json.dumps(row))
 PY
     done
   fi
+  down "$impl" flushes
+}
+
+down() { # impl flushes-case: stops the cluster (ours-trunk: then the row of its flushes per
+         # upload, case flushes-case) and removes its files
+  local impl=$1 case=$2 d="$DIR/$1"
   stop "$impl/st1" "$impl/st2" "$impl/tracker"
   if [ "$impl" = ours-trunk ]; then
     # Flushes per upload: both storages' flushes (each logs its count at exit) over the
     # files uploaded (warm-up included).
-    python3 - "$DIR/$impl" "$d" <<'PY'
+    python3 - "$DIR/$impl" "$d" "$case" <<'PY'
 import json, re, sys
 from pathlib import Path
 logs, d = Path(sys.argv[1]), Path(sys.argv[2])
@@ -368,7 +390,7 @@ for st in ("st1", "st2"):
     flushes.append(int(m[-1]) if m else None)
 uploads = sum(len([l for l in open(p) if l.strip()]) for p in d.glob("ids-*"))
 row = {"label": "flushes to disk per upload (both storages, replication included), trunk files",
-       "section": "cclient", "impl": "ours-trunk", "case": "flushes", "uploads": uploads,
+       "section": "cclient", "impl": "ours-trunk", "case": sys.argv[3], "uploads": uploads,
        "flushes": flushes}
 if None not in flushes and uploads:
     row["flushes_per_upload"] = round(sum(flushes) / uploads, 3)
@@ -386,5 +408,38 @@ for impl in ours-nofsync ours-fsync ours-trunk c; do
   cluster $impl $i >>"$DIR/rows.jsonl"
   i=$((i + 1))
 done
+
+# The trunk target, in alternating rounds: ours with trunk files and flushes and FastDFS
+# without either, both clusters up (fresh) side by side, only one loaded at a time. Each
+# round runs 16 threads of 4 KiB uploads via the tracker, unpooled then pooled, against
+# each cluster in turn (ours first in odd rounds, FastDFS first in even ones), the disk let
+# settle before each run. A load that changes over minutes on a shared machine falls on
+# both columns alike; the rows give every round and the medians. Then every file of the
+# rounds is looked for on both storages of its cluster, and our flushes per upload.
+rounds() {
+  local r impl order up line misses what="fdfs_cbench ${SIZE}B c16"
+  up ours-trunk 2; up c 3
+  for r in $(seq "$ROUNDS"); do
+    order="ours-trunk c"; [ $((r % 2)) = 1 ] || order="c ours-trunk"
+    for up in unpooled pooled; do
+      for impl in $order; do
+        settle
+        cbench "$DIR/$impl/client-$up.conf" upload 16 "$SECS" $SIZE "$DIR/$impl/ids-round$r-$up" "upload"
+        emit "$impl" "round-$up" "$what upload via tracker, $up, round $r: ${IMPL_NAME[$impl]}" "$line" \
+          round="$r"
+      done
+    done
+  done
+  for impl in ours-trunk c; do
+    cat "$DIR/$impl"/ids-round* >"$DIR/$impl/round-ids"
+    drain "$(date +%s.%N)" 60 "$DIR/$impl/round-ids" "$DIR/$impl/st1" "$DIR/$impl/st2"
+    drain_row "$impl" "round-drain" 16 "$what every file of the rounds on both storages: ${IMPL_NAME[$impl]}" "$line"
+  done
+  down ours-trunk round-flushes; down c round-flushes
+}
+case " ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync ours-trunk c} " in
+  *" ours-trunk "*" c "*) if [ "$ROUNDS" -gt 0 ]; then settle; rounds >>"$DIR/rows.jsonl"; fi ;;
+esac
+
 cat "$DIR/rows.jsonl"
 [ "${CBENCH_TABLE:-1}" = 0 ] || python3 "$HERE/table.py" "$DIR/rows.jsonl" >&2

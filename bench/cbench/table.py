@@ -34,6 +34,65 @@ def rate(v):
     return "–" if v is None else "{:,.0f}/s".format(v)
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return None if n == 0 else xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def rounds_table(rows):
+    """The trunk target's alternating rounds: every round, then the medians."""
+    got = {}
+    for r in rows:
+        if str(r.get("case", "")).startswith("round-") and "round" in r:
+            got[(r["impl"], r["case"][len("round-"):], r["round"])] = r.get("ops_per_sec")
+    numbers = sorted({k[2] for k in got})
+    if not numbers:
+        return []
+    out = ["", "### Trunk target: alternating rounds", "",
+           "Ours with trunk files and `fsync_before_reply = true`, FastDFS 6.16 without trunk "
+           "files and without flushes; both clusters up side by side on fresh data, 16 threads "
+           "of 4 KiB uploads via the tracker to one and then the other (ours first in odd "
+           "rounds), the disk let settle before each run.", "",
+           "| round | unpooled: ours | FastDFS | ours / C | pooled: ours | FastDFS | ours / C |",
+           "|---|---|---|---|---|---|---|"]
+
+    def ratio(a, b):
+        return "%.2f ×" % (a / b) if a and b else "–"
+
+    per = {"unpooled": [], "pooled": []}
+    for n in numbers:
+        cells = []
+        for mode in ("unpooled", "pooled"):
+            a, b = got.get(("ours-trunk", mode, n)), got.get(("c", mode, n))
+            cells += [rate(a), rate(b), ratio(a, b)]
+            if a and b:
+                per[mode].append((a, b))
+        out.append("| %d | %s |" % (n, " | ".join(cells)))
+    cells = []
+    for mode in ("unpooled", "pooled"):
+        a = median([x for x, _ in per[mode]])
+        b = median([y for _, y in per[mode]])
+        m = median([x / y for x, y in per[mode]])
+        cells += [rate(a), rate(b), "%s (median of the rounds' ratios: %s)" % (
+            ratio(a, b), "%.2f ×" % m if m else "–")]
+    out.append("| median | %s |" % " | ".join(cells))
+    extra = []
+    for r in rows:
+        if r.get("case") == "round-drain":
+            extra.append("%s: %s" % (
+                "ours" if r["impl"] == "ours-trunk" else "FastDFS",
+                "every file of the rounds on both storages (%s files)" % format(r.get("files"), ",")
+                if not r.get("missing") else "%s of %s files missing on a storage after 60 s" % (
+                    r["missing"], r.get("files"))))
+        if r.get("case") == "round-flushes" and r.get("flushes_per_upload") is not None:
+            extra.append("our flushes to disk per upload, both storages, replication "
+                         "included: %s" % r["flushes_per_upload"])
+    if extra:
+        out += ["", "; ".join(extra) + "."]
+    return out
+
+
 def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
     rows = [r for r in rows if r.get("section") == "cclient"]
@@ -148,6 +207,7 @@ def main():
                 cells.append("%.2f s ({:,} files)".format(r.get("files") or 0) % r["catchup_seconds"])
         line("backlog: catch-up from the peer's start", t, cells, [""] * len(ours))
 
+    out += rounds_table(rows)
     out.append("")
     if "ours-trunk" in present:
         out.append("Trunk files: the tracker's `use_trunk_file = true` with FastDFS's sample "

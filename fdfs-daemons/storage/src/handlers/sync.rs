@@ -412,10 +412,18 @@ async fn copy_into_trunk(
         .trunk
         .slot_io(st, &slot)
         .ok_or(Fail::Reply(errno::EINVAL))?;
-    let probe = io.clone();
-    let here = crate::durability::blocking(move || Ok(probe.holds(&expected)))
-        .await
-        .map_err(io_fail)?;
+    // The trunk file's shared handle once it is open: the small reads and writes of a
+    // copy go through it here, without a hand-off to the blocking threads.
+    let cached = io.cached();
+    let here = match &cached {
+        Some(w) => w.holds(&expected),
+        None => {
+            let probe = io.clone();
+            crate::durability::blocking(move || Ok(probe.holds(&expected)))
+                .await
+                .map_err(io_fail)?
+        }
+    };
     if no_content {
         if !here {
             return Err(Fail::Reply(errno::ENOENT));
@@ -430,21 +438,21 @@ async fn copy_into_trunk(
         sess.reply(conn, errno::EEXIST);
         return Ok(());
     }
-    let opener = io.clone();
-    let mut file = crate::durability::blocking(move || {
-        // No name is served from the slot while its new content comes in.
-        opener.clear_header()?;
-        opener.content_writer()
-    })
-    .await
-    .map_err(io_fail)?;
+    let mut file = match cached {
+        Some(w) => w,
+        None => {
+            let opener = io.clone();
+            crate::durability::blocking(move || opener.writer())
+                .await
+                .map_err(io_fail)?
+        }
+    };
+    // No name is served from the slot while its new content comes in.
+    file.clear_header().map_err(io_fail)?;
     receive_into(conn, &mut file, head.file_size, None).await?;
-    drop(file);
     st.stats
         .add_bytes(counter::TOTAL_SYNC_IN_BYTES, head.file_size, true);
-    let written = crate::durability::blocking(move || io.seal(&expected))
-        .await
-        .map_err(io_fail)?;
+    let written = file.seal(&expected).map_err(io_fail)?;
     // Flushed with the burst's records (`SyncSession::write_binlog`), before its replies.
     sess.trunk_slots.push(written);
     sess.log(head.timestamp, &filename, Change::Create);

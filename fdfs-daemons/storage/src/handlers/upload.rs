@@ -24,6 +24,7 @@ use crate::state::Storage;
 use crate::stats::counter;
 use crate::store::NewFile;
 use crate::transfer::{receive_into, TransferError};
+use crate::trunk::flusher::FlushFailed;
 
 /// Logs a failed write in `dir`, taking its store path out of service if the disk is
 /// broken; returns the errno for the client.
@@ -283,10 +284,8 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         }
     };
     let slot = io.slot;
-    let pending = file.pending();
     let mut crc = crc32fast::Hasher::new();
     let received = receive_into(conn, &mut file, head.file_size, Some(&mut crc)).await;
-    drop(file);
     drop(reservation);
     if let Err(e) = received {
         let (fail, code) = match e {
@@ -331,40 +330,14 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
             .try_into()
             .expect("a formatted extension is 7 bytes"),
     };
-    // Header, flush of the trunk file (one for every slot written into it meanwhile),
-    // record and its flush: one hand-off to the blocking threads.
-    let sync = st.cfg.fsync_before_reply;
-    let sealing = io.clone();
-    let binlog = st.binlog.clone();
-    let record = Record::here(started, remote.as_str(), Change::Create);
-    // The record goes in before the flushes: the uploads one trunk flush covers have
-    // all written theirs, so one binlog flush covers them too. (A record flushed before
-    // its content is harmless: the file is not served, nor sent to peers, until its
-    // slot's header names it.)
-    let sealed = blocking(move || {
-        let written = sealing.seal(&header)?;
-        let pos = binlog.append(&record);
-        drop(pending);
-        if sync {
-            written.flush()?;
-        }
-        if let (Ok(pos), true) = (&pos, sync) {
-            return Ok(binlog.sync_through(*pos).map(|()| *pos));
-        }
-        Ok(pos)
-    })
-    .await;
-    let pos = match sealed {
-        Ok(Ok(pos)) => pos,
-        Ok(Err(e)) => {
-            // Not acknowledged, and no peer would hear of it: the slot goes back.
-            let fail = binlog_failed(e);
-            let zero = io.clone();
-            if blocking(move || zero.zero().map(|_| ())).await.is_ok() {
-                let _ = st.trunk.free(st, slot).await;
-            }
-            return Err(fail);
-        }
+    // Header and record: two small writes into the page cache, made here. Then, with
+    // `fsync_before_reply`, the flushes of the trunk file and the binlog, shared with
+    // every upload waiting meanwhile (the trunk flusher's group commit). The record goes
+    // in before the flushes, so the binlog flush that follows the trunk file's covers
+    // it. (A record on disk before its content is harmless: the file is not served,
+    // nor sent to peers, until its slot's header names it.)
+    let written = match file.seal(&header) {
+        Ok(w) => w,
         Err(e) => {
             let code = trunk_failed(st, &io, e);
             let zero = io.clone();
@@ -372,7 +345,34 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
             return Err(Fail::Reply(code));
         }
     };
+    let record = Record::here(started, remote.as_str(), Change::Create);
+    let pos = match st.binlog.append(&record) {
+        Ok(pos) => pos,
+        Err(e) => return Err(unrecorded(st, &io, binlog_failed(e)).await),
+    };
+    if st.cfg.fsync_before_reply {
+        match st.trunk.flusher.flush(written, &st.binlog, pos).await {
+            Ok(()) => {}
+            Err(FlushFailed::Binlog(e)) => return Err(unrecorded(st, &io, binlog_failed(e)).await),
+            Err(FlushFailed::Trunk(e)) => {
+                let code = trunk_failed(st, &io, e);
+                let zero = io.clone();
+                let _ = blocking(move || zero.zero().map(|_| ())).await;
+                return Err(Fail::Reply(code));
+            }
+        }
+    }
     reply_stored(st, conn, pos, remote).await
+}
+
+/// An upload whose record could not be written or flushed: not acknowledged, and no
+/// peer would hear of it, so its slot is zeroed and goes back to the trunk server.
+async fn unrecorded(st: &Storage, io: &crate::trunk::SlotIo, fail: Fail) -> Fail {
+    let zero = io.clone();
+    if blocking(move || zero.zero().map(|_| ())).await.is_ok() {
+        let _ = st.trunk.free(st, io.slot).await;
+    }
+    fail
 }
 
 /// Logs a failed write into a trunk file; returns the errno for the client.

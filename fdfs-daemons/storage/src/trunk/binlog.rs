@@ -96,9 +96,22 @@ const MINE: &str = "allocator.mine";
 /// Most bytes of one 30 TRUNK_SYNC_BINLOG body.
 pub const PUSH_MAX: usize = 64 * 1024;
 
+/// The binlog open for appending, with its size (kept here: no `stat` per append).
+struct Appending {
+    file: File,
+    len: u64,
+}
+
+impl Appending {
+    fn new(file: File) -> io::Result<Appending> {
+        let len = file.metadata()?.len();
+        Ok(Appending { file, len })
+    }
+}
+
 pub struct TrunkBinlog {
     dir: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Appending>,
     /// Held while flushing; the size flushed through.
     synced: Mutex<u64>,
 }
@@ -114,7 +127,7 @@ impl TrunkBinlog {
             .open(dir.join("binlog"))?;
         Ok(TrunkBinlog {
             dir,
-            file: Mutex::new(file),
+            file: Mutex::new(Appending::new(file)?),
             synced: Mutex::new(0),
         })
     }
@@ -156,18 +169,25 @@ impl TrunkBinlog {
     }
 
     fn append_raw(&self, bytes: &[u8]) -> io::Result<u64> {
-        let mut file = self.file.lock().unwrap();
+        let mut log = self.file.lock().unwrap();
         if !bytes.is_empty() {
-            file.write_all(bytes)?;
+            if let Err(e) = log.file.write_all(bytes) {
+                // Part of it may be in: the size is asked of the file again.
+                log.len = log.file.metadata()?.len();
+                return Err(e);
+            }
+            log.len += bytes.len() as u64;
         }
-        Ok(file.metadata()?.len())
+        Ok(log.len)
     }
 
     /// Flushes at least through `size` bytes (concurrent callers share a flush).
     pub fn sync_through(&self, size: u64) -> io::Result<()> {
         let mut synced = self.synced.lock().unwrap();
-        let file = self.file.lock().unwrap().try_clone()?;
-        let end = file.metadata()?.len();
+        let (file, end) = {
+            let log = self.file.lock().unwrap();
+            (log.file.try_clone()?, log.len)
+        };
         if *synced >= size.min(end) {
             return Ok(());
         }
@@ -178,7 +198,7 @@ impl TrunkBinlog {
 
     /// Size in bytes (31 TRUNK_GET_BINLOG_SIZE).
     pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.lock().unwrap().metadata()?.len())
+        Ok(self.file.lock().unwrap().len)
     }
 
     /// Every line, in order (what a new trunk server replays).
@@ -220,14 +240,17 @@ impl TrunkBinlog {
                 let _ = fs::remove_file(backups.remove(0));
             }
             let stamp = chrono::Local::now().format("%Y%m%d%H%M%S");
-            file.sync_data()?;
+            file.file.sync_data()?;
             fs::rename(self.path(), self.dir.join(format!("binlog.{stamp}")))?;
-            *file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path())?;
+            *file = Appending::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path())?,
+            )?;
         } else {
-            file.set_len(0)?;
+            file.file.set_len(0)?;
+            file.len = 0;
         }
         // (Never both locks at once here: `sync_through` takes them the other way.)
         drop(file);
@@ -241,14 +264,14 @@ impl TrunkBinlog {
         let text: String = lines.iter().map(Line::to_string).collect();
         let tmp = self.dir.join("binlog.tmp");
         let mut file = self.file.lock().unwrap();
-        let before = file.metadata()?.len();
+        let before = file.len;
         {
             let mut out = File::create(&tmp)?;
             out.write_all(text.as_bytes())?;
             out.sync_all()?;
         }
         fs::rename(&tmp, self.path())?;
-        *file = OpenOptions::new().append(true).open(self.path())?;
+        *file = Appending::new(OpenOptions::new().append(true).open(self.path())?)?;
         crate::durability::sync_dir(&self.dir)?;
         drop(file);
         *self.synced.lock().unwrap() = text.len() as u64;

@@ -30,6 +30,7 @@
 
 pub mod alloc;
 pub mod binlog;
+pub mod flusher;
 pub mod housekeeping;
 pub mod push;
 
@@ -107,30 +108,15 @@ struct TrunkFile {
     written: AtomicU64,
     /// Held during a flush: the writes it covered.
     flushed: Mutex<u64>,
-    /// Uploads writing into it that have not written their header yet.
-    pending: std::sync::atomic::AtomicUsize,
 }
-
-/// How long a flush waits at most for uploads still writing into its trunk file, and
-/// how often it looks.
-const LINGER_STEP: std::time::Duration = std::time::Duration::from_micros(100);
-const LINGER_STEPS: u32 = 10;
 
 impl TrunkFile {
     /// Flushes at least every write numbered `upto` or below (concurrent callers share
-    /// one flush: a group commit). While other uploads are still writing into the file,
-    /// the flush waits for them a little (at most a millisecond), so that it covers
-    /// them too: one flush for many files is what makes flushing cheap.
+    /// one flush).
     fn flush_through(&self, upto: u64) -> io::Result<()> {
         let mut flushed = self.flushed.lock().unwrap();
         if *flushed >= upto {
             return Ok(());
-        }
-        for _ in 0..LINGER_STEPS {
-            if self.pending.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            std::thread::sleep(LINGER_STEP);
         }
         let target = self.written.load(Ordering::Acquire);
         crate::durability::counted(self.file.sync_data())?;
@@ -169,6 +155,8 @@ pub struct Trunk {
     files: Arc<OpenFiles>,
     /// Idle connections to a peer trunk server, kept for the next request.
     conns: Mutex<Vec<(SocketAddr, Connection)>>,
+    /// The group commit of uploads into trunk files.
+    pub flusher: flusher::Flusher,
 }
 
 impl Default for Trunk {
@@ -185,6 +173,7 @@ impl Default for Trunk {
             init: OnceLock::new(),
             files: Arc::default(),
             conns: Mutex::new(Vec::new()),
+            flusher: flusher::Flusher::default(),
         }
     }
 }
@@ -801,35 +790,48 @@ pub struct OpenFiles(Mutex<HashMap<PathBuf, Arc<TrunkFile>>>);
 /// (positioned writes: uploads into one trunk file do not disturb each other).
 pub struct SlotWriter {
     file: Arc<TrunkFile>,
+    /// Where the slot (its header) starts.
+    slot: u64,
+    /// Where the next content byte goes.
     at: u64,
 }
 
-/// An upload writing into a trunk file (see [`TrunkFile::flush_through`]); dropped once
-/// its header is written, or when it gives up.
-pub struct Pending(Arc<TrunkFile>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl SlotWriter {
-    /// Counts this upload as writing into the trunk file until the guard is dropped.
-    pub fn pending(&self) -> Pending {
-        self.file.pending.fetch_add(1, Ordering::AcqRel);
-        Pending(self.file.clone())
-    }
-
     /// Whether the slot holds no file (upstream's rule: CRC32, time and extension of
     /// its header zero), before an upload writes there. One 24-byte read of a trunk
     /// file in use, mostly from the page cache.
     pub fn slot_is_free(&self) -> io::Result<bool> {
+        Ok(slot_is_free(&self.header()?))
+    }
+
+    fn header(&self) -> io::Result<[u8; SLOT_HEADER_LEN]> {
         let mut raw = [0u8; SLOT_HEADER_LEN];
+        self.file.file.read_exact_at(&mut raw, self.slot)?;
+        Ok(raw)
+    }
+
+    /// Whether the slot holds the file whose header is `expected`.
+    pub fn holds(&self, expected: &SlotHeader) -> bool {
+        self.header()
+            .is_ok_and(|raw| SlotHeader::decode(&raw).holds(expected))
+    }
+
+    /// Clears the slot's header, so that no name is served from the slot while new
+    /// content is written into it (a copy from a peer over an older file's slot).
+    pub fn clear_header(&self) -> io::Result<()> {
         self.file
             .file
-            .read_exact_at(&mut raw, self.at - SLOT_HEADER_LEN as u64)?;
-        Ok(slot_is_free(&raw))
+            .write_all_at(&[0u8; SLOT_HEADER_LEN], self.slot)
+    }
+
+    /// Writes the header that makes the slot hold a file (after its content).
+    pub fn seal(&self, header: &SlotHeader) -> io::Result<Written> {
+        self.file.file.write_all_at(&header.encode(), self.slot)?;
+        let number = self.file.written.fetch_add(1, Ordering::AcqRel) + 1;
+        Ok(Written {
+            file: self.file.clone(),
+            number,
+        })
     }
 }
 
@@ -872,6 +874,9 @@ impl SlotIo {
                 .truncate(false)
                 .open(&self.path)
         })?;
+        // Written at slots' places, and read only for a slot's header before an
+        // upload: no read-ahead (in a sparse file it would fill pages with zeros).
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Random);
         let len = file.metadata()?.len();
         if len < self.trunk_file_size {
             file.set_len(self.trunk_file_size)?;
@@ -884,7 +889,6 @@ impl SlotIo {
             file,
             written: AtomicU64::new(0),
             flushed: Mutex::new(0),
-            pending: std::sync::atomic::AtomicUsize::new(0),
         });
         let mut files = self.files.0.lock().unwrap();
         Ok(files.entry(self.path.clone()).or_insert(f).clone())
@@ -895,6 +899,7 @@ impl SlotIo {
         let file = self.files.0.lock().unwrap().get(&self.path).cloned()?;
         Some(SlotWriter {
             file,
+            slot: self.slot.offset as u64,
             at: self.slot.content_offset(),
         })
     }
@@ -903,6 +908,7 @@ impl SlotIo {
     pub fn writer(&self) -> io::Result<SlotWriter> {
         Ok(SlotWriter {
             file: self.open()?,
+            slot: self.slot.offset as u64,
             at: self.slot.content_offset(),
         })
     }
@@ -916,15 +922,6 @@ impl SlotIo {
         file.read_exact_at(&mut raw, self.slot.offset as u64)
             .is_ok()
             && SlotHeader::decode(&raw).holds(expected)
-    }
-
-    /// A handle positioned at the slot's content (each writer its own position).
-    pub fn content_writer(&self) -> io::Result<File> {
-        self.open()?;
-        let mut file = OpenOptions::new().write(true).open(&self.path)?;
-        use std::io::Seek;
-        file.seek(io::SeekFrom::Start(self.slot.content_offset()))?;
-        Ok(file)
     }
 
     /// Writes the header that makes the slot hold a file (after its content).
@@ -947,14 +944,6 @@ impl SlotIo {
             self.zero()?;
         }
         Ok(())
-    }
-
-    /// Clears the slot's header, so that no name is served from the slot while new
-    /// content is written into it (a copy from a peer over an older file's slot).
-    pub fn clear_header(&self) -> io::Result<()> {
-        let f = self.open()?;
-        f.file
-            .write_all_at(&[0u8; SLOT_HEADER_LEN], self.slot.offset as u64)
     }
 
     /// Zeroes the slot (a deleted file, or a failed write).
@@ -1053,7 +1042,6 @@ mod tests {
         // Our upload wrote content, then failed before its header: zeroed.
         let ours = slot_io(dir.path(), 0);
         let mut w = ours.writer().unwrap();
-        let _pending = w.pending();
         w.write_all(b"hello").unwrap();
         ours.zero_unclaimed().unwrap();
         let raw = std::fs::read(&ours.path).unwrap();
@@ -1066,8 +1054,11 @@ mod tests {
         theirs.zero_unclaimed().unwrap();
         assert!(theirs.holds(&header(9)));
         // A copy over an older file's slot: no name while the new content comes in.
-        theirs.clear_header().unwrap();
+        let copy = theirs.writer().unwrap();
+        assert!(copy.holds(&header(9)));
+        copy.clear_header().unwrap();
         assert!(!theirs.holds(&header(9)));
+        assert!(!copy.holds(&header(9)));
         assert!(theirs.writer().unwrap().slot_is_free().unwrap());
     }
 
@@ -1081,5 +1072,44 @@ mod tests {
         io.seal(&header(3)).unwrap().flush().unwrap();
         assert!(io.holds(&header(3)));
         assert_eq!(std::fs::metadata(&io.path).unwrap().len(), 1 << 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_flusher_answers_every_upload_once_its_slot_and_record_are_flushed() {
+        use crate::binlog::{Binlog, Change, Record};
+        let t = tempfile::tempdir().unwrap();
+        let log = Arc::new(Binlog::open(t.path()).unwrap());
+        let first = slot_io(t.path(), 0);
+        let flusher = Arc::new(flusher::Flusher::default());
+        let before = crate::durability::FLUSHES.load(Ordering::Relaxed);
+        let mut uploads = Vec::new();
+        for i in 0..32u32 {
+            let io = SlotIo {
+                slot: Slot {
+                    offset: i * 256,
+                    ..first.slot
+                },
+                ..first.clone()
+            };
+            let (log, flusher) = (log.clone(), flusher.clone());
+            uploads.push(tokio::spawn(async move {
+                let mut w = io.writer().unwrap();
+                w.write_all(b"hello").unwrap();
+                let written = w.seal(&header(i + 1)).unwrap();
+                let record = Record::here(1, format!("M00/00/00/f{i}"), Change::Create);
+                let pos = log.append(&record).unwrap();
+                flusher.flush(written, &log, pos).await.unwrap();
+                io
+            }));
+        }
+        for (i, upload) in uploads.into_iter().enumerate() {
+            let io = upload.await.unwrap();
+            assert!(io.holds(&header(i as u32 + 1)), "slot {i}");
+        }
+        // At least the trunk file and the binlog were flushed (other tests may count
+        // flushes of their own meanwhile, so no upper bound here).
+        assert!(crate::durability::FLUSHES.load(Ordering::Relaxed) - before >= 2);
+        let text = std::fs::read_to_string(t.path().join("data/sync/binlog.000")).unwrap();
+        assert_eq!(text.lines().count(), 32);
     }
 }

@@ -15,7 +15,11 @@ use fdfs_runtime::server::Shutdown;
 use fdfs_runtime::Error;
 use tracing::{debug, warn};
 
+use super::binlog::PUSH_MAX;
 use crate::state::Storage;
+
+/// How long a push that caught up waits before it sends the lines written meanwhile.
+const GATHER: Duration = Duration::from_millis(50);
 
 /// Starts and stops a push task per peer while this storage is the trunk server.
 pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
@@ -145,6 +149,11 @@ async fn push_some(
         conn.request(cmd::TRUNK_SYNC_BINLOG, &chunk).await?;
         *offset += chunk.len() as u64;
         debug!("trunk binlog to {addr}: {offset} bytes");
+        if chunk.len() < PUSH_MAX / 2 {
+            // Caught up: the next lines go together a moment later, not a request
+            // (and a write at the peer) for every few uploads.
+            tokio::time::sleep(GATHER).await;
+        }
     }
     // (No mark saved: this term or this binlog is over; the next push starts afresh
     // or from the last mark saved while it was current.)
