@@ -437,9 +437,11 @@ rounds() {
   done
   down ours-trunk round-flushes; down c round-flushes
 }
-case " ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync ours-trunk c} " in
-  *" ours-trunk "*" c "*) if [ "$ROUNDS" -gt 0 ]; then settle; rounds >>"$DIR/rows.jsonl"; fi ;;
-esac
+CLUSTERS=" ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync ours-trunk c} "
+if [[ $CLUSTERS == *" ours-trunk "* && $CLUSTERS == *" c "* && $ROUNDS -gt 0 ]]; then
+  settle
+  rounds >>"$DIR/rows.jsonl"
+fi
 
 cat "$DIR/rows.jsonl"
 [ "${CBENCH_TABLE:-1}" = 0 ] || python3 "$HERE/table.py" "$DIR/rows.jsonl" >&2
