@@ -207,6 +207,20 @@ def test_c_and_rust_storage_share_a_trunk_group(clusters, tmp_path, c_side):
     wait_everywhere(c.nodes, everything, what="every acknowledged file on both")
     assert all(kept_has(f, d) for f, d in everything.items())
 
+    # The kept trunk server (C in one run of this test, ours in the other) keeps how far
+    # it sent its binlog to the restarted storage in a mark file named and written as C
+    # 6.16 does: data/trunk/<peer ip>_<own port>.mark, a line binlog_offset=N. So either
+    # kind taking over the other's data directory finds its marks. (The first trunk
+    # server's marks are not looked at: C removes them all when it compacts its trunk
+    # binlog, as it does on stopping.)
+    def mark_of(server, peer):
+        mark = server.base / "data" / "trunk" / ("%s_%d.mark" % (peer.ip, server.port))
+        text = mark.read_text() if mark.is_file() else ""
+        m = re.search(r"^binlog_offset=(\d+)$", text, re.M)
+        return int(m.group(1)) if m else 0
+    wait_for(lambda: mark_of(kept, gone) > 0, 60, interval=0.5,
+             what="the kept trunk server's mark for the restarted storage")
+
 
 @pytest.mark.timeout(300)
 def test_c_storage_serves_trunk_files_ours_wrote(clusters, tmp_path):

@@ -148,7 +148,7 @@ impl Flusher {
 impl Drop for Flusher {
     fn drop(&mut self) {
         self.shared.queue.lock().unwrap().closed = true;
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
     }
 }
 

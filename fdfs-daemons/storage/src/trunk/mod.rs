@@ -106,21 +106,21 @@ struct TrunkFile {
     file: File,
     /// Writes finished into it (each takes a number).
     written: AtomicU64,
-    /// Held during a flush: the writes it covered.
-    flushed: Mutex<u64>,
+    /// The writes the flushes done so far covered.
+    flushed: AtomicU64,
 }
 
 impl TrunkFile {
-    /// Flushes at least every write numbered `upto` or below (concurrent callers share
-    /// one flush).
+    /// Flushes at least every write numbered `upto` or below; a flush covers every
+    /// write finished before it started. (More flushes side by side were measured:
+    /// they cost more CPU than the waits they save, so the flusher has one thread.)
     fn flush_through(&self, upto: u64) -> io::Result<()> {
-        let mut flushed = self.flushed.lock().unwrap();
-        if *flushed >= upto {
+        if self.flushed.load(Ordering::Acquire) >= upto {
             return Ok(());
         }
         let target = self.written.load(Ordering::Acquire);
         crate::durability::counted(self.file.sync_data())?;
-        *flushed = target;
+        self.flushed.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
 }
@@ -888,7 +888,7 @@ impl SlotIo {
         let f = Arc::new(TrunkFile {
             file,
             written: AtomicU64::new(0),
-            flushed: Mutex::new(0),
+            flushed: AtomicU64::new(0),
         });
         let mut files = self.files.0.lock().unwrap();
         Ok(files.entry(self.path.clone()).or_insert(f).clone())
