@@ -24,8 +24,9 @@
 # Last, with both ours-trunk and c among the clusters, the trunk target in alternating
 # rounds (CBENCH_ROUNDS, default 5, 1 in a smoke run, 0: none): both clusters up at once
 # on fresh data, each round 16 threads of uploads via the tracker (unpooled, pooled) to
-# one and then the other, the order swapped every round; the medians are the figures to
-# quote, as a slow minute of a shared machine falls on both alike.
+# one and then the other, the order swapped every round, each run followed by its
+# replication drain; the medians are the figures to quote, as a slow minute of a shared
+# machine falls on both alike.
 # Before that, on the C cluster, the replication of a backlog from a C storage: its peer stopped,
 # uploads for as long as one run, the peer started again, the time until it holds every
 # file and the rate between the first and the last file arriving; the peer is first the C
@@ -412,21 +413,28 @@ done
 # The trunk target, in alternating rounds: ours with trunk files and flushes and FastDFS
 # without either, both clusters up (fresh) side by side, only one loaded at a time. Each
 # round runs 16 threads of 4 KiB uploads via the tracker, unpooled then pooled, against
-# each cluster in turn (ours first in odd rounds, FastDFS first in even ones), the disk let
-# settle before each run. A load that changes over minutes on a shared machine falls on
+# each cluster in turn (ours first in odd rounds, FastDFS first in even ones); after each
+# run, until both storages of its cluster hold its files (no replication left to fall in
+# the next run), then the disk let settle. A load that changes over minutes on a shared machine falls on
 # both columns alike; the rows give every round and the medians. Then every file of the
 # rounds is looked for on both storages of its cluster, and our flushes per upload.
 rounds() {
-  local r impl order up line misses what="fdfs_cbench ${SIZE}B c16"
+  local r impl order up ids line misses what="fdfs_cbench ${SIZE}B c16"
   up ours-trunk 2; up c 3
   for r in $(seq "$ROUNDS"); do
     order="ours-trunk c"; [ $((r % 2)) = 1 ] || order="c ours-trunk"
     for up in unpooled pooled; do
       for impl in $order; do
         settle
-        cbench "$DIR/$impl/client-$up.conf" upload 16 "$SECS" $SIZE "$DIR/$impl/ids-round$r-$up" "upload"
+        ids="$DIR/$impl/ids-round$r-$up"
+        cbench "$DIR/$impl/client-$up.conf" upload 16 "$SECS" $SIZE "$ids" "upload"
         emit "$impl" "round-$up" "$what upload via tracker, $up, round $r: ${IMPL_NAME[$impl]}" "$line" \
           round="$r"
+        # Replication of the run finishes within its cluster before the next run starts:
+        # a backlog left behind would run in the next run's time, maybe the other's.
+        drain "$(date +%s.%N)" 60 "$ids" "$DIR/$impl/st1" "$DIR/$impl/st2"
+        drain_row "$impl" "round-drain-$up" 16 \
+          "$what replication drain after the uploads ($up), round $r: ${IMPL_NAME[$impl]}" "$line"
       done
     done
   done

@@ -53,7 +53,8 @@ def rounds_table(rows):
            "Ours with trunk files and `fsync_before_reply = true`, FastDFS 6.16 without trunk "
            "files and without flushes; both clusters up side by side on fresh data, 16 threads "
            "of 4 KiB uploads via the tracker to one and then the other (ours first in odd "
-           "rounds), the disk let settle before each run.", "",
+           "rounds); after each run its replication finishes, and the disk is let settle "
+           "before the next.", "",
            "| round | unpooled: ours | FastDFS | ours / C | pooled: ours | FastDFS | ours / C |",
            "|---|---|---|---|---|---|---|"]
 
@@ -78,6 +79,14 @@ def rounds_table(rows):
             ratio(a, b), "%.2f ×" % m if m else "–")]
     out.append("| median | %s |" % " | ".join(cells))
     extra = []
+    for impl, who in (("ours-trunk", "ours"), ("c", "FastDFS")):
+        drains = [r for r in rows if r.get("impl") == impl
+                  and str(r.get("case", "")).startswith("round-drain-")]
+        if drains:
+            late = [r for r in drains if r.get("drain_seconds") is None]
+            extra.append("%s: replication of each run done %s before the next run" % (
+                who, "within %.2f s" % max(r["drain_seconds"] for r in drains) if not late
+                else "not within 60 s after %d run(s)" % len(late)))
     for r in rows:
         if r.get("case") == "round-drain":
             extra.append("%s: %s" % (
