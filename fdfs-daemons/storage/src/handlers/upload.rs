@@ -338,12 +338,7 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
     // nor sent to peers, until its slot's header names it.)
     let written = match file.seal(&header) {
         Ok(w) => w,
-        Err(e) => {
-            let code = trunk_failed(st, &io, e);
-            let zero = io.clone();
-            let _ = blocking(move || zero.zero().map(|_| ())).await;
-            return Err(Fail::Reply(code));
-        }
+        Err(e) => return Err(unwritten(st, &io, e).await),
     };
     let record = Record::here(started, remote.as_str(), Change::Create);
     let pos = match st.binlog.append(&record) {
@@ -354,15 +349,19 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         match st.trunk.flusher.flush(written, &st.binlog, pos).await {
             Ok(()) => {}
             Err(FlushFailed::Binlog(e)) => return Err(unrecorded(st, &io, binlog_failed(e)).await),
-            Err(FlushFailed::Trunk(e)) => {
-                let code = trunk_failed(st, &io, e);
-                let zero = io.clone();
-                let _ = blocking(move || zero.zero().map(|_| ())).await;
-                return Err(Fail::Reply(code));
-            }
+            Err(FlushFailed::Trunk(e)) => return Err(unwritten(st, &io, e).await),
         }
     }
     reply_stored(st, conn, pos, remote).await
+}
+
+/// An upload whose header could not be written or whose trunk file could not be
+/// flushed: logged, the slot zeroed; the errno for the client.
+async fn unwritten(st: &Storage, io: &crate::trunk::SlotIo, e: std::io::Error) -> Fail {
+    let code = trunk_failed(st, io, e);
+    let zero = io.clone();
+    let _ = blocking(move || zero.zero().map(|_| ())).await;
+    Fail::Reply(code)
 }
 
 /// An upload whose record could not be written or flushed: not acknowledged, and no
