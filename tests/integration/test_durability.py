@@ -2,6 +2,7 @@
 after `kill -9` (no partial files, a torn binlog tail repaired, replication resumed)."""
 
 import os
+import re
 import struct
 import threading
 import zlib
@@ -9,6 +10,7 @@ import zlib
 import fdfs_wire as wire
 from conftest import start_cluster, stop_cluster
 from fdfs_helpers import payload, snapshot_tree, wait_for
+from trunk_helpers import TRUNK_EXTRA, slot_of
 
 GIB = 1 << 30
 CHUNK = 1 << 20
@@ -150,8 +152,9 @@ def test_torn_binlog_tail_is_repaired_and_replication_resumes(tmp_path_factory):
         stop_cluster(c)
 
 
-def flushes_during(node, action, calls=("fsync(", "fdatasync(")):
-    """Runs `action` with strace on the storage: -> how many of `calls` it made."""
+def traced(node, action, syscalls, options=()):
+    """Runs `action` with strace on the storage, every thread followed: -> the lines it
+    wrote (`strace -f`: each starts with the thread's id)."""
     import shutil
     import subprocess
 
@@ -161,9 +164,9 @@ def flushes_during(node, action, calls=("fsync(", "fdatasync(")):
             raise AssertionError("strace is not installed")
         import pytest
         pytest.skip("strace is not installed")
-    out = node.base / "flushes.strace"
-    tracer = subprocess.Popen([strace, "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(out),
-                               "-p", str(node.daemon.proc.pid)],
+    out = node.base / "calls.strace"
+    tracer = subprocess.Popen([strace, "-f", "-qq", *options, "-e", "trace=" + ",".join(syscalls),
+                               "-o", str(out), "-p", str(node.daemon.proc.pid)],
                               stderr=subprocess.PIPE, text=True)
     try:
         # strace says nothing with -qq: it is attached once the daemon's threads name it
@@ -177,7 +180,13 @@ def flushes_during(node, action, calls=("fsync(", "fdatasync(")):
     finally:
         tracer.terminate()
         tracer.wait(15)
-    return sum(1 for line in out.read_text().splitlines()
+    return out.read_text().splitlines()
+
+
+def flushes_during(node, action, calls=("fsync(", "fdatasync(")):
+    """Runs `action` with strace on the storage: -> how many of `calls` it made."""
+    lines = traced(node, action, ("fsync", "fdatasync"))
+    return sum(1 for line in lines
                if any(line.startswith(c) or (" " + c) in line for c in calls))
 
 
@@ -228,5 +237,70 @@ def test_fsync_before_reply_flushes_each_replica(tmp_path_factory):
         # flushed with fsync.
         n = flushes_during(peer, upload_and_wait, calls=("fdatasync(",))
         assert n >= 11, n
+    finally:
+        stop_cluster(c)
+
+
+def completed_flushes(lines):
+    """-> [(line index, path)] for every fsync or fdatasync that returned 0 (`strace
+    -yy` names the file; a call another thread interrupted ends on its "resumed" line)."""
+    started, done = {}, []
+    for i, line in enumerate(lines):
+        tid, _, call = line.partition(" ")
+        m = re.match(r"f(?:data)?sync\(\d+<([^>]*)>", call)
+        if m and call.endswith("<unfinished ...>"):
+            started[tid] = m.group(1)
+        elif m and re.search(r"\)\s*= 0$", call):
+            done.append((i, m.group(1)))
+        elif re.match(r"<\.\.\. f(?:data)?sync resumed>.*\)\s*= 0$", call) and tid in started:
+            done.append((i, started.pop(tid)))
+    return done
+
+
+def test_trunk_uploads_are_flushed_before_their_reply(tmp_path_factory):
+    """An upload into a trunk file is answered only once its slot and its binlog record
+    are flushed: in the storage's system calls, a flush of its trunk file after the
+    slot's header was written and one of the binlog after the record was, both done
+    before the file ID goes to the client (the group commit's threads make them)."""
+    c = start_cluster(tmp_path_factory, "flush_trunk", store_paths=1,
+                      tracker_extra=TRUNK_EXTRA)
+    try:
+        node = c.nodes[0]
+
+        def into_trunk():
+            st, fid = wire.upload(node.addr, payload(300, 1), ext="bin")
+            return st == 0 and len(fid.partition("/")[2]) == 60
+        wait_for(into_trunk, 60, interval=0.5, what="uploads into trunk files")
+        fids = []
+
+        def one_by_one():
+            for i in range(10):
+                st, fid = wire.upload(node.addr, payload(700 + i, 600 + i), ext="bin")
+                assert st == 0
+                fids.append(fid)
+        lines = traced(node, one_by_one,
+                       ("fsync", "fdatasync", "write", "writev", "pwrite64", "pwritev",
+                        "sendto", "sendmsg"),
+                       ("-yy", "-s", "256"))
+        flushes = completed_flushes(lines)
+        binlog = os.path.realpath(binlog_path(node))
+
+        def first(pattern):
+            return next(i for i, line in enumerate(lines) if re.match(pattern, line))
+        for fid in fids:
+            remote = fid.partition("/")[2]
+            assert len(remote) == 60, fid
+            _, trunk_id, offset, _ = slot_of(fid)
+            trunk = os.path.realpath(node.store_paths[0] / "data" / remote[4:6] / remote[7:9]
+                                     / ("%06d" % trunk_id))
+            # The slot's header (24 bytes at its offset), the record naming the file,
+            # and the reply: the file ID written to the client's socket.
+            header = first(r"\d+ pwrite64\(\d+<%s>, .*, 24, %d\)" % (re.escape(trunk), offset))
+            record = first(r"\d+ write\(\d+<%s>, .*%s" % (re.escape(binlog), re.escape(remote)))
+            reply = first(r"\d+ (write|writev|sendto|sendmsg)\(\d+<TCP:.*%s" % re.escape(remote))
+            assert any(header < i < reply for i, path in flushes if path == trunk), \
+                ("no flush of the slot before the reply", fid)
+            assert any(record < i < reply for i, path in flushes if path == binlog), \
+                ("no flush of the record before the reply", fid)
     finally:
         stop_cluster(c)
