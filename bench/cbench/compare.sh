@@ -27,6 +27,8 @@
 # one and then the other, the order swapped every round, each run followed by its
 # replication drain; the medians are the figures to quote, as a slow minute of a shared
 # machine falls on both alike.
+# First, and again before the rounds, what one flush (4 KiB appended, fdatasync) costs on
+# the disk at that moment: figures of different days differ with it.
 # Before that, on the C cluster, the replication of a backlog from a C storage: its peer stopped,
 # uploads for as long as one run, the peer started again, the time until it holds every
 # file and the rate between the first and the last file arriving; the peer is first the C
@@ -401,8 +403,36 @@ PY
   rm -rf "$d"  # its files' deletion goes before the next settle, not into its figures
 }
 
+# disk_flush WHEN: what one flush costs on this disk now (a row), so that the figures of
+# runs on other days can be read side by side: 200 times, 4 KiB appended to a file in
+# DIR, then fdatasync; the median and the 99th percentile.
+disk_flush() {
+  python3 - "$DIR" "$1" <<'PY'
+import json, os, sys, time
+path = os.path.join(sys.argv[1], "flush-probe")
+fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+took = []
+try:
+    for _ in range(200):
+        os.write(fd, bytes(4096))
+        t = time.perf_counter()
+        os.fdatasync(fd)
+        took.append((time.perf_counter() - t) * 1000)
+finally:
+    os.close(fd)
+    os.unlink(path)
+took.sort()
+print(json.dumps({"label": "the disk: one flush of 4 KiB appended (fdatasync), " + sys.argv[2],
+                  "section": "cclient", "case": "disk-flush", "when": sys.argv[2],
+                  "p50_ms": round(took[len(took) // 2], 3),
+                  "p99_ms": round(took[len(took) * 99 // 100], 3)}))
+PY
+}
+
 # (not in a pipe: a subshell would keep the daemons' pids from cleanup)
 i=0
+settle
+disk_flush "before the clusters" >>"$DIR/rows.jsonl"
 for impl in ours-nofsync ours-fsync ours-trunk c; do
   case " ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync ours-trunk c} " in *" $impl "*) ;; *) i=$((i + 1)); continue ;; esac
   settle
@@ -448,6 +478,7 @@ rounds() {
 CLUSTERS=" ${CBENCH_CLUSTERS:-ours-nofsync ours-fsync ours-trunk c} "
 if [[ $CLUSTERS == *" ours-trunk "* && $CLUSTERS == *" c "* && $ROUNDS -gt 0 ]]; then
   settle
+  disk_flush "before the rounds" >>"$DIR/rows.jsonl"
   rounds >>"$DIR/rows.jsonl"
 fi
 

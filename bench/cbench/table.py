@@ -218,6 +218,12 @@ def main():
 
     out += rounds_table(rows)
     out.append("")
+    disk = ["a median of %.2f ms (99th percentile %.2f ms) %s" % (r["p50_ms"], r["p99_ms"], r["when"])
+            for r in rows if r.get("case") == "disk-flush"]
+    if disk:
+        out += ["The disk: one flush (4 KiB appended, then fdatasync) took " + ", ".join(disk) +
+                ". FastDFS never waits for one; ours with `fsync_before_reply` waits for a flush "
+                "of the trunk file and one of the binlog per batch of uploads.", ""]
     if "ours-trunk" in present:
         out.append("Trunk files: the tracker's `use_trunk_file = true` with FastDFS's sample "
                    "trunk sizes (slots up to 1 MB in 64 MB trunk files); FastDFS 6.16 runs "
