@@ -33,6 +33,7 @@ from pathlib import Path
 
 import conftest
 from conftest import Cluster, Daemon, bindable, require_binary
+from fdfs_helpers import listen_port
 from interop import c_bin
 
 C_STOP_GRACE = 30.0
@@ -142,7 +143,7 @@ class MixedCluster(Cluster):
         for _ in range(500):
             if all(bindable(h, port) for h in hosts):
                 break
-            port = random.SystemRandom().randint(20000, 60000)
+            port = listen_port(random.SystemRandom())
         else:
             raise RuntimeError("no port free on every tracker address %s" % hosts)
         self.tracker_port = port

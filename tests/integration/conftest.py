@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import fdfs_wire as wire  # noqa: E402
-from fdfs_helpers import b64, snapshot_tree, unb64, wait_for  # noqa: E402
+from fdfs_helpers import b64, listen_port, snapshot_tree, unb64, wait_for  # noqa: E402
 
 REPO = HERE.parent.parent
 BIN_DIR = Path(os.environ.get("FDFS_BIN_DIR") or REPO / "target" / "debug")
@@ -62,7 +62,7 @@ def pick_addr():
     rnd = random.SystemRandom()
     for _ in range(500):
         ip = "127.0.0.%d" % rnd.randint(2, 254)
-        port = rnd.randint(20000, 60000)
+        port = listen_port(rnd)
         # One address per daemon, as in a real cluster (FastDFS tells storages apart
         # by IP); the loopback range has room for every daemon of a session.
         if any(ip == claimed_ip for claimed_ip, _ in _claimed):
@@ -189,7 +189,7 @@ def pick_port(ip, taken=()):
     (storage instances of one host, 6.16 multi-instance)."""
     rnd = random.SystemRandom()
     for _ in range(500):
-        port = rnd.randint(20000, 60000)
+        port = listen_port(rnd)
         if port in taken or (ip, port) in _claimed:
             continue
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -7,6 +7,26 @@ import time
 import zlib
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports the tests' daemons listen on lie below the kernel's ephemeral range: a port
+# that is free when picked cannot be taken, before the daemon binds it, as the source
+# port of an outgoing connection (our daemons bind theirs to their own address, so a
+# stopped cluster's connections can hold a later cluster's address and port).
+LISTEN_PORTS = (10000, max(10000 + 1000, min(_ephemeral_low(), 65536)) - 1)
+
+
+def listen_port(rnd=random):
+    """A random port in LISTEN_PORTS."""
+    return rnd.randint(*LISTEN_PORTS)
+
+
 def wait_for(pred, timeout, interval=0.05, what="condition"):
     """Poll pred() until it returns a truthy value; return that value.
     Exceptions raised by pred count as "not yet" (the last one is reported)."""

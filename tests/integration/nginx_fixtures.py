@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, pick_addr, tail  # noqa: F401
-from fdfs_helpers import wait_for
+from fdfs_helpers import listen_port, wait_for
 
 CONF_DIR = REPO / "nginx-conf"
 NGX_DIST = REPO / "target-ngx" / "dist"
@@ -47,7 +47,7 @@ def free_port_on(*ips):
     """A port bindable on every ip (storage nginx all listen on one port, as upstream)."""
     rnd = random.SystemRandom()
     for _ in range(500):
-        port = rnd.randint(20000, 60000)
+        port = listen_port(rnd)
         ok = True
         for ip in ips:
             s = socket.socket()

@@ -8,6 +8,7 @@ storages of one group on one host is what server ids allow).  The C daemons cann
 part: C 6.16 refuses `::1` in storage_ids.conf and as a tracker address.
 """
 
+import random
 import socket
 import struct
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 import fdfs_wire as wire
 from conftest import Daemon, READY_DEADLINE, require_binary
-from fdfs_helpers import payload, wait_for
+from fdfs_helpers import listen_port, payload, wait_for
 from interop import c_bin
 
 LOOPBACK6 = "::1"
@@ -36,17 +37,23 @@ pytestmark = pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
 
 
 def free_ports(n):
-    """n distinct ports free on ::1 (held open together while picked)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            s.bind((LOOPBACK6, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """n distinct ports free on ::1, below the ephemeral range (fdfs_helpers.LISTEN_PORTS:
+    a port the kernel hands out could be taken by an outgoing connection from ::1)."""
+    rnd = random.SystemRandom()
+    ports = []
+    for _ in range(500):
+        port = listen_port(rnd)
+        if port in ports:
+            continue
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                s.bind((LOOPBACK6, port))
+        except OSError:
+            continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError("no %d free ports on ::1" % n)
 
 
 class V6Cluster:
