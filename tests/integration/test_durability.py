@@ -190,11 +190,15 @@ def flushes_during(node, action, calls=("fsync(", "fdatasync(")):
                if any(line.startswith(c) or (" " + c) in line for c in calls))
 
 
-def uploads(node, n):
+def uploads(node, n, size=1000, seed=300, fids=None):
+    """-> a function making `n` uploads to `node`, one after the other (their file IDs
+    appended to `fids`, when given)."""
     def run():
         for i in range(n):
-            st, _ = wire.upload(node.addr, payload(1000 + i, 300 + i), ext="bin")
+            st, fid = wire.upload(node.addr, payload(size + i, seed + i), ext="bin")
             assert st == 0
+            if fids is not None:
+                fids.append(fid)
     return run
 
 
@@ -226,10 +230,7 @@ def test_fsync_before_reply_flushes_each_replica(tmp_path_factory):
         fids = []
 
         def upload_and_wait():
-            for i in range(10):
-                st, fid = wire.upload(source.addr, payload(2000 + i, 400 + i), ext="bin")
-                assert st == 0
-                fids.append(fid)
+            uploads(source, 10, 2000, 400, fids)()
             wait_for(lambda: all(wire.download(peer.addr, f)[0] == 0 for f in fids), 30,
                      what="every file on the peer")
 
@@ -272,13 +273,7 @@ def test_trunk_uploads_are_flushed_before_their_reply(tmp_path_factory):
             return st == 0 and len(fid.partition("/")[2]) == 60
         wait_for(into_trunk, 60, interval=0.5, what="uploads into trunk files")
         fids = []
-
-        def one_by_one():
-            for i in range(10):
-                st, fid = wire.upload(node.addr, payload(700 + i, 600 + i), ext="bin")
-                assert st == 0
-                fids.append(fid)
-        lines = traced(node, one_by_one,
+        lines = traced(node, uploads(node, 10, 700, 600, fids),
                        ("fsync", "fdatasync", "write", "writev", "pwrite64", "pwritev",
                         "sendto", "sendmsg"),
                        ("-yy", "-s", "256"))
