@@ -292,7 +292,8 @@ def test_trunk_uploads_are_flushed_before_their_reply(tmp_path_factory):
             # and the reply: the file ID written to the client's socket.
             header = first(r"\d+ pwrite64\(\d+<%s>, .*, 24, %d\)" % (re.escape(trunk), offset))
             record = first(r"\d+ write\(\d+<%s>, .*%s" % (re.escape(binlog), re.escape(remote)))
-            reply = first(r"\d+ (write|writev|sendto|sendmsg)\(\d+<TCP:.*%s" % re.escape(remote))
+            reply = first(r"\d+ (write|writev|sendto|sendmsg)\(\d+<(TCP|socket):.*%s"
+                          % re.escape(remote))
             assert any(header < i < reply for i, path in flushes if path == trunk), \
                 ("no flush of the slot before the reply", fid)
             assert any(record < i < reply for i, path in flushes if path == binlog), \
