@@ -796,8 +796,9 @@ async fn fetch_file(
                 ));
             }
             f.file.seek(SeekFrom::Start(0))?;
-            io::copy(&mut f.file, &mut io.writer()?)?;
-            io.seal(&header)?.flush()?;
+            let mut slot = io.writer()?;
+            io::copy(&mut f.file, &mut slot)?;
+            slot.seal(&header)?.flush()?;
             return Ok(true);
         }
         f.file.set_modified(mtime)?;

@@ -223,7 +223,7 @@ impl SyncSession {
         let slots = std::mem::take(&mut self.trunk_slots);
         if st.cfg.fsync_before_reply && !slots.is_empty() {
             // The slots' content before the records that say it is here.
-            crate::durability::blocking(move || crate::trunk::flush_all(&slots)).await?;
+            crate::durability::blocking(move || crate::trunk::flush_all(slots)).await?;
         }
         let r = st.binlog.append_records(&self.records);
         self.records.clear();

@@ -71,15 +71,7 @@ struct Queue {
 
 impl Queue {
     fn add(&mut self, written: Written, binlog: &Arc<Binlog>, pos: BinlogPos) {
-        match self
-            .files
-            .iter_mut()
-            .find(|w| Arc::ptr_eq(&w.file, &written.file))
-        {
-            Some(w) if w.number < written.number => *w = written,
-            Some(_) => {}
-            None => self.files.push(written),
-        }
+        written.keep_newest(&mut self.files);
         match &mut self.binlog {
             Some((_, p)) if *p >= pos => {}
             slot => *slot = Some((binlog.clone(), pos)),

@@ -136,6 +136,16 @@ impl Written {
     pub fn flush(&self) -> io::Result<()> {
         self.file.flush_through(self.number)
     }
+
+    /// Adds it to `newest` (the newest write of each trunk file): flushing those
+    /// covers every write added.
+    pub(crate) fn keep_newest(self, newest: &mut Vec<Written>) {
+        match newest.iter_mut().find(|w| Arc::ptr_eq(&w.file, &self.file)) {
+            Some(w) if w.number < self.number => *w = self,
+            Some(_) => {}
+            None => newest.push(self),
+        }
+    }
 }
 
 pub struct Trunk {
@@ -805,9 +815,7 @@ impl SlotWriter {
     }
 
     fn header(&self) -> io::Result<[u8; SLOT_HEADER_LEN]> {
-        let mut raw = [0u8; SLOT_HEADER_LEN];
-        self.file.file.read_exact_at(&mut raw, self.slot)?;
-        Ok(raw)
+        read_header(&self.file.file, self.slot)
     }
 
     /// Whether the slot holds the file whose header is `expected`.
@@ -915,22 +923,9 @@ impl SlotIo {
 
     /// Whether the slot holds the file whose header is `expected`, with `size` bytes.
     pub fn holds(&self, expected: &SlotHeader) -> bool {
-        let Ok(file) = File::open(&self.path) else {
-            return false;
-        };
-        let mut raw = [0u8; SLOT_HEADER_LEN];
-        file.read_exact_at(&mut raw, self.slot.offset as u64)
-            .is_ok()
-            && SlotHeader::decode(&raw).holds(expected)
-    }
-
-    /// Writes the header that makes the slot hold a file (after its content).
-    pub fn seal(&self, header: &SlotHeader) -> io::Result<Written> {
-        let f = self.open()?;
-        f.file
-            .write_all_at(&header.encode(), self.slot.offset as u64)?;
-        let number = f.written.fetch_add(1, Ordering::AcqRel) + 1;
-        Ok(Written { file: f, number })
+        File::open(&self.path)
+            .and_then(|file| read_header(&file, self.slot.offset as u64))
+            .is_ok_and(|raw| SlotHeader::decode(&raw).holds(expected))
     }
 
     /// Zeroes the slot after an upload into it failed before its header was written,
@@ -938,9 +933,7 @@ impl SlotIo {
     /// into the slot meanwhile (the trunk server had handed it out again), and it stays.
     pub fn zero_unclaimed(&self) -> io::Result<()> {
         let f = self.open()?;
-        let mut raw = [0u8; SLOT_HEADER_LEN];
-        f.file.read_exact_at(&mut raw, self.slot.offset as u64)?;
-        if slot_is_free(&raw) {
+        if slot_is_free(&read_header(&f.file, self.slot.offset as u64)?) {
             self.zero()?;
         }
         Ok(())
@@ -963,17 +956,20 @@ impl SlotIo {
     }
 }
 
+/// The slot header at `offset` of a trunk file.
+fn read_header(file: &File, offset: u64) -> io::Result<[u8; SLOT_HEADER_LEN]> {
+    let mut raw = [0u8; SLOT_HEADER_LEN];
+    file.read_exact_at(&mut raw, offset)?;
+    Ok(raw)
+}
+
 /// Flushes written slots: once per trunk file, for the newest write into it (blocking).
-pub fn flush_all(slots: &[Written]) -> io::Result<()> {
-    let mut newest: Vec<&Written> = Vec::new();
+pub fn flush_all(slots: Vec<Written>) -> io::Result<()> {
+    let mut newest = Vec::new();
     for w in slots {
-        match newest.iter_mut().find(|n| Arc::ptr_eq(&n.file, &w.file)) {
-            Some(n) if n.number < w.number => *n = w,
-            Some(_) => {}
-            None => newest.push(w),
-        }
+        w.keep_newest(&mut newest);
     }
-    newest.iter().try_for_each(|w| w.flush())
+    newest.iter().try_for_each(Written::flush)
 }
 
 /// Where the base path of the init flag is (set once at start-up).
@@ -1050,7 +1046,7 @@ mod tests {
         let theirs = slot_io(dir.path(), 256);
         let mut w = theirs.writer().unwrap();
         w.write_all(b"world").unwrap();
-        theirs.seal(&header(9)).unwrap().flush().unwrap();
+        w.seal(&header(9)).unwrap().flush().unwrap();
         theirs.zero_unclaimed().unwrap();
         assert!(theirs.holds(&header(9)));
         // A copy over an older file's slot: no name while the new content comes in.
@@ -1068,8 +1064,9 @@ mod tests {
         let dir = t.path().join("data/00/00");
         std::fs::create_dir(t.path().join("data")).unwrap();
         let io = slot_io(&dir, 0);
-        io.writer().unwrap().write_all(b"hello").unwrap();
-        io.seal(&header(3)).unwrap().flush().unwrap();
+        let mut w = io.writer().unwrap();
+        w.write_all(b"hello").unwrap();
+        w.seal(&header(3)).unwrap().flush().unwrap();
         assert!(io.holds(&header(3)));
         assert_eq!(std::fs::metadata(&io.path).unwrap().len(), 1 << 20);
     }
