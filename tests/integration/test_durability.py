@@ -247,7 +247,9 @@ def completed_flushes(lines):
     -yy` names the file; a call another thread interrupted ends on its "resumed" line)."""
     started, done = {}, []
     for i, line in enumerate(lines):
+        # (strace pads the thread id to the width of the widest seen so far.)
         tid, _, call = line.partition(" ")
+        call = call.lstrip()
         m = re.match(r"f(?:data)?sync\(\d+<([^>]*)>", call)
         if m and call.endswith("<unfinished ...>"):
             started[tid] = m.group(1)
@@ -293,10 +295,10 @@ def test_trunk_uploads_are_flushed_before_their_reply(tmp_path_factory):
             # The slot's header (24 bytes at its offset), the record naming the file,
             # and the reply: the file ID written to the client's socket.
             # (A call another thread interrupted ends its line with "<unfinished ...>".)
-            header = first(r"\d+ pwrite64\(\d+<%s>, .*, 24, %d(\)| <unfinished)"
+            header = first(r"\d+\s+pwrite64\(\d+<%s>, .*, 24, %d(\)| <unfinished)"
                            % (re.escape(trunk), offset))
-            record = first(r"\d+ write\(\d+<%s>, .*%s" % (re.escape(binlog), re.escape(remote)))
-            reply = first(r"\d+ (write|writev|sendto|sendmsg)\(\d+<(TCP|socket):.*%s"
+            record = first(r"\d+\s+write\(\d+<%s>, .*%s" % (re.escape(binlog), re.escape(remote)))
+            reply = first(r"\d+\s+(write|writev|sendto|sendmsg)\(\d+<(TCP|socket):.*%s"
                           % re.escape(remote))
             assert any(header < i < reply for i, path in flushes if path == trunk), \
                 ("no flush of the slot before the reply", fid)
