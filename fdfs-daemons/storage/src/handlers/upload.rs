@@ -284,6 +284,7 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         }
     };
     let slot = io.slot;
+    let coming = st.cfg.fsync_before_reply.then(|| st.trunk.flusher.coming());
     let mut crc = crc32fast::Hasher::new();
     let received = receive_into(conn, &mut file, head.file_size, Some(&mut crc)).await;
     drop(reservation);
@@ -345,8 +346,13 @@ async fn upload_to_trunk(st: &Storage, conn: &mut Connection, head: &UploadHead)
         Ok(pos) => pos,
         Err(e) => return Err(unrecorded(st, &io, binlog_failed(e)).await),
     };
-    if st.cfg.fsync_before_reply {
-        match st.trunk.flusher.flush(written, &st.binlog, pos).await {
+    if let Some(coming) = coming {
+        match st
+            .trunk
+            .flusher
+            .flush(coming, written, &st.binlog, pos)
+            .await
+        {
             Ok(()) => {}
             Err(FlushFailed::Binlog(e)) => return Err(unrecorded(st, &io, binlog_failed(e)).await),
             Err(FlushFailed::Trunk(e)) => return Err(unwritten(st, &io, e).await),

@@ -4,13 +4,19 @@
 //!
 //! An upload hands its flush over and waits for the answer without holding a thread.
 //! While a flush runs, the next uploads queue up, so the next one covers all of them:
-//! the batches grow with the load, with no timer. Compared with a flush per upload
+//! the batches grow with the load. Uploads already under way (a slot taken, their
+//! content still coming) are counted, and a flush about to start waits for them, for
+//! at most as long as the last flush took (2 ms at most): otherwise each would wait
+//! for the rest of this flush and the whole next one. On a disk whose flush costs
+//! the machine CPU (a virtual one), this halves the flushes per upload under load; an
+//! upload alone is never kept waiting. Compared with a flush per upload
 //! behind a lock, this also saves a thread hand-off per upload and the convoy of
 //! wake-ups through the lock. The binlog is flushed on a second thread, beside the trunk
 //! files, so a batch waits for the slower of the two flushes rather than their sum.
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -58,6 +64,9 @@ impl Failure {
     }
 }
 
+/// The longest a flush waits for uploads under way.
+const MAX_GATHER: Duration = Duration::from_millis(2);
+
 type Answer = oneshot::Sender<Result<(), Failure>>;
 
 #[derive(Default)]
@@ -66,6 +75,8 @@ struct Queue {
     files: Vec<Written>,
     binlog: Option<(Arc<Binlog>, BinlogPos)>,
     waiting: Vec<Answer>,
+    /// Uploads under way (a slot taken, their flush not asked for yet).
+    coming: usize,
     closed: bool,
 }
 
@@ -79,10 +90,25 @@ impl Queue {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// How long a flush may wait for uploads under way: the last flush's time, within
+    /// these bounds.
+    gather: (Duration, Duration),
+    /// Flushes made (batches answered).
+    batches: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            queue: Mutex::default(),
+            wake: Condvar::new(),
+            gather: (Duration::ZERO, MAX_GATHER),
+            batches: Default::default(),
+        }
+    }
 }
 
 /// The flushing thread of one storage's trunk uploads (started with the first flush,
@@ -95,10 +121,22 @@ pub struct Flusher {
 }
 
 impl Flusher {
+    /// Counts an upload under way until its [`Flusher::flush`] (or its end): the flush
+    /// running when it comes waits a little for it, so that it need not wait for the
+    /// whole next one.
+    pub fn coming(&self) -> Coming {
+        self.shared.queue.lock().unwrap().coming += 1;
+        Coming {
+            shared: self.shared.clone(),
+            asked: false,
+        }
+    }
+
     /// Waits until `written` (with everything else written into its trunk file) and
-    /// `binlog` through `pos` are on disk.
+    /// `binlog` through `pos` are on disk. `coming` counted this upload.
     pub async fn flush(
         &self,
+        mut coming: Coming,
         written: Written,
         binlog: &Arc<Binlog>,
         pos: BinlogPos,
@@ -109,18 +147,45 @@ impl Flusher {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        {
+        let wake = {
             let mut q = self.shared.queue.lock().unwrap();
             q.add(written, binlog, pos);
             q.waiting.push(tx);
+            coming.asked = true;
+            q.coming -= 1;
+            // The thread waits for a first upload, or for the last one under way.
+            q.waiting.len() == 1 || q.coming == 0
+        };
+        if wake {
+            self.shared.wake.notify_one();
         }
-        self.shared.wake.notify_one();
         match rx.await {
             Ok(r) => r.map_err(Failure::error),
             Err(_) => Err(FlushFailed::Trunk(io::Error::other(
                 "the trunk flushing thread is gone",
             ))),
         }
+    }
+
+    /// A flusher whose flushes wait up to `gather` for the uploads under way, however
+    /// short the last flush was.
+    #[cfg(test)]
+    pub(crate) fn gathering(gather: Duration) -> Self {
+        Flusher {
+            shared: Arc::new(Shared {
+                gather: (gather, gather),
+                ..Shared::default()
+            }),
+            running: Default::default(),
+        }
+    }
+
+    /// Flushes made so far.
+    #[cfg(test)]
+    pub(crate) fn batches(&self) -> u64 {
+        self.shared
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn start(&self) -> bool {
@@ -134,6 +199,26 @@ impl Flusher {
                 .map_err(|e| tracing::error!("cannot start the trunk flushing thread: {e}"))
                 .is_ok()
         })
+    }
+}
+
+/// An upload under way, counted by the flusher (see [`Flusher::coming`]).
+pub struct Coming {
+    shared: Arc<Shared>,
+    asked: bool,
+}
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        if self.asked {
+            return;
+        }
+        let mut q = self.shared.queue.lock().unwrap();
+        q.coming -= 1;
+        if q.coming == 0 && !q.waiting.is_empty() {
+            drop(q);
+            self.shared.wake.notify_one();
+        }
     }
 }
 
@@ -165,6 +250,7 @@ fn run(shared: &Shared) {
             None
         }
     };
+    let mut last = Duration::ZERO;
     loop {
         let batch = {
             let mut q = shared.queue.lock().unwrap();
@@ -174,14 +260,31 @@ fn run(shared: &Shared) {
             if q.waiting.is_empty() {
                 return;
             }
+            // Uploads already under way join this flush rather than wait for the whole
+            // next one: for as long as a flush lasts (the last one), at most.
+            let (floor, cap) = shared.gather;
+            let until = Instant::now() + last.clamp(floor, cap);
+            while q.coming > 0 && !q.closed {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = shared.wake.wait_timeout(q, left).unwrap().0;
+            }
             Queue {
                 files: std::mem::take(&mut q.files),
                 binlog: q.binlog.take(),
                 waiting: std::mem::take(&mut q.waiting),
+                coming: 0,
                 closed: false,
             }
         };
+        let began = Instant::now();
         let result = flush(&batch, helper.as_ref());
+        last = began.elapsed();
+        shared
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for answer in batch.waiting {
             let _ = answer.send(result.clone());
         }

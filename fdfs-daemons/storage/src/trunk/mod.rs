@@ -1095,7 +1095,10 @@ mod tests {
                 let written = w.seal(&header(i + 1)).unwrap();
                 let record = Record::here(1, format!("M00/00/00/f{i}"), Change::Create);
                 let pos = log.append(&record).unwrap();
-                flusher.flush(written, &log, pos).await.unwrap();
+                flusher
+                    .flush(flusher.coming(), written, &log, pos)
+                    .await
+                    .unwrap();
                 io
             }));
         }
@@ -1108,5 +1111,49 @@ mod tests {
         assert!(crate::durability::FLUSHES.load(Ordering::Relaxed) - before >= 2);
         let text = std::fs::read_to_string(t.path().join("data/sync/binlog.000")).unwrap();
         assert_eq!(text.lines().count(), 32);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_waits_for_the_uploads_under_way() {
+        use crate::binlog::{Binlog, Change, Record};
+        use std::time::Duration;
+        let t = tempfile::tempdir().unwrap();
+        let log = Arc::new(Binlog::open(t.path()).unwrap());
+        let flusher = Arc::new(flusher::Flusher::gathering(Duration::from_secs(60)));
+        // One upload's content, header and record, then its flush.
+        let upload = |i: u32, coming: flusher::Coming| {
+            let (log, flusher) = (log.clone(), flusher.clone());
+            let io = slot_io(t.path(), i * 256);
+            async move {
+                let mut w = io.writer().unwrap();
+                w.write_all(b"hello").unwrap();
+                let written = w.seal(&header(i + 1)).unwrap();
+                let record = Record::here(1, format!("M00/00/00/f{i}"), Change::Create);
+                let pos = log.append(&record).unwrap();
+                flusher.flush(coming, written, &log, pos).await.unwrap();
+                assert!(io.holds(&header(i + 1)));
+            }
+        };
+        let short = Duration::from_millis(300);
+
+        // B is under way (its slot taken, its content coming) when A asks for a flush:
+        // A is not answered before B asks too, and one flush answers both.
+        let b = flusher.coming();
+        let mut a = tokio::spawn(upload(0, flusher.coming()));
+        assert!(tokio::time::timeout(short, &mut a).await.is_err());
+        upload(1, b).await;
+        a.await.unwrap();
+        assert_eq!(flusher.batches(), 1);
+
+        // An upload that ends without asking (its client went away) holds no flush.
+        let gone = flusher.coming();
+        let mut c = tokio::spawn(upload(2, flusher.coming()));
+        assert!(tokio::time::timeout(short, &mut c).await.is_err());
+        drop(gone);
+        tokio::time::timeout(Duration::from_secs(30), c)
+            .await
+            .expect("answered once the other upload ended")
+            .unwrap();
+        assert_eq!(flusher.batches(), 2);
     }
 }
