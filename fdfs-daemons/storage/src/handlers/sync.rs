@@ -214,32 +214,35 @@ impl SyncSession {
     }
 
     /// Writes the gathered records to the binlog; with `fsync_before_reply`, flushes
-    /// them and the directories they changed, side by side and off the async threads
-    /// (the replies are sent after this).
+    /// them and the directories they changed, and before them the trunk slots the
+    /// burst wrote, all in one blocking task (the replies are sent after this).
     pub async fn write_binlog(&mut self, st: &Storage) -> io::Result<()> {
         if self.records.is_empty() {
             return Ok(());
         }
         let slots = std::mem::take(&mut self.trunk_slots);
-        if st.cfg.fsync_before_reply && !slots.is_empty() {
-            // The slots' content before the records that say it is here.
-            crate::durability::blocking(move || crate::trunk::flush_all(slots)).await?;
-        }
-        let r = st.binlog.append_records(&self.records);
-        self.records.clear();
         let dirs = std::mem::take(&mut self.dirs);
-        let pos = r?;
-        if st.cfg.fsync_before_reply {
-            // One hand-off for the burst's directories and the binlog.
-            let binlog = st.binlog.clone();
-            crate::durability::blocking(move || {
-                for d in &dirs {
-                    crate::durability::sync_dir(d)?;
-                }
-                binlog.sync_through(pos)
-            })
-            .await?;
+        if !st.cfg.fsync_before_reply {
+            let r = st.binlog.append_records(&self.records);
+            self.records.clear();
+            return r.map(|_| ());
         }
+        let records = std::mem::take(&mut self.records);
+        let binlog = st.binlog.clone();
+        let records = crate::durability::blocking(move || {
+            // The slots' content before the records that say it is here.
+            crate::trunk::flush_all(slots)?;
+            let pos = binlog.append_records(&records)?;
+            for d in &dirs {
+                crate::durability::sync_dir(d)?;
+            }
+            binlog.sync_through(pos)?;
+            Ok(records)
+        })
+        .await?;
+        // (The buffer is kept for the next burst.)
+        self.records = records;
+        self.records.clear();
         Ok(())
     }
 }
