@@ -223,6 +223,61 @@ def test_c_and_rust_storage_share_a_trunk_group(clusters, tmp_path, c_side):
 
 
 @pytest.mark.timeout(300)
+def test_a_stopping_trunk_server_sends_its_last_binlog_lines(clusters):
+    """Our trunk server, stopped (SIGTERM) in the middle of uploads, sends its peer every
+    trunk binlog line before it exits: the peer, trunk server next, must not hand out
+    the slots of the last uploads again. (Pushes gather lines for up to 250 ms, and the
+    last ones were lost at a stop: a C storage taking over handed them out again.)"""
+    c = clusters.new("trunk-stop", storages=2, tracker_extra=TRUNK_EXTRA)
+    wait_for(lambda: trunk_server_of(c) in [n.ip for n in c.nodes], 60, interval=0.5,
+             what="a trunk server picked among our storages")
+    server = next(n for n in c.nodes if n.ip == trunk_server_of(c))
+    peer = next(n for n in c.nodes if n is not server)
+    wait_for(lambda: wire.upload(server.addr, b"first")[0] == 0, 60, interval=0.5,
+             what="uploads into trunk files")
+
+    def trunk_binlog(node):
+        path = node.base / "data" / "trunk" / "binlog"
+        return path.read_bytes() if path.is_file() else b""
+    wait_for(lambda: trunk_binlog(peer) == trunk_binlog(server) != b"", 60, interval=0.2,
+             what="the trunk binlog pushed to the peer")
+    done = []
+    stop = threading.Event()
+
+    def keep_uploading():
+        i = 0
+        while not stop.is_set():
+            try:
+                st, fid = wire.upload(server.addr, payload(300 + i % 50, i), "bin")
+            except OSError:
+                continue  # the server stopped listening
+            if st == 0:
+                done.append(fid)
+            i += 1
+    t = threading.Thread(target=keep_uploading)
+    t.start()
+    try:
+        wait_for(lambda: len(done) >= 50, 60, interval=0.1, what="uploads under way")
+        c.stop_daemon(server.daemon)
+    finally:
+        stop.set()
+        t.join()
+    assert all(len(f.partition("/")[2]) == 60 for f in done)
+    ours = trunk_binlog(server)
+    lines = ours.splitlines()
+    # The slot of the last upload acknowledged is in the binlog, and the peer's copy
+    # has every line.
+    remote = done[-1].partition("/")[2]
+    where = [int(remote[k:k + 2], 16) for k in (1, 4, 7)] + list(slot_of(done[-1])[1:3])
+    assert any(re.match(rb"\d+ D %d %d %d %d %d " % tuple(where), line) for line in lines), \
+        "the last upload's slot is not in the trunk binlog"
+    theirs = trunk_binlog(peer)
+    missing = len(lines) - len(theirs.splitlines())
+    assert theirs == ours, "the peer's trunk binlog lacks %d of %d lines" % (
+        missing, len(lines))
+
+
+@pytest.mark.timeout(300)
 def test_c_storage_serves_trunk_files_ours_wrote(clusters, tmp_path):
     """Rollback: a C storage started on our storage's data serves the files ours
     packed into trunk files."""

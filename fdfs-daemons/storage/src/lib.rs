@@ -216,6 +216,8 @@ pub async fn run(mut cfg: StorageConfig, stop: impl Future<Output = ()>) -> Resu
             server.await;
         }
     }
+    // No request writes trunk binlog lines any more: the pushes send the last ones.
+    st.trunk.requests_done.send_replace(true);
     trigger.trigger();
     for t in tasks {
         let _ = t.await;

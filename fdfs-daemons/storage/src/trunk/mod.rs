@@ -167,6 +167,9 @@ pub struct Trunk {
     conns: Mutex<Vec<(SocketAddr, Connection)>>,
     /// The group commit of uploads into trunk files.
     pub flusher: flusher::Flusher,
+    /// Set when the daemon stops and its requests are done: the pushes send the last
+    /// lines of the trunk binlog to the peers, then end.
+    pub requests_done: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Trunk {
@@ -184,6 +187,7 @@ impl Default for Trunk {
             files: Arc::default(),
             conns: Mutex::new(Vec::new()),
             flusher: flusher::Flusher::default(),
+            requests_done: tokio::sync::watch::Sender::new(false),
         }
     }
 }

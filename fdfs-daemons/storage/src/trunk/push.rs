@@ -21,6 +21,9 @@ use crate::state::Storage;
 /// How long a push that caught up waits before it sends the lines written meanwhile.
 const GATHER: Duration = Duration::from_millis(50);
 
+/// How long a stopping storage tries to send its peers the trunk binlog's last lines.
+const LAST_LINES: Duration = Duration::from_secs(5);
+
 /// Starts and stops a push task per peer while this storage is the trunk server.
 pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
     let mut tasks: HashMap<String, (u64, tokio::task::JoinHandle<()>)> = HashMap::new();
@@ -65,6 +68,17 @@ pub async fn run_manager(st: Arc<Storage>, mut shutdown: Shutdown) {
             tasks.insert(name, (epoch, task));
         }
     }
+    // Stopping. Once the requests in flight are done, every push sends the lines
+    // written up to then (for a while at most): a peer that becomes trunk server next
+    // must not hand out again the slots of the last uploads here.
+    let mut done = st.trunk.requests_done.subscribe();
+    let _ = done.wait_for(|d| *d).await;
+    let _ = tokio::time::timeout(LAST_LINES, async {
+        for (_, t) in tasks.values_mut() {
+            let _ = t.await;
+        }
+    })
+    .await;
     for (_, (_, t)) in tasks {
         t.abort();
     }
@@ -96,7 +110,9 @@ async fn push(st: Arc<Storage>, peer: StorageBrief, mark: String, epoch: u64) {
     let current = || st.trunk.epoch.load(Ordering::Acquire) == epoch && st.trunk.is_server();
     let mut offset = log.load_mark(&mark);
     let mut failing = false;
+    let mut done = st.trunk.requests_done.subscribe();
     while current() {
+        let stopping = *done.borrow();
         match push_some(&st, &log, addr, &mut offset, &mark, &current).await {
             Ok(()) => return,
             Err(e) => {
@@ -107,7 +123,14 @@ async fn push(st: Arc<Storage>, peer: StorageBrief, mark: String, epoch: u64) {
                 if current() {
                     let _ = log.save_mark(&mark, offset);
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                if stopping {
+                    // One try once the requests were done, no more.
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = done.wait_for(|d| *d) => {}
+                }
             }
         }
     }
@@ -130,14 +153,20 @@ async fn push_some(
     }
     let mut saved = *offset;
     let mut idle = 0u32;
+    let mut done = st.trunk.requests_done.subscribe();
     while current() {
+        // Read after the stop is seen: this chunk holds every line there will be.
+        let last = *done.borrow_and_update();
         let chunk = log.read_from(*offset)?;
         if chunk.is_empty() {
             if saved != *offset && current() {
                 log.save_mark(mark, *offset)?;
                 saved = *offset;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if last {
+                break;
+            }
+            wait_unless(&mut done, Duration::from_millis(200)).await;
             idle += 1;
             // Keeps the connection known alive, as upstream's 111 does.
             if idle.is_multiple_of(5 * st.cfg.heart_beat_interval.as_secs().max(1) as u32) {
@@ -152,11 +181,19 @@ async fn push_some(
         if chunk.len() < PUSH_MAX / 2 {
             // Caught up: the next lines go together a moment later, not a request
             // (and a write at the peer) for every few uploads.
-            tokio::time::sleep(GATHER).await;
+            wait_unless(&mut done, GATHER).await;
         }
     }
-    // (No mark saved: this term or this binlog is over; the next push starts afresh
-    // or from the last mark saved while it was current.)
+    // (Unless stopping, no mark saved: this term or this binlog is over; the next
+    // push starts afresh or from the last mark saved while it was current.)
     conn.quit().await;
     Ok(())
+}
+
+/// Sleeps for `time`, or less if the daemon's requests are done (it is stopping).
+async fn wait_unless(done: &mut tokio::sync::watch::Receiver<bool>, time: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(time) => {}
+        _ = done.wait_for(|d| *d) => {}
+    }
 }
