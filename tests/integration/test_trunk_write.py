@@ -8,7 +8,6 @@ the middle of uploads, and start a C storage on the data ours wrote (a rollback)
 """
 
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from c_daemons import file_path
 from fdfs_helpers import crc32, payload, wait_for
 from interop import run_c
 from trunk_helpers import (TRUNK_EXTRA, assert_apart, slot_of,  # noqa: F401
-                           trunk_server_of, upload_many, upload_ok)
+                           trunk_server_of, upload_many, upload_ok, uploading)
 
 
 def trunk_file(node, fid):
@@ -170,22 +169,14 @@ def test_c_and_rust_storage_share_a_trunk_group(clusters, tmp_path, c_side):
     first = trunk_server_of(c)
     gone = next(n for n in c.nodes if n.ip == first)
     kept = next(n for n in c.nodes if n is not gone)
-    during = {}
-    stop = threading.Event()
 
-    def keep_uploading():
-        i = 0
-        while not stop.is_set():
-            data = payload(200 + i, 9000 + i)
-            local = tmp_path / ("during-%d.bin" % i)
-            local.write_bytes(data)
-            p = run_c("fdfs_upload_file", c.client_conf, local)
-            if p.returncode == 0:
-                during[p.stdout.strip()] = data
-            i += 1
-    t = threading.Thread(target=keep_uploading)
-    t.start()
-    try:
+    def upload_one(i):
+        data = payload(200 + i, 9000 + i)
+        local = tmp_path / ("during-%d.bin" % i)
+        local.write_bytes(data)
+        p = run_c("fdfs_upload_file", c.client_conf, local)
+        return (p.stdout.strip(), data) if p.returncode == 0 else None
+    with uploading(upload_one) as during:
         wait_for(lambda: len(during) >= 20, 60, interval=0.2, what="uploads under way")
         c.stop_daemon(gone.daemon)
         wait_for(lambda: trunk_server_of(c) == kept.ip, 60, interval=0.5,
@@ -193,11 +184,8 @@ def test_c_and_rust_storage_share_a_trunk_group(clusters, tmp_path, c_side):
         before = len(during)
         wait_for(lambda: len(during) >= before + 20, 60, interval=0.2,
                  what="uploads after the trunk server change")
-    finally:
-        stop.set()
-        t.join()
     # Every acknowledged file is readable, and none shares a slot with another.
-    everything = {**files, **during}
+    everything = {**files, **dict(during)}
     assert_apart(everything)
 
     def kept_has(fid, data):
@@ -241,27 +229,16 @@ def test_a_stopping_trunk_server_sends_its_last_binlog_lines(clusters):
         return path.read_bytes() if path.is_file() else b""
     wait_for(lambda: trunk_binlog(peer) == trunk_binlog(server) != b"", 60, interval=0.2,
              what="the trunk binlog pushed to the peer")
-    done = []
-    stop = threading.Event()
 
-    def keep_uploading():
-        i = 0
-        while not stop.is_set():
-            try:
-                st, fid = wire.upload(server.addr, payload(300 + i % 50, i), "bin")
-            except OSError:
-                continue  # the server stopped listening
-            if st == 0:
-                done.append(fid)
-            i += 1
-    t = threading.Thread(target=keep_uploading)
-    t.start()
-    try:
+    def upload_one(i):
+        try:
+            st, fid = wire.upload(server.addr, payload(300 + i % 50, i), "bin")
+        except OSError:
+            return None  # the server stopped listening
+        return fid if st == 0 else None
+    with uploading(upload_one) as done:
         wait_for(lambda: len(done) >= 50, 60, interval=0.1, what="uploads under way")
         c.stop_daemon(server.daemon)
-    finally:
-        stop.set()
-        t.join()
     assert all(len(f.partition("/")[2]) == 60 for f in done)
     ours = trunk_binlog(server)
     lines = ours.splitlines()

@@ -2,6 +2,7 @@
 server, concurrent uploads with C's tool, and where a trunk-stored file's slot is."""
 
 import base64
+import contextlib
 import re
 import threading
 
@@ -69,3 +70,25 @@ def assert_apart(fids):
     slots = sorted(slot_of(f) for f in fids if len(f.partition("/")[2]) == 60)
     for (p1, t1, o1, s1), (p2, t2, o2, _) in zip(slots, slots[1:]):
         assert (p1, t1) != (p2, t2) or o1 + s1 <= o2, "overlapping slots"
+
+
+@contextlib.contextmanager
+def uploading(upload_one):
+    """Calls `upload_one(i)` for i = 0, 1, ... in a thread while the block runs; yields
+    the list of what it returned other than None (what was acknowledged), growing."""
+    done, stop = [], threading.Event()
+
+    def run():
+        i = 0
+        while not stop.is_set():
+            got = upload_one(i)
+            if got is not None:
+                done.append(got)
+            i += 1
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        t.join()
